@@ -1,0 +1,364 @@
+//! The hub's configuration: every bound, deadline and policy, with documented defaults.
+//!
+//! Fields are public for reading and direct assignment; each has a builder method of the same
+//! name for chaining (`Config::default().ping_period(None).max_queue_frames(64)`).
+//! [`Config::validate`] runs in [`Hub::new`](crate::Hub::new).
+
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// What happens to a non-volatile message when a recipient's outbound queue is full.
+///
+/// Volatile messages ([`Message::volatile`](crate::Message::volatile)) are always dropped for
+/// that recipient instead, whatever the policy.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[non_exhaustive]
+pub enum SlowConsumerPolicy {
+    /// Close the slow reader with [`CloseCode::SLOW_CONSUMER`](crate::CloseCode::SLOW_CONSUMER)
+    /// and a reason. Every message it did receive is still in order and none is skipped.
+    #[default]
+    Disconnect,
+    /// Keep the reader; skip this message for it and report it in
+    /// [`Delivery::refused`](crate::Delivery::refused).
+    Refuse,
+}
+
+/// How a client's `subscribe` request is decided.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[non_exhaustive]
+pub enum SubscribePolicy {
+    /// Any valid channel name is joined at once.
+    #[default]
+    Open,
+    /// Each request becomes [`Event::SubscribeRequest`](crate::Event::SubscribeRequest); the
+    /// application answers with [`Hub::approve_subscribe`](crate::Hub::approve_subscribe) or
+    /// [`Hub::deny_subscribe`](crate::Hub::deny_subscribe).
+    Approve,
+}
+
+/// What [`Hub::open`](crate::Hub::open) does when the requested name is already taken.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[non_exhaustive]
+pub enum NameConflict {
+    /// The older connection is closed with [`CloseCode::REPLACED`](crate::CloseCode::REPLACED)
+    /// and the name moves to the new one: a reconnecting user wins over its own stale socket.
+    #[default]
+    Replace,
+    /// The new connection is refused with [`Error::NameTaken`].
+    Refuse,
+}
+
+/// An application-level heartbeat, for clients that cannot send WebSocket pings (browsers).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct AppHeartbeat {
+    /// A text frame exactly equal to this is a heartbeat, not a protocol message.
+    pub ping: String,
+    /// The text frame sent back for each heartbeat.
+    pub pong: String,
+    /// A connection that sends nothing at all for this long is closed
+    /// ([`CloseCode::HEARTBEAT_TIMEOUT`](crate::CloseCode::HEARTBEAT_TIMEOUT)).
+    pub alive_timeout: Duration,
+}
+
+impl Default for AppHeartbeat {
+    /// `ping` → `pong`, closed after 60 s of silence.
+    fn default() -> Self {
+        AppHeartbeat {
+            ping: "ping".into(),
+            pong: "pong".into(),
+            alive_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Every bound, deadline and policy of a [`Hub`](crate::Hub). See each field for its default.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Open connections at most; [`Hub::open`](crate::Hub::open) refuses more. Default 100,000.
+    pub max_connections: usize,
+    /// Largest inbound message in bytes; a larger one closes the connection with 1009.
+    /// Default 64 KiB.
+    pub max_message_size: usize,
+    /// Outbound frames a connection may have queued or in flight. Default 1,024.
+    pub max_queue_frames: usize,
+    /// Outbound bytes a connection may have queued or in flight. Default 1 MiB.
+    pub max_queue_bytes: usize,
+    /// Frames handed to the driver (by [`Output::Transmit`](crate::Output::Transmit)) that it
+    /// has not yet reported written. Beyond it, frames wait in the core, where volatile ones
+    /// can still be dropped. Default 64.
+    pub write_window: usize,
+    /// What a full queue does to a non-volatile message. Default
+    /// [`SlowConsumerPolicy::Disconnect`].
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Rooms (channels) one connection may be in, pending subscribe requests included.
+    /// Default 128.
+    pub max_rooms_per_connection: usize,
+    /// Outstanding acks per connection in each direction. Default 128.
+    pub max_pending_acks: usize,
+    /// How long a server→client ack may take before it resolves as timed out. Default 5 s.
+    pub ack_timeout: Duration,
+    /// Batches collecting at once, hub-wide. Default 10,000.
+    pub max_pending_batches: usize,
+    /// A batch flushes early once it holds this many items. Default 256.
+    pub max_batch_items: usize,
+    /// A batch flushes early once its items reach this many bytes. Default 64 KiB.
+    pub max_batch_bytes: usize,
+    /// Period of WebSocket pings; `None` sends none. Default 25 s.
+    pub ping_period: Option<Duration>,
+    /// With pings on, a connection that sends nothing (no pong, no frame) for this long is
+    /// closed with 4001. Must exceed `ping_period`. Default 60 s.
+    pub pong_wait: Duration,
+    /// An application-level text heartbeat. Default `None`.
+    pub app_heartbeat: Option<AppHeartbeat>,
+    /// How long a closing connection may keep flushing its queue before it is cut. Also the
+    /// shutdown grace. Default 5 s.
+    pub close_grace: Duration,
+    /// After a read/write error, how long before the connection is finally closed and its
+    /// state freed. Default 0.
+    pub error_close_delay: Duration,
+    /// How client `subscribe` requests are decided. Default [`SubscribePolicy::Open`].
+    pub subscribe_policy: SubscribePolicy,
+    /// Whether clients may `publish` to channels they are subscribed to. Default `false`:
+    /// clients send events and the application decides what to broadcast.
+    pub client_publish: bool,
+    /// Whether binary frames are accepted; if not, one closes the connection with 1003.
+    /// Default `true`.
+    pub accept_binary: bool,
+    /// Longest room, channel, event or namespace name in bytes. Default 128.
+    pub max_name_len: usize,
+    /// Protocol errors a connection may cause within `error_window` before it is closed with
+    /// 4002. Default 10.
+    pub max_errors: u32,
+    /// The window over which `max_errors` counts. Default 10 s.
+    pub error_window: Duration,
+    /// What happens when a connection is opened under a name already in use. Default
+    /// [`NameConflict::Replace`].
+    pub name_conflict: NameConflict,
+    /// Whether each new connection is greeted with a `welcome` frame. Default `true`.
+    pub welcome: bool,
+    /// Whether publishes are also output as [`Output::Cluster`](crate::Output::Cluster) for a
+    /// backplane to carry to other nodes. Default `false`.
+    pub cluster: bool,
+    /// Seed for room epochs; give each node its own. Default 0.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_connections: 100_000,
+            max_message_size: 64 * 1024,
+            max_queue_frames: 1024,
+            max_queue_bytes: 1024 * 1024,
+            write_window: 64,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+            max_rooms_per_connection: 128,
+            max_pending_acks: 128,
+            ack_timeout: Duration::from_secs(5),
+            max_pending_batches: 10_000,
+            max_batch_items: 256,
+            max_batch_bytes: 64 * 1024,
+            ping_period: Some(Duration::from_secs(25)),
+            pong_wait: Duration::from_secs(60),
+            app_heartbeat: None,
+            close_grace: Duration::from_secs(5),
+            error_close_delay: Duration::ZERO,
+            subscribe_policy: SubscribePolicy::Open,
+            client_publish: false,
+            accept_binary: true,
+            max_name_len: 128,
+            max_errors: 10,
+            error_window: Duration::from_secs(10),
+            name_conflict: NameConflict::Replace,
+            welcome: true,
+            cluster: false,
+            seed: 0,
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty;)*) => {
+        impl Config {
+            $(
+                $(#[$doc])*
+                #[must_use]
+                pub fn $field(mut self, value: $ty) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    /// Sets [`Config::max_connections`].
+    max_connections: usize;
+    /// Sets [`Config::max_message_size`].
+    max_message_size: usize;
+    /// Sets [`Config::max_queue_frames`].
+    max_queue_frames: usize;
+    /// Sets [`Config::max_queue_bytes`].
+    max_queue_bytes: usize;
+    /// Sets [`Config::write_window`].
+    write_window: usize;
+    /// Sets [`Config::slow_consumer`].
+    slow_consumer: SlowConsumerPolicy;
+    /// Sets [`Config::max_rooms_per_connection`].
+    max_rooms_per_connection: usize;
+    /// Sets [`Config::max_pending_acks`].
+    max_pending_acks: usize;
+    /// Sets [`Config::ack_timeout`].
+    ack_timeout: Duration;
+    /// Sets [`Config::max_pending_batches`].
+    max_pending_batches: usize;
+    /// Sets [`Config::max_batch_items`].
+    max_batch_items: usize;
+    /// Sets [`Config::max_batch_bytes`].
+    max_batch_bytes: usize;
+    /// Sets [`Config::ping_period`].
+    ping_period: Option<Duration>;
+    /// Sets [`Config::pong_wait`].
+    pong_wait: Duration;
+    /// Sets [`Config::app_heartbeat`].
+    app_heartbeat: Option<AppHeartbeat>;
+    /// Sets [`Config::close_grace`].
+    close_grace: Duration;
+    /// Sets [`Config::error_close_delay`].
+    error_close_delay: Duration;
+    /// Sets [`Config::subscribe_policy`].
+    subscribe_policy: SubscribePolicy;
+    /// Sets [`Config::client_publish`].
+    client_publish: bool;
+    /// Sets [`Config::accept_binary`].
+    accept_binary: bool;
+    /// Sets [`Config::max_name_len`].
+    max_name_len: usize;
+    /// Sets [`Config::max_errors`].
+    max_errors: u32;
+    /// Sets [`Config::error_window`].
+    error_window: Duration;
+    /// Sets [`Config::name_conflict`].
+    name_conflict: NameConflict;
+    /// Sets [`Config::welcome`].
+    welcome: bool;
+    /// Sets [`Config::cluster`].
+    cluster: bool;
+    /// Sets [`Config::seed`].
+    seed: u64;
+}
+
+impl Config {
+    /// Checks that the bounds are usable together.
+    pub fn validate(&self) -> Result<(), Error> {
+        let fail = |why: &'static str| Err(Error::InvalidConfig(why));
+        if let Some(period) = self.ping_period {
+            if period.is_zero() {
+                return fail("ping_period must be greater than zero");
+            }
+            if period >= self.pong_wait {
+                return fail("ping_period must be shorter than pong_wait");
+            }
+        }
+        if let Some(hb) = &self.app_heartbeat {
+            if hb.alive_timeout.is_zero() {
+                return fail("app_heartbeat.alive_timeout must be greater than zero");
+            }
+            if hb.ping.is_empty() {
+                return fail("app_heartbeat.ping must not be empty");
+            }
+        }
+        if self.max_connections == 0 || self.max_connections >= u32::MAX as usize {
+            return fail("max_connections must be between 1 and u32::MAX - 1");
+        }
+        if self.max_message_size == 0 {
+            return fail("max_message_size must be greater than zero");
+        }
+        if self.max_queue_frames == 0 || self.max_queue_bytes == 0 {
+            return fail("max_queue_frames and max_queue_bytes must be greater than zero");
+        }
+        if self.write_window == 0 {
+            return fail("write_window must be at least 1");
+        }
+        if self.max_batch_items == 0 || self.max_batch_bytes == 0 {
+            return fail("max_batch_items and max_batch_bytes must be greater than zero");
+        }
+        if self.max_name_len == 0 {
+            return fail("max_name_len must be greater than zero");
+        }
+        if self.max_errors == 0 {
+            return fail("max_errors must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// How long a connection may stay silent before it is closed, if anything limits it.
+    pub(crate) fn silence_limit(&self) -> Option<Duration> {
+        let pong = self.ping_period.map(|_| self.pong_wait);
+        let alive = self.app_heartbeat.as_ref().map(|hb| hb.alive_timeout);
+        match (pong, alive) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().expect("default config");
+    }
+
+    #[test]
+    fn ping_period_must_be_shorter_than_pong_wait() {
+        let c = Config::default()
+            .ping_period(Some(Duration::from_secs(10)))
+            .pong_wait(Duration::from_secs(10));
+        assert!(matches!(c.validate(), Err(Error::InvalidConfig(_))));
+        let c = c.pong_wait(Duration::from_secs(11));
+        assert!(c.validate().is_ok());
+        // Without pings, pong_wait is not constrained.
+        let c = Config::default()
+            .ping_period(None)
+            .pong_wait(Duration::ZERO);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn zero_bounds_are_rejected() {
+        for c in [
+            Config::default().max_queue_frames(0),
+            Config::default().write_window(0),
+            Config::default().max_message_size(0),
+            Config::default().max_connections(0),
+            Config::default().max_errors(0),
+            Config::default().max_batch_items(0),
+            Config::default().max_name_len(0),
+        ] {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn silence_limit_takes_the_tighter_heartbeat() {
+        let c = Config::default().app_heartbeat(Some(AppHeartbeat {
+            alive_timeout: Duration::from_secs(30),
+            ..AppHeartbeat::default()
+        }));
+        assert_eq!(c.silence_limit(), Some(Duration::from_secs(30)));
+        let c = c.ping_period(None);
+        assert_eq!(c.silence_limit(), Some(Duration::from_secs(30)));
+        let c = c.app_heartbeat(None);
+        assert_eq!(c.silence_limit(), None);
+        assert_eq!(
+            Config::default().silence_limit(),
+            Some(Duration::from_secs(60))
+        );
+    }
+}

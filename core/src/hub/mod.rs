@@ -1,0 +1,427 @@
+//! The [`Hub`]: the one entry point. It owns every table (sessions, rooms, timers, batches)
+//! and drives them from inputs; this file holds the drive surface (`handle`, `poll_output`,
+//! `poll_timeout`, `handle_timeout`) and the read-only queries. The other files of this module
+//! add the connection lifecycle, rooms, publishing and inbound protocol handling.
+
+mod conns;
+mod inbound;
+mod publish;
+mod rooms;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use slab::Slab;
+
+use crate::batch::Batches;
+use crate::config::Config;
+use crate::error::Error;
+use crate::frame::{CloseCode, Frame};
+use crate::ids::ConnId;
+use crate::io::{AckOutcome, Event, Initiator, Input, Output};
+use crate::message::ClusterMessage;
+use crate::metrics::Counters;
+use crate::rooms::Registry;
+use crate::session::{Session, State};
+use crate::timers::{ConnTimer, TimerKey, Timers};
+
+/// A connection's outbound queue, as [`Hub::queue_depth`] reports it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct QueueDepth {
+    /// Frames queued or handed to the driver and not yet written.
+    pub frames: usize,
+    /// Their bytes.
+    pub bytes: usize,
+}
+
+/// The size of every internal table, for leak checks: all zero (but `namespaces`, which keeps
+/// `/`) once every connection is gone and every batch has flushed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[non_exhaustive]
+pub struct Footprint {
+    /// Open or closing connections.
+    pub sessions: usize,
+    /// Named connections.
+    pub names: usize,
+    /// Rooms.
+    pub rooms: usize,
+    /// Namespaces (`/` always exists).
+    pub namespaces: usize,
+    /// Armed timers.
+    pub timers: usize,
+    /// Collecting batches.
+    pub batches: usize,
+    /// Server→client acks pending.
+    pub pending_acks: usize,
+    /// Outputs not yet polled, connections with frames waiting included.
+    pub pending_outputs: usize,
+}
+
+/// The session behind `id` in `sessions`: a lookup that borrows only the slab, so the caller
+/// may use the hub's other tables (timers, counters) alongside.
+fn session_in(sessions: &mut Slab<Session>, id: ConnId) -> Option<&mut Session> {
+    sessions
+        .get_mut(id.index())
+        .filter(|s| s.generation == id.generation())
+}
+
+/// The sans-IO messaging hub. See the crate docs for the drive loop.
+#[derive(Debug)]
+pub struct Hub {
+    config: Config,
+    /// The latest time seen; earlier times are clamped to it.
+    now: Option<Instant>,
+    sessions: Slab<Session>,
+    next_generation: u32,
+    names: BTreeMap<String, ConnId>,
+    registry: Registry,
+    timers: Timers,
+    batches: Batches,
+    /// Connections with frames that may be handed out, round-robin.
+    ready: VecDeque<ConnId>,
+    /// Events, closes and cluster messages, in order.
+    outputs: VecDeque<Output>,
+    counters: Counters,
+    next_ack: u64,
+    shutting_down: bool,
+    shutdown_reported: bool,
+}
+
+impl Hub {
+    /// A hub with `config`, which must pass [`Config::validate`].
+    pub fn new(config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        Ok(Hub {
+            registry: Registry::new(config.seed),
+            config,
+            now: None,
+            sessions: Slab::new(),
+            next_generation: 0,
+            names: BTreeMap::new(),
+            timers: Timers::default(),
+            batches: Batches::default(),
+            ready: VecDeque::new(),
+            outputs: VecDeque::new(),
+            counters: Counters::default(),
+            next_ack: 0,
+            shutting_down: false,
+            shutdown_reported: false,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Takes the caller's time, clamped so it never goes backwards.
+    fn clock(&mut self, now: Instant) -> Instant {
+        let now = match self.now {
+            Some(prev) if prev > now => prev,
+            _ => now,
+        };
+        self.now = Some(now);
+        now
+    }
+
+    /// Feeds one input from the driver. Follow with [`Hub::poll_output`] until `None`.
+    ///
+    /// Inputs for connections the hub no longer knows are ignored: the driver may still be
+    /// reading from a socket the hub has just closed.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        let now = self.clock(now);
+        match input {
+            Input::Frame { conn, frame } => self.on_frame(now, conn, frame),
+            Input::Written { conn, frames } => {
+                let window = self.config.write_window;
+                if let Some(s) = self.session_mut(conn) {
+                    s.written(frames);
+                    if !s.ready && s.can_transmit(window) {
+                        s.ready = true;
+                        self.ready.push_back(conn);
+                    }
+                }
+            }
+            Input::PeerClosed { conn, code, reason } => {
+                let code = code.unwrap_or(CloseCode(1005));
+                self.finalize(conn, code, reason, Initiator::Peer, false);
+            }
+            Input::TransportError { conn, error } => self.on_transport_error(now, conn, error),
+        }
+    }
+
+    /// Feeds a message that another node published (from the backplane). It is delivered to
+    /// local connections and never output as [`Output::Cluster`] again.
+    pub fn handle_remote(&mut self, now: Instant, message: ClusterMessage) -> Result<(), Error> {
+        let now = self.clock(now);
+        self.counters.remote_publishes += 1;
+        match message {
+            ClusterMessage::Publish { target, message } => {
+                self.check_event_name(&message.event)?;
+                let _ = self.deliver(&target, &message, None);
+            }
+            ClusterMessage::Batched {
+                target,
+                ident,
+                event,
+                item,
+                ttl_ms,
+            } => {
+                let ttl = std::time::Duration::from_millis(ttl_ms);
+                self.batch_item(now, target, &ident, &event, item, ttl, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next output, or `None` when there is nothing to do until the next input or
+    /// [`Hub::poll_timeout`]. Events, closes and cluster messages come first, then frames,
+    /// one connection at a time in turn.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(out) = self.outputs.pop_front() {
+            return Some(out);
+        }
+        let window = self.config.write_window;
+        while let Some(conn) = self.ready.pop_front() {
+            let Some(s) = self.session_mut(conn) else {
+                continue;
+            };
+            s.ready = false;
+            if !s.can_transmit(window) {
+                continue;
+            }
+            let Some(frame) = s.take_next() else { continue };
+            let len = frame.len() as u64;
+            let finish = if s.can_transmit(window) {
+                s.ready = true;
+                self.ready.push_back(conn);
+                None
+            } else if s.queue_is_empty() {
+                match &s.state {
+                    State::Closing {
+                        code,
+                        reason,
+                        flush: true,
+                    } => Some((*code, reason.clone())),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            self.counters.frames_out += 1;
+            self.counters.bytes_out += len;
+            if let Some((code, reason)) = finish {
+                // The last queued frame of a closing connection: the close follows it.
+                self.finalize(conn, code, reason, Initiator::Server, true);
+            }
+            return Some(Output::Transmit { conn, frame });
+        }
+        None
+    }
+
+    /// When the hub next needs [`Hub::handle_timeout`], if ever. O(log n).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Runs every timer due at `now`. Calling it again with the same `now` does nothing.
+    /// Follow with [`Hub::poll_output`] until `None`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock(now);
+        while let Some((_, key)) = self.timers.pop_due(now) {
+            match key {
+                TimerKey::Conn(conn, which) => self.on_conn_timer(now, conn, which),
+                TimerKey::Ack(conn, ack) => {
+                    let Some(s) = self.session_mut(conn) else {
+                        continue;
+                    };
+                    if s.acks_out.remove(&ack).is_some() {
+                        self.counters.acks_timed_out += 1;
+                        self.event(Event::Ack {
+                            conn,
+                            ack,
+                            outcome: AckOutcome::TimedOut,
+                        });
+                    }
+                }
+                TimerKey::Batch(id) => self.flush_batch(id),
+            }
+        }
+    }
+
+    fn on_conn_timer(&mut self, now: Instant, conn: ConnId, which: ConnTimer) {
+        let ping_period = self.config.ping_period;
+        let silence = self.config.silence_limit();
+        let window = self.config.write_window;
+        let Some(s) = session_in(&mut self.sessions, conn) else {
+            return;
+        };
+        s.timers[which as usize] = None; // popped already
+        match which {
+            ConnTimer::Ping => {
+                if !s.is_open() {
+                    return;
+                }
+                s.push_unbounded(Frame::Ping(bytes::Bytes::new()));
+                if !s.ready && s.can_transmit(window) {
+                    s.ready = true;
+                    self.ready.push_back(conn);
+                }
+                if let Some(period) = ping_period {
+                    let s = &mut self.sessions[conn.index()];
+                    s.set_timer(&mut self.timers, conn, ConnTimer::Ping, Some(now + period));
+                }
+            }
+            ConnTimer::Silence => {
+                let Some(limit) = silence else { return };
+                if !s.is_open() {
+                    return;
+                }
+                let deadline = s.last_seen + limit;
+                if deadline > now {
+                    // Heard from since this was armed: the rearm is lazy, here, not per frame.
+                    s.set_timer(&mut self.timers, conn, ConnTimer::Silence, Some(deadline));
+                } else {
+                    let reason = format!("no heartbeat for {} ms", limit.as_millis());
+                    self.close_now(conn, CloseCode::HEARTBEAT_TIMEOUT, reason);
+                }
+            }
+            ConnTimer::Close => match s.state.clone() {
+                State::Closing {
+                    code,
+                    reason,
+                    flush: true,
+                } => {
+                    self.finalize(conn, code, reason, Initiator::Server, true);
+                }
+                State::Closing {
+                    reason,
+                    flush: false,
+                    ..
+                } => {
+                    self.finalize(
+                        conn,
+                        CloseCode::ABNORMAL,
+                        reason,
+                        Initiator::Transport,
+                        true,
+                    );
+                }
+                State::Open => {}
+            },
+        }
+    }
+
+    /// The session behind `id`, if it is still the same connection.
+    fn session(&self, id: ConnId) -> Option<&Session> {
+        self.sessions
+            .get(id.index())
+            .filter(|s| s.generation == id.generation())
+    }
+
+    fn session_mut(&mut self, id: ConnId) -> Option<&mut Session> {
+        session_in(&mut self.sessions, id)
+    }
+
+    fn open_session(&self, id: ConnId) -> Result<&Session, Error> {
+        match self.session(id) {
+            Some(s) if s.is_open() => Ok(s),
+            Some(_) => Err(Error::Closing(id)),
+            None => Err(Error::UnknownConnection(id)),
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        self.outputs.push_back(Output::Event(event));
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters.clone();
+        c.connections = self.sessions.len();
+        c.rooms = self.registry.rooms.len();
+        c
+    }
+
+    /// The size of every internal table.
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            sessions: self.sessions.len(),
+            names: self.names.len(),
+            rooms: self.registry.rooms.len(),
+            namespaces: self.registry.namespaces.len(),
+            timers: self.timers.len(),
+            batches: self.batches.len(),
+            pending_acks: self.sessions.iter().map(|(_, s)| s.acks_out.len()).sum(),
+            pending_outputs: self.outputs.len()
+                + self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| !s.queue_is_empty())
+                    .count(),
+        }
+    }
+
+    /// Whether `conn` is open (not closing, not gone).
+    pub fn is_connected(&self, conn: ConnId) -> bool {
+        self.session(conn).is_some_and(Session::is_open)
+    }
+
+    /// Open and closing connections.
+    pub fn connection_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The connection named `name`.
+    pub fn by_name(&self, name: &str) -> Option<ConnId> {
+        self.names.get(name).copied()
+    }
+
+    /// Whether a connection is named `name`.
+    pub fn exists(&self, name: &str) -> bool {
+        self.names.contains_key(name)
+    }
+
+    /// Every connection name, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.names.keys().map(String::as_str)
+    }
+
+    /// The request `conn` was opened with.
+    pub fn info(&self, conn: ConnId) -> Option<&crate::ConnectionInfo> {
+        self.session(conn).map(|s| &s.info)
+    }
+
+    /// How much `conn` has queued or in flight.
+    pub fn queue_depth(&self, conn: ConnId) -> Option<QueueDepth> {
+        self.session(conn).map(|s| QueueDepth {
+            frames: s.depth_frames(),
+            bytes: s.depth_bytes(),
+        })
+    }
+
+    /// A metadata value of `conn`.
+    pub fn meta(&self, conn: ConnId, key: &str) -> Option<&serde_json::Value> {
+        self.session(conn)?.metadata.get(key)
+    }
+
+    /// Sets a metadata value of `conn`, returning the previous one.
+    pub fn set_meta(
+        &mut self,
+        conn: ConnId,
+        key: impl Into<String>,
+        value: serde_json::Value,
+    ) -> Result<Option<serde_json::Value>, Error> {
+        let s = self
+            .session_mut(conn)
+            .ok_or(Error::UnknownConnection(conn))?;
+        Ok(s.metadata.insert(key.into(), value))
+    }
+
+    /// Removes a metadata value of `conn`, returning it.
+    pub fn remove_meta(&mut self, conn: ConnId, key: &str) -> Option<serde_json::Value> {
+        self.session_mut(conn)?.metadata.remove(key)
+    }
+}

@@ -1,0 +1,420 @@
+//! Publishing: encode a message once, fan the shared bytes out to every recipient's queue,
+//! apply the slow-consumer policy, register acks, and collect batched items.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use super::Hub;
+use crate::batch::{self, Kind};
+use crate::config::{Config, SlowConsumerPolicy};
+use crate::error::Error;
+use crate::frame::{CloseCode, Frame};
+use crate::ids::{AckId, ConnId};
+use crate::io::Output;
+use crate::message::{ClusterMessage, Delivery, Message, Payload, Scope, Target};
+use crate::metrics::Counters;
+use crate::session::{Offer, Session};
+use crate::timers::{TimerKey, Timers};
+use crate::wire::{self, Envelope};
+
+/// Offers one encoded frame to many sessions. Holds the hub's tables by field so the room's
+/// member set can be read while sessions are written.
+struct Fanout<'a> {
+    sessions: &'a mut Slab<Session>,
+    ready: &'a mut VecDeque<ConnId>,
+    timers: &'a mut Timers,
+    counters: &'a mut Counters,
+    config: &'a Config,
+    frame: &'a Frame,
+    volatile: bool,
+    ack: Option<(AckId, Instant)>,
+    except: Option<ConnId>,
+    delivery: Delivery,
+}
+
+impl Fanout<'_> {
+    #[inline]
+    fn offer(&mut self, conn: ConnId) {
+        if self.except == Some(conn) {
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(conn.index()) else {
+            return;
+        };
+        if s.generation != conn.generation() {
+            return;
+        }
+        if self.ack.is_some() && s.acks_out.len() >= self.config.max_pending_acks {
+            self.delivery.refused.push(conn);
+            return;
+        }
+        match s.offer(
+            self.frame.clone(),
+            self.config.max_queue_frames,
+            self.config.max_queue_bytes,
+        ) {
+            Offer::Queued => {
+                self.delivery.queued += 1;
+                if let Some((ack, deadline)) = self.ack {
+                    s.acks_out.insert(ack, deadline);
+                    self.timers.insert(deadline, TimerKey::Ack(conn, ack));
+                }
+                if !s.ready && s.can_transmit(self.config.write_window) {
+                    s.ready = true;
+                    self.ready.push_back(conn);
+                }
+            }
+            Offer::Full if self.volatile => {
+                self.delivery.dropped += 1;
+                self.counters.dropped += 1;
+            }
+            Offer::Full => match self.config.slow_consumer {
+                SlowConsumerPolicy::Disconnect => self.delivery.disconnected.push(conn),
+                SlowConsumerPolicy::Refuse => {
+                    self.counters.refused += 1;
+                    self.delivery.refused.push(conn);
+                }
+            },
+            Offer::NotOpen => {}
+        }
+    }
+}
+
+impl Hub {
+    /// Publishes `message` to `target`. The frame is encoded once and shared by every
+    /// recipient. With `Config::cluster`, the publish is also output for other nodes (unless
+    /// it targets one connection). Follow with [`Hub::poll_output`].
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        target: Target,
+        message: Message,
+    ) -> Result<Delivery, Error> {
+        self.clock(now);
+        self.check_event_name(&message.event)?;
+        self.check_target(&target)?;
+        self.forward(&target, || ClusterMessage::Publish {
+            target: Target {
+                scope: target.scope.clone(),
+                except: None,
+            },
+            message: message.clone(),
+        });
+        Ok(self.deliver(&target, &message, None))
+    }
+
+    /// Sends `message` to one connection. Fails if it is not open; a full queue shows in the
+    /// report (and closes it under [`SlowConsumerPolicy::Disconnect`]).
+    pub fn emit(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        message: Message,
+    ) -> Result<Delivery, Error> {
+        self.open_session(conn)?;
+        self.publish(now, Target::conn(conn), message)
+    }
+
+    /// Sends `message` to one connection and asks it to acknowledge within `timeout` (default
+    /// `Config::ack_timeout`). Exactly one [`Event::Ack`](crate::Event::Ack) follows for the
+    /// returned id: the reply, a timeout, or the connection's close.
+    pub fn emit_with_ack(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        message: Message,
+        timeout: Option<Duration>,
+    ) -> Result<AckId, Error> {
+        let s = self.open_session(conn)?;
+        if s.acks_out.len() >= self.config.max_pending_acks {
+            return Err(Error::TooManyPendingAcks {
+                conn,
+                limit: self.config.max_pending_acks,
+            });
+        }
+        let (ack, delivery) = self.publish_with_ack(now, Target::conn(conn), message, timeout)?;
+        if delivery.queued == 1 {
+            Ok(ack)
+        } else {
+            Err(Error::QueueFull(conn))
+        }
+    }
+
+    /// Publishes `message` to `target`, asking every recipient to acknowledge. Each recipient
+    /// that got it resolves once, as its own [`Event::Ack`](crate::Event::Ack) with the shared
+    /// id. Recipients with `max_pending_acks` outstanding are skipped and listed in
+    /// [`Delivery::refused`]. Acks are local to this node: nothing is output for the cluster.
+    pub fn publish_with_ack(
+        &mut self,
+        now: Instant,
+        target: Target,
+        message: Message,
+        timeout: Option<Duration>,
+    ) -> Result<(AckId, Delivery), Error> {
+        let now = self.clock(now);
+        self.check_event_name(&message.event)?;
+        self.check_target(&target)?;
+        self.next_ack += 1;
+        let ack = AckId(self.next_ack);
+        let deadline = now + timeout.unwrap_or(self.config.ack_timeout);
+        let delivery = self.deliver(&target, &message, Some((ack, deadline)));
+        Ok((ack, delivery))
+    }
+
+    /// Answers a client event that asked for an ack (its [`Event::Message`](crate::Event::Message)
+    /// had `ack: Some(id)`). Each request is answered once.
+    pub fn reply_ack(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        ack: u64,
+        data: Payload,
+    ) -> Result<(), Error> {
+        self.clock(now);
+        let s = self
+            .session_mut(conn)
+            .ok_or(Error::UnknownConnection(conn))?;
+        if !s.acks_in.remove(&ack) {
+            return Err(Error::UnknownAck { conn, ack });
+        }
+        let frame = wire::encode(
+            Envelope {
+                kind: "ack",
+                ack: Some(ack),
+                ..Envelope::default()
+            },
+            Some(&data),
+        );
+        self.reply(conn, frame);
+        Ok(())
+    }
+
+    /// Encodes once and fans out; closes the recipients the policy disconnects.
+    pub(super) fn deliver(
+        &mut self,
+        target: &Target,
+        message: &Message,
+        ack: Option<(AckId, Instant)>,
+    ) -> Delivery {
+        let mut position = None;
+        if let Scope::Room { namespace, room } = &target.scope {
+            let Some(id) = self.registry.room_by_names(namespace, room) else {
+                return Delivery::default(); // nobody is in it
+            };
+            let room = &mut self.registry.rooms[id];
+            position = Some((room.next_offset, room.epoch));
+            room.next_offset += 1;
+        }
+        let frame = wire::encode(
+            Envelope {
+                kind: "event",
+                event: Some(&message.event),
+                channel: target.channel(),
+                id: message.id.as_deref(),
+                reply_to: message.reply_to.as_deref(),
+                ts: message.timestamp,
+                offset: position.map(|p| p.0),
+                epoch: position.map(|p| p.1),
+                ack: ack.map(|a| a.0 .0),
+                ..Envelope::default()
+            },
+            Some(&message.payload),
+        );
+        self.fan_out(target, &frame, message.volatile, ack)
+    }
+
+    /// Offers `frame` to every recipient of `target`.
+    pub(super) fn fan_out(
+        &mut self,
+        target: &Target,
+        frame: &Frame,
+        volatile: bool,
+        ack: Option<(AckId, Instant)>,
+    ) -> Delivery {
+        let registry = &self.registry;
+        let mut f = Fanout {
+            sessions: &mut self.sessions,
+            ready: &mut self.ready,
+            timers: &mut self.timers,
+            counters: &mut self.counters,
+            config: &self.config,
+            frame,
+            volatile,
+            ack,
+            except: target.except,
+            delivery: Delivery::default(),
+        };
+        match &target.scope {
+            Scope::Conn(conn) => f.offer(*conn),
+            Scope::Room { namespace, room } => {
+                if let Some(id) = registry.room_by_names(namespace, room) {
+                    registry.rooms[id].members.iter().for_each(|&c| f.offer(c));
+                }
+            }
+            Scope::Namespace(ns) => {
+                if let Some(id) = registry.namespace(ns) {
+                    registry.namespaces[id]
+                        .members
+                        .iter()
+                        .for_each(|&c| f.offer(c));
+                }
+            }
+            Scope::All => {
+                for (_, ns) in registry.namespaces.iter() {
+                    ns.members.iter().for_each(|&c| f.offer(c));
+                }
+            }
+        }
+        let delivery = f.delivery;
+        for &conn in &delivery.disconnected {
+            self.close_now(
+                conn,
+                CloseCode::SLOW_CONSUMER,
+                "outbound queue full: the client reads too slowly".into(),
+            );
+        }
+        delivery
+    }
+
+    /// Adds `data` to the JSON batch `(target, ident)`. Items collect until `ttl` after the
+    /// first one (or until the batch is full), then go out as one frame
+    /// `{"type":"batch","event":event,"channel":...,"messages":[...]}`.
+    pub fn publish_batched(
+        &mut self,
+        now: Instant,
+        target: Target,
+        ident: &str,
+        event: &str,
+        data: serde_json::Value,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let now = self.clock(now);
+        self.batch_item(now, target, ident, event, Payload::Json(data), ttl, true)
+    }
+
+    /// Adds a line to the text batch `(target, ident)`, which goes out as one text frame: the
+    /// `header` line, then one line per item.
+    pub fn publish_batched_text(
+        &mut self,
+        now: Instant,
+        target: Target,
+        ident: &str,
+        header: &str,
+        line: &str,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let now = self.clock(now);
+        self.batch_item(
+            now,
+            target,
+            ident,
+            header,
+            Payload::Text(line.to_owned()),
+            ttl,
+            true,
+        )
+    }
+
+    /// Drops the pending batch `(target, ident)` unsent. Returns whether there was one.
+    pub fn cancel_batch(&mut self, target: &Target, ident: &str) -> bool {
+        self.batches.cancel(&mut self.timers, target, ident)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn batch_item(
+        &mut self,
+        now: Instant,
+        target: Target,
+        ident: &str,
+        event: &str,
+        item: Payload,
+        ttl: Duration,
+        forward: bool,
+    ) -> Result<(), Error> {
+        self.check_event_name(event)?;
+        self.check_target(&target)?;
+        let (kind, bytes) = match &item {
+            Payload::Text(line) => (Kind::Text, line.as_bytes().to_vec()),
+            Payload::Json(v) => (
+                Kind::Json,
+                serde_json::to_vec(v).unwrap_or_else(|_| b"null".to_vec()),
+            ),
+            Payload::Binary(_) => {
+                return Err(Error::BatchKindMismatch {
+                    ident: ident.into(),
+                    existing: "binary",
+                })
+            }
+        };
+        let limits = batch::Limits {
+            max_batches: self.config.max_pending_batches,
+            max_items: self.config.max_batch_items,
+            max_bytes: self.config.max_batch_bytes,
+        };
+        let full = self.batches.add(
+            &mut self.timers,
+            now,
+            target.clone(),
+            ident,
+            event,
+            kind,
+            &bytes,
+            ttl,
+            &limits,
+        )?;
+        if forward {
+            self.forward(&target, || ClusterMessage::Batched {
+                target: Target {
+                    scope: target.scope.clone(),
+                    except: None,
+                },
+                ident: ident.to_owned(),
+                event: event.to_owned(),
+                item,
+                ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+        if let Some(id) = full {
+            self.flush_batch(id);
+        }
+        Ok(())
+    }
+
+    /// Sends a batch now, if it is still pending.
+    pub(super) fn flush_batch(&mut self, id: usize) {
+        let Some(batch) = self.batches.take(&mut self.timers, id) else {
+            return;
+        };
+        self.counters.batches_flushed += 1;
+        let frame = batch.frame();
+        let _ = self.fan_out(&batch.target, &frame, false, None);
+    }
+
+    /// With `Config::cluster`, outputs a message for the backplane (never for one connection).
+    fn forward(&mut self, target: &Target, message: impl FnOnce() -> ClusterMessage) {
+        if self.config.cluster && !matches!(target.scope, Scope::Conn(_)) {
+            self.outputs.push_back(Output::Cluster(message()));
+        }
+    }
+
+    pub(super) fn check_event_name(&self, event: &str) -> Result<(), Error> {
+        wire::check_name(event, self.config.max_name_len)
+            .map_err(|why| Error::InvalidName { what: "event", why })
+    }
+
+    fn check_target(&self, target: &Target) -> Result<(), Error> {
+        let max = self.config.max_name_len;
+        let check = |what, name: &str| {
+            wire::check_name(name, max).map_err(|why| Error::InvalidName { what, why })
+        };
+        match &target.scope {
+            Scope::Room { namespace, room } => {
+                check("namespace", namespace).and(check("room", room))
+            }
+            Scope::Namespace(ns) => check("namespace", ns),
+            Scope::Conn(_) | Scope::All => Ok(()),
+        }
+    }
+}

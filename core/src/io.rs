@@ -1,0 +1,176 @@
+//! The hub's vocabulary with its driver: [`Input`] in, [`Output`] and [`Event`] out.
+
+use std::sync::Arc;
+
+use crate::frame::{CloseCode, Frame};
+use crate::ids::{AckId, ConnId};
+use crate::message::{ClusterMessage, Payload};
+
+/// What the driver feeds the hub through [`Hub::handle`](crate::Hub::handle).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Input {
+    /// A whole message arrived from `conn`.
+    Frame {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        frame: Frame,
+    },
+    /// The driver wrote `frames` of the frames it took from [`Output::Transmit`] for `conn`
+    /// (in order). Frees their room in the connection's queue.
+    Written {
+        /// The connection.
+        conn: ConnId,
+        /// How many frames were written.
+        frames: usize,
+    },
+    /// The peer closed the connection (close frame or end of stream). Its state is freed now.
+    PeerClosed {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's close code, if it sent one.
+        code: Option<CloseCode>,
+        /// The peer's reason.
+        reason: String,
+    },
+    /// Reading or writing failed. The connection is closed after `error_close_delay`.
+    TransportError {
+        /// The connection.
+        conn: ConnId,
+        /// What failed, for the disconnect event.
+        error: String,
+    },
+}
+
+/// What the hub asks of its driver, pulled with [`Hub::poll_output`](crate::Hub::poll_output).
+#[derive(Clone, Debug)]
+#[must_use]
+#[non_exhaustive]
+pub enum Output {
+    /// Write `frame` to `conn`, then report it with [`Input::Written`].
+    Transmit {
+        /// The connection.
+        conn: ConnId,
+        /// The frame (shared bytes: cloning is cheap).
+        frame: Frame,
+    },
+    /// Close `conn`: send a close frame with `code` and `reason` if
+    /// [`CloseCode::is_sendable`] (1006 is not: just drop the socket), then drop the socket.
+    /// The hub has already forgotten the connection; later inputs for it are ignored.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// The close code.
+        code: CloseCode,
+        /// The reason (at most 123 bytes, as a close frame allows).
+        reason: String,
+    },
+    /// Something the application should know.
+    Event(Event),
+    /// A publish for the backplane to carry to the other nodes (only with `Config::cluster`).
+    Cluster(ClusterMessage),
+}
+
+/// Who ended a connection.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Initiator {
+    /// The hub (a limit, a timeout, the application's close, shutdown).
+    Server,
+    /// The peer (close frame or end of stream).
+    Peer,
+    /// The transport (a read or write error).
+    Transport,
+}
+
+/// How a server→client ack request ended. Each request ends exactly once.
+#[derive(Clone, PartialEq, Debug)]
+#[non_exhaustive]
+pub enum AckOutcome {
+    /// The client answered with this data.
+    Reply(Payload),
+    /// No answer before the deadline.
+    TimedOut,
+    /// The connection closed first.
+    Closed,
+}
+
+/// Events for the application.
+#[derive(Clone, PartialEq, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A connection was opened.
+    Connected {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A connection is gone; its state is freed.
+    Disconnected {
+        /// The connection.
+        conn: ConnId,
+        /// The close code (the peer's, or the one the hub sent).
+        code: CloseCode,
+        /// The reason.
+        reason: String,
+        /// Who ended it.
+        initiator: Initiator,
+    },
+    /// A client sent an event. If `ack` is set, answer with
+    /// [`Hub::reply_ack`](crate::Hub::reply_ack).
+    Message {
+        /// The sender.
+        conn: ConnId,
+        /// The event name.
+        event: String,
+        /// The data.
+        data: Payload,
+        /// The client's message id.
+        id: Option<String>,
+        /// The client's ack request id.
+        ack: Option<u64>,
+    },
+    /// A client published to a channel (with `Config::client_publish`); it was already
+    /// delivered to the channel's members, the sender included.
+    Published {
+        /// The sender.
+        conn: ConnId,
+        /// The channel.
+        channel: Arc<str>,
+        /// The event name.
+        event: String,
+        /// The data.
+        data: Payload,
+    },
+    /// A client asks to subscribe (with [`SubscribePolicy::Approve`](crate::SubscribePolicy::Approve)).
+    SubscribeRequest {
+        /// The connection.
+        conn: ConnId,
+        /// The channel.
+        channel: String,
+    },
+    /// A connection joined a room.
+    Joined {
+        /// The connection.
+        conn: ConnId,
+        /// The room.
+        room: Arc<str>,
+    },
+    /// A connection left a room (on request, by the server, or because it closed).
+    Left {
+        /// The connection.
+        conn: ConnId,
+        /// The room.
+        room: Arc<str>,
+    },
+    /// A server→client ack request ended.
+    Ack {
+        /// The connection asked.
+        conn: ConnId,
+        /// The request.
+        ack: AckId,
+        /// How it ended.
+        outcome: AckOutcome,
+    },
+    /// Shutdown finished: every connection is closed.
+    ShutdownComplete,
+}

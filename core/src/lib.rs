@@ -1,0 +1,97 @@
+//! # tidings-core
+//!
+//! The sans-IO heart of tidings: a state machine that owns every decision of a WebSocket
+//! messaging server (who is subscribed where, what goes to whom, when a batch flushes, when an
+//! ack times out, when a silent peer is dead, what a slow reader gets) and touches no socket,
+//! no clock and no thread. Time comes in as `now: Instant` on each call; frames, closes,
+//! events and the next deadline come out.
+//!
+//! ## The drive loop
+//!
+//! Mutate the hub (an input, an application command, a timeout), then drain
+//! [`Hub::poll_output`] until it returns `None`, then sleep until [`Hub::poll_timeout`] or the
+//! next input, whichever comes first. Repeat.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use serde_json::json;
+//! use tidings_core::{Config, ConnectionInfo, Event, Frame, Hub, Input, Message, Output, Target};
+//!
+//! let mut now = Instant::now(); // a driver reads its clock; a test advances a virtual one
+//! let mut hub = Hub::new(Config::default()).expect("valid config");
+//!
+//! // The driver accepted and upgraded a socket: tell the hub.
+//! let alice = hub.open(now, ConnectionInfo::new("/ws")).expect("room for a connection");
+//! // A frame arrived from it.
+//! let subscribe = Frame::text(r#"{"type":"subscribe","channel":"news"}"#);
+//! hub.handle(now, Input::Frame { conn: alice, frame: subscribe });
+//! // The application publishes.
+//! let report = hub.publish(now, Target::room("/", "news"), Message::json("headline", json!({"title": "hi"})))
+//!     .expect("valid names");
+//! assert_eq!(report.queued, 1);
+//!
+//! let mut sent = Vec::new();
+//! for _ in 0..3 {
+//!     while let Some(output) = hub.poll_output() {
+//!         match output {
+//!             Output::Transmit { conn, frame } => {
+//!                 // Write `frame` to the socket of `conn`; once written, say so.
+//!                 sent.push(frame);
+//!                 hub.handle(now, Input::Written { conn, frames: 1 });
+//!             }
+//!             Output::Close { conn, code, reason } => { /* send a close frame, drop the socket */ }
+//!             Output::Event(Event::Message { conn, event, .. }) => { /* application logic */ }
+//!             Output::Event(_) | Output::Cluster(_) | _ => {}
+//!         }
+//!     }
+//!     // Sleep until the next deadline (or an input arrives), then run the timers.
+//!     let Some(deadline) = hub.poll_timeout() else { break };
+//!     now = deadline;
+//!     hub.handle_timeout(now);
+//! }
+//! // welcome, subscribed, the headline, then a WebSocket ping when the ping period elapsed.
+//! assert!(sent[2].as_text().unwrap().contains(r#""event":"headline""#));
+//! assert!(matches!(sent[3], Frame::Ping(_)));
+//! ```
+//!
+//! ## Shape
+//!
+//! - [`Hub`]: rooms, namespaces, names, routing, timers; created with a [`Config`].
+//! - Inputs from the driver: [`Hub::open`], [`Hub::handle`] with an [`Input`],
+//!   [`Hub::handle_timeout`], [`Hub::handle_remote`] for other nodes' publishes.
+//! - Application commands: [`Hub::publish`], [`Hub::emit`], [`Hub::emit_with_ack`],
+//!   [`Hub::publish_batched`], [`Hub::join`], [`Hub::close`], [`Hub::shutdown`], ...
+//! - Outputs: [`Output::Transmit`], [`Output::Close`], [`Output::Event`], [`Output::Cluster`].
+//!
+//! A peer's misbehaviour is never an `Err`: it is answered on the wire (an `error` frame or a
+//! close with the matching code) and shows up as events and [`Counters`]. `Err` ([`Error`]) is
+//! for the application's calls. The wire protocol is specified in PROTOCOL.md.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod batch;
+mod config;
+mod error;
+mod frame;
+mod hub;
+mod ids;
+mod info;
+mod io;
+mod message;
+mod metrics;
+mod rooms;
+mod session;
+mod timers;
+mod wire;
+
+pub use config::{AppHeartbeat, Config, NameConflict, SlowConsumerPolicy, SubscribePolicy};
+pub use error::Error;
+pub use frame::{CloseCode, Frame, Text};
+pub use hub::{Footprint, Hub, QueueDepth};
+pub use ids::{AckId, ConnId};
+pub use info::ConnectionInfo;
+pub use io::{AckOutcome, Event, Initiator, Input, Output};
+pub use message::{ClusterMessage, Delivery, Message, Payload, Scope, Target};
+pub use metrics::Counters;
+pub use wire::{ErrorCode, PROTOCOL_VERSION};

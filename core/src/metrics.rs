@@ -1,0 +1,47 @@
+//! Counters of what the hub did, readable as a [`Counters`] snapshot.
+
+use std::collections::BTreeMap;
+
+use crate::frame::CloseCode;
+
+/// A snapshot of the hub's counters. Totals only grow; `connections` and `rooms` are current.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Connections open now.
+    pub connections: usize,
+    /// Rooms that exist now (in every namespace).
+    pub rooms: usize,
+    /// Connections ever opened.
+    pub connections_opened: u64,
+    /// Connections refused by `Hub::open`.
+    pub connections_refused: u64,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Frames handed to the driver to write.
+    pub frames_out: u64,
+    /// Bytes handed to the driver to write.
+    pub bytes_out: u64,
+    /// Volatile messages dropped for slow recipients.
+    pub dropped: u64,
+    /// Messages refused for slow recipients (`SlowConsumerPolicy::Refuse`).
+    pub refused: u64,
+    /// Closes, by close code.
+    pub closes: BTreeMap<CloseCode, u64>,
+    /// Error frames sent to clients.
+    pub protocol_errors: u64,
+    /// Server→client acks answered by the client.
+    pub acks_replied: u64,
+    /// Server→client acks that timed out.
+    pub acks_timed_out: u64,
+    /// Server→client acks failed because the connection closed.
+    pub acks_failed: u64,
+    /// Ack replies for ids that were not pending (unknown or duplicate), ignored.
+    pub acks_unknown: u64,
+    /// Batches flushed.
+    pub batches_flushed: u64,
+    /// Publishes received from other nodes.
+    pub remote_publishes: u64,
+}

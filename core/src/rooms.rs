@@ -1,0 +1,169 @@
+//! Namespaces and their rooms, interned: names map to slab ids, each room keeps its members in
+//! id order (deterministic fan-out) and its history seam (offset, epoch).
+//!
+//! Empty rooms are freed at once; so are empty namespaces other than `/`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use slab::Slab;
+
+use crate::ids::ConnId;
+
+#[derive(Debug)]
+pub(crate) struct Namespace {
+    pub name: Arc<str>,
+    pub members: BTreeSet<ConnId>,
+    pub rooms: BTreeMap<Arc<str>, usize>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Room {
+    pub namespace: usize,
+    pub name: Arc<str>,
+    pub members: BTreeSet<ConnId>,
+    /// The offset the next publish to this room gets. Only grows while the room lives.
+    pub next_offset: u64,
+    /// Changes whenever the room is created anew (its history is lost).
+    pub epoch: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Registry {
+    pub namespaces: Slab<Namespace>,
+    by_name: BTreeMap<Arc<str>, usize>,
+    pub rooms: Slab<Room>,
+    epochs: u64,
+    seed: u64,
+}
+
+pub(crate) const DEFAULT_NAMESPACE: &str = "/";
+
+impl Registry {
+    pub(crate) fn new(seed: u64) -> Self {
+        let mut r = Registry {
+            namespaces: Slab::new(),
+            by_name: BTreeMap::new(),
+            rooms: Slab::new(),
+            epochs: 0,
+            seed,
+        };
+        r.namespace_or_create(DEFAULT_NAMESPACE);
+        r
+    }
+
+    pub(crate) fn namespace(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    pub(crate) fn namespace_or_create(&mut self, name: &str) -> usize {
+        if let Some(id) = self.namespace(name) {
+            return id;
+        }
+        let name: Arc<str> = name.into();
+        let id = self.namespaces.insert(Namespace {
+            name: name.clone(),
+            members: BTreeSet::new(),
+            rooms: BTreeMap::new(),
+        });
+        self.by_name.insert(name, id);
+        id
+    }
+
+    /// Frees a namespace with no members and no rooms (never `/`).
+    pub(crate) fn release_namespace(&mut self, ns: usize) {
+        let Some(n) = self.namespaces.get(ns) else {
+            return;
+        };
+        if n.members.is_empty() && n.rooms.is_empty() && &*n.name != DEFAULT_NAMESPACE {
+            let n = self.namespaces.remove(ns);
+            self.by_name.remove(&n.name);
+        }
+    }
+
+    pub(crate) fn room(&self, ns: usize, name: &str) -> Option<usize> {
+        self.namespaces.get(ns)?.rooms.get(name).copied()
+    }
+
+    pub(crate) fn room_by_names(&self, ns: &str, room: &str) -> Option<usize> {
+        self.room(self.namespace(ns)?, room)
+    }
+
+    /// Adds `conn` to `room` in `ns`, creating the room. Returns the room id and whether the
+    /// connection was not a member before.
+    pub(crate) fn join(&mut self, ns: usize, name: &str, conn: ConnId) -> (usize, Arc<str>, bool) {
+        let id = match self.room(ns, name) {
+            Some(id) => id,
+            None => {
+                self.epochs += 1;
+                let epoch = self.epochs ^ self.seed.rotate_left(32);
+                let name: Arc<str> = name.into();
+                let id = self.rooms.insert(Room {
+                    namespace: ns,
+                    name: name.clone(),
+                    members: BTreeSet::new(),
+                    next_offset: 0,
+                    epoch,
+                });
+                if let Some(n) = self.namespaces.get_mut(ns) {
+                    n.rooms.insert(name, id);
+                }
+                id
+            }
+        };
+        let room = &mut self.rooms[id];
+        let fresh = room.members.insert(conn);
+        (id, room.name.clone(), fresh)
+    }
+
+    /// Removes `conn` from room `id`, freeing the room if it is now empty.
+    pub(crate) fn leave(&mut self, id: usize, conn: ConnId) -> bool {
+        let Some(room) = self.rooms.get_mut(id) else {
+            return false;
+        };
+        let was = room.members.remove(&conn);
+        if room.members.is_empty() {
+            let room = self.rooms.remove(id);
+            if let Some(n) = self.namespaces.get_mut(room.namespace) {
+                n.rooms.remove(&room.name);
+            }
+            self.release_namespace(room.namespace);
+        }
+        was
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_are_interned_and_freed_when_empty() {
+        let mut r = Registry::new(0);
+        let ns = r.namespace_or_create("/chat");
+        let (a, _, fresh) = r.join(ns, "lobby", ConnId::new(1, 0));
+        assert!(fresh);
+        let (b, name, fresh) = r.join(ns, "lobby", ConnId::new(2, 0));
+        assert_eq!((a, &*name, fresh), (b, "lobby", true));
+        let (_, _, fresh) = r.join(ns, "lobby", ConnId::new(2, 0));
+        assert!(!fresh);
+        assert!(r.leave(a, ConnId::new(1, 0)));
+        assert!(r.room(ns, "lobby").is_some());
+        assert!(r.leave(a, ConnId::new(2, 0)));
+        assert!(r.room(ns, "lobby").is_none());
+        assert!(r.rooms.is_empty());
+        // The namespace had nothing else, so it went too; `/` never does.
+        assert!(r.namespace("/chat").is_none());
+        assert!(r.namespace("/").is_some());
+    }
+
+    #[test]
+    fn a_recreated_room_has_a_new_epoch() {
+        let mut r = Registry::new(9);
+        let (id, _, _) = r.join(0, "x", ConnId::new(1, 0));
+        let first = r.rooms[id].epoch;
+        r.leave(id, ConnId::new(1, 0));
+        let (id, _, _) = r.join(0, "x", ConnId::new(1, 0));
+        assert_ne!(r.rooms[id].epoch, first);
+    }
+}

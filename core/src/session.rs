@@ -1,0 +1,258 @@
+//! Per-connection state: lifecycle, the bounded outbound queue, the timer table, pending acks
+//! and metadata. A session knows the ids of its rooms but holds no reference into the hub.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::frame::{CloseCode, Frame};
+use crate::ids::{AckId, ConnId};
+use crate::info::ConnectionInfo;
+use crate::timers::{ConnTimer, TimerKey, Timers};
+
+/// `Open → Closing → (removed)`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum State {
+    Open,
+    /// No new frames are accepted. With `flush`, queued frames still go out and the close
+    /// follows the last of them (or the close timer); without, the transport is gone and the
+    /// close timer only delays freeing the state.
+    Closing {
+        code: CloseCode,
+        reason: String,
+        flush: bool,
+    },
+}
+
+/// The outcome of offering a frame to a session's queue.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Offer {
+    Queued,
+    /// The queue is full.
+    Full,
+    /// The session takes no new frames.
+    NotOpen,
+}
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub generation: u32,
+    pub info: ConnectionInfo,
+    pub namespace: usize,
+    pub state: State,
+    /// Frames not yet handed to the driver.
+    queue: VecDeque<Frame>,
+    queued_bytes: usize,
+    /// Sizes of frames handed to the driver and not yet reported written, oldest first.
+    in_flight: VecDeque<usize>,
+    in_flight_bytes: usize,
+    /// Whether the session is in the hub's ready list.
+    pub ready: bool,
+    /// Rooms by id, each with its name for events.
+    pub rooms: BTreeMap<usize, Arc<str>>,
+    /// Channels the client asked for that wait for the application's decision.
+    pub pending_subscribes: BTreeSet<String>,
+    /// Server→client ack requests and their deadlines.
+    pub acks_out: BTreeMap<AckId, Instant>,
+    /// Client→server ack requests the application has not answered.
+    pub acks_in: BTreeSet<u64>,
+    pub last_seen: Instant,
+    pub timers: [Option<Instant>; ConnTimer::COUNT],
+    pub errors: u32,
+    pub errors_since: Instant,
+    pub metadata: BTreeMap<String, Value>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        generation: u32,
+        info: ConnectionInfo,
+        namespace: usize,
+        now: Instant,
+    ) -> Self {
+        Session {
+            generation,
+            info,
+            namespace,
+            state: State::Open,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
+            ready: false,
+            rooms: BTreeMap::new(),
+            pending_subscribes: BTreeSet::new(),
+            acks_out: BTreeMap::new(),
+            acks_in: BTreeSet::new(),
+            last_seen: now,
+            timers: [None; ConnTimer::COUNT],
+            errors: 0,
+            errors_since: now,
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Frames queued or in flight.
+    pub(crate) fn depth_frames(&self) -> usize {
+        self.queue.len() + self.in_flight.len()
+    }
+
+    /// Bytes queued or in flight.
+    pub(crate) fn depth_bytes(&self) -> usize {
+        self.queued_bytes + self.in_flight_bytes
+    }
+
+    /// Offers a frame against the bounds. An empty queue takes any one frame, so a frame larger
+    /// than `max_bytes` is delivered alone rather than never.
+    pub(crate) fn offer(&mut self, frame: Frame, max_frames: usize, max_bytes: usize) -> Offer {
+        if !self.is_open() {
+            return Offer::NotOpen;
+        }
+        let len = frame.len();
+        let depth = self.depth_frames();
+        if depth > 0 && (depth + 1 > max_frames || self.depth_bytes() + len > max_bytes) {
+            return Offer::Full;
+        }
+        self.push_unbounded(frame);
+        Offer::Queued
+    }
+
+    /// Queues a frame whatever the bounds (protocol pings: one per period at most).
+    pub(crate) fn push_unbounded(&mut self, frame: Frame) {
+        self.queued_bytes += frame.len();
+        self.queue.push_back(frame);
+    }
+
+    /// Whether a frame can be handed to the driver now.
+    pub(crate) fn can_transmit(&self, window: usize) -> bool {
+        !self.queue.is_empty() && self.in_flight.len() < window && self.flushing()
+    }
+
+    /// Whether queued frames still go out (open, or closing with flush).
+    fn flushing(&self) -> bool {
+        match self.state {
+            State::Open => true,
+            State::Closing { flush, .. } => flush,
+        }
+    }
+
+    /// Hands the next frame to the driver, moving it in flight.
+    pub(crate) fn take_next(&mut self) -> Option<Frame> {
+        let frame = self.queue.pop_front()?;
+        let len = frame.len();
+        self.queued_bytes -= len;
+        self.in_flight.push_back(len);
+        self.in_flight_bytes += len;
+        Some(frame)
+    }
+
+    /// The driver wrote `n` frames.
+    pub(crate) fn written(&mut self, n: usize) {
+        for _ in 0..n {
+            match self.in_flight.pop_front() {
+                Some(len) => self.in_flight_bytes -= len,
+                None => break,
+            }
+        }
+        if self.queue.is_empty() && self.in_flight.is_empty() && self.queue.capacity() > 64 {
+            // A burst is over: give back its memory so an idle connection stays small.
+            self.queue = VecDeque::new();
+            self.in_flight = VecDeque::new();
+        }
+    }
+
+    pub(crate) fn queue_is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Drops every queued frame (an immediate close).
+    pub(crate) fn clear_queue(&mut self) {
+        self.queue.clear();
+        self.queued_bytes = 0;
+    }
+
+    /// Arms, moves or disarms one of this session's timers.
+    pub(crate) fn set_timer(
+        &mut self,
+        timers: &mut Timers,
+        id: ConnId,
+        which: ConnTimer,
+        at: Option<Instant>,
+    ) {
+        let slot = &mut self.timers[which as usize];
+        *slot = timers.rearm(TimerKey::Conn(id, which), *slot, at);
+    }
+
+    /// Disarms every timer of this session, its acks' included.
+    pub(crate) fn clear_timers(&mut self, timers: &mut Timers, id: ConnId) {
+        for which in [ConnTimer::Ping, ConnTimer::Silence, ConnTimer::Close] {
+            self.set_timer(timers, id, which, None);
+        }
+        for (&ack, &at) in &self.acks_out {
+            timers.remove(at, TimerKey::Ack(id, ack));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        Session::new(0, ConnectionInfo::new("/"), 0, Instant::now())
+    }
+
+    #[test]
+    fn bounds_count_queued_and_in_flight_frames() {
+        let mut s = session();
+        assert_eq!(s.offer(Frame::text("aa"), 2, 100), Offer::Queued);
+        assert_eq!(s.take_next(), Some(Frame::text("aa")));
+        assert_eq!(s.offer(Frame::text("bb"), 2, 100), Offer::Queued);
+        // One in flight + one queued = 2 = the bound.
+        assert_eq!(s.offer(Frame::text("cc"), 2, 100), Offer::Full);
+        s.written(1);
+        assert_eq!(s.offer(Frame::text("cc"), 2, 100), Offer::Queued);
+        assert_eq!((s.depth_frames(), s.depth_bytes()), (2, 4));
+    }
+
+    #[test]
+    fn byte_bound_admits_one_oversized_frame_when_empty() {
+        let mut s = session();
+        assert_eq!(s.offer(Frame::text("0123456789"), 10, 4), Offer::Queued);
+        assert_eq!(s.offer(Frame::text("x"), 10, 4), Offer::Full);
+    }
+
+    #[test]
+    fn closing_without_flush_transmits_nothing() {
+        let mut s = session();
+        assert_eq!(s.offer(Frame::text("a"), 10, 10), Offer::Queued);
+        assert!(s.can_transmit(1));
+        s.state = State::Closing {
+            code: CloseCode::NORMAL,
+            reason: String::new(),
+            flush: false,
+        };
+        assert!(!s.can_transmit(1));
+        assert_eq!(s.offer(Frame::text("b"), 10, 10), Offer::NotOpen);
+    }
+
+    #[test]
+    fn window_limits_frames_in_flight() {
+        let mut s = session();
+        for _ in 0..3 {
+            assert_eq!(s.offer(Frame::text("a"), 10, 100), Offer::Queued);
+        }
+        assert!(s.take_next().is_some());
+        assert!(s.take_next().is_some());
+        assert!(!s.can_transmit(2));
+        s.written(5); // more than in flight: clamps
+        assert!(s.can_transmit(2));
+        assert_eq!(s.depth_frames(), 1);
+    }
+}

@@ -1,0 +1,568 @@
+//! The wire codec (PROTOCOL.md in code): client frames in, server frames out.
+//!
+//! Every frame is a JSON object with a `type`. Binary frames carry the same JSON header on
+//! their first line, then `\n`, then the raw payload. Outbound frames are encoded once into
+//! shared bytes; decoding takes untrusted input and answers every fault with an [`ErrorCode`]
+//! and a reason, never a panic.
+
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::frame::{Frame, Text};
+use crate::message::Payload;
+
+/// The protocol version in the `welcome` frame.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Machine-readable codes of `error` frames (the `code` field).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Not JSON, not an object, a field of the wrong type, or a binary frame without header.
+    Malformed,
+    /// A `type` this server does not know.
+    UnknownType,
+    /// A required field is missing.
+    MissingField,
+    /// A channel or event name breaks the naming rules.
+    InvalidName,
+    /// Unsubscribe from, or publish to, a channel the connection is not in.
+    NotSubscribed,
+    /// The application denied the subscription.
+    SubscribeDenied,
+    /// The connection is in too many channels.
+    TooManySubscriptions,
+    /// The connection has too many unanswered ack requests.
+    TooManyAcks,
+    /// An ack id that is already waiting for its answer.
+    DuplicateAck,
+    /// Clients may not publish on this server.
+    PublishNotAllowed,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::MissingField => "missing_field",
+            ErrorCode::InvalidName => "invalid_name",
+            ErrorCode::NotSubscribed => "not_subscribed",
+            ErrorCode::SubscribeDenied => "subscribe_denied",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::TooManyAcks => "too_many_acks",
+            ErrorCode::DuplicateAck => "duplicate_ack",
+            ErrorCode::PublishNotAllowed => "publish_not_allowed",
+        }
+    }
+}
+
+/// One server frame's header fields. Absent fields are not written.
+#[derive(Serialize, Default)]
+pub(crate) struct Envelope<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ts: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'a str>,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Data<'a>>,
+}
+
+/// A payload's JSON form, borrowed.
+pub(crate) struct Data<'a>(&'a Payload);
+
+impl Serialize for Data<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Payload::Json(v) => v.serialize(s),
+            Payload::Text(t) => s.serialize_str(t),
+            // Binary payloads never go in `data`: `encode` puts them after the header line.
+            Payload::Binary(_) => s.serialize_unit(),
+        }
+    }
+}
+
+/// Serialises a value whose `Serialize` cannot fail (string-keyed JSON, plain structs).
+fn json_bytes(value: &impl Serialize, extra: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(128 + extra);
+    // serde_json fails only on non-string map keys or a failing custom impl; neither exists in
+    // `Envelope` or `serde_json::Value`, so the error arm is unreachable in practice.
+    if serde_json::to_writer(&mut buf, value).is_err() {
+        buf.clear();
+        buf.extend_from_slice(b"{}");
+    }
+    buf
+}
+
+/// Encodes a frame: text with `data` inline, or binary with the payload after the header.
+pub(crate) fn encode<'a>(mut env: Envelope<'a>, payload: Option<&'a Payload>) -> Frame {
+    match payload {
+        Some(Payload::Binary(bytes)) => {
+            env.data = None;
+            let mut buf = BytesMut::from(&json_bytes(&env, 0)[..]);
+            buf.reserve(1 + bytes.len());
+            buf.extend_from_slice(b"\n");
+            buf.extend_from_slice(bytes);
+            Frame::Binary(buf.freeze())
+        }
+        Some(p) => {
+            env.data = Some(Data(p));
+            text_frame(json_bytes(&env, 0))
+        }
+        None => text_frame(json_bytes(&env, 0)),
+    }
+}
+
+fn text_frame(json: Vec<u8>) -> Frame {
+    // serde_json writes UTF-8 only; `Text::from_utf8` re-checks rather than trusting it.
+    match Text::from_utf8(Bytes::from(json)) {
+        Ok(t) => Frame::Text(t),
+        Err(_) => Frame::Text(Text::from_static("{}")),
+    }
+}
+
+/// `{"type":"error","code":...,"message":...}` with the client's `ref` and `channel` if any.
+pub(crate) fn encode_error(
+    code: ErrorCode,
+    message: &str,
+    reference: Option<&str>,
+    channel: Option<&str>,
+) -> Frame {
+    encode(
+        Envelope {
+            kind: "error",
+            code: Some(code.as_str()),
+            message: Some(message),
+            reference,
+            channel,
+            ..Envelope::default()
+        },
+        None,
+    )
+}
+
+/// A JSON batch frame: `{"type":"batch","event":...,"channel":...,"messages":[items]}`.
+/// `items` are already-serialised JSON values joined by commas.
+pub(crate) fn encode_batch(event: &str, channel: Option<&str>, items: &[u8]) -> Frame {
+    #[derive(Serialize)]
+    struct Head<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        event: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        channel: Option<&'a str>,
+    }
+    let head = json_bytes(
+        &Head {
+            kind: "batch",
+            event,
+            channel,
+        },
+        items.len() + 16,
+    );
+    // Reopen the object to append `"messages":[...]`: head ends with `}`.
+    let mut buf = head;
+    buf.pop();
+    buf.extend_from_slice(b",\"messages\":[");
+    buf.extend_from_slice(items);
+    buf.extend_from_slice(b"]}");
+    text_frame(buf)
+}
+
+/// A text batch frame: the header line, then one line per item.
+pub(crate) fn encode_text_batch(header: &str, lines: &str) -> Frame {
+    let mut s = String::with_capacity(header.len() + 1 + lines.len());
+    s.push_str(header);
+    s.push('\n');
+    s.push_str(lines);
+    Frame::Text(Text::from(s))
+}
+
+/// The `welcome` frame greeting a new connection.
+pub(crate) fn encode_welcome(
+    conn: &str,
+    ping_interval_ms: Option<u64>,
+    silence_ms: Option<u64>,
+) -> Frame {
+    #[derive(Serialize)]
+    struct Welcome<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        version: u32,
+        conn: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ping_interval_ms: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    }
+    text_frame(json_bytes(
+        &Welcome {
+            kind: "welcome",
+            version: PROTOCOL_VERSION,
+            conn,
+            ping_interval_ms,
+            timeout_ms: silence_ms,
+        },
+        0,
+    ))
+}
+
+/// A decoded client request.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Request {
+    Subscribe {
+        channel: String,
+        id: Option<String>,
+    },
+    Unsubscribe {
+        channel: String,
+        id: Option<String>,
+    },
+    Publish {
+        channel: String,
+        event: String,
+        data: Payload,
+        id: Option<String>,
+    },
+    Event {
+        event: String,
+        data: Payload,
+        id: Option<String>,
+        ack: Option<u64>,
+    },
+    Ack {
+        ack: u64,
+        data: Payload,
+    },
+    Ping {
+        id: Option<String>,
+    },
+}
+
+/// Why a client frame could not be decoded, with the client's `id` when it was readable.
+#[derive(Debug, PartialEq)]
+pub(crate) struct DecodeError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub id: Option<String>,
+}
+
+/// The flat shape every client frame is read into; unknown fields are ignored so that newer
+/// clients can add fields without breaking older servers.
+#[derive(Deserialize)]
+struct Raw {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    channel: Option<String>,
+    event: Option<String>,
+    data: Option<Value>,
+    id: Option<String>,
+    ack: Option<u64>,
+}
+
+/// Decodes a text frame's JSON.
+pub(crate) fn decode_text(text: &str) -> Result<Request, DecodeError> {
+    decode(text.as_bytes(), None)
+}
+
+/// Decodes a binary frame: a JSON header line, `\n`, then the payload.
+pub(crate) fn decode_binary(bytes: &Bytes) -> Result<Request, DecodeError> {
+    let Some(split) = bytes.iter().position(|&b| b == b'\n') else {
+        return Err(DecodeError {
+            code: ErrorCode::Malformed,
+            message: "binary frame has no JSON header line".into(),
+            id: None,
+        });
+    };
+    decode(&bytes[..split], Some(bytes.slice(split + 1..)))
+}
+
+fn decode(header: &[u8], binary: Option<Bytes>) -> Result<Request, DecodeError> {
+    let raw: Raw = serde_json::from_slice(header).map_err(|e| DecodeError {
+        code: ErrorCode::Malformed,
+        message: format!("malformed frame: {e}"),
+        id: None,
+    })?;
+    let id = raw.id;
+    let fail = |code, message: String, id: Option<String>| Err(DecodeError { code, message, id });
+    let Some(kind) = raw.kind else {
+        return fail(ErrorCode::MissingField, "missing field `type`".into(), id);
+    };
+    let data = match binary {
+        Some(bytes) => Payload::Binary(bytes),
+        None => Payload::Json(raw.data.unwrap_or(Value::Null)),
+    };
+    macro_rules! need {
+        ($field:expr, $name:literal) => {
+            match $field {
+                Some(v) => v,
+                None => {
+                    return fail(
+                        ErrorCode::MissingField,
+                        format!("`{}` needs field `{}`", kind, $name),
+                        id,
+                    )
+                }
+            }
+        };
+    }
+    Ok(match kind.as_str() {
+        "subscribe" => Request::Subscribe {
+            channel: need!(raw.channel, "channel"),
+            id,
+        },
+        "unsubscribe" => Request::Unsubscribe {
+            channel: need!(raw.channel, "channel"),
+            id,
+        },
+        "publish" => Request::Publish {
+            channel: need!(raw.channel, "channel"),
+            event: need!(raw.event, "event"),
+            data,
+            id,
+        },
+        "event" => Request::Event {
+            event: need!(raw.event, "event"),
+            data,
+            id,
+            ack: raw.ack,
+        },
+        "ack" => Request::Ack {
+            ack: need!(raw.ack, "ack"),
+            data,
+        },
+        "ping" => Request::Ping { id },
+        _ => {
+            // Echo at most a short prefix of an unknown type: the reason stays small.
+            let shown: String = kind.chars().take(32).collect();
+            return fail(
+                ErrorCode::UnknownType,
+                format!("unknown frame type {shown:?}"),
+                id,
+            );
+        }
+    })
+}
+
+/// Checks a room, channel, event or namespace name: non-empty, at most `max` bytes, no
+/// control characters.
+pub(crate) fn check_name(name: &str, max: usize) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("empty")
+    } else if name.len() > max {
+        Err("too long")
+    } else if name.chars().any(char::is_control) {
+        Err("contains control characters")
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(frame: &Frame) -> Value {
+        serde_json::from_str(frame.as_text().expect("text frame")).expect("json")
+    }
+
+    #[test]
+    fn event_envelope_writes_only_present_fields() {
+        let p = Payload::Json(json!({"a": 1}));
+        let f = encode(
+            Envelope {
+                kind: "event",
+                event: Some("chat"),
+                channel: Some("lobby"),
+                id: Some("m1"),
+                reply_to: Some("m0"),
+                ts: Some(17),
+                offset: Some(3),
+                ..Envelope::default()
+            },
+            Some(&p),
+        );
+        assert_eq!(
+            parse(&f),
+            json!({"type":"event","event":"chat","channel":"lobby","id":"m1","reply_to":"m0",
+                   "ts":17,"offset":3,"data":{"a":1}})
+        );
+    }
+
+    #[test]
+    fn text_payload_is_a_json_string() {
+        let p = Payload::Text("hi \"there\"\n".into());
+        let f = encode(
+            Envelope {
+                kind: "event",
+                event: Some("x"),
+                ..Envelope::default()
+            },
+            Some(&p),
+        );
+        assert_eq!(parse(&f)["data"], json!("hi \"there\"\n"));
+    }
+
+    #[test]
+    fn binary_payload_follows_a_header_line_and_decodes_back() {
+        let p = Payload::Binary(Bytes::from_static(b"\x00\x01\n\xff"));
+        let f = encode(
+            Envelope {
+                kind: "event",
+                event: Some("blob"),
+                ..Envelope::default()
+            },
+            Some(&p),
+        );
+        let Frame::Binary(bytes) = f else {
+            panic!("expected binary")
+        };
+        let nl = bytes.iter().position(|&b| b == b'\n').expect("header line");
+        let head: Value = serde_json::from_slice(&bytes[..nl]).expect("header json");
+        assert_eq!(head, json!({"type":"event","event":"blob"}));
+        assert_eq!(&bytes[nl + 1..], b"\x00\x01\n\xff");
+        // The same layout decodes as a client frame.
+        match decode_binary(&bytes) {
+            Ok(Request::Event { event, data, .. }) => {
+                assert_eq!(event, "blob");
+                assert_eq!(data, p);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn batch_frame_holds_items_in_order() {
+        let f = encode_batch("typing", Some("room"), b"1,{\"u\":\"a\"},\"x\"");
+        assert_eq!(
+            parse(&f),
+            json!({"type":"batch","event":"typing","channel":"room","messages":[1,{"u":"a"},"x"]})
+        );
+        assert_eq!(
+            encode_text_batch("typing", "a\nb").as_text(),
+            Some("typing\na\nb")
+        );
+    }
+
+    #[test]
+    fn decodes_every_request_type() {
+        let cases = [
+            (
+                r#"{"type":"subscribe","channel":"c","id":"r1"}"#,
+                Request::Subscribe {
+                    channel: "c".into(),
+                    id: Some("r1".into()),
+                },
+            ),
+            (
+                r#"{"type":"unsubscribe","channel":"c"}"#,
+                Request::Unsubscribe {
+                    channel: "c".into(),
+                    id: None,
+                },
+            ),
+            (
+                r#"{"type":"publish","channel":"c","event":"e","data":[1]}"#,
+                Request::Publish {
+                    channel: "c".into(),
+                    event: "e".into(),
+                    data: Payload::Json(json!([1])),
+                    id: None,
+                },
+            ),
+            (
+                r#"{"type":"event","event":"e","ack":9,"future_field":true}"#,
+                Request::Event {
+                    event: "e".into(),
+                    data: Payload::Json(Value::Null),
+                    id: None,
+                    ack: Some(9),
+                },
+            ),
+            (
+                r#"{"type":"ack","ack":4,"data":"ok"}"#,
+                Request::Ack {
+                    ack: 4,
+                    data: Payload::Json(json!("ok")),
+                },
+            ),
+            (r#"{"type":"ping"}"#, Request::Ping { id: None }),
+        ];
+        for (text, want) in cases {
+            assert_eq!(decode_text(text), Ok(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_frames_get_codes_and_reasons() {
+        let code = |t: &str| decode_text(t).map_err(|e| e.code).err();
+        assert_eq!(code("not json"), Some(ErrorCode::Malformed));
+        assert_eq!(code("[1,2]"), Some(ErrorCode::Malformed));
+        assert_eq!(
+            code(r#"{"type":"event","event":"e","ack":"x"}"#),
+            Some(ErrorCode::Malformed)
+        );
+        assert_eq!(code(r#"{"channel":"c"}"#), Some(ErrorCode::MissingField));
+        assert_eq!(
+            code(r#"{"type":"subscribe"}"#),
+            Some(ErrorCode::MissingField)
+        );
+        assert_eq!(code(r#"{"type":"ack"}"#), Some(ErrorCode::MissingField));
+        let e = decode_text(r#"{"type":"nope","id":"r7"}"#).expect_err("unknown");
+        assert_eq!(e.code, ErrorCode::UnknownType);
+        assert_eq!(e.id.as_deref(), Some("r7"));
+        assert!(e.message.contains("nope"));
+        assert_eq!(
+            decode_binary(&Bytes::from_static(b"no header"))
+                .map_err(|e| e.code)
+                .err(),
+            Some(ErrorCode::Malformed)
+        );
+        // Deep nesting hits serde_json's recursion limit instead of the stack.
+        let deep = format!(
+            r#"{{"type":"event","event":"e","data":{}{}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert_eq!(code(&deep), Some(ErrorCode::Malformed));
+    }
+
+    #[test]
+    fn unknown_type_reason_is_short() {
+        let long = format!(r#"{{"type":"{}"}}"#, "x".repeat(100_000));
+        let e = decode_text(&long).expect_err("unknown");
+        assert!(e.message.len() < 100, "{}", e.message.len());
+    }
+
+    #[test]
+    fn names_follow_the_rules() {
+        assert_eq!(check_name("lobby", 8), Ok(()));
+        assert_eq!(check_name("", 8), Err("empty"));
+        assert_eq!(check_name("123456789", 8), Err("too long"));
+        assert_eq!(check_name("a\nb", 8), Err("contains control characters"));
+        assert_eq!(check_name("émoji✓", 16), Ok(()));
+    }
+}

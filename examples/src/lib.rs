@@ -1,0 +1,1 @@
+//! Runnable tidings programs. Placeholder: the examples arrive with issue 4.
