@@ -69,7 +69,8 @@ pub enum Output {
     /// Something the application should know.
     Event(Event),
     /// A publish for the backplane to carry to the other nodes (only with `Config::cluster`).
-    Cluster(ClusterMessage),
+    /// Boxed: it is rare and large, and every `poll_output` moves an `Output`.
+    Cluster(Box<ClusterMessage>),
 }
 
 /// Who ended a connection.

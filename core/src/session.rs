@@ -94,22 +94,26 @@ impl Session {
         }
     }
 
+    #[inline]
     pub(crate) fn is_open(&self) -> bool {
-        self.state == State::Open
+        matches!(self.state, State::Open)
     }
 
     /// Frames queued or in flight.
+    #[inline]
     pub(crate) fn depth_frames(&self) -> usize {
         self.queue.len() + self.in_flight.len()
     }
 
     /// Bytes queued or in flight.
+    #[inline]
     pub(crate) fn depth_bytes(&self) -> usize {
         self.queued_bytes + self.in_flight_bytes
     }
 
     /// Offers a frame against the bounds. An empty queue takes any one frame, so a frame larger
     /// than `max_bytes` is delivered alone rather than never.
+    #[inline]
     pub(crate) fn offer(&mut self, frame: Frame, max_frames: usize, max_bytes: usize) -> Offer {
         if !self.is_open() {
             return Offer::NotOpen;
@@ -124,17 +128,20 @@ impl Session {
     }
 
     /// Queues a frame whatever the bounds (protocol pings: one per period at most).
+    #[inline]
     pub(crate) fn push_unbounded(&mut self, frame: Frame) {
         self.queued_bytes += frame.len();
         self.queue.push_back(frame);
     }
 
     /// Whether a frame can be handed to the driver now.
+    #[inline]
     pub(crate) fn can_transmit(&self, window: usize) -> bool {
         !self.queue.is_empty() && self.in_flight.len() < window && self.flushing()
     }
 
     /// Whether queued frames still go out (open, or closing with flush).
+    #[inline]
     fn flushing(&self) -> bool {
         match self.state {
             State::Open => true,
@@ -143,6 +150,7 @@ impl Session {
     }
 
     /// Hands the next frame to the driver, moving it in flight.
+    #[inline]
     pub(crate) fn take_next(&mut self) -> Option<Frame> {
         let frame = self.queue.pop_front()?;
         let len = frame.len();
@@ -167,6 +175,7 @@ impl Session {
         }
     }
 
+    #[inline]
     pub(crate) fn queue_is_empty(&self) -> bool {
         self.queue.is_empty()
     }

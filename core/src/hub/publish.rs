@@ -395,7 +395,7 @@ impl Hub {
     /// With `Config::cluster`, outputs a message for the backplane (never for one connection).
     fn forward(&mut self, target: &Target, message: impl FnOnce() -> ClusterMessage) {
         if self.config.cluster && !matches!(target.scope, Scope::Conn(_)) {
-            self.outputs.push_back(Output::Cluster(message()));
+            self.outputs.push_back(Output::Cluster(Box::new(message())));
         }
     }
 

@@ -1,0 +1,178 @@
+//! Backpressure: bounded per-connection queues (frames and bytes, in flight included), the
+//! slow-consumer policies, volatile drops, the write window, and queue depth.
+
+mod common;
+
+use common::Sim;
+use tidings_core::{CloseCode, Event, Initiator, Message, SlowConsumerPolicy, Target};
+
+fn room_of_three(
+    config: tidings_core::Config,
+) -> (Sim, tidings_core::ConnId, [tidings_core::ConnId; 2]) {
+    let mut sim = Sim::new(config);
+    let slow = sim.open_path("/");
+    let fast = [sim.open_path("/"), sim.open_path("/")];
+    for c in [slow, fast[0], fast[1]] {
+        sim.subscribe(c, "r");
+    }
+    sim.clear();
+    sim.stalled.insert(slow);
+    (sim, slow, fast)
+}
+
+fn numbers(sim: &Sim, c: tidings_core::ConnId) -> Vec<u64> {
+    sim.of_type(c, "event")
+        .iter()
+        .filter_map(|e| e["data"].as_u64())
+        .collect()
+}
+
+#[test]
+fn a_slow_reader_is_disconnected_and_nobody_else_misses_anything() {
+    let (mut sim, slow, fast) = room_of_three(Sim::quiet().max_queue_frames(8));
+    let mut disconnected_at = None;
+    for i in 0..100u64 {
+        let d = sim
+            .hub
+            .publish(
+                sim.now,
+                Target::room("/", "r"),
+                Message::json("n", i.into()),
+            )
+            .expect("publish");
+        if d.disconnected == [slow] {
+            disconnected_at = Some(i);
+        }
+        sim.drain();
+    }
+    assert_eq!(
+        disconnected_at,
+        Some(8),
+        "the 9th message overflows 8 frames"
+    );
+    let (code, reason) = sim.close_of(slow).expect("closed");
+    assert_eq!(code, CloseCode::SLOW_CONSUMER);
+    assert!(reason.contains("too slowly"), "{reason}");
+    assert!(sim.events.iter().any(|e| matches!(e, Event::Disconnected { conn, code: CloseCode::SLOW_CONSUMER, initiator: Initiator::Server, .. } if *conn == slow)));
+    // What the slow reader got is a prefix, in order: nothing skipped silently.
+    assert_eq!(numbers(&sim, slow), (0..8).collect::<Vec<_>>());
+    for c in fast {
+        assert_eq!(numbers(&sim, c), (0..100).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn the_byte_bound_applies_too() {
+    let (mut sim, slow, _) = room_of_three(Sim::quiet().max_queue_bytes(1000));
+    let big = "x".repeat(300);
+    for _ in 0..4 {
+        let _ = sim.hub.publish(
+            sim.now,
+            Target::room("/", "r"),
+            Message::text("t", big.as_str()),
+        );
+        sim.drain();
+    }
+    assert_eq!(
+        sim.close_of(slow).map(|c| c.0),
+        Some(CloseCode::SLOW_CONSUMER)
+    );
+}
+
+#[test]
+fn volatile_messages_are_dropped_for_a_full_queue_instead() {
+    let (mut sim, slow, fast) = room_of_three(Sim::quiet().max_queue_frames(4));
+    for i in 0..10u64 {
+        let d = sim
+            .hub
+            .publish(
+                sim.now,
+                Target::room("/", "r"),
+                Message::json("n", i.into()).volatile(),
+            )
+            .expect("publish");
+        assert_eq!(d.dropped, usize::from(i >= 4), "message {i}");
+        sim.drain();
+    }
+    assert!(sim.hub.is_connected(slow));
+    assert_eq!(sim.hub.counters().dropped, 6);
+    assert_eq!(numbers(&sim, fast[0]).len(), 10);
+    // Once it catches up, it receives again.
+    sim.unstall(slow);
+    let _ = sim.hub.publish(
+        sim.now,
+        Target::room("/", "r"),
+        Message::json("n", 99.into()).volatile(),
+    );
+    sim.drain();
+    assert_eq!(numbers(&sim, slow), vec![0, 1, 2, 3, 99]);
+}
+
+#[test]
+fn the_refuse_policy_keeps_the_reader_and_reports_the_refusal() {
+    let (mut sim, slow, fast) = room_of_three(
+        Sim::quiet()
+            .max_queue_frames(2)
+            .slow_consumer(SlowConsumerPolicy::Refuse),
+    );
+    let mut refused = 0;
+    for i in 0..5u64 {
+        let d = sim
+            .hub
+            .publish(
+                sim.now,
+                Target::room("/", "r"),
+                Message::json("n", i.into()),
+            )
+            .expect("publish");
+        refused += d.refused.iter().filter(|&&c| c == slow).count();
+        sim.drain();
+    }
+    assert_eq!(refused, 3);
+    assert!(sim.hub.is_connected(slow));
+    assert_eq!(sim.hub.counters().refused, 3);
+    assert_eq!(numbers(&sim, fast[1]).len(), 5);
+    // A direct emit with ack to a full queue is refused as an error.
+    assert_eq!(
+        sim.hub
+            .emit_with_ack(sim.now, slow, Message::text("q", "?"), None),
+        Err(tidings_core::Error::QueueFull(slow))
+    );
+}
+
+#[test]
+fn queue_depth_counts_queued_and_unwritten_frames() {
+    let mut sim = Sim::new(Sim::quiet().write_window(2));
+    let c = sim.open_path("/");
+    sim.stalled.insert(c);
+    for _ in 0..5 {
+        let _ = sim.hub.emit(sim.now, c, Message::text("t", "abc"));
+    }
+    sim.drain();
+    let depth = sim.hub.queue_depth(c).expect("depth");
+    assert_eq!(depth.frames, 5);
+    assert!(depth.bytes > 5 * 3);
+    assert_eq!(
+        sim.frames[&c].len(),
+        2,
+        "the write window holds the rest in the core"
+    );
+    sim.unstall(c); // reports 2 written: two more go out, and so on as the driver reports
+    assert_eq!(sim.frames[&c].len(), 5);
+    assert_eq!(sim.hub.queue_depth(c).map(|d| d.frames), Some(0));
+}
+
+#[test]
+fn a_client_that_reads_no_replies_is_closed_whatever_the_policy() {
+    let mut sim = Sim::new(
+        Sim::quiet()
+            .max_queue_frames(4)
+            .slow_consumer(SlowConsumerPolicy::Refuse),
+    );
+    let c = sim.open_path("/");
+    sim.stalled.insert(c);
+    for _ in 0..10 {
+        sim.send(c, r#"{"type":"ping"}"#);
+    }
+    assert_eq!(sim.close_of(c).map(|c| c.0), Some(CloseCode::SLOW_CONSUMER));
+}

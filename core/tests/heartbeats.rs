@@ -1,0 +1,103 @@
+//! Heartbeats: WebSocket pings every period, silent connections closed after `pong_wait`,
+//! any inbound frame counts as life.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::Sim;
+use tidings_core::{CloseCode, Config, Frame};
+
+fn config() -> Config {
+    Config::default()
+        .welcome(false)
+        .ping_period(Some(Duration::from_secs(10)))
+        .pong_wait(Duration::from_secs(25))
+}
+
+fn pings(sim: &Sim, c: tidings_core::ConnId) -> usize {
+    sim.frames.get(&c).map_or(0, |f| {
+        f.iter().filter(|f| matches!(f, Frame::Ping(_))).count()
+    })
+}
+
+#[test]
+fn pings_go_out_every_period() {
+    let mut sim = Sim::new(config());
+    let c = sim.open_path("/");
+    sim.advance(Duration::from_millis(9_999));
+    assert_eq!(pings(&sim, c), 0);
+    sim.advance(Duration::from_millis(1));
+    assert_eq!(pings(&sim, c), 1);
+    sim.send_frame(c, Frame::Pong(Bytes::new()));
+    sim.advance(Duration::from_secs(10));
+    assert_eq!(pings(&sim, c), 2);
+}
+
+#[test]
+fn a_silent_connection_is_closed_after_pong_wait() {
+    let mut sim = Sim::new(config());
+    let silent = sim.open_path("/");
+    let alive = sim.open_path("/");
+    for _ in 0..6 {
+        sim.advance(Duration::from_secs(5));
+        sim.send_frame(alive, Frame::Pong(Bytes::new()));
+    }
+    let (code, reason) = sim.close_of(silent).expect("closed");
+    assert_eq!(code, CloseCode::HEARTBEAT_TIMEOUT);
+    assert!(reason.contains("25000 ms"), "{reason}");
+    assert!(sim.hub.is_connected(alive));
+    assert!(sim.close_of(alive).is_none());
+}
+
+#[test]
+fn it_is_closed_exactly_at_the_deadline_not_before() {
+    let mut sim = Sim::new(config());
+    let c = sim.open_path("/");
+    sim.advance(Duration::from_secs(7));
+    sim.send(c, r#"{"type":"ping"}"#); // any frame is life: deadline is now 7 + 25 = 32 s
+    sim.advance(Duration::from_millis(24_999));
+    assert!(sim.hub.is_connected(c));
+    sim.advance(Duration::from_millis(1));
+    assert!(!sim.hub.is_connected(c));
+}
+
+#[test]
+fn without_pings_nothing_is_armed() {
+    let mut sim = Sim::new(config().ping_period(None));
+    let c = sim.open_path("/");
+    assert_eq!(sim.hub.poll_timeout(), None);
+    sim.advance(Duration::from_secs(3600));
+    assert!(sim.hub.is_connected(c));
+}
+
+#[test]
+fn handling_a_timeout_twice_does_nothing_more() {
+    let mut sim = Sim::new(config());
+    let c = sim.open_path("/");
+    let at = sim.hub.poll_timeout().expect("ping armed");
+    sim.hub.handle_timeout(at);
+    sim.drain();
+    sim.hub.handle_timeout(at);
+    sim.drain();
+    assert_eq!(pings(&sim, c), 1);
+}
+
+#[test]
+fn time_going_backwards_is_clamped() {
+    let mut sim = Sim::new(config());
+    let c = sim.open_path("/");
+    sim.advance(Duration::from_secs(20));
+    let earlier = sim.now - Duration::from_secs(15);
+    sim.hub.handle(
+        earlier,
+        tidings_core::Input::Frame {
+            conn: c,
+            frame: Frame::Pong(Bytes::new()),
+        },
+    );
+    // Life was recorded at the clamped time (20 s), not at 5 s: alive until 45 s.
+    sim.advance(Duration::from_secs(24));
+    assert!(sim.hub.is_connected(c));
+}

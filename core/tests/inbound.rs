@@ -1,0 +1,234 @@
+//! Inbound frames: events surfaced to the application, client publishes, error replies with
+//! reasons, abuse closes, size and type limits, application heartbeats.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::Sim;
+use serde_json::json;
+use tidings_core::{AppHeartbeat, CloseCode, Event, Frame, Payload};
+
+#[test]
+fn client_events_reach_the_application() {
+    let mut sim = Sim::new(Sim::quiet());
+    let c = sim.open_path("/");
+    sim.take_events();
+    sim.send(
+        c,
+        r#"{"type":"event","event":"move","data":{"x":1},"id":"m9"}"#,
+    );
+    assert_eq!(
+        sim.take_events(),
+        vec![Event::Message {
+            conn: c,
+            event: "move".into(),
+            data: Payload::Json(json!({"x":1})),
+            id: Some("m9".into()),
+            ack: None
+        }]
+    );
+    // Binary events carry their payload bytes.
+    sim.send_frame(
+        c,
+        Frame::Binary(Bytes::from_static(
+            b"{\"type\":\"event\",\"event\":\"up\"}\n\x00\x01",
+        )),
+    );
+    assert_eq!(
+        sim.take_events(),
+        vec![Event::Message {
+            conn: c,
+            event: "up".into(),
+            data: Payload::Binary(Bytes::from_static(b"\x00\x01")),
+            id: None,
+            ack: None
+        }]
+    );
+}
+
+#[test]
+fn malformed_and_unknown_frames_get_an_error_with_a_reason() {
+    let mut sim = Sim::new(Sim::quiet());
+    let c = sim.open_path("/");
+    sim.send(c, "not json");
+    sim.send(c, r#"{"type":"teleport","id":"r1"}"#);
+    sim.send(c, r#"{"type":"event"}"#);
+    sim.send(c, r#"{"type":"event","event":""}"#);
+    let errors = sim.of_type(c, "error");
+    let codes: Vec<_> = errors
+        .iter()
+        .map(|e| e["code"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        codes,
+        ["malformed", "unknown_type", "missing_field", "invalid_name"]
+    );
+    assert!(errors[1]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("teleport")));
+    assert_eq!(errors[1]["ref"], "r1");
+    assert!(sim.hub.is_connected(c));
+    assert_eq!(sim.hub.counters().protocol_errors, 4);
+}
+
+#[test]
+fn repeated_abuse_closes_the_connection() {
+    let mut sim = Sim::new(
+        Sim::quiet()
+            .max_errors(3)
+            .error_window(Duration::from_secs(10)),
+    );
+    let c = sim.open_path("/");
+    for _ in 0..3 {
+        sim.send(c, "garbage");
+    }
+    assert!(sim.hub.is_connected(c));
+    sim.send(c, "garbage");
+    let (code, reason) = sim.close_of(c).expect("closed");
+    assert_eq!(code, CloseCode::RATE_LIMITED);
+    assert!(reason.contains("protocol errors"), "{reason}");
+}
+
+#[test]
+fn errors_spread_over_time_are_forgiven() {
+    let mut sim = Sim::new(
+        Sim::quiet()
+            .max_errors(2)
+            .error_window(Duration::from_secs(10)),
+    );
+    let c = sim.open_path("/");
+    for _ in 0..5 {
+        sim.send(c, "garbage");
+        sim.send(c, "garbage");
+        sim.advance(Duration::from_secs(10));
+    }
+    assert!(sim.hub.is_connected(c));
+}
+
+#[test]
+fn an_oversized_message_closes_with_1009() {
+    let mut sim = Sim::new(Sim::quiet().max_message_size(100));
+    let c = sim.open_path("/");
+    let other = sim.open_path("/");
+    sim.send(
+        c,
+        &format!(
+            r#"{{"type":"event","event":"e","data":"{}"}}"#,
+            "x".repeat(200)
+        ),
+    );
+    let (code, reason) = sim.close_of(c).expect("closed");
+    assert_eq!(code, CloseCode::TOO_BIG);
+    assert!(reason.contains("limit of 100"), "{reason}");
+    assert!(sim.hub.is_connected(other));
+    // Exactly at the limit is fine.
+    let ok = sim.open_path("/");
+    let body = r#"{"type":"ping"}"#;
+    sim.send(ok, &format!("{body}{}", " ".repeat(100 - body.len())));
+    assert!(sim.hub.is_connected(ok));
+}
+
+#[test]
+fn binary_frames_close_with_1003_when_not_accepted() {
+    let mut sim = Sim::new(Sim::quiet().accept_binary(false));
+    let c = sim.open_path("/");
+    sim.send_frame(
+        c,
+        Frame::Binary(Bytes::from_static(b"{\"type\":\"ping\"}\n")),
+    );
+    assert_eq!(
+        sim.close_of(c).map(|c| c.0),
+        Some(CloseCode::UNSUPPORTED_DATA)
+    );
+}
+
+#[test]
+fn a_binary_frame_without_header_is_an_error() {
+    let mut sim = Sim::new(Sim::quiet());
+    let c = sim.open_path("/");
+    sim.send_frame(c, Frame::Binary(Bytes::from_static(b"\x00\x01\x02")));
+    assert_eq!(sim.of_type(c, "error")[0]["code"], "malformed");
+}
+
+#[test]
+fn json_ping_gets_a_pong() {
+    let mut sim = Sim::new(Sim::quiet());
+    let c = sim.open_path("/");
+    sim.send(c, r#"{"type":"ping","id":"p1"}"#);
+    assert_eq!(
+        sim.of_type(c, "pong"),
+        vec![json!({"type":"pong","ref":"p1"})]
+    );
+}
+
+#[test]
+fn app_heartbeat_text_is_answered_and_keeps_the_connection_alive() {
+    let hb = AppHeartbeat {
+        ping: "ping".into(),
+        pong: "pong".into(),
+        alive_timeout: Duration::from_secs(30),
+    };
+    let mut sim = Sim::new(Sim::quiet().app_heartbeat(Some(hb)));
+    let c = sim.open_path("/");
+    for _ in 0..4 {
+        sim.advance(Duration::from_secs(20));
+        sim.send(c, "ping");
+    }
+    assert!(sim.hub.is_connected(c), "80 s alive by heartbeats");
+    let pongs: Vec<_> = sim.frames[&c]
+        .iter()
+        .filter(|f| f.as_text() == Some("pong"))
+        .collect();
+    assert_eq!(pongs.len(), 4);
+    assert!(
+        sim.take_events()
+            .iter()
+            .all(|e| !matches!(e, Event::Message { .. })),
+        "heartbeats are not events"
+    );
+    sim.advance(Duration::from_secs(30));
+    let (code, _) = sim.close_of(c).expect("silent: closed");
+    assert_eq!(code, CloseCode::HEARTBEAT_TIMEOUT);
+}
+
+#[test]
+fn client_publish_is_off_by_default_and_needs_membership_when_on() {
+    let mut sim = Sim::new(Sim::quiet());
+    let c = sim.open_path("/");
+    sim.subscribe(c, "room");
+    sim.send(
+        c,
+        r#"{"type":"publish","channel":"room","event":"say","data":"hi"}"#,
+    );
+    assert_eq!(sim.of_type(c, "error")[0]["code"], "publish_not_allowed");
+
+    let mut sim = Sim::new(Sim::quiet().client_publish(true));
+    let a = sim.open_path("/");
+    let b = sim.open_path("/");
+    sim.subscribe(a, "room");
+    sim.subscribe(b, "room");
+    let outsider = sim.open_path("/");
+    sim.take_events();
+    sim.send(
+        a,
+        r#"{"type":"publish","channel":"room","event":"say","data":"hi","id":"c1"}"#,
+    );
+    for conn in [a, b] {
+        let e = &sim.of_type(conn, "event")[0];
+        assert_eq!(
+            (e["data"].clone(), e["channel"].clone(), e["id"].clone()),
+            (json!("hi"), json!("room"), json!("c1"))
+        );
+    }
+    assert!(
+        matches!(&sim.take_events()[..], [Event::Published { conn, event, .. }] if *conn == a && event == "say")
+    );
+    sim.send(
+        outsider,
+        r#"{"type":"publish","channel":"room","event":"say","data":"x"}"#,
+    );
+    assert_eq!(sim.of_type(outsider, "error")[0]["code"], "not_subscribed");
+    assert_eq!(sim.of_type(b, "event").len(), 1);
+}

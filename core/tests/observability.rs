@@ -1,0 +1,41 @@
+//! Counters: a snapshot of what the hub did.
+
+mod common;
+
+use common::Sim;
+use tidings_core::{CloseCode, Message, Target};
+
+#[test]
+fn counters_add_up() {
+    let mut sim = Sim::new(Sim::quiet().max_message_size(64));
+    let a = sim.open_path("/");
+    let b = sim.open_path("/");
+    let subscribe = r#"{"type":"subscribe","channel":"r"}"#;
+    sim.send(a, subscribe); // 1 frame in, 1 out
+    let _ = sim
+        .hub
+        .publish(sim.now, Target::room("/", "r"), Message::text("t", "x")); // 1 out
+    sim.drain();
+    sim.send(b, &"x".repeat(65)); // too big: closed with 1009
+    let c = sim.counters_snapshot();
+    assert_eq!(c.connections, 1);
+    assert_eq!(c.connections_opened, 2);
+    assert_eq!(c.rooms, 1);
+    assert_eq!(c.frames_in, 2);
+    assert_eq!(c.bytes_in, (subscribe.len() + 65) as u64);
+    assert_eq!(c.frames_out, 2);
+    let out_bytes: usize = sim.frames[&a].iter().map(|f| f.len()).sum();
+    assert_eq!(c.bytes_out, out_bytes as u64);
+    assert_eq!(c.closes.get(&CloseCode::TOO_BIG), Some(&1));
+    assert_eq!(c.closes.len(), 1);
+}
+
+trait Snapshot {
+    fn counters_snapshot(&self) -> tidings_core::Counters;
+}
+
+impl Snapshot for Sim {
+    fn counters_snapshot(&self) -> tidings_core::Counters {
+        self.hub.counters()
+    }
+}
