@@ -95,3 +95,8 @@ pub use io::{AckOutcome, Event, Initiator, Input, Output};
 pub use message::{ClusterMessage, Delivery, Message, Payload, Scope, Target};
 pub use metrics::Counters;
 pub use wire::{ErrorCode, PROTOCOL_VERSION};
+
+/// The README's code blocks compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -557,6 +557,49 @@ mod tests {
         assert!(e.message.len() < 100, "{}", e.message.len());
     }
 
+    /// PROTOCOL.md's examples are what the code speaks: every client example decodes, every
+    /// server example is a JSON object of a server frame type.
+    #[test]
+    fn protocol_md_examples_match_the_codec() {
+        let doc = include_str!("../../PROTOCOL.md");
+        let server_types = [
+            "welcome",
+            "subscribed",
+            "unsubscribed",
+            "event",
+            "batch",
+            "ack",
+            "error",
+            "pong",
+        ];
+        let (mut client, mut server) = (0, 0);
+        let mut in_json = false;
+        for line in doc.lines() {
+            match line {
+                "```json" => in_json = true,
+                "```" => in_json = false,
+                _ if in_json => {
+                    let v: Value =
+                        serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+                    let kind = v["type"].as_str().unwrap_or_default();
+                    // The two tables share `event` and `ack`; client frames come first in the doc.
+                    if server == 0 && kind != "welcome" {
+                        client += 1;
+                        assert!(
+                            decode_text(line).is_ok(),
+                            "client example does not decode: {line}"
+                        );
+                    } else {
+                        server += 1;
+                        assert!(server_types.contains(&kind), "not a server frame: {line}");
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert_eq!((client, server), (6, 9), "examples were added or lost");
+    }
+
     #[test]
     fn names_follow_the_rules() {
         assert_eq!(check_name("lobby", 8), Ok(()));
