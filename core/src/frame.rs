@@ -192,6 +192,24 @@ mod tests {
     }
 
     #[test]
+    fn accessors_agree_with_the_content() {
+        let t = Text::from("héllo");
+        assert_eq!(t.as_bytes(), "héllo".as_bytes());
+        assert_eq!(
+            t.clone().into_bytes(),
+            Bytes::from_static("héllo".as_bytes())
+        );
+        assert!(!t.is_empty());
+        assert!(Text::from_static("").is_empty());
+        assert_eq!(format!("{t} {t:?}"), "héllo \"héllo\"");
+        assert!(Frame::Ping(Bytes::new()).is_empty());
+        assert!(!Frame::text("x").is_empty());
+        assert_eq!(Frame::Binary(Bytes::from_static(b"abc")).len(), 3);
+        assert_eq!(Frame::Binary(Bytes::new()).as_text(), None);
+        assert_eq!(CloseCode::SLOW_CONSUMER.to_string(), "4000");
+    }
+
+    #[test]
     fn reserved_close_codes_are_not_sendable() {
         assert!(CloseCode::NORMAL.is_sendable());
         assert!(CloseCode::SLOW_CONSUMER.is_sendable());

@@ -29,7 +29,7 @@ pub enum Input {
     PeerClosed {
         /// The connection.
         conn: ConnId,
-        /// The peer's close code, if it sent one.
+        /// The peer's close code, if it sent one (reported as 1005, "no status", if not).
         code: Option<CloseCode>,
         /// The peer's reason.
         reason: String,

@@ -160,6 +160,16 @@ impl Session {
         Some(frame)
     }
 
+    /// Puts the session on the hub's ready list if it has a frame to hand out and is not on
+    /// the list already. Every path that queues or frees room calls this one function.
+    #[inline]
+    pub(crate) fn wake(&mut self, ready: &mut VecDeque<ConnId>, id: ConnId, window: usize) {
+        if !self.ready && self.can_transmit(window) {
+            self.ready = true;
+            ready.push_back(id);
+        }
+    }
+
     /// The driver wrote `n` frames.
     pub(crate) fn written(&mut self, n: usize) {
         for _ in 0..n {

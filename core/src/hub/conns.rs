@@ -296,16 +296,11 @@ impl Hub {
             self.config.max_queue_bytes,
             self.config.write_window,
         );
-        let Some(s) = self.session_mut(conn) else {
+        let Some(s) = session_in(&mut self.sessions, conn) else {
             return;
         };
         match s.offer(frame, max_frames, max_bytes) {
-            Offer::Queued => {
-                if !s.ready && s.can_transmit(window) {
-                    s.ready = true;
-                    self.ready.push_back(conn);
-                }
-            }
+            Offer::Queued => s.wake(&mut self.ready, conn, window),
             Offer::Full => self.close_now(
                 conn,
                 CloseCode::SLOW_CONSUMER,

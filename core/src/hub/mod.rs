@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::frame::{CloseCode, Frame};
 use crate::ids::ConnId;
 use crate::io::{AckOutcome, Event, Initiator, Input, Output};
-use crate::message::ClusterMessage;
+use crate::message::{ClusterMessage, Scope, Target};
 use crate::metrics::Counters;
 use crate::rooms::Registry;
 use crate::session::{Session, State};
@@ -134,12 +134,9 @@ impl Hub {
             Input::Frame { conn, frame } => self.on_frame(now, conn, frame),
             Input::Written { conn, frames } => {
                 let window = self.config.write_window;
-                if let Some(s) = self.session_mut(conn) {
+                if let Some(s) = session_in(&mut self.sessions, conn) {
                     s.written(frames);
-                    if !s.ready && s.can_transmit(window) {
-                        s.ready = true;
-                        self.ready.push_back(conn);
-                    }
+                    s.wake(&mut self.ready, conn, window);
                 }
             }
             Input::PeerClosed { conn, code, reason } => {
@@ -152,12 +149,22 @@ impl Hub {
 
     /// Feeds a message that another node published (from the backplane). It is delivered to
     /// local connections and never output as [`Output::Cluster`] again.
+    ///
+    /// Connection ids are local to a node, so a remote message addressed to one connection is
+    /// ignored and a remote `except` is dropped: neither may reach an unrelated local id.
     pub fn handle_remote(&mut self, now: Instant, message: ClusterMessage) -> Result<(), Error> {
         let now = self.clock(now);
-        self.counters.remote_publishes += 1;
+        let local = |target: Target| match target.scope {
+            Scope::Conn(_) => None,
+            scope => Some(Target::from(scope)),
+        };
         match message {
             ClusterMessage::Publish { target, message } => {
+                let Some(target) = local(target) else {
+                    return Ok(());
+                };
                 self.check_event_name(&message.event)?;
+                self.counters.remote_publishes += 1;
                 let _ = self.deliver(&target, &message, None);
             }
             ClusterMessage::Batched {
@@ -167,6 +174,10 @@ impl Hub {
                 item,
                 ttl_ms,
             } => {
+                let Some(target) = local(target) else {
+                    return Ok(());
+                };
+                self.counters.remote_publishes += 1;
                 let ttl = std::time::Duration::from_millis(ttl_ms);
                 self.batch_item(now, target, &ident, &event, item, ttl, false)?;
             }
@@ -184,7 +195,7 @@ impl Hub {
         }
         let window = self.config.write_window;
         while let Some(conn) = self.ready.pop_front() {
-            let Some(s) = self.session_mut(conn) else {
+            let Some(s) = session_in(&mut self.sessions, conn) else {
                 continue;
             };
             s.ready = false;
@@ -193,26 +204,19 @@ impl Hub {
             }
             let Some(frame) = s.take_next() else { continue };
             let len = frame.len() as u64;
-            let finish = if s.can_transmit(window) {
-                s.ready = true;
-                self.ready.push_back(conn);
-                None
-            } else if s.queue_is_empty() {
-                match &s.state {
-                    State::Closing {
-                        code,
-                        reason,
-                        flush: true,
-                    } => Some((*code, reason.clone())),
-                    _ => None,
-                }
-            } else {
-                None
+            s.wake(&mut self.ready, conn, window);
+            // The last queued frame of a closing connection: the close follows it.
+            let finish = match &s.state {
+                State::Closing {
+                    code,
+                    reason,
+                    flush: true,
+                } if s.queue_is_empty() => Some((*code, reason.clone())),
+                _ => None,
             };
             self.counters.frames_out += 1;
             self.counters.bytes_out += len;
             if let Some((code, reason)) = finish {
-                // The last queued frame of a closing connection: the close follows it.
                 self.finalize(conn, code, reason, Initiator::Server, true);
             }
             return Some(Output::Transmit { conn, frame });
@@ -265,10 +269,7 @@ impl Hub {
                     return;
                 }
                 s.push_unbounded(Frame::Ping(bytes::Bytes::new()));
-                if !s.ready && s.can_transmit(window) {
-                    s.ready = true;
-                    self.ready.push_back(conn);
-                }
+                s.wake(&mut self.ready, conn, window);
                 if let Some(period) = ping_period {
                     let s = &mut self.sessions[conn.index()];
                     s.set_timer(&mut self.timers, conn, ConnTimer::Ping, Some(now + period));

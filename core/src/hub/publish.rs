@@ -61,10 +61,7 @@ impl Fanout<'_> {
                     s.acks_out.insert(ack, deadline);
                     self.timers.insert(deadline, TimerKey::Ack(conn, ack));
                 }
-                if !s.ready && s.can_transmit(self.config.write_window) {
-                    s.ready = true;
-                    self.ready.push_back(conn);
-                }
+                s.wake(self.ready, conn, self.config.write_window);
             }
             Offer::Full if self.volatile => {
                 self.delivery.dropped += 1;

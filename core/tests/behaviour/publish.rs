@@ -1,10 +1,8 @@
 //! Publishing: every target kind, payload kinds, envelope fields, encode-once fan-out, room
 //! offsets, and the cluster seam.
 
-mod common;
-
+use crate::common::Sim;
 use bytes::Bytes;
-use common::Sim;
 use serde_json::{json, Value};
 use tidings_core::{
     ClusterMessage, ConnectionInfo, Error, Frame, Message, Output, Payload, Scope, Target,
@@ -284,4 +282,34 @@ fn remote_batched_items_batch_locally() {
     let batches = sim.of_type(a, "batch");
     assert_eq!(batches.len(), 1);
     assert_eq!(batches[0]["messages"], json!([0, 1]));
+}
+
+#[test]
+fn remote_messages_never_address_local_connection_ids() {
+    let mut sim = Sim::new(Sim::quiet().cluster(true));
+    let a = sim.open_path("/");
+    let b = sim.open_path("/");
+    sim.clear();
+    // Ids from another node mean nothing here: one-connection targets are ignored...
+    let to_one = ClusterMessage::Publish {
+        target: Target::conn(a),
+        message: Message::text("t", "x"),
+    };
+    sim.hub.handle_remote(sim.now, to_one).expect("ignored");
+    // ...and an exception is dropped rather than applied to whoever holds that id locally.
+    let all_but = ClusterMessage::Publish {
+        target: Target::all().except(a),
+        message: Message::text("t", "y"),
+    };
+    sim.hub.handle_remote(sim.now, all_but).expect("remote");
+    sim.drain();
+    assert_eq!(
+        events(&sim, a)
+            .iter()
+            .map(|e| e["data"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!("y")]
+    );
+    assert_eq!(events(&sim, b).len(), 1);
+    assert_eq!(sim.hub.counters().remote_publishes, 1);
 }

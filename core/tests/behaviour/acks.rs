@@ -1,11 +1,9 @@
 //! Acks both ways: server emit-with-ack (one client and broadcast) resolving exactly once as a
 //! reply, a timeout or a close; client ack requests answered through the hub; bounds; bad ids.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Sim;
+use crate::common::Sim;
 use serde_json::json;
 use tidings_core::{AckId, AckOutcome, CloseCode, Error, Event, Input, Message, Payload, Target};
 

@@ -1,11 +1,9 @@
 //! Lifecycle: close once with code and reason, graceful flush within the grace, peer closes,
 //! transport errors with a delay, graceful shutdown, and tables back to empty.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Sim;
+use crate::common::Sim;
 use tidings_core::{CloseCode, ConnectionInfo, Error, Event, Initiator, Input, Message, Target};
 
 fn disconnects(sim: &Sim) -> Vec<(tidings_core::ConnId, CloseCode, Initiator)> {

@@ -1,12 +1,10 @@
 //! Heartbeats: WebSocket pings every period, silent connections closed after `pong_wait`,
 //! any inbound frame counts as life.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::Sim;
 use bytes::Bytes;
-use common::Sim;
 use tidings_core::{CloseCode, Config, Frame};
 
 fn config() -> Config {

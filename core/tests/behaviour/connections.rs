@@ -1,8 +1,6 @@
 //! Connections: request metadata, slab ids with generations, names, metadata, limits.
 
-mod common;
-
-use common::Sim;
+use crate::common::Sim;
 use serde_json::json;
 use tidings_core::{CloseCode, Config, ConnId, ConnectionInfo, Error, Event, NameConflict};
 
@@ -26,6 +24,12 @@ fn open_keeps_request_metadata_and_greets_the_client() {
     assert_eq!(welcome["type"], "welcome");
     assert_eq!(welcome["version"], 1);
     assert_eq!(welcome["conn"], conn.to_string());
+}
+
+#[test]
+fn the_hub_keeps_its_config() {
+    let sim = Sim::new(Sim::quiet().max_queue_frames(7));
+    assert_eq!(sim.hub.config().max_queue_frames, 7);
 }
 
 #[test]

@@ -1,11 +1,9 @@
 //! Batched publishes: one frame per (target, ident) after the TTL, text variant, cancel,
 //! early flush on count and bytes, the pending-batch bound, and flush on shutdown.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Sim;
+use crate::common::Sim;
 use serde_json::json;
 use tidings_core::{Error, Target};
 

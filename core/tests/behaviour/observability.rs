@@ -1,8 +1,6 @@
 //! Counters: a snapshot of what the hub did.
 
-mod common;
-
-use common::Sim;
+use crate::common::Sim;
 use tidings_core::{CloseCode, Message, Target};
 
 #[test]

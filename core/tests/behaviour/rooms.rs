@@ -1,11 +1,9 @@
 //! Namespaces, rooms and channels: protocol subscriptions (open and approved), server-side
 //! joins, membership queries, and freeing.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::Sim;
+use crate::common::Sim;
 use serde_json::json;
 use tidings_core::{CloseCode, ConnectionInfo, Error, Event, Message, SubscribePolicy, Target};
 

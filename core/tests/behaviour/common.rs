@@ -1,8 +1,6 @@
 //! A test driver for the hub: a virtual clock, outputs collected per connection, and writers
 //! that report frames written at once unless a connection is stalled (a slow reader).
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -110,13 +108,24 @@ impl Sim {
     }
 
     /// Advances the virtual clock by `d`, running every timer on the way at its own time.
+    /// Bounded, as a simulation's drive must be: a deadline that does not move on after its
+    /// timeout was handled (a timer that never fires, or re-arms in the past) fails the test
+    /// instead of hanging it.
     pub fn advance(&mut self, d: Duration) {
         let end = self.now + d;
+        let mut last = None;
+        let mut repeats = 0;
         while let Some(at) = self.hub.poll_timeout() {
             if at > end {
                 break;
             }
             assert!(at >= self.now, "poll_timeout went into the past");
+            repeats = if last == Some(at) { repeats + 1 } else { 0 };
+            assert!(
+                repeats < 10_000,
+                "the deadline {at:?} stays due after handle_timeout: livelock"
+            );
+            last = Some(at);
             self.now = at;
             self.hub.handle_timeout(self.now);
             self.drain();

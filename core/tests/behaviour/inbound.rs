@@ -1,12 +1,10 @@
 //! Inbound frames: events surfaced to the application, client publishes, error replies with
 //! reasons, abuse closes, size and type limits, application heartbeats.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::Sim;
 use bytes::Bytes;
-use common::Sim;
 use serde_json::json;
 use tidings_core::{AppHeartbeat, CloseCode, Event, Frame, Payload};
 
