@@ -141,7 +141,8 @@ pub struct Config {
     /// Whether publishes are also output as [`Output::Cluster`](crate::Output::Cluster) for a
     /// backplane to carry to other nodes. Default `false`.
     pub cluster: bool,
-    /// Seed for room epochs; give each node its own. Default 0.
+    /// Seed for room epochs: the n-th room created gets epoch `seed + n`. Give each node a
+    /// seed far from the others' (e.g. `node_index << 32`). Default 0.
     pub seed: u64,
 }
 

@@ -79,6 +79,8 @@ mod tests {
         let id = ConnId::new(7, 3);
         assert_eq!(ConnId::from_u64(id.to_u64()), id);
         assert_eq!(id.to_string(), "7.3");
+        assert_eq!(format!("{id:?}"), "ConnId(7.3)");
+        assert_eq!(AckId(12).to_string(), "12");
         assert_ne!(ConnId::new(7, 4), id);
     }
 }

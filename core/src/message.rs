@@ -30,6 +30,24 @@ impl Payload {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_convert_to_json_unless_binary() {
+        assert_eq!(
+            Payload::Json(serde_json::json!({"a": 1})).as_json(),
+            Some(serde_json::json!({"a": 1}))
+        );
+        assert_eq!(
+            Payload::Text("hi".into()).as_json(),
+            Some(Value::String("hi".into()))
+        );
+        assert_eq!(Payload::Binary(Bytes::from_static(b"x")).as_json(), None);
+    }
+}
+
 impl From<Value> for Payload {
     fn from(v: Value) -> Self {
         Payload::Json(v)

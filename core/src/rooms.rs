@@ -24,7 +24,8 @@ pub(crate) struct Room {
     pub members: BTreeSet<ConnId>,
     /// The offset the next publish to this room gets. Only grows while the room lives.
     pub next_offset: u64,
-    /// Changes whenever the room is created anew (its history is lost).
+    /// Changes whenever the room is created anew (its history is lost): the n-th room this
+    /// registry creates gets `seed + n`.
     pub epoch: u64,
 }
 
@@ -96,7 +97,7 @@ impl Registry {
             Some(id) => id,
             None => {
                 self.epochs += 1;
-                let epoch = self.epochs ^ self.seed.rotate_left(32);
+                let epoch = self.seed.wrapping_add(self.epochs);
                 let name: Arc<str> = name.into();
                 let id = self.rooms.insert(Room {
                     namespace: ns,
@@ -159,9 +160,10 @@ mod tests {
 
     #[test]
     fn a_recreated_room_has_a_new_epoch() {
-        let mut r = Registry::new(9);
+        let mut r = Registry::new(1 << 32);
         let (id, _, _) = r.join(0, "x", ConnId::new(1, 0));
         let first = r.rooms[id].epoch;
+        assert_eq!(first, (1 << 32) + 1, "epochs start from the seed");
         r.leave(id, ConnId::new(1, 0));
         let (id, _, _) = r.join(0, "x", ConnId::new(1, 0));
         assert_ne!(r.rooms[id].epoch, first);

@@ -241,6 +241,41 @@ mod tests {
     }
 
     #[test]
+    fn the_byte_bound_is_inclusive() {
+        let mut s = session();
+        assert_eq!(s.offer(Frame::text("aaa"), 10, 6), Offer::Queued);
+        assert_eq!(
+            s.offer(Frame::text("bbb"), 10, 6),
+            Offer::Queued,
+            "exactly 6 bytes fit"
+        );
+        assert_eq!(s.offer(Frame::text("c"), 10, 6), Offer::Full);
+        assert_eq!(s.depth_bytes(), 6);
+    }
+
+    #[test]
+    fn a_burst_gives_its_memory_back_once_written() {
+        let mut s = session();
+        for _ in 0..100 {
+            assert_eq!(s.offer(Frame::text("x"), 1000, 1000), Offer::Queued);
+        }
+        while s.take_next().is_some() {}
+        s.written(99);
+        assert!(
+            s.queue.capacity() >= 100,
+            "still one frame in flight: keep the buffers"
+        );
+        s.written(1);
+        assert_eq!((s.queue.capacity(), s.in_flight.capacity()), (0, 0));
+        // A small queue keeps its few slots: no allocation churn for steady traffic.
+        assert_eq!(s.offer(Frame::text("x"), 1000, 1000), Offer::Queued);
+        let cap = s.queue.capacity();
+        s.take_next();
+        s.written(1);
+        assert_eq!(s.queue.capacity(), cap);
+    }
+
+    #[test]
     fn byte_bound_admits_one_oversized_frame_when_empty() {
         let mut s = session();
         assert_eq!(s.offer(Frame::text("0123456789"), 10, 4), Offer::Queued);

@@ -605,6 +605,7 @@ mod tests {
         assert_eq!(check_name("lobby", 8), Ok(()));
         assert_eq!(check_name("", 8), Err("empty"));
         assert_eq!(check_name("123456789", 8), Err("too long"));
+        assert_eq!(check_name("12345678", 8), Ok(()), "exactly the limit fits");
         assert_eq!(check_name("a\nb", 8), Err("contains control characters"));
         assert_eq!(check_name("émoji✓", 16), Ok(()));
     }

@@ -322,5 +322,7 @@ mod tests {
         assert!(cut.len() <= 123);
         assert_eq!(cut.chars().count(), 61);
         assert_eq!(close_reason("short".into()), "short");
+        let exact = "x".repeat(123);
+        assert_eq!(close_reason(exact.clone()), exact);
     }
 }

@@ -129,6 +129,15 @@ fn a_transport_error_closes_after_the_configured_delay() {
     );
     sim.drain();
     assert!(!sim.hub.is_connected(c));
+    assert!(
+        !sim.frames.contains_key(&c),
+        "nothing is written to a failed transport"
+    );
+    assert_eq!(
+        sim.hub.queue_depth(c).map(|d| d.frames),
+        Some(0),
+        "its queue is dropped at once"
+    );
     assert!(sim.hub.exists("user-1"), "still known during the delay");
     assert_eq!(
         sim.hub.emit(sim.now, c, Message::text("t", "x")),
@@ -164,7 +173,9 @@ fn shutdown_closes_everyone_with_1001_after_their_queues_and_refuses_newcomers()
     let _ = sim
         .hub
         .publish(sim.now, Target::all(), Message::text("t", "really last"));
+    assert!(!sim.hub.is_shutting_down());
     sim.hub.shutdown(sim.now);
+    assert!(sim.hub.is_shutting_down());
     sim.drain();
     assert_eq!(
         sim.hub.open(sim.now, ConnectionInfo::new("/")),
@@ -222,6 +233,26 @@ fn shutdown_with_no_connections_completes_at_once() {
     sim.hub.shutdown(sim.now);
     sim.drain();
     assert_eq!(sim.events, vec![Event::ShutdownComplete]);
+}
+
+#[test]
+fn footprint_counts_what_waits_to_be_polled() {
+    let mut sim = Sim::new(Sim::quiet());
+    let a = sim.open_path("/");
+    let b = sim.open_path("/");
+    let _idle = sim.open_path("/");
+    assert_eq!(sim.hub.footprint().pending_outputs, 0);
+    let _ = sim.hub.emit(sim.now, a, Message::text("t", "1"));
+    let _ = sim.hub.emit(sim.now, a, Message::text("t", "2"));
+    let _ = sim.hub.emit(sim.now, b, Message::text("t", "3"));
+    sim.hub.join(b, "r").expect("join"); // one event
+    assert_eq!(
+        sim.hub.footprint().pending_outputs,
+        3,
+        "two connections with frames, one event"
+    );
+    sim.drain();
+    assert_eq!(sim.hub.footprint().pending_outputs, 0);
 }
 
 #[test]

@@ -36,9 +36,12 @@ fn a_client_subscribes_and_unsubscribes_by_protocol() {
     assert_eq!(sim.hub.room_size("/", "news"), 1);
     assert!(sim.take_events().is_empty());
 
-    sim.send(c, r#"{"type":"unsubscribe","channel":"news"}"#);
+    sim.send(c, r#"{"type":"unsubscribe","channel":"news","id":"u1"}"#);
     assert!(!sim.hub.in_room(c, "news"));
-    assert_eq!(sim.of_type(c, "unsubscribed")[0]["channel"], "news");
+    assert_eq!(
+        sim.of_type(c, "unsubscribed"),
+        vec![json!({"type":"unsubscribed","channel":"news","ref":"u1"})]
+    );
     assert_eq!(
         sim.take_events(),
         vec![Event::Left {
@@ -219,6 +222,27 @@ fn subscriptions_are_bounded_per_connection() {
         sim.hub.join(c, "d"),
         Err(Error::TooManyRooms { conn: c, limit: 2 })
     );
+}
+
+#[test]
+fn pending_requests_count_against_the_room_limit() {
+    let mut sim = Sim::new(
+        Sim::quiet()
+            .max_rooms_per_connection(2)
+            .subscribe_policy(SubscribePolicy::Approve),
+    );
+    let c = sim.open_path("/");
+    sim.hub.join(c, "joined").expect("join");
+    sim.subscribe(c, "waiting");
+    assert_eq!(
+        sim.hub.join(c, "third"),
+        Err(Error::TooManyRooms { conn: c, limit: 2 })
+    );
+    sim.subscribe(c, "fourth");
+    assert_eq!(sim.of_type(c, "error")[0]["code"], "too_many_subscriptions");
+    // Withdrawing the request frees its place.
+    sim.send(c, r#"{"type":"unsubscribe","channel":"waiting"}"#);
+    assert_eq!(sim.hub.join(c, "third"), Ok(true));
 }
 
 #[test]
