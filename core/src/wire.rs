@@ -229,36 +229,37 @@ pub(crate) fn encode_welcome(
     ))
 }
 
-/// A decoded client request.
+/// A decoded client request: what it asks, and the client's `id` to echo as `ref`.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Request {
+pub(crate) struct Request {
+    pub id: Option<String>,
+    pub body: Body,
+}
+
+/// What a client request asks.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Body {
     Subscribe {
         channel: String,
-        id: Option<String>,
     },
     Unsubscribe {
         channel: String,
-        id: Option<String>,
     },
     Publish {
         channel: String,
         event: String,
         data: Payload,
-        id: Option<String>,
     },
     Event {
         event: String,
         data: Payload,
-        id: Option<String>,
         ack: Option<u64>,
     },
     Ack {
         ack: u64,
         data: Payload,
     },
-    Ping {
-        id: Option<String>,
-    },
+    Ping,
 }
 
 /// Why a client frame could not be decoded, with the client's `id` when it was readable.
@@ -328,32 +329,28 @@ fn decode(header: &[u8], binary: Option<Bytes>) -> Result<Request, DecodeError> 
             }
         };
     }
-    Ok(match kind.as_str() {
-        "subscribe" => Request::Subscribe {
+    let body = match kind.as_str() {
+        "subscribe" => Body::Subscribe {
             channel: need!(raw.channel, "channel"),
-            id,
         },
-        "unsubscribe" => Request::Unsubscribe {
+        "unsubscribe" => Body::Unsubscribe {
             channel: need!(raw.channel, "channel"),
-            id,
         },
-        "publish" => Request::Publish {
+        "publish" => Body::Publish {
             channel: need!(raw.channel, "channel"),
             event: need!(raw.event, "event"),
             data,
-            id,
         },
-        "event" => Request::Event {
+        "event" => Body::Event {
             event: need!(raw.event, "event"),
             data,
-            id,
             ack: raw.ack,
         },
-        "ack" => Request::Ack {
+        "ack" => Body::Ack {
             ack: need!(raw.ack, "ack"),
             data,
         },
-        "ping" => Request::Ping { id },
+        "ping" => Body::Ping,
         _ => {
             // Echo at most a short prefix of an unknown type: the reason stays small.
             let shown: String = kind.chars().take(32).collect();
@@ -363,7 +360,8 @@ fn decode(header: &[u8], binary: Option<Bytes>) -> Result<Request, DecodeError> 
                 id,
             );
         }
-    })
+    };
+    Ok(Request { id, body })
 }
 
 /// Checks a room, channel, event or namespace name: non-empty, at most `max` bytes, no
@@ -446,7 +444,10 @@ mod tests {
         assert_eq!(&bytes[nl + 1..], b"\x00\x01\n\xff");
         // The same layout decodes as a client frame.
         match decode_binary(&bytes) {
-            Ok(Request::Event { event, data, .. }) => {
+            Ok(Request {
+                body: Body::Event { event, data, .. },
+                ..
+            }) => {
                 assert_eq!(event, "blob");
                 assert_eq!(data, p);
             }
@@ -472,47 +473,55 @@ mod tests {
         let cases = [
             (
                 r#"{"type":"subscribe","channel":"c","id":"r1"}"#,
-                Request::Subscribe {
+                Some("r1"),
+                Body::Subscribe {
                     channel: "c".into(),
-                    id: Some("r1".into()),
                 },
             ),
             (
                 r#"{"type":"unsubscribe","channel":"c"}"#,
-                Request::Unsubscribe {
+                None,
+                Body::Unsubscribe {
                     channel: "c".into(),
-                    id: None,
                 },
             ),
             (
-                r#"{"type":"publish","channel":"c","event":"e","data":[1]}"#,
-                Request::Publish {
+                r#"{"type":"publish","channel":"c","event":"e","data":[1],"id":"p"}"#,
+                Some("p"),
+                Body::Publish {
                     channel: "c".into(),
                     event: "e".into(),
                     data: Payload::Json(json!([1])),
-                    id: None,
                 },
             ),
             (
                 r#"{"type":"event","event":"e","ack":9,"future_field":true}"#,
-                Request::Event {
+                None,
+                Body::Event {
                     event: "e".into(),
                     data: Payload::Json(Value::Null),
-                    id: None,
                     ack: Some(9),
                 },
             ),
             (
                 r#"{"type":"ack","ack":4,"data":"ok"}"#,
-                Request::Ack {
+                None,
+                Body::Ack {
                     ack: 4,
                     data: Payload::Json(json!("ok")),
                 },
             ),
-            (r#"{"type":"ping"}"#, Request::Ping { id: None }),
+            (r#"{"type":"ping","id":"x"}"#, Some("x"), Body::Ping),
         ];
-        for (text, want) in cases {
-            assert_eq!(decode_text(text), Ok(want), "{text}");
+        for (text, id, body) in cases {
+            assert_eq!(
+                decode_text(text),
+                Ok(Request {
+                    id: id.map(Into::into),
+                    body
+                }),
+                "{text}"
+            );
         }
     }
 

@@ -11,7 +11,7 @@ use crate::ids::{AckId, ConnId};
 use crate::io::{AckOutcome, Event};
 use crate::message::{Message, Target};
 use crate::timers::TimerKey;
-use crate::wire::{self, Envelope, ErrorCode, Request};
+use crate::wire::{self, Body, Envelope, ErrorCode, Request};
 
 impl Hub {
     pub(super) fn on_frame(&mut self, now: Instant, conn: ConnId, frame: Frame) {
@@ -86,156 +86,110 @@ impl Hub {
         self.reply(conn, wire::encode_error(code, message, reference, channel));
     }
 
+    /// Serves one decoded request; a refusal becomes one `error` frame echoing its `id`.
     fn on_request(&mut self, now: Instant, conn: ConnId, request: Request) {
-        let max_name = self.config.max_name_len;
-        // Names are checked before they are echoed anywhere: a 10 MB name never is.
-        let bad_name = |what: &str, name: &str| {
-            wire::check_name(name, max_name)
-                .err()
-                .map(|why| format!("invalid {what} name: {why}"))
-        };
-        match request {
-            Request::Subscribe { channel, id } => {
-                if let Some(msg) = bad_name("channel", &channel) {
-                    return self.protocol_error(
-                        now,
-                        conn,
-                        ErrorCode::InvalidName,
-                        &msg,
-                        id.as_deref(),
-                        None,
-                    );
-                }
-                self.on_subscribe(now, conn, &channel, id.as_deref());
+        let Request { id, body } = request;
+        if let Err(r) = self.serve(now, conn, body, id.as_deref()) {
+            self.protocol_error(
+                now,
+                conn,
+                r.code,
+                &r.message,
+                id.as_deref(),
+                r.channel.as_deref(),
+            );
+        }
+    }
+
+    fn serve(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        body: Body,
+        id: Option<&str>,
+    ) -> Result<(), Refusal> {
+        match body {
+            Body::Subscribe { channel } => {
+                self.valid_name("channel", &channel)?;
+                self.on_subscribe(conn, &channel, id)
             }
-            Request::Unsubscribe { channel, id } => {
+            Body::Unsubscribe { channel } => {
                 let pending = self
                     .session_mut(conn)
                     .is_some_and(|s| s.pending_subscribes.remove(&channel));
-                if pending || self.leave(conn, &channel).unwrap_or(false) {
-                    let frame = wire::encode(
-                        Envelope {
-                            kind: "unsubscribed",
-                            channel: Some(&channel),
-                            reference: id.as_deref(),
-                            ..Envelope::default()
-                        },
-                        None,
-                    );
-                    self.reply(conn, frame);
-                } else {
-                    let channel = bad_name("channel", &channel)
-                        .is_none()
-                        .then_some(channel.as_str());
-                    self.protocol_error(
-                        now,
-                        conn,
-                        ErrorCode::NotSubscribed,
-                        "not subscribed",
-                        id.as_deref(),
-                        channel,
-                    );
+                if !pending && !self.leave(conn, &channel).unwrap_or(false) {
+                    let refusal = Refusal::new(ErrorCode::NotSubscribed, "not subscribed");
+                    // Only a valid name is echoed back.
+                    return Err(match self.valid_name("channel", &channel) {
+                        Ok(()) => refusal.on(&channel),
+                        Err(_) => refusal,
+                    });
                 }
+                let envelope = Envelope {
+                    kind: "unsubscribed",
+                    channel: Some(&channel),
+                    reference: id,
+                    ..Envelope::default()
+                };
+                self.reply(conn, wire::encode(envelope, None));
+                Ok(())
             }
-            Request::Publish {
+            Body::Publish {
                 channel,
                 event,
                 data,
-                id,
             } => {
                 if !self.config.client_publish {
-                    let msg = "clients may not publish on this server";
-                    return self.protocol_error(
-                        now,
-                        conn,
+                    return Err(Refusal::new(
                         ErrorCode::PublishNotAllowed,
-                        msg,
-                        id.as_deref(),
-                        None,
-                    );
+                        "clients may not publish on this server",
+                    ));
                 }
-                if let Some(msg) = bad_name("event", &event) {
-                    return self.protocol_error(
-                        now,
-                        conn,
-                        ErrorCode::InvalidName,
-                        &msg,
-                        id.as_deref(),
-                        None,
-                    );
-                }
-                if !self.in_room(conn, &channel) {
-                    return self.protocol_error(
-                        now,
-                        conn,
-                        ErrorCode::NotSubscribed,
-                        "publish to a channel you are not subscribed to",
-                        id.as_deref(),
-                        None,
-                    );
-                }
-                let Some(s) = self.session(conn) else { return };
-                let namespace = self.registry.namespaces[s.namespace].name.to_string();
+                self.valid_name("event", &event)?;
+                let s = self.session(conn).ok_or(Refusal::gone())?;
                 // The interned name, taken before publishing: a full queue may close the sender.
-                let room = self
+                let Some(room) = self
                     .registry
                     .room(s.namespace, &channel)
-                    .and_then(|id| s.rooms.get(&id).cloned());
+                    .and_then(|r| s.rooms.get(&r).cloned())
+                else {
+                    return Err(Refusal::new(
+                        ErrorCode::NotSubscribed,
+                        "publish to a channel you are not subscribed to",
+                    ));
+                };
+                let namespace = self.registry.namespaces[s.namespace].name.to_string();
                 let mut message = Message::new(event.clone(), data.clone());
-                message.id = id;
-                let _ = self.publish(now, Target::room(namespace, channel.as_str()), message);
-                if let Some(channel) = room {
-                    self.event(Event::Published {
-                        conn,
-                        channel,
-                        event,
-                        data,
-                    });
-                }
+                message.id = id.map(str::to_owned);
+                let _ = self.publish(now, Target::room(namespace, channel), message);
+                self.event(Event::Published {
+                    conn,
+                    channel: room,
+                    event,
+                    data,
+                });
+                Ok(())
             }
-            Request::Event {
-                event,
-                data,
-                id,
-                ack,
-            } => {
-                if let Some(msg) = bad_name("event", &event) {
-                    return self.protocol_error(
-                        now,
-                        conn,
-                        ErrorCode::InvalidName,
-                        &msg,
-                        id.as_deref(),
-                        None,
-                    );
-                }
+            Body::Event { event, data, ack } => {
+                self.valid_name("event", &event)?;
                 if let Some(ack) = ack {
                     let max = self.config.max_pending_acks;
-                    let Some(s) = self.session_mut(conn) else {
-                        return;
-                    };
+                    let s = self.session_mut(conn).ok_or(Refusal::gone())?;
                     if s.acks_in.contains(&ack) {
-                        return self.protocol_error(
-                            now,
-                            conn,
+                        return Err(Refusal::new(
                             ErrorCode::DuplicateAck,
                             "ack id already pending",
-                            id.as_deref(),
-                            None,
-                        );
+                        ));
                     }
                     if s.acks_in.len() >= max {
-                        return self.protocol_error(
-                            now,
-                            conn,
+                        return Err(Refusal::new(
                             ErrorCode::TooManyAcks,
                             "too many unanswered ack requests",
-                            id.as_deref(),
-                            None,
-                        );
+                        ));
                     }
                     s.acks_in.insert(ack);
                 }
+                let id = id.map(str::to_owned);
                 self.event(Event::Message {
                     conn,
                     event,
@@ -243,11 +197,11 @@ impl Hub {
                     id,
                     ack,
                 });
+                Ok(())
             }
-            Request::Ack { ack, data } => {
+            Body::Ack { ack, data } => {
                 let ack = AckId(ack);
-                let resolved = self.session_mut(conn).and_then(|s| s.acks_out.remove(&ack));
-                match resolved {
+                match self.session_mut(conn).and_then(|s| s.acks_out.remove(&ack)) {
                     Some(deadline) => {
                         self.timers.remove(deadline, TimerKey::Ack(conn, ack));
                         self.counters.acks_replied += 1;
@@ -260,45 +214,41 @@ impl Hub {
                     // Unknown, late or duplicate: counted and ignored, never a success.
                     None => self.counters.acks_unknown += 1,
                 }
+                Ok(())
             }
-            Request::Ping { id } => {
-                let frame = wire::encode(
-                    Envelope {
-                        kind: "pong",
-                        reference: id.as_deref(),
-                        ..Envelope::default()
-                    },
-                    None,
-                );
-                self.reply(conn, frame);
+            Body::Ping => {
+                let envelope = Envelope {
+                    kind: "pong",
+                    reference: id,
+                    ..Envelope::default()
+                };
+                self.reply(conn, wire::encode(envelope, None));
+                Ok(())
             }
         }
     }
 
-    fn on_subscribe(&mut self, now: Instant, conn: ConnId, channel: &str, reference: Option<&str>) {
+    fn on_subscribe(
+        &mut self,
+        conn: ConnId,
+        channel: &str,
+        reference: Option<&str>,
+    ) -> Result<(), Refusal> {
         if self.in_room(conn, channel) {
-            return self.send_subscribed(conn, channel, reference); // idempotent
+            self.send_subscribed(conn, channel, reference); // idempotent
+            return Ok(());
         }
         let (limit, policy) = (
             self.config.max_rooms_per_connection,
             self.config.subscribe_policy,
         );
-        let Some(s) = self.session_mut(conn) else {
-            return;
-        };
+        let s = self.session_mut(conn).ok_or(Refusal::gone())?;
         if s.pending_subscribes.contains(channel) {
-            return; // the application is deciding already
+            return Ok(()); // the application is deciding already
         }
         if s.rooms.len() + s.pending_subscribes.len() >= limit {
-            let msg = format!("subscription limit of {limit} reached");
-            return self.protocol_error(
-                now,
-                conn,
-                ErrorCode::TooManySubscriptions,
-                &msg,
-                reference,
-                Some(channel),
-            );
+            let message = format!("subscription limit of {limit} reached");
+            return Err(Refusal::new(ErrorCode::TooManySubscriptions, message).on(channel));
         }
         match policy {
             SubscribePolicy::Open => {
@@ -314,5 +264,45 @@ impl Hub {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Checks a client-supplied name; the refusal never echoes it (it may be 10 MB).
+    fn valid_name(&self, what: &str, name: &str) -> Result<(), Refusal> {
+        wire::check_name(name, self.config.max_name_len).map_err(|why| {
+            Refusal::new(
+                ErrorCode::InvalidName,
+                format!("invalid {what} name: {why}"),
+            )
+        })
+    }
+}
+
+/// Why a well-formed request is refused: one `error` frame with a code and a reason.
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+    channel: Option<String>,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+            channel: None,
+        }
+    }
+
+    /// Names the channel the refusal is about.
+    fn on(mut self, channel: &str) -> Self {
+        self.channel = Some(channel.to_owned());
+        self
+    }
+
+    /// The connection closed while its request was served (its own publish overflowed it).
+    /// Nothing will be sent; the code is never seen.
+    fn gone() -> Self {
+        Refusal::new(ErrorCode::Malformed, "connection closed")
     }
 }

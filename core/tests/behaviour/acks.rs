@@ -84,6 +84,7 @@ fn an_unanswered_ack_times_out_at_its_deadline() {
         ack_events(&mut sim),
         vec![(c, default, AckOutcome::TimedOut)]
     );
+    assert_eq!(sim.hub.counters().acks_timed_out, 2);
     // A late reply is counted and ignored.
     sim.send(c, &format!(r#"{{"type":"ack","ack":{}}}"#, short.0));
     assert!(ack_events(&mut sim).is_empty());

@@ -161,19 +161,23 @@ fn pending_batches_are_bounded() {
 #[test]
 fn shutdown_flushes_pending_batches_before_closing() {
     let (mut sim, c) = setup(Sim::quiet());
-    sim.hub
-        .publish_batched(
-            sim.now,
-            Target::room("/", "doc"),
-            "t",
-            "typing",
-            json!("a"),
-            Duration::from_secs(60),
-        )
-        .expect("batch");
+    let room = Target::room("/", "doc");
+    let hour = Duration::from_secs(3600);
+    for (ident, item) in [("t", "a"), ("u", "b"), ("v", "c")] {
+        sim.hub
+            .publish_batched(sim.now, room.clone(), ident, "typing", json!(item), hour)
+            .expect("batch");
+    }
+    assert_eq!(sim.hub.footprint().batches, 3);
     sim.hub.shutdown(sim.now);
     sim.drain();
-    assert_eq!(sim.of_type(c, "batch")[0]["messages"], json!(["a"]));
+    let flushed: Vec<_> = sim
+        .of_type(c, "batch")
+        .iter()
+        .map(|b| b["messages"].clone())
+        .collect();
+    assert_eq!(flushed, vec![json!(["a"]), json!(["b"]), json!(["c"])]);
+    assert_eq!(sim.hub.footprint().batches, 0);
     assert_eq!(
         sim.close_of(c).map(|c| c.0),
         Some(tidings_core::CloseCode::GOING_AWAY)
