@@ -30,7 +30,9 @@ impl Text {
         }
     }
 
-    /// The text as a string slice.
+    /// The text as a string slice. This re-checks the bytes (O(n)) to stay free of `unsafe`;
+    /// an adapter handing a broadcast frame to its WebSocket library per recipient should use
+    /// [`Text::into_bytes`] (valid UTF-8 by construction) instead.
     pub fn as_str(&self) -> &str {
         // Valid by construction; `from_utf8` on a valid slice cannot fail, and falling back to
         // "" keeps this free of both `unsafe` and panics.

@@ -96,6 +96,24 @@ pub use message::{ClusterMessage, Delivery, Message, Payload, Scope, Target};
 pub use metrics::Counters;
 pub use wire::{ErrorCode, PROTOCOL_VERSION};
 
+/// A driver owns the hub in one task and may move it between threads; the application
+/// sends it values from anywhere.
+#[cfg(test)]
+mod send_sync {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn the_hub_moves_between_threads_and_its_values_are_shared() {
+        send::<crate::Hub>();
+        send::<crate::Output>();
+        send_sync::<crate::Input>();
+        send_sync::<crate::Message>();
+        send_sync::<crate::Config>();
+        send_sync::<crate::Error>();
+    }
+}
+
 /// The README's code blocks compile and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

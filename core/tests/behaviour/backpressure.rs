@@ -180,13 +180,14 @@ fn connections_take_turns_one_frame_each() {
     let mut sim = Sim::new(Sim::quiet());
     let a = sim.open_path("/");
     let b = sim.open_path("/");
-    for i in 0..3 {
-        let _ = sim
-            .hub
-            .emit(sim.now, a, Message::text("t", format!("a{i}")));
-        let _ = sim
-            .hub
-            .emit(sim.now, b, Message::text("t", format!("b{i}")));
+    // All of a's frames first: a fair hub still alternates, one frame per turn, because each
+    // connection waits on the ready list once, not once per frame.
+    for conn in [a, b] {
+        for i in 0..3 {
+            let _ = sim
+                .hub
+                .emit(sim.now, conn, Message::text("t", i.to_string()));
+        }
     }
     // Drain by hand, reporting each write at once as a fast driver does: the order shows
     // whether a connection is ever queued twice for its turn.

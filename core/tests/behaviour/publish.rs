@@ -282,6 +282,7 @@ fn remote_batched_items_batch_locally() {
     let batches = sim.of_type(a, "batch");
     assert_eq!(batches.len(), 1);
     assert_eq!(batches[0]["messages"], json!([0, 1]));
+    assert_eq!(sim.hub.counters().remote_publishes, 2);
 }
 
 #[test]
