@@ -137,10 +137,17 @@ impl Batches {
 
     /// Drops a pending batch. Returns whether there was one.
     pub(crate) fn cancel(&mut self, timers: &mut Timers, target: &Target, ident: &str) -> bool {
-        match self.by_key.get(&(target.clone(), ident.to_owned())) {
-            Some(&id) => self.take(timers, id).is_some(),
+        match self.find(target, ident) {
+            Some(id) => self.take(timers, id).is_some(),
             None => false,
         }
+    }
+
+    /// The id of the pending batch `(target, ident)`.
+    pub(crate) fn find(&self, target: &Target, ident: &str) -> Option<usize> {
+        self.by_key
+            .get(&(target.clone(), ident.to_owned()))
+            .copied()
     }
 
     /// Ids of every pending batch, in key order (for shutdown).

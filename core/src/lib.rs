@@ -82,6 +82,8 @@ mod message;
 mod metrics;
 mod rooms;
 mod session;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod timers;
 mod wire;
 

@@ -314,6 +314,11 @@ impl Hub {
         )
     }
 
+    /// Whether items for `(target, ident)` are collecting (not yet flushed or cancelled).
+    pub fn batch_pending(&self, target: &Target, ident: &str) -> bool {
+        self.batches.find(target, ident).is_some()
+    }
+
     /// Drops the pending batch `(target, ident)` unsent. Returns whether there was one.
     pub fn cancel_batch(&mut self, target: &Target, ident: &str) -> bool {
         self.batches.cancel(&mut self.timers, target, ident)

@@ -36,7 +36,9 @@ fn items_collect_until_the_ttl_then_leave_as_one_frame() {
     }
     sim.drain();
     assert!(!sim.frames.contains_key(&c), "nothing before the TTL");
+    assert!(sim.hub.batch_pending(&room, "cursors"));
     sim.advance(Duration::from_millis(20)); // 50 ms after the first item
+    assert!(!sim.hub.batch_pending(&room, "cursors"));
     let frames = sim.json(c);
     assert_eq!(
         frames,

@@ -1,0 +1,823 @@
+//! Deterministic simulation of a hub, many clients and a faulty network (feature `sim`).
+//!
+//! One thread, a virtual clock that jumps to the next thing due, and one seeded RNG that
+//! decides every client action, server action and network fault. Invariants are checked as
+//! the simulation runs; a failure is a [`Violation`] naming its seed, and a [`Sim`] built with
+//! that seed replays the same run exactly.
+//!
+//! ```
+//! use std::time::Instant;
+//! use tidings_core::sim::{Sim, SimConfig};
+//!
+//! let mut sim = Sim::new(7, SimConfig::default(), Instant::now());
+//! let report = sim.run(500).expect("invariants hold");
+//! assert!(report.steps > 0);
+//! ```
+//!
+//! The network delivers each connection's packets in order (as TCP does) after a random
+//! latency, and a write completes only when the client reads it: a client that stops reading
+//! makes its queue in the hub grow, as a real socket's would.
+
+mod model;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::{
+    CloseCode, Config, ConnId, ConnectionInfo, Event, Footprint, Frame, Hub, Input, Message,
+    Output, Target,
+};
+use model::Model;
+
+/// What the simulation runs: the hub's configuration, the cast, the network and the faults.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SimConfig {
+    /// The hub's configuration. The default uses small bounds so that faults bite.
+    pub hub: Config,
+    /// Simulated clients; each connects, drops and reconnects as the RNG decides.
+    pub clients: usize,
+    /// Rooms the clients subscribe to and the server publishes to (namespace `/`).
+    pub rooms: Vec<String>,
+    /// One-way latency of each packet, chosen uniformly in this range.
+    pub latency: (Duration, Duration),
+    /// Most virtual time between two actions.
+    pub max_step: Duration,
+    /// Whether faults happen: slow readers, silent peers, abrupt drops, bad frames, stalls.
+    pub faults: bool,
+    /// Whether a quarter of the runs shut the server down at a random step (under load).
+    pub shutdown: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            hub: Config::default()
+                .ping_period(Some(Duration::from_millis(500)))
+                .pong_wait(Duration::from_millis(1500))
+                .ack_timeout(Duration::from_secs(1))
+                .max_queue_frames(24)
+                .max_queue_bytes(8 * 1024)
+                .write_window(4)
+                .close_grace(Duration::from_millis(800))
+                .max_rooms_per_connection(6)
+                .max_errors(4)
+                .error_window(Duration::from_secs(1))
+                .max_message_size(2048)
+                .max_batch_items(6),
+            clients: 8,
+            rooms: vec!["a".into(), "b".into(), "c".into()],
+            latency: (Duration::from_millis(1), Duration::from_millis(40)),
+            max_step: Duration::from_millis(40),
+            faults: true,
+            shutdown: true,
+        }
+    }
+}
+
+/// An invariant broke. The message says which and how; the seed replays it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Violation {
+    /// The run's seed.
+    pub seed: u64,
+    /// The step at which it was found.
+    pub step: u64,
+    /// Virtual time since the start.
+    pub at: Duration,
+    /// What broke.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seed {} step {} at {:?}: {} (replay with TIDINGS_SEED={})",
+            self.seed, self.step, self.at, self.message, self.seed
+        )
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// What a finished run did.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub struct Report {
+    /// Steps taken (fewer than asked if the server shut down).
+    pub steps: u64,
+    /// Hash of every output in order: the same seed gives the same trace.
+    pub trace: u64,
+    /// Room messages delivered and checked.
+    pub delivered: u64,
+    /// Connections opened.
+    pub connections: u64,
+    /// Closes by code.
+    pub closes: BTreeMap<CloseCode, u64>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Reading,
+    /// Does not read: what arrives waits unread, and the hub's writes do not complete.
+    Slow,
+}
+
+#[derive(Debug)]
+struct Client {
+    conn: Option<ConnId>,
+    mode: Mode,
+    unread: VecDeque<Down>,
+    /// Packets of one connection keep their order: none is due before these.
+    up_free: Instant,
+    down_free: Instant,
+    /// The downstream direction delivers nothing before this.
+    stall_until: Instant,
+    /// Read slowly or was stalled during this connection: a graceful close may be cut.
+    lagged: bool,
+    next_ack: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Down {
+    Frame(Frame),
+    Close(CloseCode),
+}
+
+#[derive(Debug)]
+enum Packet {
+    Down {
+        client: usize,
+        conn: ConnId,
+        what: Down,
+    },
+    Up {
+        conn: ConnId,
+        frame: Frame,
+    },
+    Gone {
+        conn: ConnId,
+        transport: bool,
+    },
+}
+
+/// A hub, its clients and the network between them, driven by one seed.
+pub struct Sim {
+    seed: u64,
+    cfg: SimConfig,
+    hub: Hub,
+    rng: fastrand::Rng,
+    start: Instant,
+    now: Instant,
+    clients: Vec<Client>,
+    /// Every connection the hub may still hold, and its client (abandoned ones included).
+    owner: BTreeMap<ConnId, usize>,
+    net: BTreeMap<(Instant, u64), Packet>,
+    seq: u64,
+    model: Model,
+    trace: DefaultHasher,
+    step: u64,
+    next_id: u64,
+    shutdown_complete: bool,
+    connections: u64,
+}
+
+impl Sim {
+    /// A simulation of `cfg` driven by `seed`, with virtual time starting at `start`.
+    pub fn new(seed: u64, cfg: SimConfig, start: Instant) -> Self {
+        let hub = Hub::new(cfg.hub.clone()).unwrap_or_else(|e| panic!("SimConfig::hub: {e}"));
+        let clients = (0..cfg.clients)
+            .map(|_| Client {
+                conn: None,
+                mode: Mode::Reading,
+                unread: VecDeque::new(),
+                up_free: start,
+                down_free: start,
+                stall_until: start,
+                lagged: false,
+                next_ack: 0,
+            })
+            .collect();
+        Sim {
+            seed,
+            cfg,
+            hub,
+            rng: fastrand::Rng::with_seed(seed),
+            start,
+            now: start,
+            clients,
+            owner: BTreeMap::new(),
+            net: BTreeMap::new(),
+            seq: 0,
+            model: Model::default(),
+            trace: DefaultHasher::new(),
+            step: 0,
+            next_id: 0,
+            shutdown_complete: false,
+            connections: 0,
+        }
+    }
+
+    /// The hub under simulation.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Runs `steps` random actions (fewer if the server shuts down), then lets the network
+    /// settle with faults off, then shuts the hub down and checks that every table is empty.
+    pub fn run(&mut self, steps: u64) -> Result<Report, Violation> {
+        // A quarter of the runs shut the server down at a random step; the others take them all.
+        let shutdown_at =
+            (self.cfg.shutdown && self.chance(25)).then(|| self.rng.u64(0..steps.max(1)));
+        for step in 0..steps {
+            if shutdown_at == Some(step) {
+                self.hub.shutdown(self.now);
+                self.model.batches_flushed();
+                self.drain().map_err(|m| self.violation(m))?;
+            }
+            self.step()?;
+            if self.shutdown_complete {
+                break;
+            }
+        }
+        self.settle()?;
+        self.finish()?;
+        Ok(Report {
+            steps: self.step,
+            trace: self.trace.finish(),
+            delivered: self.model.delivered,
+            connections: self.connections,
+            closes: self.hub.counters().closes,
+        })
+    }
+
+    /// One random action, then virtual time moves on by up to `max_step`.
+    pub fn step(&mut self) -> Result<(), Violation> {
+        self.step += 1;
+        self.act().map_err(|m| self.violation(m))?;
+        let dt = self.rng.u64(0..=self.cfg.max_step.as_millis() as u64);
+        self.drive_bounded(self.now + Duration::from_millis(dt), 100_000)
+    }
+
+    /// Moves virtual time to `until`, delivering every packet and running every timer on the
+    /// way at its own instant, and checking the invariants. Fails if more than `max_events`
+    /// happen at one instant (a livelock) or an invariant breaks.
+    pub fn drive_bounded(&mut self, until: Instant, max_events: usize) -> Result<(), Violation> {
+        let mut at_same_instant = 0;
+        loop {
+            let next_packet = self.net.first_key_value().map(|(k, _)| k.0);
+            let next = match (next_packet, self.hub.poll_timeout()) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(t) => t,
+                    None => break,
+                },
+            };
+            if next > until {
+                break;
+            }
+            if next > self.now {
+                self.now = next;
+                at_same_instant = 0;
+            }
+            at_same_instant += 1;
+            if at_same_instant > max_events {
+                return Err(self.violation(format!(
+                    "livelock: more than {max_events} events at one instant"
+                )));
+            }
+            if let Some(entry) = self.net.first_entry().filter(|e| e.key().0 <= self.now) {
+                let packet = entry.remove();
+                self.deliver(packet).map_err(|m| self.violation(m))?;
+            } else {
+                self.hub.handle_timeout(self.now);
+                self.drain().map_err(|m| self.violation(m))?;
+                if self.hub.poll_timeout().is_some_and(|t| t <= self.now) {
+                    return Err(self
+                        .violation("poll_timeout() is not after the timeout just handled".into()));
+                }
+            }
+        }
+        self.now = self.now.max(until);
+        self.check().map_err(|m| self.violation(m))
+    }
+
+    fn violation(&self, message: String) -> Violation {
+        Violation {
+            seed: self.seed,
+            step: self.step,
+            at: self.now - self.start,
+            message,
+        }
+    }
+
+    fn chance(&mut self, percent: u32) -> bool {
+        self.rng.u32(0..100) < percent
+    }
+
+    fn room(&mut self) -> String {
+        let i = self.rng.usize(0..self.cfg.rooms.len());
+        self.cfg.rooms[i].clone()
+    }
+
+    fn latency(&mut self) -> Duration {
+        let (lo, hi) = self.cfg.latency;
+        lo + Duration::from_micros(self.rng.u64(0..=(hi - lo).as_micros() as u64))
+    }
+
+    fn schedule(&mut self, at: Instant, packet: Packet) {
+        self.seq += 1;
+        self.net.insert((at, self.seq), packet);
+    }
+
+    /// Sends a packet from client `c` to the hub, after latency, in order.
+    fn send_up(&mut self, c: usize, frame: Frame) {
+        let Some(conn) = self.clients[c].conn else {
+            return;
+        };
+        let at = (self.now + self.latency()).max(self.clients[c].up_free);
+        self.clients[c].up_free = at;
+        self.schedule(at, Packet::Up { conn, frame });
+    }
+
+    fn send_text(&mut self, c: usize, value: Value) {
+        self.send_up(c, Frame::text(value.to_string()));
+    }
+
+    /// One random action by a client or the server.
+    fn act(&mut self) -> Result<(), String> {
+        if self.chance(45) {
+            let c = self.rng.usize(0..self.clients.len());
+            self.client_act(c)
+        } else {
+            self.server_act()
+        }
+    }
+
+    fn client_act(&mut self, c: usize) -> Result<(), String> {
+        if self.clients[c].conn.is_none() {
+            let info = ConnectionInfo::new("/ws").name(format!("client-{c}"));
+            if let Ok(conn) = self.hub.open(self.now, info) {
+                self.connections += 1;
+                let client = &mut self.clients[c];
+                client.conn = Some(conn);
+                client.mode = Mode::Reading;
+                client.lagged = false;
+                client.unread.clear();
+                self.owner.insert(conn, c);
+                self.model.opened(conn, self.now);
+            }
+            return self.drain();
+        }
+        let roll = self.rng.u32(0..100);
+        match roll {
+            0..=24 => {
+                let room = self.room();
+                self.send_text(c, json!({"type": "subscribe", "channel": room}));
+            }
+            25..=34 => {
+                let room = self.room();
+                self.send_text(c, json!({"type": "unsubscribe", "channel": room}));
+            }
+            35..=54 => {
+                let ack = self.chance(50).then(|| {
+                    self.clients[c].next_ack += 1;
+                    self.clients[c].next_ack
+                });
+                self.send_text(
+                    c,
+                    json!({"type": "event", "event": "chat", "data": {"n": roll}, "ack": ack}),
+                );
+            }
+            55..=59 => {
+                for i in 0..5 {
+                    self.send_text(c, json!({"type": "ping", "id": i.to_string()}));
+                }
+            }
+            60..=64 if self.cfg.faults => {
+                let junk = [
+                    "{",
+                    "[]",
+                    r#"{"type":"warp"}"#,
+                    r#"{"type":"subscribe"}"#,
+                    "\u{0}",
+                ];
+                let i = self.rng.usize(0..junk.len());
+                self.send_up(c, Frame::text(junk[i]));
+            }
+            65..=67 if self.cfg.faults => {
+                let big = "x".repeat(self.cfg.hub.max_message_size + 1);
+                self.send_up(c, Frame::text(big));
+            }
+            68..=70 if self.cfg.faults => {
+                for i in 0..(self.cfg.hub.max_rooms_per_connection + 4) {
+                    self.send_text(
+                        c,
+                        json!({"type": "subscribe", "channel": format!("flood-{i}")}),
+                    );
+                }
+            }
+            71..=78 if self.cfg.faults => {
+                let client = &mut self.clients[c];
+                match client.mode {
+                    Mode::Reading => {
+                        client.mode = Mode::Slow;
+                        client.lagged = true;
+                    }
+                    Mode::Slow => self.catch_up(c)?,
+                }
+            }
+            79..=81 if self.cfg.faults => {
+                // Half-open: the peer vanishes without a word; the hub must notice by silence.
+                if let Some(conn) = self.clients[c].conn.take() {
+                    self.model.abandoned(conn);
+                    self.clients[c].unread.clear();
+                }
+            }
+            82..=84 if self.cfg.faults => {
+                if let Some(conn) = self.clients[c].conn.take() {
+                    self.model.abandoned(conn);
+                    self.clients[c].unread.clear();
+                    let transport = self.chance(50);
+                    let at = self.now + self.latency();
+                    self.schedule(at, Packet::Gone { conn, transport });
+                }
+            }
+            85..=87 if self.cfg.faults => {
+                let stall = Duration::from_millis(self.rng.u64(50..=600));
+                let client = &mut self.clients[c];
+                client.stall_until = client.stall_until.max(self.now + stall);
+                client.lagged = true;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn server_act(&mut self) -> Result<(), String> {
+        let room = self.room();
+        let roll = self.rng.u32(0..100);
+        match roll {
+            0..=39 => {
+                self.next_id += 1;
+                let id = self.next_id;
+                let members = self.open_members(&room);
+                let message = Message::json("news", json!({ "id": id }));
+                let d = self
+                    .hub
+                    .publish(self.now, Target::room("/", room.as_str()), message)
+                    .map_err(|e| e.to_string())?;
+                for conn in members {
+                    if !d.disconnected.contains(&conn) && !d.refused.contains(&conn) {
+                        self.model.expect(conn, id);
+                    }
+                }
+            }
+            40..=49 => {
+                let open: Vec<ConnId> = self
+                    .clients
+                    .iter()
+                    .filter_map(|c| c.conn)
+                    .filter(|&c| self.hub.is_connected(c))
+                    .collect();
+                if !open.is_empty() {
+                    let conn = open[self.rng.usize(0..open.len())];
+                    let message = Message::json("question", json!({"q": roll}));
+                    if let Ok(ack) = self.hub.emit_with_ack(self.now, conn, message, None) {
+                        self.model
+                            .ack_asked(conn, ack, self.now + self.cfg.hub.ack_timeout);
+                    }
+                }
+            }
+            50..=54 => {
+                self.next_id += 1;
+                let id = self.next_id;
+                let members = self.open_members(&room);
+                let message = Message::json("poll", json!({ "id": id }));
+                let target = Target::room("/", room.as_str());
+                let (ack, d) = self
+                    .hub
+                    .publish_with_ack(self.now, target, message, None)
+                    .map_err(|e| e.to_string())?;
+                for conn in members {
+                    if !d.disconnected.contains(&conn) && !d.refused.contains(&conn) {
+                        self.model.expect(conn, id);
+                        self.model
+                            .ack_asked(conn, ack, self.now + self.cfg.hub.ack_timeout);
+                    }
+                }
+            }
+            55..=69 => {
+                self.next_id += 1;
+                let item = self.next_id;
+                let ident = if self.chance(50) { "x" } else { "y" };
+                let ttl = Duration::from_millis(self.rng.u64(10..=200));
+                let target = Target::room("/", room.as_str());
+                self.hub
+                    .publish_batched(self.now, target, ident, "cursor", json!(item), ttl)
+                    .map_err(|e| e.to_string())?;
+                self.model.batch_item(
+                    &room,
+                    ident,
+                    item,
+                    self.now,
+                    ttl,
+                    self.cfg.hub.max_batch_items,
+                );
+            }
+            70..=74 => {
+                let ident = if self.chance(50) { "x" } else { "y" };
+                let found = self
+                    .hub
+                    .cancel_batch(&Target::room("/", room.as_str()), ident);
+                self.model.batch_cancelled(&room, ident, found, self.now)?;
+            }
+            75..=84 => {
+                let c = self.rng.usize(0..self.clients.len());
+                if let Some(conn) = self.clients[c].conn {
+                    if self.chance(50) {
+                        let _ = self.hub.join(conn, &room);
+                    } else {
+                        let _ = self.hub.leave(conn, &room);
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.drain()
+    }
+
+    /// Members of `room` that are open, so a publish now is owed to them.
+    fn open_members(&self, room: &str) -> Vec<ConnId> {
+        self.hub
+            .members("/", room)
+            .into_iter()
+            .filter(|&c| self.hub.is_connected(c))
+            .collect()
+    }
+
+    /// Pulls every output of the hub and acts on it.
+    fn drain(&mut self) -> Result<(), String> {
+        while let Some(output) = self.hub.poll_output() {
+            match output {
+                Output::Transmit { conn, frame } => {
+                    (0u8, conn, frame.as_text(), frame.len()).hash(&mut self.trace);
+                    self.send_down(conn, Down::Frame(frame));
+                }
+                Output::Close { conn, code, .. } => {
+                    (1u8, conn, code).hash(&mut self.trace);
+                    let current = self
+                        .owner
+                        .get(&conn)
+                        .is_some_and(|&c| self.clients[c].conn == Some(conn));
+                    if current {
+                        self.send_down(conn, Down::Close(code));
+                    } else {
+                        // Nobody reads an abandoned socket: what it was owed is moot.
+                        self.owner.remove(&conn);
+                        self.model.closed(conn, code, true)?;
+                    }
+                }
+                Output::Event(event) => {
+                    (2u8, format!("{event:?}")).hash(&mut self.trace);
+                    match event {
+                        Event::Ack { conn, ack, .. } => self.model.ack_resolved(conn, ack)?,
+                        Event::ShutdownComplete => self.shutdown_complete = true,
+                        Event::Message {
+                            conn,
+                            ack: Some(ack),
+                            ..
+                        } => {
+                            let _ = self.hub.reply_ack(self.now, conn, ack, json!("ok").into());
+                        }
+                        _ => {}
+                    }
+                }
+                Output::Cluster(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a frame or close on the wire to the client holding `conn`.
+    fn send_down(&mut self, conn: ConnId, what: Down) {
+        let Some(&c) = self.owner.get(&conn) else {
+            return;
+        };
+        if self.clients[c].conn != Some(conn) {
+            return; // an abandoned socket: the write never completes
+        }
+        let latency = self.latency();
+        let client = &self.clients[c];
+        let at = (self.now + latency)
+            .max(client.down_free)
+            .max(client.stall_until);
+        self.clients[c].down_free = at;
+        self.schedule(
+            at,
+            Packet::Down {
+                client: c,
+                conn,
+                what,
+            },
+        );
+    }
+
+    fn deliver(&mut self, packet: Packet) -> Result<(), String> {
+        match packet {
+            Packet::Up { conn, frame } => {
+                if self.hub.queue_depth(conn).is_some() {
+                    self.model.heard(conn, self.now);
+                }
+                self.hub.handle(self.now, Input::Frame { conn, frame });
+            }
+            Packet::Gone { conn, transport } => {
+                let input = if transport {
+                    Input::TransportError {
+                        conn,
+                        error: "connection reset".into(),
+                    }
+                } else {
+                    Input::PeerClosed {
+                        conn,
+                        code: Some(CloseCode::NORMAL),
+                        reason: "bye".into(),
+                    }
+                };
+                self.hub.handle(self.now, input);
+            }
+            Packet::Down {
+                client: c,
+                conn,
+                what,
+            } => {
+                if self.clients[c].conn != Some(conn) {
+                    return Ok(()); // the client dropped this socket
+                }
+                match self.clients[c].mode {
+                    Mode::Slow => self.clients[c].unread.push_back(what),
+                    Mode::Reading => self.read(c, conn, what)?,
+                }
+            }
+        }
+        self.drain()
+    }
+
+    /// A slow client reads everything that waited.
+    fn catch_up(&mut self, c: usize) -> Result<(), String> {
+        self.clients[c].mode = Mode::Reading;
+        while let Some(what) = self.clients[c].unread.pop_front() {
+            let Some(conn) = self.clients[c].conn else {
+                break;
+            };
+            self.read(c, conn, what)?;
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    /// Client `c` reads one frame or close of `conn`; a frame read is a write completed.
+    fn read(&mut self, c: usize, conn: ConnId, what: Down) -> Result<(), String> {
+        let frame = match what {
+            Down::Close(code) => {
+                let lenient = self.clients[c].lagged;
+                self.clients[c].conn = None;
+                self.clients[c].unread.clear();
+                self.owner.remove(&conn);
+                return self.model.closed(conn, code, lenient);
+            }
+            Down::Frame(frame) => frame,
+        };
+        self.hub
+            .handle(self.now, Input::Written { conn, frames: 1 });
+        match &frame {
+            Frame::Ping(payload) => self.send_up(c, Frame::Pong(payload.clone())),
+            Frame::Text(text) => {
+                let value: Value = serde_json::from_str(text.as_str())
+                    .map_err(|e| format!("{conn:?} got a frame that is not JSON: {e}"))?;
+                match value["type"].as_str() {
+                    Some("event") => {
+                        if value.get("channel").is_some() {
+                            let id = value["data"]["id"]
+                                .as_u64()
+                                .ok_or("room message without id")?;
+                            self.model.received(conn, id)?;
+                        }
+                        if let Some(ack) = value["ack"].as_u64() {
+                            if !self.cfg.faults || self.chance(80) {
+                                self.send_text(
+                                    c,
+                                    json!({"type": "ack", "ack": ack, "data": "yes"}),
+                                );
+                            }
+                        }
+                    }
+                    Some("batch") => {
+                        let items: Vec<u64> = value["messages"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_u64)
+                            .collect();
+                        self.model.batch_received(conn, &items)?;
+                    }
+                    _ => {}
+                }
+            }
+            Frame::Binary(_) | Frame::Pong(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Invariants that hold at any instant.
+    fn check(&mut self) -> Result<(), String> {
+        let hub = &self.hub;
+        self.model
+            .check_deadlines(self.now, self.cfg.hub.silence_limit(), |c| {
+                hub.is_connected(c)
+            })?;
+        for (room, ident, deadline) in self.model.due_batches(self.now) {
+            if self
+                .hub
+                .batch_pending(&Target::room("/", room.as_str()), &ident)
+            {
+                return Err(format!(
+                    "batch ({room}, {ident}) still pending {:?} after its TTL",
+                    self.now - deadline
+                ));
+            }
+        }
+        let cfg = &self.cfg.hub;
+        // Pings bypass the bounds, one per period, until silence closes the connection.
+        let pings = cfg.ping_period.map_or(0, |p| {
+            (cfg.pong_wait.as_millis() / p.as_millis().max(1)) as usize + 1
+        });
+        for &conn in self.owner.keys() {
+            if let Some(d) = self.hub.queue_depth(conn) {
+                let frames_ok = d.frames <= cfg.max_queue_frames + pings;
+                let bytes_ok = d.bytes <= cfg.max_queue_bytes || d.frames <= 1 + pings;
+                if !frames_ok || !bytes_ok {
+                    return Err(format!("{conn:?} queue {d:?} exceeds its bounds"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Faults stop; everyone reads; the network and timers run until nothing is owed.
+    fn settle(&mut self) -> Result<(), Violation> {
+        self.cfg.faults = false;
+        for c in 0..self.clients.len() {
+            self.clients[c].stall_until = self.now;
+            if self.clients[c].mode == Mode::Slow {
+                self.catch_up(c).map_err(|m| self.violation(m))?;
+            }
+        }
+        let cfg = &self.cfg.hub;
+        let settle = cfg.ack_timeout
+            + cfg.close_grace
+            + cfg.silence_limit().unwrap_or_default()
+            + Duration::from_secs(1);
+        self.drive_bounded(self.now + settle, 100_000)?;
+        for c in 0..self.clients.len() {
+            if let Some(conn) = self.clients[c]
+                .conn
+                .filter(|&conn| self.hub.is_connected(conn))
+            {
+                self.model.settled(conn).map_err(|m| self.violation(m))?;
+            }
+        }
+        if self.model.pending_acks() > 0 {
+            return Err(self.violation(format!(
+                "{} acks still pending after settling",
+                self.model.pending_acks()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Shuts the hub down and checks that every connection closed and every table emptied.
+    fn finish(&mut self) -> Result<(), Violation> {
+        self.hub.shutdown(self.now);
+        self.drain().map_err(|m| self.violation(m))?;
+        let grace = self.cfg.hub.close_grace + self.cfg.latency.1 * 4 + Duration::from_millis(100);
+        self.drive_bounded(self.now + grace, 100_000)?;
+        if !self.shutdown_complete {
+            return Err(self.violation(format!("shutdown did not complete within {grace:?}")));
+        }
+        let left = self.hub.footprint();
+        let empty = Footprint {
+            namespaces: 1,
+            ..Footprint::default()
+        };
+        if left != empty {
+            return Err(self.violation(format!("tables not empty after shutdown: {left:?}")));
+        }
+        Ok(())
+    }
+}
