@@ -1,0 +1,434 @@
+//! Arbitrary sequences of hub operations with time deltas: client frames (structured and raw),
+//! writes completing or not, drops, server publishes, acks, batches, joins, closes, shutdown.
+//! Checked after every operation: each ack and each connection ends once, queues stay within
+//! their bounds, `poll_timeout` is never in the past; at the end every table is empty.
+
+#![no_main]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use arbitrary::Arbitrary;
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use serde_json::json;
+use tidings_core::{
+    AckId, CloseCode, Config, ConnId, ConnectionInfo, Event, Frame, Hub, Input, Message, Output,
+    Target,
+};
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Open {
+        name: Option<u8>,
+        other_namespace: bool,
+    },
+    Subscribe {
+        conn: u8,
+        room: u8,
+    },
+    Unsubscribe {
+        conn: u8,
+        room: u8,
+    },
+    ClientEvent {
+        conn: u8,
+        ack: Option<u8>,
+    },
+    ClientAck {
+        conn: u8,
+        ack: u8,
+    },
+    Raw {
+        conn: u8,
+        text: String,
+    },
+    Binary {
+        conn: u8,
+        bytes: Vec<u8>,
+    },
+    Written {
+        conn: u8,
+        frames: u8,
+    },
+    PeerClosed {
+        conn: u8,
+    },
+    TransportError {
+        conn: u8,
+    },
+    Advance {
+        ms: u16,
+    },
+    Publish {
+        room: u8,
+        volatile: bool,
+    },
+    EmitAck {
+        conn: u8,
+    },
+    PublishAck {
+        room: u8,
+    },
+    Batch {
+        room: u8,
+        ident: bool,
+        ttl_ms: u8,
+        text: bool,
+    },
+    Cancel {
+        room: u8,
+        ident: bool,
+    },
+    Join {
+        conn: u8,
+        room: u8,
+    },
+    Leave {
+        conn: u8,
+        room: u8,
+    },
+    Close {
+        conn: u8,
+    },
+    ReplyAck {
+        conn: u8,
+        ack: u8,
+    },
+    Shutdown,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Case {
+    max_queue_frames: u8,
+    write_window: u8,
+    ops: Vec<Op>,
+}
+
+struct State {
+    hub: Hub,
+    now: Instant,
+    conns: Vec<ConnId>,
+    /// Frames handed out and not yet reported written, per connection.
+    unwritten: BTreeMap<ConnId, usize>,
+    acks: BTreeSet<(ConnId, AckId)>,
+    ended: BTreeSet<ConnId>,
+    client_acks: BTreeMap<ConnId, Vec<u64>>,
+}
+
+const ROOMS: [&str; 3] = ["a", "b", "c"];
+
+impl State {
+    fn conn(&self, i: u8) -> Option<ConnId> {
+        (!self.conns.is_empty()).then(|| self.conns[i as usize % self.conns.len()])
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.hub.poll_output() {
+            match out {
+                Output::Transmit { conn, .. } => *self.unwritten.entry(conn).or_default() += 1,
+                Output::Event(Event::Ack { conn, ack, .. }) => {
+                    assert!(
+                        self.acks.remove(&(conn, ack)),
+                        "ack {ack} of {conn:?} ended twice or was never asked"
+                    );
+                }
+                Output::Event(Event::Disconnected { conn, .. }) => {
+                    assert!(self.ended.insert(conn), "{conn:?} disconnected twice");
+                    self.unwritten.remove(&conn);
+                }
+                Output::Event(Event::Message {
+                    conn,
+                    ack: Some(ack),
+                    ..
+                }) => {
+                    self.client_acks.entry(conn).or_default().push(ack);
+                }
+                _ => {}
+            }
+        }
+        let config = self.hub.config();
+        let pings = 4; // the default silence limit allows a few unbounded pings
+        for &conn in &self.conns {
+            if let Some(d) = self.hub.queue_depth(conn) {
+                assert!(
+                    d.frames <= config.max_queue_frames + pings,
+                    "{conn:?} {d:?}"
+                );
+                assert!(
+                    d.bytes <= config.max_queue_bytes || d.frames <= 1 + pings,
+                    "{conn:?} {d:?}"
+                );
+            }
+        }
+    }
+
+    fn text(&mut self, conn: ConnId, value: serde_json::Value) {
+        self.hub.handle(
+            self.now,
+            Input::Frame {
+                conn,
+                frame: Frame::text(value.to_string()),
+            },
+        );
+    }
+
+    fn apply(&mut self, op: Op) {
+        let now = self.now;
+        match op {
+            Op::Open {
+                name,
+                other_namespace,
+            } => {
+                let mut info = ConnectionInfo::new("/ws");
+                if let Some(n) = name {
+                    info = info.name(format!("n{}", n % 4));
+                }
+                if other_namespace {
+                    info = info.namespace("/other");
+                }
+                if let Ok(conn) = self.hub.open(now, info) {
+                    self.conns.push(conn);
+                }
+            }
+            Op::Subscribe { conn, room } => {
+                if let Some(c) = self.conn(conn) {
+                    self.text(
+                        c,
+                        json!({"type": "subscribe", "channel": ROOMS[room as usize % 3]}),
+                    );
+                }
+            }
+            Op::Unsubscribe { conn, room } => {
+                if let Some(c) = self.conn(conn) {
+                    self.text(
+                        c,
+                        json!({"type": "unsubscribe", "channel": ROOMS[room as usize % 3]}),
+                    );
+                }
+            }
+            Op::ClientEvent { conn, ack } => {
+                if let Some(c) = self.conn(conn) {
+                    self.text(c, json!({"type": "event", "event": "e", "ack": ack}));
+                }
+            }
+            Op::ClientAck { conn, ack } => {
+                if let Some(c) = self.conn(conn) {
+                    self.text(c, json!({"type": "ack", "ack": ack}));
+                }
+            }
+            Op::Raw { conn, text } => {
+                if let Some(c) = self.conn(conn) {
+                    self.hub.handle(
+                        now,
+                        Input::Frame {
+                            conn: c,
+                            frame: Frame::text(text),
+                        },
+                    );
+                }
+            }
+            Op::Binary { conn, bytes } => {
+                if let Some(c) = self.conn(conn) {
+                    self.hub.handle(
+                        now,
+                        Input::Frame {
+                            conn: c,
+                            frame: Frame::Binary(Bytes::from(bytes)),
+                        },
+                    );
+                }
+            }
+            Op::Written { conn, frames } => {
+                if let Some(c) = self.conn(conn) {
+                    let pending = self.unwritten.entry(c).or_default();
+                    let n = (frames as usize).min(*pending);
+                    *pending -= n;
+                    self.hub.handle(now, Input::Written { conn: c, frames: n });
+                }
+            }
+            Op::PeerClosed { conn } => {
+                if let Some(c) = self.conn(conn) {
+                    self.hub.handle(
+                        now,
+                        Input::PeerClosed {
+                            conn: c,
+                            code: Some(CloseCode::NORMAL),
+                            reason: String::new(),
+                        },
+                    );
+                }
+            }
+            Op::TransportError { conn } => {
+                if let Some(c) = self.conn(conn) {
+                    self.hub.handle(
+                        now,
+                        Input::TransportError {
+                            conn: c,
+                            error: "reset".into(),
+                        },
+                    );
+                }
+            }
+            Op::Advance { ms } => {
+                let end = now + Duration::from_millis(u64::from(ms));
+                while let Some(at) = self.hub.poll_timeout().filter(|&at| at <= end) {
+                    self.now = self.now.max(at);
+                    self.hub.handle_timeout(self.now);
+                    self.drain();
+                    assert!(
+                        self.hub.poll_timeout().map_or(true, |t| t > self.now),
+                        "poll_timeout in the past"
+                    );
+                }
+                self.now = end;
+            }
+            Op::Publish { room, volatile } => {
+                let mut m = Message::text("news", "x");
+                m.volatile = volatile;
+                let _ = self
+                    .hub
+                    .publish(now, Target::room("/", ROOMS[room as usize % 3]), m);
+            }
+            Op::EmitAck { conn } => {
+                if let Some(c) = self.conn(conn) {
+                    if let Ok(ack) = self.hub.emit_with_ack(
+                        now,
+                        c,
+                        Message::text("q", "?"),
+                        Some(Duration::from_millis(300)),
+                    ) {
+                        self.acks.insert((c, ack));
+                    }
+                }
+            }
+            Op::PublishAck { room } => {
+                let room = ROOMS[room as usize % 3];
+                let open: Vec<ConnId> = self
+                    .hub
+                    .members("/", room)
+                    .into_iter()
+                    .filter(|&c| self.hub.is_connected(c))
+                    .collect();
+                if let Ok((ack, d)) = self.hub.publish_with_ack(
+                    now,
+                    Target::room("/", room),
+                    Message::text("q", "?"),
+                    None,
+                ) {
+                    for c in open {
+                        if !d.refused.contains(&c) && !d.disconnected.contains(&c) {
+                            self.acks.insert((c, ack));
+                        }
+                    }
+                }
+            }
+            Op::Batch {
+                room,
+                ident,
+                ttl_ms,
+                text,
+            } => {
+                let target = Target::room("/", ROOMS[room as usize % 3]);
+                let ident = if ident { "x" } else { "y" };
+                let ttl = Duration::from_millis(u64::from(ttl_ms));
+                let _ = if text {
+                    self.hub
+                        .publish_batched_text(now, target, ident, "lines", "line", ttl)
+                } else {
+                    self.hub
+                        .publish_batched(now, target, ident, "cursor", json!(1), ttl)
+                };
+            }
+            Op::Cancel { room, ident } => {
+                let _ = self.hub.cancel_batch(
+                    &Target::room("/", ROOMS[room as usize % 3]),
+                    if ident { "x" } else { "y" },
+                );
+            }
+            Op::Join { conn, room } => {
+                if let Some(c) = self.conn(conn) {
+                    let _ = self.hub.join(c, ROOMS[room as usize % 3]);
+                }
+            }
+            Op::Leave { conn, room } => {
+                if let Some(c) = self.conn(conn) {
+                    let _ = self.hub.leave(c, ROOMS[room as usize % 3]);
+                }
+            }
+            Op::Close { conn } => {
+                if let Some(c) = self.conn(conn) {
+                    let _ = self.hub.close(now, c, CloseCode::NORMAL, "bye");
+                }
+            }
+            Op::ReplyAck { conn, ack } => {
+                if let Some(c) = self.conn(conn) {
+                    let asked = self.client_acks.entry(c).or_default();
+                    let pick =
+                        (!asked.is_empty()).then(|| asked.remove(ack as usize % asked.len()));
+                    let id = pick.unwrap_or(u64::from(ack));
+                    let answered = self.hub.reply_ack(now, c, id, json!(null).into());
+                    assert_eq!(
+                        answered.is_ok(),
+                        pick.is_some() && self.hub.queue_depth(c).is_some(),
+                        "reply_ack({id})"
+                    );
+                }
+            }
+            Op::Shutdown => self.hub.shutdown(now),
+        }
+        self.drain();
+    }
+}
+
+fuzz_target!(|case: Case| {
+    let config = Config::default()
+        .welcome(case.max_queue_frames % 2 == 0)
+        .max_queue_frames(2 + case.max_queue_frames as usize % 30)
+        .max_queue_bytes(4096)
+        .write_window(1 + case.write_window as usize % 8)
+        .ping_period(Some(Duration::from_millis(200)))
+        .pong_wait(Duration::from_millis(700))
+        .max_errors(3);
+    let Ok(hub) = Hub::new(config) else { return };
+    let mut state = State {
+        hub,
+        now: Instant::now(),
+        conns: Vec::new(),
+        unwritten: BTreeMap::new(),
+        acks: BTreeSet::new(),
+        ended: BTreeSet::new(),
+        client_acks: BTreeMap::new(),
+    };
+    for op in case.ops.into_iter().take(500) {
+        state.apply(op);
+    }
+    // Everyone leaves and time runs out: every table must be empty and every ack resolved.
+    for c in state.conns.clone() {
+        state.hub.handle(
+            state.now,
+            Input::PeerClosed {
+                conn: c,
+                code: None,
+                reason: String::new(),
+            },
+        );
+    }
+    state.drain();
+    state.apply(Op::Advance { ms: u16::MAX });
+    assert!(state.acks.is_empty(), "unresolved acks {:?}", state.acks);
+    let left = state.hub.footprint();
+    assert_eq!(
+        (
+            left.sessions,
+            left.names,
+            left.rooms,
+            left.timers,
+            left.batches,
+            left.pending_acks,
+            left.pending_outputs
+        ),
+        (0, 0, 0, 0, 0, 0, 0),
+        "{left:?}"
+    );
+});
