@@ -69,7 +69,8 @@ impl Default for SimConfig {
                 .max_errors(4)
                 .error_window(Duration::from_secs(1))
                 .max_message_size(2048)
-                .max_batch_items(6),
+                .max_batch_items(6)
+                .client_publish(true),
             clients: 8,
             rooms: vec!["a".into(), "b".into(), "c".into()],
             latency: (Duration::from_millis(1), Duration::from_millis(40)),
@@ -159,6 +160,8 @@ enum Packet {
     Up {
         conn: ConnId,
         frame: Frame,
+        /// The room and message id, if this is a client publish.
+        publish: Option<(String, u64)>,
     },
     Gone {
         conn: ConnId,
@@ -337,12 +340,24 @@ impl Sim {
 
     /// Sends a packet from client `c` to the hub, after latency, in order.
     fn send_up(&mut self, c: usize, frame: Frame) {
+        self.send_up_publish(c, frame, None);
+    }
+
+    /// Sends a packet; `publish` names the room and message id if it is a client publish.
+    fn send_up_publish(&mut self, c: usize, frame: Frame, publish: Option<(String, u64)>) {
         let Some(conn) = self.clients[c].conn else {
             return;
         };
         let at = (self.now + self.latency()).max(self.clients[c].up_free);
         self.clients[c].up_free = at;
-        self.schedule(at, Packet::Up { conn, frame });
+        self.schedule(
+            at,
+            Packet::Up {
+                conn,
+                frame,
+                publish,
+            },
+        );
     }
 
     fn send_text(&mut self, c: usize, value: Value) {
@@ -394,7 +409,15 @@ impl Sim {
                     json!({"type": "event", "event": "chat", "data": {"n": roll}, "ack": ack}),
                 );
             }
-            55..=59 => {
+            55..=57 => {
+                self.next_id += 1;
+                let id = self.next_id;
+                let room = self.room();
+                let frame =
+                    json!({"type": "publish", "channel": room, "event": "say", "data": {"id": id}});
+                self.send_up_publish(c, Frame::text(frame.to_string()), Some((room, id)));
+            }
+            58..=59 => {
                 for i in 0..5 {
                     self.send_text(c, json!({"type": "ping", "id": i.to_string()}));
                 }
@@ -478,7 +501,27 @@ impl Sim {
                     }
                 }
             }
-            40..=49 => {
+            40..=42 => {
+                self.next_id += 1;
+                let id = self.next_id;
+                let open: Vec<ConnId> = self
+                    .owner
+                    .keys()
+                    .copied()
+                    .filter(|&c| self.hub.is_connected(c))
+                    .collect();
+                let message = Message::json("news", json!({ "id": id }));
+                let d = self
+                    .hub
+                    .publish(self.now, Target::all(), message)
+                    .map_err(|e| e.to_string())?;
+                for conn in open {
+                    if !d.disconnected.contains(&conn) && !d.refused.contains(&conn) {
+                        self.model.expect(conn, id);
+                    }
+                }
+            }
+            43..=49 => {
                 let open: Vec<ConnId> = self
                     .clients
                     .iter()
@@ -630,9 +673,23 @@ impl Sim {
 
     fn deliver(&mut self, packet: Packet) -> Result<(), String> {
         match packet {
-            Packet::Up { conn, frame } => {
+            Packet::Up {
+                conn,
+                frame,
+                publish,
+            } => {
                 if self.hub.queue_depth(conn).is_some() {
                     self.model.heard(conn, self.now);
+                }
+                // A client publish reaches the room's open members at this instant if the
+                // sender is one of them (a member it overflows is closed, and the close check
+                // then allows the loss).
+                if let Some((room, id)) = publish {
+                    if self.hub.is_connected(conn) && self.hub.in_room(conn, &room) {
+                        for member in self.open_members(&room) {
+                            self.model.expect(member, id);
+                        }
+                    }
                 }
                 self.hub.handle(self.now, Input::Frame { conn, frame });
             }
@@ -702,10 +759,8 @@ impl Sim {
                     .map_err(|e| format!("{conn:?} got a frame that is not JSON: {e}"))?;
                 match value["type"].as_str() {
                     Some("event") => {
-                        if value.get("channel").is_some() {
-                            let id = value["data"]["id"]
-                                .as_u64()
-                                .ok_or("room message without id")?;
+                        // Room publishes and broadcasts carry an id; direct questions do not.
+                        if let Some(id) = value["data"]["id"].as_u64() {
                             self.model.received(conn, id)?;
                         }
                         if let Some(ack) = value["ack"].as_u64() {
