@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::frame::{CloseCode, Frame};
 use crate::ids::{AckId, ConnId};
-use crate::message::{ClusterMessage, Payload};
+use crate::message::{ClusterMessage, Delivery, Payload};
 
 /// What the driver feeds the hub through [`Hub::handle`](crate::Hub::handle).
 #[derive(Clone, Debug)]
@@ -131,7 +131,9 @@ pub enum Event {
         ack: Option<u64>,
     },
     /// A client published to a channel (with `Config::client_publish`); it was already
-    /// delivered to the channel's members, the sender included.
+    /// delivered to the channel's members, the sender included. `delivery` says who did not
+    /// get it (under [`SlowConsumerPolicy::Refuse`](crate::SlowConsumerPolicy::Refuse), the
+    /// readers it was refused for).
     Published {
         /// The sender.
         conn: ConnId,
@@ -141,6 +143,8 @@ pub enum Event {
         event: String,
         /// The data.
         data: Payload,
+        /// What the publish did, recipient by recipient.
+        delivery: Delivery,
     },
     /// A client asks to subscribe (with [`SubscribePolicy::Approve`](crate::SubscribePolicy::Approve)).
     SubscribeRequest {

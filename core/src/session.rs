@@ -54,6 +54,9 @@ pub(crate) struct Session {
     in_flight_bytes: usize,
     /// Whether the session is in the hub's ready list.
     pub ready: bool,
+    /// Whether a ping waits in `queue`: at most one does, so a peer that sends but never
+    /// reads cannot grow the queue one ping per period.
+    ping_queued: bool,
     /// Rooms by id, each with its name for events.
     pub rooms: BTreeMap<usize, Arc<str>>,
     /// Channels the client asked for that wait for the application's decision.
@@ -86,6 +89,7 @@ impl Session {
             in_flight: VecDeque::new(),
             in_flight_bytes: 0,
             ready: false,
+            ping_queued: false,
             rooms: BTreeMap::new(),
             pending_subscribes: BTreeSet::new(),
             acks_out: BTreeMap::new(),
@@ -131,9 +135,16 @@ impl Session {
         Offer::Queued
     }
 
-    /// Queues a frame whatever the bounds (protocol pings: one per period at most).
+    /// Queues a WebSocket ping whatever the bounds, unless one is already waiting.
+    pub(crate) fn push_ping(&mut self) {
+        if !self.ping_queued {
+            self.ping_queued = true;
+            self.push_unbounded(Frame::Ping(bytes::Bytes::new()));
+        }
+    }
+
     #[inline]
-    pub(crate) fn push_unbounded(&mut self, frame: Frame) {
+    fn push_unbounded(&mut self, frame: Frame) {
         self.queued_bytes += frame.len();
         self.queue.push_back(frame);
     }
@@ -157,6 +168,9 @@ impl Session {
     #[inline]
     pub(crate) fn take_next(&mut self) -> Option<Frame> {
         let frame = self.queue.pop_front()?;
+        if matches!(frame, Frame::Ping(_)) {
+            self.ping_queued = false;
+        }
         let len = frame.len();
         self.queued_bytes -= len;
         self.in_flight.push_back(len);
@@ -199,6 +213,7 @@ impl Session {
     pub(crate) fn clear_queue(&mut self) {
         self.queue.clear();
         self.queued_bytes = 0;
+        self.ping_queued = false;
     }
 
     /// Arms, moves or disarms one of this session's timers.
@@ -300,6 +315,28 @@ mod tests {
         };
         assert!(!s.can_transmit(1));
         assert_eq!(s.offer(Frame::text("b"), 10, 10), Offer::NotOpen);
+    }
+
+    #[test]
+    fn at_most_one_ping_waits() {
+        let mut s = session();
+        s.push_ping();
+        s.push_ping();
+        assert_eq!(
+            s.depth_frames(),
+            1,
+            "a peer that does not read gets one ping, not one per period"
+        );
+        assert!(matches!(s.take_next(), Some(Frame::Ping(_))));
+        s.push_ping();
+        assert_eq!(
+            s.depth_frames(),
+            2,
+            "once handed out, the next period queues another"
+        );
+        s.clear_queue();
+        s.push_ping();
+        assert_eq!(s.queue.len(), 1);
     }
 
     #[test]

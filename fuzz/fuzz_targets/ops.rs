@@ -148,7 +148,7 @@ impl State {
             }
         }
         let config = self.hub.config();
-        let pings = 4; // the default silence limit allows a few unbounded pings
+        let pings = 1; // a ping bypasses the bounds, and at most one waits
         for &conn in &self.conns {
             if let Some(d) = self.hub.queue_depth(conn) {
                 assert!(

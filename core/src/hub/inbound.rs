@@ -161,12 +161,16 @@ impl Hub {
                 let namespace = self.registry.namespaces[s.namespace].name.to_string();
                 let mut message = Message::new(event.clone(), data.clone());
                 message.id = id.map(str::to_owned);
-                let _ = self.publish(now, Target::room(namespace, channel), message);
+                // The names were checked above, so the publish itself cannot be refused.
+                let delivery = self
+                    .publish(now, Target::room(namespace, channel), message)
+                    .unwrap_or_default();
                 self.event(Event::Published {
                     conn,
                     channel: room,
                     event,
                     data,
+                    delivery,
                 });
                 Ok(())
             }

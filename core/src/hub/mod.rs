@@ -16,7 +16,7 @@ use slab::Slab;
 use crate::batch::Batches;
 use crate::config::Config;
 use crate::error::Error;
-use crate::frame::{CloseCode, Frame};
+use crate::frame::CloseCode;
 use crate::ids::ConnId;
 use crate::io::{AckOutcome, Event, Initiator, Input, Output};
 use crate::message::{ClusterMessage, Scope, Target};
@@ -268,7 +268,7 @@ impl Hub {
                 if !s.is_open() {
                     return;
                 }
-                s.push_unbounded(Frame::Ping(bytes::Bytes::new()));
+                s.push_ping();
                 s.wake(&mut self.ready, conn, window);
                 if let Some(period) = ping_period {
                     let s = &mut self.sessions[conn.index()];

@@ -630,6 +630,13 @@ impl Sim {
                     (2u8, format!("{event:?}")).hash(&mut self.trace);
                     match event {
                         Event::Ack { conn, ack, .. } => self.model.ack_resolved(conn, ack)?,
+                        Event::Published { data, delivery, .. } => {
+                            if let Some(id) = data.as_json().and_then(|v| v["id"].as_u64()) {
+                                for &conn in &delivery.refused {
+                                    self.model.refused(conn, id);
+                                }
+                            }
+                        }
                         Event::ShutdownComplete => self.shutdown_complete = true,
                         Event::Message {
                             conn,
@@ -808,10 +815,8 @@ impl Sim {
             }
         }
         let cfg = &self.cfg.hub;
-        // Pings bypass the bounds, one per period, until silence closes the connection.
-        let pings = cfg.ping_period.map_or(0, |p| {
-            (cfg.pong_wait.as_millis() / p.as_millis().max(1)) as usize + 1
-        });
+        // A ping bypasses the bounds, and at most one waits in a queue.
+        let pings = 1;
         for &conn in self.owner.keys() {
             if let Some(d) = self.hub.queue_depth(conn) {
                 let frames_ok = d.frames <= cfg.max_queue_frames + pings;

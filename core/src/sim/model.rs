@@ -60,6 +60,13 @@ impl Model {
         self.expected.entry(conn).or_default().push_back(id);
     }
 
+    /// Message `id` was refused for `conn` (its queue was full under the Refuse policy).
+    pub(super) fn refused(&mut self, conn: ConnId, id: u64) {
+        if let Some(queue) = self.expected.get_mut(&conn) {
+            queue.retain(|&x| x != id);
+        }
+    }
+
     /// `conn` received room message `id`.
     pub(super) fn received(&mut self, conn: ConnId, id: u64) -> Result<(), String> {
         let queue = self.expected.entry(conn).or_default();

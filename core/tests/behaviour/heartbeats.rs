@@ -99,3 +99,31 @@ fn time_going_backwards_is_clamped() {
     sim.advance(Duration::from_secs(24));
     assert!(sim.hub.is_connected(c));
 }
+
+/// Found by the simulation: under the Refuse policy a peer that sends but never reads is never
+/// closed, and each ping period used to add a ping to its queue, without bound.
+#[test]
+fn a_peer_that_never_reads_holds_at_most_one_ping() {
+    let mut sim = Sim::new(
+        config()
+            .slow_consumer(tidings_core::SlowConsumerPolicy::Refuse)
+            .write_window(1),
+    );
+    let c = sim.open_path("/");
+    sim.stalled.insert(c);
+    for _ in 0..20 {
+        sim.advance(Duration::from_secs(10));
+        sim.send_frame(c, Frame::Pong(Bytes::new())); // alive: it sends, it just never reads
+    }
+    assert!(sim.hub.is_connected(c));
+    assert_eq!(
+        pings(&sim, c),
+        1,
+        "one ping handed out (the window holds one frame)"
+    );
+    assert_eq!(
+        sim.hub.queue_depth(c).map(|d| d.frames),
+        Some(2),
+        "one in flight, one waiting"
+    );
+}

@@ -230,3 +230,35 @@ fn client_publish_is_off_by_default_and_needs_membership_when_on() {
     assert_eq!(sim.of_type(outsider, "error")[0]["code"], "not_subscribed");
     assert_eq!(sim.of_type(b, "event").len(), 1);
 }
+
+/// Found by the simulation: under the Refuse policy a client's publish skipped full
+/// recipients and nothing said so.
+#[test]
+fn a_client_publish_reports_who_it_was_refused_for() {
+    let config = Sim::quiet()
+        .client_publish(true)
+        .max_queue_frames(1)
+        .slow_consumer(tidings_core::SlowConsumerPolicy::Refuse);
+    let mut sim = Sim::new(config);
+    let sender = sim.open_path("/");
+    let slow = sim.open_path("/");
+    sim.subscribe(sender, "room");
+    sim.subscribe(slow, "room");
+    sim.stalled.insert(slow);
+    let _ = sim.hub.emit(
+        sim.now,
+        slow,
+        tidings_core::Message::text("t", "fills the queue"),
+    );
+    sim.drain();
+    sim.take_events();
+    sim.send(
+        sender,
+        r#"{"type":"publish","channel":"room","event":"say","data":"hi"}"#,
+    );
+    let events = sim.take_events();
+    let [Event::Published { delivery, .. }] = &events[..] else {
+        panic!("{events:?}")
+    };
+    assert_eq!((delivery.queued, delivery.refused.clone()), (1, vec![slow]));
+}
