@@ -63,6 +63,10 @@
 //!   [`Hub::publish_batched`], [`Hub::join`], [`Hub::close`], [`Hub::shutdown`], ...
 //! - Outputs: [`Output::Transmit`], [`Output::Close`], [`Output::Event`], [`Output::Cluster`].
 //!
+//! With the `sim` feature, `tidings_core::sim` runs a hub against many simulated clients and a faulty
+//! network from one seed, checking delivery, ack, heartbeat, batching and bound invariants as
+//! it goes; applications can simulate their own configurations with it.
+//!
 //! A peer's misbehaviour is never an `Err`: it is answered on the wire (an `error` frame or a
 //! close with the matching code) and shows up as events and [`Counters`]. `Err` ([`Error`]) is
 //! for the application's calls. The wire protocol is specified in PROTOCOL.md.

@@ -330,7 +330,7 @@ impl Sim {
 
     fn latency(&mut self) -> Duration {
         let (lo, hi) = self.cfg.latency;
-        lo + Duration::from_micros(self.rng.u64(0..=(hi - lo).as_micros() as u64))
+        lo + Duration::from_micros(self.rng.u64(0..=hi.saturating_sub(lo).as_micros() as u64))
     }
 
     fn schedule(&mut self, at: Instant, packet: Packet) {
