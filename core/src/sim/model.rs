@@ -118,6 +118,13 @@ impl Model {
         }
     }
 
+    /// The batch still collecting under `key` at `now`, if any.
+    fn open_batch(&self, key: &(String, String), now: Instant) -> Option<usize> {
+        let index = *self.open_batches.get(key)?;
+        let record = &self.batches[index];
+        (!record.closed && record.deadline > now).then_some(index)
+    }
+
     /// A batched item was added; returns nothing, records which batch it joined.
     pub(super) fn batch_item(
         &mut self,
@@ -129,11 +136,7 @@ impl Model {
         max_items: usize,
     ) {
         let key = (room.to_owned(), ident.to_owned());
-        let open = self
-            .open_batches
-            .get(&key)
-            .copied()
-            .filter(|&i| !self.batches[i].closed && self.batches[i].deadline > now);
+        let open = self.open_batch(&key, now);
         let index = match open {
             Some(i) => i,
             None => {
@@ -164,11 +167,7 @@ impl Model {
         now: Instant,
     ) -> Result<(), String> {
         let key = (room.to_owned(), ident.to_owned());
-        let open = self
-            .open_batches
-            .get(&key)
-            .copied()
-            .filter(|&i| !self.batches[i].closed && self.batches[i].deadline > now);
+        let open = self.open_batch(&key, now);
         match (open, found) {
             (Some(i), true) => {
                 self.batches[i].cancelled = true;

@@ -17,14 +17,18 @@ fn ack_events(sim: &mut Sim) -> Vec<(tidings_core::ConnId, AckId, AckOutcome)> {
         .collect()
 }
 
+/// Emits a question to `conn` asking for an ack with the default deadline.
+fn ask(sim: &mut Sim, conn: tidings_core::ConnId) -> AckId {
+    sim.hub
+        .emit_with_ack(sim.now, conn, Message::text("q", "?"), None)
+        .expect("emit")
+}
+
 #[test]
 fn emit_with_ack_resolves_once_with_the_reply() {
     let mut sim = Sim::new(Sim::quiet());
     let c = sim.open_path("/");
-    let ack = sim
-        .hub
-        .emit_with_ack(sim.now, c, Message::text("q", "?"), None)
-        .expect("emit");
+    let ack = ask(&mut sim, c);
     sim.drain();
     let frame = &sim.of_type(c, "event")[0];
     assert_eq!(frame["ack"], ack.0);
@@ -131,10 +135,7 @@ fn broadcast_acks_resolve_per_recipient() {
 fn a_closed_connection_fails_its_pending_acks_at_once() {
     let mut sim = Sim::new(Sim::quiet());
     let c = sim.open_path("/");
-    let ack = sim
-        .hub
-        .emit_with_ack(sim.now, c, Message::text("q", "?"), None)
-        .expect("emit");
+    let ack = ask(&mut sim, c);
     sim.drain();
     sim.hub.handle(
         sim.now,

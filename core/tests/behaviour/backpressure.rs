@@ -18,6 +18,14 @@ fn room_of_three(
     (sim, slow, fast)
 }
 
+/// Publishes the number `i` to room `r`.
+fn publish_number(sim: &mut Sim, i: u64) -> tidings_core::Delivery {
+    let message = Message::json("n", i.into());
+    sim.hub
+        .publish(sim.now, Target::room("/", "r"), message)
+        .expect("publish")
+}
+
 fn numbers(sim: &Sim, c: tidings_core::ConnId) -> Vec<u64> {
     sim.of_type(c, "event")
         .iter()
@@ -30,14 +38,7 @@ fn a_slow_reader_is_disconnected_and_nobody_else_misses_anything() {
     let (mut sim, slow, fast) = room_of_three(Sim::quiet().max_queue_frames(8));
     let mut disconnected_at = None;
     for i in 0..100u64 {
-        let d = sim
-            .hub
-            .publish(
-                sim.now,
-                Target::room("/", "r"),
-                Message::json("n", i.into()),
-            )
-            .expect("publish");
+        let d = publish_number(&mut sim, i);
         if d.disconnected == [slow] {
             disconnected_at = Some(i);
         }
@@ -115,14 +116,7 @@ fn the_refuse_policy_keeps_the_reader_and_reports_the_refusal() {
     );
     let mut refused = 0;
     for i in 0..5u64 {
-        let d = sim
-            .hub
-            .publish(
-                sim.now,
-                Target::room("/", "r"),
-                Message::json("n", i.into()),
-            )
-            .expect("publish");
+        let d = publish_number(&mut sim, i);
         refused += d.refused.iter().filter(|&&c| c == slow).count();
         sim.drain();
     }
