@@ -490,13 +490,20 @@ impl Sim {
                 self.next_id += 1;
                 let id = self.next_id;
                 let members = self.open_members(&room);
-                let message = Message::json("news", json!({ "id": id }));
+                let volatile = self.chance(25);
+                let mut message = Message::json("news", json!({ "id": id }));
+                message.volatile = volatile;
                 let d = self
                     .hub
                     .publish(self.now, Target::room("/", room.as_str()), message)
                     .map_err(|e| e.to_string())?;
                 for conn in members {
-                    if !d.disconnected.contains(&conn) && !d.refused.contains(&conn) {
+                    if d.disconnected.contains(&conn) || d.refused.contains(&conn) {
+                        continue;
+                    }
+                    if volatile {
+                        self.model.expect_volatile(conn, id);
+                    } else {
                         self.model.expect(conn, id);
                     }
                 }

@@ -25,7 +25,9 @@ struct BatchRecord {
 #[derive(Debug, Default)]
 pub(super) struct Model {
     /// Room message ids each connection must still receive, in publish order.
-    expected: BTreeMap<ConnId, VecDeque<u64>>,
+    /// Each entry is a message id and whether it is volatile (may be dropped for a full
+    /// queue, but never reordered or duplicated).
+    expected: BTreeMap<ConnId, VecDeque<(u64, bool)>>,
     /// Server→client acks not yet resolved, with their deadlines.
     acks: BTreeMap<(ConnId, AckId), Instant>,
     /// When the hub last received anything from each connection it holds.
@@ -36,6 +38,15 @@ pub(super) struct Model {
     batches_seen: BTreeSet<(ConnId, usize)>,
     /// Room messages delivered, for the report.
     pub delivered: u64,
+}
+
+/// The ids of the entries that may not be dropped.
+fn required(queue: VecDeque<(u64, bool)>) -> Vec<u64> {
+    queue
+        .into_iter()
+        .filter(|&(_, volatile)| !volatile)
+        .map(|(id, _)| id)
+        .collect()
 }
 
 /// Codes that close a connection at once, dropping its queue: it did not stay connected, and
@@ -57,26 +68,41 @@ impl Model {
 
     /// The server published room message `id` to `conn` (a member whose queue took it).
     pub(super) fn expect(&mut self, conn: ConnId, id: u64) {
-        self.expected.entry(conn).or_default().push_back(id);
+        self.expected
+            .entry(conn)
+            .or_default()
+            .push_back((id, false));
+    }
+
+    /// The server published volatile message `id` to `conn`: it may be dropped for `conn`.
+    pub(super) fn expect_volatile(&mut self, conn: ConnId, id: u64) {
+        self.expected.entry(conn).or_default().push_back((id, true));
     }
 
     /// Message `id` was refused for `conn` (its queue was full under the Refuse policy).
     pub(super) fn refused(&mut self, conn: ConnId, id: u64) {
         if let Some(queue) = self.expected.get_mut(&conn) {
-            queue.retain(|&x| x != id);
+            queue.retain(|&(x, _)| x != id);
         }
     }
 
     /// `conn` received room message `id`.
     pub(super) fn received(&mut self, conn: ConnId, id: u64) -> Result<(), String> {
         let queue = self.expected.entry(conn).or_default();
-        match queue.front() {
-            Some(&want) if want == id => {
+        // Volatile messages before this one may have been dropped; none may be skipped else.
+        while queue
+            .front()
+            .is_some_and(|&(want, volatile)| volatile && want != id)
+        {
+            queue.pop_front();
+        }
+        match queue.front().map(|&(want, _)| want) {
+            Some(want) if want == id => {
                 queue.pop_front();
                 self.delivered += 1;
                 Ok(())
             }
-            Some(&want) => Err(format!("{conn:?} received message {id} but message {want} was next")),
+            Some(want) => Err(format!("{conn:?} received message {id} but message {want} was next")),
             None => Err(format!("{conn:?} received message {id}, which it was not due (not a member, or a duplicate)")),
         }
     }
@@ -90,7 +116,7 @@ impl Model {
         lenient: bool,
     ) -> Result<(), String> {
         self.heard.remove(&conn);
-        let missed = self.expected.remove(&conn).unwrap_or_default();
+        let missed: Vec<u64> = required(self.expected.remove(&conn).unwrap_or_default());
         if !missed.is_empty() && !lenient && !drops_queue(code) {
             return Err(format!(
                 "{conn:?} was closed with {code} (a graceful close) but never got messages {:?}",
@@ -265,12 +291,14 @@ impl Model {
 
     /// Liveness once faults stop: `conn` is owed nothing.
     pub(super) fn settled(&self, conn: ConnId) -> Result<(), String> {
-        match self.expected.get(&conn) {
-            Some(q) if !q.is_empty() => Err(format!(
+        let owed = required(self.expected.get(&conn).cloned().unwrap_or_default());
+        if owed.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
                 "{conn:?} still waits for messages {:?} after the network settled",
-                q.iter().take(5).collect::<Vec<_>>()
-            )),
-            _ => Ok(()),
+                &owed[..owed.len().min(5)]
+            ))
         }
     }
 
