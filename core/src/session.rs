@@ -54,8 +54,7 @@ pub(crate) struct Session {
     in_flight_bytes: usize,
     /// Whether the session is in the hub's ready list.
     pub ready: bool,
-    /// Whether a ping waits in `queue`: at most one does, so a peer that sends but never
-    /// reads cannot grow the queue one ping per period.
+    /// Whether a ping waits in `queue`: at most one does.
     ping_queued: bool,
     /// Rooms by id, each with its name for events.
     pub rooms: BTreeMap<usize, Arc<str>>,
@@ -131,22 +130,19 @@ impl Session {
         if depth > 0 && (depth + 1 > max_frames || self.depth_bytes() + len > max_bytes) {
             return Offer::Full;
         }
-        self.push_unbounded(frame);
+        self.queued_bytes += frame.len();
+        self.queue.push_back(frame);
         Offer::Queued
     }
 
-    /// Queues a WebSocket ping whatever the bounds, unless one is already waiting.
-    pub(crate) fn push_ping(&mut self) {
-        if !self.ping_queued {
+    /// Queues a WebSocket ping within the bounds like any frame, unless one is waiting
+    /// already. A full queue skips this period's ping: the peer is not reading what it has.
+    pub(crate) fn push_ping(&mut self, max_frames: usize, max_bytes: usize) {
+        if !self.ping_queued
+            && self.offer(Frame::Ping(bytes::Bytes::new()), max_frames, max_bytes) == Offer::Queued
+        {
             self.ping_queued = true;
-            self.push_unbounded(Frame::Ping(bytes::Bytes::new()));
         }
-    }
-
-    #[inline]
-    fn push_unbounded(&mut self, frame: Frame) {
-        self.queued_bytes += frame.len();
-        self.queue.push_back(frame);
     }
 
     /// Whether a frame can be handed to the driver now.
@@ -318,24 +314,30 @@ mod tests {
     }
 
     #[test]
-    fn at_most_one_ping_waits() {
+    fn pings_wait_one_at_a_time_within_the_bounds() {
         let mut s = session();
-        s.push_ping();
-        s.push_ping();
-        assert_eq!(
-            s.depth_frames(),
-            1,
-            "a peer that does not read gets one ping, not one per period"
-        );
+        s.push_ping(3, 100);
+        s.push_ping(3, 100);
+        assert_eq!(s.depth_frames(), 1, "one ping waits, not one per period");
         assert!(matches!(s.take_next(), Some(Frame::Ping(_))));
-        s.push_ping();
+        s.push_ping(3, 100);
         assert_eq!(
             s.depth_frames(),
             2,
             "once handed out, the next period queues another"
         );
+        assert!(s.take_next().is_some());
+        s.push_ping(3, 100);
+        assert!(s.take_next().is_some());
+        s.push_ping(3, 100);
+        assert_eq!(
+            s.depth_frames(),
+            3,
+            "a full queue takes no ping, even unread ones in flight count"
+        );
         s.clear_queue();
-        s.push_ping();
+        s.written(3);
+        s.push_ping(3, 100);
         assert_eq!(s.queue.len(), 1);
     }
 

@@ -290,23 +290,30 @@ impl Hub {
     /// Queues a protocol reply (welcome, subscribed, error, pong, ack answer). A client that
     /// does not read its replies is a slow consumer whatever the policy: dropping replies
     /// would lose answers it waits for.
-    pub(super) fn reply(&mut self, conn: ConnId, frame: Frame) {
+    /// Returns whether the frame was queued.
+    pub(super) fn reply(&mut self, conn: ConnId, frame: Frame) -> bool {
         let (max_frames, max_bytes, window) = (
             self.config.max_queue_frames,
             self.config.max_queue_bytes,
             self.config.write_window,
         );
         let Some(s) = session_in(&mut self.sessions, conn) else {
-            return;
+            return false;
         };
         match s.offer(frame, max_frames, max_bytes) {
-            Offer::Queued => s.wake(&mut self.ready, conn, window),
-            Offer::Full => self.close_now(
-                conn,
-                CloseCode::SLOW_CONSUMER,
-                "outbound queue full: the client reads too slowly".into(),
-            ),
-            Offer::NotOpen => {}
+            Offer::Queued => {
+                s.wake(&mut self.ready, conn, window);
+                true
+            }
+            Offer::Full => {
+                self.close_now(
+                    conn,
+                    CloseCode::SLOW_CONSUMER,
+                    "outbound queue full: the client reads too slowly".into(),
+                );
+                false
+            }
+            Offer::NotOpen => false,
         }
     }
 }

@@ -39,7 +39,8 @@ impl Hub {
                 if let Some(hb) = &self.config.app_heartbeat {
                     if text.as_str() == hb.ping {
                         let pong = Frame::text(hb.pong.as_str());
-                        return self.reply(conn, pong);
+                        self.reply(conn, pong);
+                        return;
                     }
                 }
                 wire::decode_text(text.as_str())

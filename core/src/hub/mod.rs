@@ -259,6 +259,7 @@ impl Hub {
         let ping_period = self.config.ping_period;
         let silence = self.config.silence_limit();
         let window = self.config.write_window;
+        let (max_frames, max_bytes) = (self.config.max_queue_frames, self.config.max_queue_bytes);
         let Some(s) = session_in(&mut self.sessions, conn) else {
             return;
         };
@@ -268,7 +269,7 @@ impl Hub {
                 if !s.is_open() {
                     return;
                 }
-                s.push_ping();
+                s.push_ping(max_frames, max_bytes);
                 s.wake(&mut self.ready, conn, window);
                 if let Some(period) = ping_period {
                     let s = &mut self.sessions[conn.index()];

@@ -161,7 +161,8 @@ impl Hub {
     }
 
     /// Answers a client event that asked for an ack (its [`Event::Message`](crate::Event::Message)
-    /// had `ack: Some(id)`). Each request is answered once.
+    /// had `ack: Some(id)`). Each request is answered once. A reply that finds the queue full
+    /// closes the connection as a slow consumer and returns [`Error::QueueFull`].
     pub fn reply_ack(
         &mut self,
         now: Instant,
@@ -170,6 +171,7 @@ impl Hub {
         data: Payload,
     ) -> Result<(), Error> {
         self.clock(now);
+        self.open_session(conn)?;
         let s = self
             .session_mut(conn)
             .ok_or(Error::UnknownConnection(conn))?;
@@ -184,8 +186,11 @@ impl Hub {
             },
             Some(&data),
         );
-        self.reply(conn, frame);
-        Ok(())
+        if self.reply(conn, frame) {
+            Ok(())
+        } else {
+            Err(Error::QueueFull(conn))
+        }
     }
 
     /// Encodes once and fans out; closes the recipients the policy disconnects.

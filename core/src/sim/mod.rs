@@ -822,12 +822,10 @@ impl Sim {
             }
         }
         let cfg = &self.cfg.hub;
-        // A ping bypasses the bounds, and at most one waits in a queue.
-        let pings = 1;
         for &conn in self.owner.keys() {
             if let Some(d) = self.hub.queue_depth(conn) {
-                let frames_ok = d.frames <= cfg.max_queue_frames + pings;
-                let bytes_ok = d.bytes <= cfg.max_queue_bytes || d.frames <= 1 + pings;
+                let frames_ok = d.frames <= cfg.max_queue_frames;
+                let bytes_ok = d.bytes <= cfg.max_queue_bytes || d.frames <= 1;
                 if !frames_ok || !bytes_ok {
                     return Err(format!("{conn:?} queue {d:?} exceeds its bounds"));
                 }

@@ -232,3 +232,24 @@ fn client_ack_requests_are_bounded_and_unique() {
         .count();
     assert_eq!(messages, 2);
 }
+
+/// Found by fuzzing: an ack reply that overflowed the queue closed the connection as a slow
+/// consumer, and reply_ack still said Ok.
+#[test]
+fn a_reply_that_finds_the_queue_full_says_so() {
+    let mut sim = Sim::new(Sim::quiet().max_queue_frames(1));
+    let c = sim.open_path("/");
+    sim.stalled.insert(c);
+    sim.send(c, r#"{"type":"event","event":"save","ack":1}"#);
+    sim.send(c, r#"{"type":"event","event":"save","ack":2}"#);
+    let _ = sim.hub.emit(sim.now, c, Message::text("t", "fills the queue"));
+    assert_eq!(
+        sim.hub.reply_ack(sim.now, c, 1, Payload::Json(json!(null))),
+        Err(Error::QueueFull(c))
+    );
+    assert!(!sim.hub.is_connected(c), "closed as a slow consumer");
+    assert_eq!(
+        sim.hub.reply_ack(sim.now, c, 2, Payload::Json(json!(null))),
+        Err(Error::UnknownConnection(c))
+    );
+}

@@ -127,3 +127,22 @@ fn a_peer_that_never_reads_holds_at_most_one_ping() {
         "one in flight, one waiting"
     );
 }
+
+/// Found by fuzzing: pings handed out to a peer that never reads used to pile up past the
+/// queue bound, one per period up to the write window. A ping is offered like any frame.
+#[test]
+fn pings_never_push_a_queue_past_its_bound() {
+    let mut sim = Sim::new(config().max_queue_frames(2).write_window(8));
+    let c = sim.open_path("/");
+    sim.stalled.insert(c);
+    for _ in 0..10 {
+        sim.advance(Duration::from_secs(10));
+        sim.send_frame(c, Frame::Pong(Bytes::new())); // alive, never reading
+        let depth = sim.hub.queue_depth(c).expect("open").frames;
+        assert!(depth <= 2, "{depth} frames queued or in flight, bound 2");
+    }
+    assert_eq!(pings(&sim, c), 2, "pings stop once the queue is full");
+    sim.unstall(c);
+    sim.advance(Duration::from_secs(10));
+    assert_eq!(pings(&sim, c), 3, "and resume when the peer reads");
+}
