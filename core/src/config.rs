@@ -105,7 +105,9 @@ pub struct Config {
     pub max_batch_items: usize,
     /// A batch flushes early once its items reach this many bytes. Default 64 KiB.
     pub max_batch_bytes: usize,
-    /// Period of WebSocket pings; `None` sends none. Default 25 s.
+    /// Period of WebSocket pings; `None` sends none. A ping counts against the queue bounds
+    /// like any frame, so a connection whose queue is full skips that period's ping. Default
+    /// 25 s.
     pub ping_period: Option<Duration>,
     /// With pings on, a connection that sends nothing (no pong, no frame) for this long is
     /// closed with 4001. Must exceed `ping_period`. Default 60 s.

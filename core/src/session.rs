@@ -130,7 +130,7 @@ impl Session {
         if depth > 0 && (depth + 1 > max_frames || self.depth_bytes() + len > max_bytes) {
             return Offer::Full;
         }
-        self.queued_bytes += frame.len();
+        self.queued_bytes += len;
         self.queue.push_back(frame);
         Offer::Queued
     }
