@@ -264,7 +264,13 @@ impl Sim {
         self.step += 1;
         self.act().map_err(|m| self.violation(m))?;
         let dt = self.rng.u64(0..=self.cfg.max_step.as_millis() as u64);
-        self.drive_bounded(self.now + Duration::from_millis(dt), 100_000)
+        self.drive(self.now + Duration::from_millis(dt))
+    }
+
+    /// Moves virtual time to `until` (see [`Sim::drive_bounded`]), failing on a livelock of
+    /// more than 100,000 events at one instant.
+    pub fn drive(&mut self, until: Instant) -> Result<(), Violation> {
+        self.drive_bounded(until, 100_000)
     }
 
     /// Moves virtual time to `until`, delivering every packet and running every timer on the
@@ -848,7 +854,7 @@ impl Sim {
             + cfg.close_grace
             + cfg.silence_limit().unwrap_or_default()
             + Duration::from_secs(1);
-        self.drive_bounded(self.now + settle, 100_000)?;
+        self.drive(self.now + settle)?;
         for c in 0..self.clients.len() {
             if let Some(conn) = self.clients[c]
                 .conn
@@ -871,7 +877,7 @@ impl Sim {
         self.hub.shutdown(self.now);
         self.drain().map_err(|m| self.violation(m))?;
         let grace = self.cfg.hub.close_grace + self.cfg.latency.1 * 4 + Duration::from_millis(100);
-        self.drive_bounded(self.now + grace, 100_000)?;
+        self.drive(self.now + grace)?;
         if !self.shutdown_complete {
             return Err(self.violation(format!("shutdown did not complete within {grace:?}")));
         }

@@ -242,7 +242,9 @@ fn a_reply_that_finds_the_queue_full_says_so() {
     sim.stalled.insert(c);
     sim.send(c, r#"{"type":"event","event":"save","ack":1}"#);
     sim.send(c, r#"{"type":"event","event":"save","ack":2}"#);
-    let _ = sim.hub.emit(sim.now, c, Message::text("t", "fills the queue"));
+    let _ = sim
+        .hub
+        .emit(sim.now, c, Message::text("t", "fills the queue"));
     assert_eq!(
         sim.hub.reply_ack(sim.now, c, 1, Payload::Json(json!(null))),
         Err(Error::QueueFull(c))

@@ -76,3 +76,18 @@ fn sweep_shard_2() {
 fn sweep_shard_3() {
     sweep(3);
 }
+
+#[test]
+fn drive_bounded_reports_a_livelock() {
+    let start = Instant::now();
+    let mut sim = Sim::new(1, SimConfig::default(), start);
+    for _ in 0..50 {
+        sim.step().expect("invariants hold");
+    }
+    // With a bound of zero events per instant, the first due timer or packet is "too many".
+    let err = sim
+        .drive_bounded(start + std::time::Duration::from_secs(3600), 0)
+        .expect_err("bounded");
+    assert!(err.message.contains("livelock"), "{err}");
+    assert!(err.to_string().contains("TIDINGS_SEED=1"), "{err}");
+}
