@@ -21,7 +21,7 @@
 mod model;
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
@@ -187,6 +187,11 @@ pub struct Sim {
     step: u64,
     next_id: u64,
     shutdown_complete: bool,
+    /// When the hub was told to shut down.
+    shutdown_at: Option<Instant>,
+    /// Connections whose graceful close came at the close grace: cut before they could read
+    /// all they were owed (a slow network is enough).
+    cut: BTreeSet<ConnId>,
     connections: u64,
 }
 
@@ -222,6 +227,8 @@ impl Sim {
             step: 0,
             next_id: 0,
             shutdown_complete: false,
+            shutdown_at: None,
+            cut: BTreeSet::new(),
             connections: 0,
         }
     }
@@ -239,8 +246,7 @@ impl Sim {
             (self.cfg.shutdown && self.chance(25)).then(|| self.rng.u64(0..steps.max(1)));
         for step in 0..steps {
             if shutdown_at == Some(step) {
-                self.hub.shutdown(self.now);
-                self.model.batches_flushed();
+                self.shutdown();
                 self.drain().map_err(|m| self.violation(m))?;
             }
             self.step()?;
@@ -617,6 +623,13 @@ impl Sim {
             .collect()
     }
 
+    /// Shuts the hub down (the first call counts) and tells the model.
+    fn shutdown(&mut self) {
+        self.shutdown_at.get_or_insert(self.now);
+        self.hub.shutdown(self.now);
+        self.model.batches_flushed();
+    }
+
     /// Pulls every output of the hub and acts on it.
     fn drain(&mut self) -> Result<(), String> {
         while let Some(output) = self.hub.poll_output() {
@@ -627,6 +640,12 @@ impl Sim {
                 }
                 Output::Close { conn, code, .. } => {
                     (1u8, conn, code).hash(&mut self.trace);
+                    let grace = self.cfg.hub.close_grace;
+                    if code == CloseCode::GOING_AWAY
+                        && self.shutdown_at.is_some_and(|t| self.now >= t + grace)
+                    {
+                        self.cut.insert(conn);
+                    }
                     let current = self
                         .owner
                         .get(&conn)
@@ -762,7 +781,7 @@ impl Sim {
     fn read(&mut self, c: usize, conn: ConnId, what: Down) -> Result<(), String> {
         let frame = match what {
             Down::Close(code) => {
-                let lenient = self.clients[c].lagged;
+                let lenient = self.clients[c].lagged || self.cut.remove(&conn);
                 self.clients[c].conn = None;
                 self.clients[c].unread.clear();
                 self.owner.remove(&conn);
@@ -874,7 +893,7 @@ impl Sim {
 
     /// Shuts the hub down and checks that every connection closed and every table emptied.
     fn finish(&mut self) -> Result<(), Violation> {
-        self.hub.shutdown(self.now);
+        self.shutdown();
         self.drain().map_err(|m| self.violation(m))?;
         let grace = self.cfg.hub.close_grace + self.cfg.latency.1 * 4 + Duration::from_millis(100);
         self.drive(self.now + grace)?;
