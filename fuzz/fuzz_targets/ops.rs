@@ -159,14 +159,13 @@ impl State {
         }
     }
 
+    /// A frame from client `conn`.
+    fn frame(&mut self, conn: ConnId, frame: Frame) {
+        self.hub.handle(self.now, Input::Frame { conn, frame });
+    }
+
     fn text(&mut self, conn: ConnId, value: serde_json::Value) {
-        self.hub.handle(
-            self.now,
-            Input::Frame {
-                conn,
-                frame: Frame::text(value.to_string()),
-            },
-        );
+        self.frame(conn, Frame::text(value.to_string()));
     }
 
     fn apply(&mut self, op: Op) {
@@ -215,24 +214,12 @@ impl State {
             }
             Op::Raw { conn, text } => {
                 if let Some(c) = self.conn(conn) {
-                    self.hub.handle(
-                        now,
-                        Input::Frame {
-                            conn: c,
-                            frame: Frame::text(text),
-                        },
-                    );
+                    self.frame(c, Frame::text(text));
                 }
             }
             Op::Binary { conn, bytes } => {
                 if let Some(c) = self.conn(conn) {
-                    self.hub.handle(
-                        now,
-                        Input::Frame {
-                            conn: c,
-                            frame: Frame::Binary(Bytes::from(bytes)),
-                        },
-                    );
+                    self.frame(c, Frame::Binary(Bytes::from(bytes)));
                 }
             }
             Op::Written { conn, frames } => {

@@ -59,6 +59,7 @@ pub struct Footprint {
 
 /// The session behind `id` in `sessions`: a lookup that borrows only the slab, so the caller
 /// may use the hub's other tables (timers, counters) alongside.
+#[inline]
 fn session_in(sessions: &mut Slab<Session>, id: ConnId) -> Option<&mut Session> {
     sessions
         .get_mut(id.index())

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use super::Hub;
+use super::{session_in, Hub};
 use crate::batch::{self, Kind};
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::error::Error;
@@ -40,12 +40,9 @@ impl Fanout<'_> {
         if self.except == Some(conn) {
             return;
         }
-        let Some(s) = self.sessions.get_mut(conn.index()) else {
+        let Some(s) = session_in(self.sessions, conn) else {
             return;
         };
-        if s.generation != conn.generation() {
-            return;
-        }
         if self.ack.is_some() && s.acks_out.len() >= self.config.max_pending_acks {
             self.delivery.refused.push(conn);
             return;
