@@ -34,6 +34,18 @@ pub enum Input {
         /// The peer's reason.
         reason: String,
     },
+    /// The WebSocket layer refused what the peer sent: a message over the size limit (1009),
+    /// a malformed frame (1002), a text message that is not UTF-8 (1007). The connection is
+    /// closed at once with `code` and `reason`, dropping its queue (the peer is broken, and
+    /// it may not be reading).
+    Violation {
+        /// The connection.
+        conn: ConnId,
+        /// The close code to send.
+        code: CloseCode,
+        /// What the peer did.
+        reason: String,
+    },
     /// Reading or writing failed. The connection is closed after `error_close_delay`.
     TransportError {
         /// The connection.

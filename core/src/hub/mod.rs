@@ -144,6 +144,7 @@ impl Hub {
                 let code = code.unwrap_or(CloseCode(1005));
                 self.finalize(conn, code, reason, Initiator::Peer, false);
             }
+            Input::Violation { conn, code, reason } => self.close_now(conn, code, reason),
             Input::TransportError { conn, error } => self.on_transport_error(now, conn, error),
         }
     }

@@ -157,6 +157,35 @@ fn a_transport_error_closes_after_the_configured_delay() {
 }
 
 #[test]
+fn a_violation_closes_at_once_with_its_code_and_drops_the_queue() {
+    let mut sim = Sim::new(Sim::quiet());
+    let c = sim.open(ConnectionInfo::new("/").name("user-1"));
+    sim.stalled.insert(c);
+    let _ = sim.hub.emit(sim.now, c, Message::text("t", "queued"));
+    sim.drain();
+    sim.hub.handle(
+        sim.now,
+        Input::Violation {
+            conn: c,
+            code: CloseCode::TOO_BIG,
+            reason: "message too big".into(),
+        },
+    );
+    sim.drain();
+    assert_eq!(
+        sim.closes,
+        vec![(c, CloseCode::TOO_BIG, "message too big".to_owned())]
+    );
+    assert_eq!(
+        disconnects(&sim),
+        vec![(c, CloseCode::TOO_BIG, Initiator::Server)]
+    );
+    assert!(!sim.hub.is_connected(c));
+    assert!(!sim.hub.exists("user-1"), "its name is free at once");
+    assert_eq!(sim.hub.poll_timeout(), None, "no timer is left behind");
+}
+
+#[test]
 fn shutdown_closes_everyone_with_1001_after_their_queues_and_refuses_newcomers() {
     // A window of one frame keeps the slow reader's second frame inside the core.
     let mut sim = Sim::new(
