@@ -56,6 +56,25 @@ impl fmt::Display for ConnId {
     }
 }
 
+/// Parses the [`Display`](fmt::Display) form `index.generation`, as the `welcome` frame
+/// carries it, so a client's id can be matched to the server's.
+impl std::str::FromStr for ConnId {
+    type Err = ParseConnIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (index, generation) = s.split_once('.').ok_or(ParseConnIdError)?;
+        Ok(ConnId {
+            index: index.parse().map_err(|_| ParseConnIdError)?,
+            generation: generation.parse().map_err(|_| ParseConnIdError)?,
+        })
+    }
+}
+
+/// A string that is not a [`ConnId`] (`index.generation`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("not a connection id (expected `index.generation`)")]
+pub struct ParseConnIdError;
+
 /// Identifies one server→client request for acknowledgement.
 ///
 /// Ack ids are drawn from one hub-wide counter, so a broadcast with ack carries the same id to
@@ -82,5 +101,9 @@ mod tests {
         assert_eq!(format!("{id:?}"), "ConnId(7.3)");
         assert_eq!(AckId(12).to_string(), "12");
         assert_ne!(ConnId::new(7, 4), id);
+        assert_eq!("7.3".parse::<ConnId>(), Ok(id));
+        for bad in ["", "7", "7.", ".3", "7.3.1", "-1.3", "a.b", "99999999999.0"] {
+            assert_eq!(bad.parse::<ConnId>(), Err(ParseConnIdError), "{bad:?}");
+        }
     }
 }

@@ -95,7 +95,7 @@ pub use config::{AppHeartbeat, Config, NameConflict, SlowConsumerPolicy, Subscri
 pub use error::Error;
 pub use frame::{CloseCode, Frame, Text};
 pub use hub::{Footprint, Hub, QueueDepth};
-pub use ids::{AckId, ConnId};
+pub use ids::{AckId, ConnId, ParseConnIdError};
 pub use info::ConnectionInfo;
 pub use io::{AckOutcome, Event, Initiator, Input, Output};
 pub use message::{ClusterMessage, Delivery, Message, Payload, Scope, Target};
