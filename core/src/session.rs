@@ -58,8 +58,9 @@ pub(crate) struct Session {
     ping_queued: bool,
     /// Rooms by id, each with its name for events.
     pub rooms: BTreeMap<usize, Arc<str>>,
-    /// Channels the client asked for that wait for the application's decision.
-    pub pending_subscribes: BTreeSet<String>,
+    /// Channels the client asked for that wait for the application's decision, with the
+    /// request's `id` to answer with as `ref`.
+    pub pending_subscribes: BTreeMap<String, Option<String>>,
     /// Server→client ack requests and their deadlines.
     pub acks_out: BTreeMap<AckId, Instant>,
     /// Client→server ack requests the application has not answered.
@@ -90,7 +91,7 @@ impl Session {
             ready: false,
             ping_queued: false,
             rooms: BTreeMap::new(),
-            pending_subscribes: BTreeSet::new(),
+            pending_subscribes: BTreeMap::new(),
             acks_out: BTreeMap::new(),
             acks_in: BTreeSet::new(),
             last_seen: now,

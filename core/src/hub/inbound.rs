@@ -117,7 +117,7 @@ impl Hub {
             Body::Unsubscribe { channel } => {
                 let pending = self
                     .session_mut(conn)
-                    .is_some_and(|s| s.pending_subscribes.remove(&channel));
+                    .is_some_and(|s| s.pending_subscribes.remove(&channel).is_some());
                 if !pending && !self.leave(conn, &channel).unwrap_or(false) {
                     let refusal = Refusal::new(ErrorCode::NotSubscribed, "not subscribed");
                     // Only a valid name is echoed back.
@@ -243,12 +243,13 @@ impl Hub {
             self.send_subscribed(conn, channel, reference); // idempotent
             return Ok(());
         }
-        let (limit, policy) = (
+        let (limit, policy, max_id) = (
             self.config.max_rooms_per_connection,
             self.config.subscribe_policy,
+            self.config.max_name_len,
         );
         let s = self.session_mut(conn).ok_or(Refusal::gone())?;
-        if s.pending_subscribes.contains(channel) {
+        if s.pending_subscribes.contains_key(channel) {
             return Ok(()); // the application is deciding already
         }
         if s.rooms.len() + s.pending_subscribes.len() >= limit {
@@ -262,7 +263,11 @@ impl Hub {
                 }
             }
             SubscribePolicy::Approve => {
-                s.pending_subscribes.insert(channel.to_owned());
+                // The id comes back as `ref` with the decision; a client's id longer than
+                // a name is not kept (it would cost memory per pending request).
+                let id = reference.filter(|r| r.len() <= max_id);
+                s.pending_subscribes
+                    .insert(channel.to_owned(), id.map(str::to_owned));
                 self.event(Event::SubscribeRequest {
                     conn,
                     channel: channel.to_owned(),

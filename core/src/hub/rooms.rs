@@ -120,9 +120,9 @@ impl Hub {
         channel: &str,
     ) -> Result<(), Error> {
         self.clock(now);
-        self.take_request(conn, channel)?;
+        let reference = self.take_request(conn, channel)?;
         self.join(conn, channel)?;
-        self.send_subscribed(conn, channel, None);
+        self.send_subscribed(conn, channel, reference.as_deref());
         Ok(())
     }
 
@@ -136,26 +136,24 @@ impl Hub {
         reason: &str,
     ) -> Result<(), Error> {
         self.clock(now);
-        self.take_request(conn, channel)?;
-        self.reply(
-            conn,
-            wire::encode_error(ErrorCode::SubscribeDenied, reason, None, Some(channel)),
-        );
+        let reference = self.take_request(conn, channel)?;
+        let error = ErrorCode::SubscribeDenied;
+        let frame = wire::encode_error(error, reason, reference.as_deref(), Some(channel));
+        self.reply(conn, frame);
         Ok(())
     }
 
-    fn take_request(&mut self, conn: ConnId, channel: &str) -> Result<(), Error> {
+    /// Takes a pending request; returns its id.
+    fn take_request(&mut self, conn: ConnId, channel: &str) -> Result<Option<String>, Error> {
         let s = self
             .session_mut(conn)
             .ok_or(Error::UnknownConnection(conn))?;
-        if s.pending_subscribes.remove(channel) {
-            Ok(())
-        } else {
-            Err(Error::NoSuchRequest {
+        s.pending_subscribes
+            .remove(channel)
+            .ok_or_else(|| Error::NoSuchRequest {
                 conn,
                 channel: channel.to_owned(),
             })
-        }
     }
 
     /// `{"type":"subscribed","channel":...,"offset":...,"epoch":...}`: the room's position,

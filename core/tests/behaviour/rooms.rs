@@ -111,6 +111,35 @@ fn the_application_approves_or_denies_subscriptions() {
 }
 
 #[test]
+fn decided_subscriptions_answer_with_the_request_id() {
+    let mut sim = Sim::new(Sim::quiet().subscribe_policy(SubscribePolicy::Approve));
+    let c = sim.open_path("/");
+    sim.send(c, r#"{"type":"subscribe","channel":"vip","id":"r1"}"#);
+    sim.send(c, r#"{"type":"subscribe","channel":"public","id":"r2"}"#);
+    let long_id = "i".repeat(200);
+    let frame = format!(r#"{{"type":"subscribe","channel":"big","id":"{long_id}"}}"#);
+    sim.send(c, &frame);
+    sim.hub
+        .deny_subscribe(sim.now, c, "vip", "no")
+        .expect("pending");
+    sim.hub
+        .approve_subscribe(sim.now, c, "public")
+        .expect("pending");
+    sim.hub
+        .approve_subscribe(sim.now, c, "big")
+        .expect("pending");
+    sim.drain();
+    assert_eq!(sim.of_type(c, "error")[0]["ref"], "r1");
+    let subscribed = sim.of_type(c, "subscribed");
+    assert_eq!(subscribed[0]["ref"], "r2");
+    assert_eq!(subscribed[1]["channel"], "big");
+    assert!(
+        subscribed[1].get("ref").is_none(),
+        "an id longer than a name is not kept"
+    );
+}
+
+#[test]
 fn the_server_joins_and_queries_rooms() {
     let mut sim = Sim::new(Sim::quiet());
     let a = sim.open_path("/");
