@@ -1,5 +1,100 @@
-//! tidings over async-std: owns sockets and the clock and feeds [`tidings_core::Hub`].
+//! # tidings-async-std
 //!
-//! Placeholder: the driver, handle, router and client arrive with issue 3.
+//! tidings on [async-std](https://docs.rs/async-std). **async-std is deprecated upstream in
+//! favour of smol**: new applications should use `tidings-smol`. This crate is a thin shim
+//! kept for applications already on async-std: the [`Runtime`] for async-std and names for
+//! its types, over the same driver (`tidings-net`) and state machine (`tidings-core`).
+//!
+//! ```no_run
+//! async_std::task::block_on(async {
+//!     let server = tidings_async_std::builder().bind("127.0.0.1:8080").await.expect("bind");
+//!     println!("listening on {}", server.ws_url("/ws"));
+//!     server.stopped().await;
+//! });
+//! ```
 
-pub use tidings_core;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// The async-std runtime: its tasks, timers and sockets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AsyncStd;
+
+impl Runtime for AsyncStd {
+    type TcpStream = async_std::net::TcpStream;
+    type TcpListener = async_std::net::TcpListener;
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        async_std::task::spawn(task);
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        async_std::task::sleep(deadline.saturating_duration_since(Instant::now()))
+    }
+
+    async fn bind(&self, addr: &str) -> io::Result<Self::TcpListener> {
+        async_std::net::TcpListener::bind(addr).await
+    }
+
+    async fn accept(
+        &self,
+        listener: &Self::TcpListener,
+    ) -> io::Result<(Self::TcpStream, SocketAddr)> {
+        let (stream, addr) = listener.accept().await?;
+        stream.set_nodelay(true)?; // frames are small and latency matters
+        Ok((stream, addr))
+    }
+
+    fn local_addr(&self, listener: &Self::TcpListener) -> io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    async fn connect(&self, addr: &str) -> io::Result<Self::TcpStream> {
+        let stream = async_std::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+/// A hub builder on async-std: add a config, router, hooks, then `bind` or `start`.
+pub fn builder() -> Builder {
+    tidings_net::Builder::new(AsyncStd)
+}
+
+/// A client builder for `url` on async-std.
+pub fn client(url: &str) -> ClientBuilder {
+    tidings_net::ClientBuilder::new(AsyncStd, url)
+}
+
+/// Connects a client to `url` with the defaults.
+pub async fn connect(url: &str) -> tidings_net::Result<Client> {
+    client(url).connect().await
+}
+
+/// [`tidings_net::Builder`] on async-std.
+pub type Builder = tidings_net::Builder<AsyncStd>;
+/// [`tidings_net::Server`] on async-std.
+pub type Server = tidings_net::Server<AsyncStd>;
+/// [`tidings_net::Handle`] on async-std.
+pub type Handle = tidings_net::Handle<AsyncStd>;
+/// [`tidings_net::Router`] on async-std.
+pub type Router = tidings_net::Router<AsyncStd>;
+/// [`tidings_net::Ctx`] on async-std.
+pub type Ctx = tidings_net::Ctx<AsyncStd>;
+/// [`tidings_net::Disconnect`] on async-std.
+pub type Disconnect = tidings_net::Disconnect<AsyncStd>;
+/// [`tidings_net::Client`] on async-std.
+pub type Client = tidings_net::Client<AsyncStd>;
+/// [`tidings_net::ClientBuilder`] on async-std.
+pub type ClientBuilder = tidings_net::ClientBuilder<AsyncStd>;
+
+pub use tidings_core::{
+    CloseCode, Config, ConnId, ConnectionInfo, Delivery, Message, Payload, Target,
+};
+pub use tidings_net::{
+    reexports, Accept, ClientEvent, ConnectRequest, Error, HttpResponse, Incoming, OriginPolicy,
+    Refusal, Result, Runtime, ServerEvent, SUBPROTOCOL_V1,
+};
+pub use {tidings_core, tidings_net};

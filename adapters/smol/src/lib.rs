@@ -1,5 +1,113 @@
-//! tidings over smol: owns sockets and the clock and feeds [`tidings_core::Hub`].
+//! # tidings-smol
 //!
-//! Placeholder: the driver, handle, router and client arrive with issue 3.
+//! tidings on [smol](https://docs.rs/smol): a WebSocket messaging server (rooms, fan-out,
+//! acks, batching, heartbeats, backpressure) with an application handle, a router and a
+//! client. The work is done by `tidings-core` (the state machine) and `tidings-net` (the
+//! runtime-neutral driver); this crate is the [`Runtime`] for smol and names for its types.
+//!
+//! ```no_run
+//! use tidings_smol::{Message, Router};
+//!
+//! smol::block_on(async {
+//!     let router = Router::new().on("say", |ctx, text: String| async move {
+//!         let _ = ctx.handle().to_room("lobby", Message::text("said", text)).await;
+//!     });
+//!     let server = tidings_smol::builder()
+//!         .router(router)
+//!         .bind("127.0.0.1:8080")
+//!         .await
+//!         .expect("bind");
+//!     println!("listening on {}", server.ws_url("/ws"));
+//!     server.stopped().await;
+//! });
+//! ```
 
-pub use tidings_core;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// The smol runtime: tasks on smol's global executor, async-io timers and sockets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Smol;
+
+impl Runtime for Smol {
+    type TcpStream = smol::net::TcpStream;
+    type TcpListener = smol::net::TcpListener;
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        smol::spawn(task).detach();
+    }
+
+    // Not an `async fn`: that would borrow `self`, and the trait wants a `'static` future.
+    #[allow(clippy::manual_async_fn)]
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            smol::Timer::at(deadline).await;
+        }
+    }
+
+    async fn bind(&self, addr: &str) -> io::Result<Self::TcpListener> {
+        smol::net::TcpListener::bind(addr).await
+    }
+
+    async fn accept(
+        &self,
+        listener: &Self::TcpListener,
+    ) -> io::Result<(Self::TcpStream, SocketAddr)> {
+        let (stream, addr) = listener.accept().await?;
+        stream.set_nodelay(true)?; // frames are small and latency matters
+        Ok((stream, addr))
+    }
+
+    fn local_addr(&self, listener: &Self::TcpListener) -> io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    async fn connect(&self, addr: &str) -> io::Result<Self::TcpStream> {
+        let stream = smol::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+/// A hub builder on smol: add a config, router, hooks, then `bind` or `start`.
+pub fn builder() -> Builder {
+    tidings_net::Builder::new(Smol)
+}
+
+/// A client builder for `url` on smol.
+pub fn client(url: &str) -> ClientBuilder {
+    tidings_net::ClientBuilder::new(Smol, url)
+}
+
+/// Connects a client to `url` with the defaults.
+pub async fn connect(url: &str) -> tidings_net::Result<Client> {
+    client(url).connect().await
+}
+
+/// [`tidings_net::Builder`] on smol.
+pub type Builder = tidings_net::Builder<Smol>;
+/// [`tidings_net::Server`] on smol.
+pub type Server = tidings_net::Server<Smol>;
+/// [`tidings_net::Handle`] on smol.
+pub type Handle = tidings_net::Handle<Smol>;
+/// [`tidings_net::Router`] on smol.
+pub type Router = tidings_net::Router<Smol>;
+/// [`tidings_net::Ctx`] on smol.
+pub type Ctx = tidings_net::Ctx<Smol>;
+/// [`tidings_net::Disconnect`] on smol.
+pub type Disconnect = tidings_net::Disconnect<Smol>;
+/// [`tidings_net::Client`] on smol.
+pub type Client = tidings_net::Client<Smol>;
+/// [`tidings_net::ClientBuilder`] on smol.
+pub type ClientBuilder = tidings_net::ClientBuilder<Smol>;
+
+pub use tidings_core::{
+    CloseCode, Config, ConnId, ConnectionInfo, Delivery, Message, Payload, Target,
+};
+pub use tidings_net::{
+    reexports, Accept, ClientEvent, ConnectRequest, Error, HttpResponse, Incoming, OriginPolicy,
+    Refusal, Result, Runtime, ServerEvent, SUBPROTOCOL_V1,
+};
+pub use {tidings_core, tidings_net};

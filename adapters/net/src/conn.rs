@@ -1,0 +1,350 @@
+//! One connection's task: a reader that turns WebSocket messages into hub input, and a
+//! writer that sends what the hub hands out and reports it written (the core's backpressure
+//! depends on that report), both over one split async-tungstenite stream.
+//!
+//! The task ends when the writer does: after the hub's close (close frame sent, then up to
+//! `close_delay` for the peer's answer), or once the hub has forgotten the connection (peer
+//! close, transport error), or when a write fails or times out.
+
+use std::collections::VecDeque;
+use std::future::pending;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_channel::{Receiver, Sender};
+use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
+use futures_lite::future::or;
+use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
+use futures_util::SinkExt;
+use tidings_core::{CloseCode, ConnId, Frame, Text};
+use tungstenite::error::{CapacityError, ProtocolError};
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, Utf8Bytes};
+
+use crate::driver::{Control, FromConn, WriterCmd};
+use crate::Runtime;
+
+/// How a connection's socket is run.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnOptions {
+    /// tungstenite's buffers and limits.
+    pub ws: WebSocketConfig,
+    /// A write (a burst of frames and its flush) that takes longer fails the connection.
+    pub write_timeout: Duration,
+    /// After the close frame, how long to wait for the peer's before dropping the socket.
+    pub close_delay: Duration,
+}
+
+/// Counts running connection tasks, so shutdown can wait for the last one.
+#[derive(Default)]
+pub(crate) struct TaskCount {
+    live: AtomicUsize,
+    ended: event_listener::Event,
+}
+
+impl TaskCount {
+    pub fn enter(self: &Arc<Self>) -> TaskGuard {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        TaskGuard(self.clone())
+    }
+
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// Completes once no connection task is running.
+    pub async fn idle(&self) {
+        loop {
+            let listener = self.ended.listen();
+            if self.live() == 0 {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Held by a running connection task.
+pub(crate) struct TaskGuard(Arc<TaskCount>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+        self.0.ended.notify(usize::MAX);
+    }
+}
+
+/// Runs connection `conn` over `ws` until it ends.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run<R, S>(
+    rt: R,
+    ws: WebSocketStream<S>,
+    conn: ConnId,
+    commands: Receiver<WriterCmd>,
+    inbound: Sender<FromConn>,
+    control: Sender<Control>,
+    options: ConnOptions,
+    _guard: TaskGuard,
+) where
+    R: Runtime,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, mut receiver) = ws.split();
+    let (reader_done, reader_ended) = async_channel::bounded::<()>(1);
+    let reader = async {
+        read(&mut receiver, conn, &inbound).await;
+        drop(reader_done);
+        pending::<()>().await
+    };
+    let writer = write(
+        &rt,
+        &mut sender,
+        conn,
+        &commands,
+        &inbound,
+        &control,
+        options,
+        &reader_ended,
+    );
+    or(reader, writer).await;
+}
+
+/// Feeds every message to the hub until the stream ends or fails.
+async fn read<S>(receiver: &mut WebSocketReceiver<S>, conn: ConnId, inbound: &Sender<FromConn>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut closed = false;
+    while let Some(item) = receiver.next().await {
+        let input = match item {
+            Ok(Message::Text(text)) => match Text::from_utf8(text.into()) {
+                Ok(text) => FromConn::Frame(conn, Frame::Text(text)),
+                Err(_) => violation(conn, CloseCode::INVALID_PAYLOAD, "text is not UTF-8"),
+            },
+            Ok(Message::Binary(bytes)) => FromConn::Frame(conn, Frame::Binary(bytes)),
+            Ok(Message::Ping(bytes)) => FromConn::Frame(conn, Frame::Ping(bytes)),
+            Ok(Message::Pong(bytes)) => FromConn::Frame(conn, Frame::Pong(bytes)),
+            Ok(Message::Close(frame)) => {
+                // tungstenite queues the echo; reading on sends it and ends the stream.
+                closed = true;
+                let (code, reason) = match frame {
+                    Some(f) => (Some(CloseCode(f.code.into())), f.reason.to_string()),
+                    None => (None, String::new()),
+                };
+                FromConn::PeerClosed(conn, code, reason)
+            }
+            Ok(Message::Frame(_)) => continue,
+            Err(error) => {
+                if !closed {
+                    let _ = inbound.send(classify(conn, error)).await;
+                }
+                return;
+            }
+        };
+        if inbound.send(input).await.is_err() {
+            return;
+        }
+    }
+    if !closed {
+        let _ = inbound
+            .send(FromConn::PeerClosed(conn, None, String::new()))
+            .await;
+    }
+}
+
+fn violation(conn: ConnId, code: CloseCode, reason: &str) -> FromConn {
+    FromConn::Violation(conn, code, reason.to_owned())
+}
+
+/// What a read error means for the connection: the peer broke the protocol (a close code
+/// for it), the stream ended, or the transport failed.
+fn classify(conn: ConnId, error: tungstenite::Error) -> FromConn {
+    use tungstenite::Error as E;
+    match error {
+        E::Capacity(CapacityError::MessageTooLong { max_size, .. }) => FromConn::Violation(
+            conn,
+            CloseCode::TOO_BIG,
+            format!("message too big (limit {max_size} bytes)"),
+        ),
+        E::Capacity(e) => FromConn::Violation(conn, CloseCode::TOO_BIG, e.to_string()),
+        E::Utf8(_) => violation(conn, CloseCode::INVALID_PAYLOAD, "text is not UTF-8"),
+        E::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+        | E::ConnectionClosed
+        | E::AlreadyClosed => FromConn::PeerClosed(conn, None, String::new()),
+        E::Protocol(e) => FromConn::Violation(conn, CloseCode::PROTOCOL_ERROR, e.to_string()),
+        E::AttackAttempt => violation(conn, CloseCode::POLICY, "attack attempt"),
+        e => FromConn::TransportError(conn, e.to_string()),
+    }
+}
+
+/// The frame as tungstenite sends it; the bytes are shared, not copied.
+fn to_message(frame: Frame) -> Message {
+    match frame {
+        Frame::Text(text) => {
+            // SAFETY: `Text` is only ever built from `str`/`String` or from bytes that
+            // `Text::from_utf8` validated (tidings-core, frame.rs), and its bytes are
+            // immutable, so they are valid UTF-8 as `from_bytes_unchecked` requires. This
+            // spares a UTF-8 scan per recipient of every fan-out.
+            #[allow(unsafe_code)]
+            let text = unsafe { Utf8Bytes::from_bytes_unchecked(text.into_bytes()) };
+            Message::Text(text)
+        }
+        Frame::Binary(bytes) => Message::Binary(bytes),
+        Frame::Ping(bytes) => Message::Ping(bytes),
+        Frame::Pong(bytes) => Message::Pong(bytes),
+    }
+}
+
+/// Writes what the hub hands out, in bursts with one flush, and reports each burst written.
+#[allow(clippy::too_many_arguments)]
+async fn write<R, S>(
+    rt: &R,
+    sender: &mut WebSocketSender<S>,
+    conn: ConnId,
+    commands: &Receiver<WriterCmd>,
+    inbound: &Sender<FromConn>,
+    control: &Sender<Control>,
+    options: ConnOptions,
+    reader_ended: &Receiver<()>,
+) where
+    R: Runtime,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // Commands taken off the channel while a write was stuck, in order.
+    let mut held: VecDeque<WriterCmd> = VecDeque::new();
+    let linger = |until: Instant| async move {
+        // The reader ends when the peer's close arrives (or the stream does).
+        or(
+            async {
+                let _ = reader_ended.recv().await;
+            },
+            rt.sleep_until(until),
+        )
+        .await;
+    };
+    loop {
+        let first = match held.pop_front() {
+            Some(cmd) => cmd,
+            None => match commands.recv().await {
+                Ok(cmd) => cmd,
+                // The hub forgot the connection (the peer closed, or the transport failed):
+                // let the reader send the close echo, then drop the socket.
+                Err(_) => return linger(Instant::now() + options.close_delay).await,
+            },
+        };
+        let mut burst = Vec::new();
+        let mut close = None;
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                WriterCmd::Frame(frame) => burst.push(to_message(frame)),
+                WriterCmd::Close(code, reason) => {
+                    close = Some((code, reason));
+                    break;
+                }
+            }
+            if burst.len() < 256 {
+                next = held.pop_front().or_else(|| commands.try_recv().ok());
+            }
+        }
+        if !burst.is_empty() {
+            let frames = burst.len();
+            let sender = &mut *sender;
+            let mut writing = pin!(async move {
+                for message in burst {
+                    sender.feed(message).await?;
+                }
+                sender.flush().await
+            });
+            enum Wrote {
+                Done(Result<(), tungstenite::Error>),
+                TimedOut,
+                Closing(CloseCode, String),
+            }
+            let sleep = rt.sleep_until(Instant::now() + options.write_timeout);
+            let timeout = async {
+                sleep.await;
+                Wrote::TimedOut
+            };
+            // While a write is stuck, the hub may give up on this peer (a slow consumer):
+            // notice its close rather than wait out the write timeout.
+            let watch = async {
+                loop {
+                    match commands.recv().await {
+                        Ok(WriterCmd::Close(code, reason)) => return Wrote::Closing(code, reason),
+                        Ok(cmd) => held.push_back(cmd),
+                        Err(_) => pending::<()>().await,
+                    }
+                }
+            };
+            let outcome = or(
+                async { Wrote::Done((&mut writing).await) },
+                timeout.or(watch),
+            )
+            .await;
+            match outcome {
+                Wrote::Done(Ok(())) => {
+                    let _ = control.send(Control::Written(conn, frames)).await;
+                }
+                Wrote::Done(Err(e)) => {
+                    let _ = inbound
+                        .send(FromConn::TransportError(conn, e.to_string()))
+                        .await;
+                    return;
+                }
+                Wrote::TimedOut => {
+                    let error = format!("write timed out after {:?}", options.write_timeout);
+                    let _ = inbound.send(FromConn::TransportError(conn, error)).await;
+                    return;
+                }
+                Wrote::Closing(code, reason) => {
+                    // The hub has already forgotten the connection. Give the stuck write
+                    // the close delay to finish; the close frame follows if it does.
+                    let until = Instant::now() + options.close_delay;
+                    let sleep = rt.sleep_until(until);
+                    let finished = or(async { (&mut writing).await.is_ok() }, async {
+                        sleep.await;
+                        false
+                    })
+                    .await;
+                    if !finished {
+                        return;
+                    }
+                    close = Some((code, reason));
+                }
+            }
+        }
+        if let Some((code, reason)) = close {
+            let until = Instant::now() + options.close_delay;
+            send_close(rt, sender, code, reason, until).await;
+            return linger(until).await;
+        }
+    }
+}
+
+/// Sends a close frame if the code may be sent (1006 may not), giving up at `until`.
+async fn send_close<R, S>(
+    rt: &R,
+    sender: &mut WebSocketSender<S>,
+    code: CloseCode,
+    reason: String,
+    until: Instant,
+) where
+    R: Runtime,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if !code.is_sendable() {
+        return;
+    }
+    let frame = CloseFrame {
+        code: code.0.into(),
+        reason: reason.into(),
+    };
+    let send = async {
+        let _ = sender.send(Message::Close(Some(frame))).await;
+    };
+    or(send, rt.sleep_until(until)).await;
+}

@@ -1,0 +1,424 @@
+//! [`Handle`]: the application's way into a running hub, from any task or thread.
+//!
+//! Every method sends a closure to the hub task and awaits its answer, so the hub keeps one
+//! owner and no lock. A handle is cheap to clone; the hub runs while any handle or
+//! connection does.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_channel::Sender;
+use async_tungstenite::WebSocketStream;
+use futures_lite::future::or;
+use futures_lite::{AsyncRead, AsyncWrite};
+use serde::Serialize;
+use tidings_core::{
+    AckOutcome, CloseCode, ConnId, ConnectionInfo, Counters, Delivery, Message, Payload, Target,
+};
+
+use crate::conn::{self, ConnOptions, TaskCount};
+use crate::driver::{Command, Control, Driver, FromConn, Incoming};
+use crate::{Error, Result, Runtime};
+
+/// A clonable, thread-safe handle to a running hub. See the crate docs for an example.
+pub struct Handle<R: Runtime> {
+    inner: Arc<Inner<R>>,
+}
+
+impl<R: Runtime> Clone for Handle<R> {
+    fn clone(&self) -> Self {
+        Handle {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<R: Runtime> std::fmt::Debug for Handle<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("connection_tasks", &self.inner.tasks.live())
+            .field("stopping", &self.inner.stopping.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
+pub(crate) struct Inner<R> {
+    pub rt: R,
+    pub control: Sender<Control>,
+    pub inbound: Sender<FromConn>,
+    pub options: ConnOptions,
+    pub close_grace: Duration,
+    pub tasks: Arc<TaskCount>,
+    pub stopping: AtomicBool,
+    pub stop: event_listener::Event,
+}
+
+impl<R: Runtime> Handle<R> {
+    pub(crate) fn new(inner: Inner<R>) -> Self {
+        Handle {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub(crate) fn runtime(&self) -> &R {
+        &self.inner.rt
+    }
+
+    pub(crate) fn options(&self) -> ConnOptions {
+        self.inner.options
+    }
+
+    /// Runs `f` on the hub task and returns what it returns.
+    pub(crate) async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Driver, Instant) -> T + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = async_channel::bounded(1);
+        let command: Command = Box::new(move |driver, now| {
+            let _ = tx.try_send(f(driver, now));
+        });
+        self.inner
+            .control
+            .send(Control::Command(command))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.recv().await.map_err(|_| Error::Stopped)
+    }
+
+    /// Runs a hub command that can fail.
+    async fn hub<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut tidings_core::Hub, Instant) -> Result<T, tidings_core::Error>
+            + Send
+            + 'static,
+    ) -> Result<T> {
+        Ok(self.call(move |d, now| f(&mut d.hub, now)).await??)
+    }
+
+    // ---- sending ----
+
+    /// Publishes `message` to `target` (a room, a namespace, everyone, one connection,
+    /// optionally all except one). The payload is encoded once for every recipient.
+    pub async fn publish(&self, target: Target, message: Message) -> Result<Delivery> {
+        self.hub(move |hub, now| hub.publish(now, target, message))
+            .await
+    }
+
+    /// Publishes `message` to `room` in the default namespace `/`.
+    pub async fn to_room(&self, room: &str, message: Message) -> Result<Delivery> {
+        self.publish(Target::room("/", room), message).await
+    }
+
+    /// Publishes `message` to every connection.
+    pub async fn broadcast(&self, message: Message) -> Result<Delivery> {
+        self.publish(Target::all(), message).await
+    }
+
+    /// Sends `message` to one connection.
+    pub async fn emit(&self, conn: ConnId, message: Message) -> Result<Delivery> {
+        self.hub(move |hub, now| hub.emit(now, conn, message)).await
+    }
+
+    /// Sends `message` to one connection, asks it to acknowledge, and returns its answer:
+    /// [`Error::Timeout`] after `timeout` (default `Config::ack_timeout`), or
+    /// [`Error::ConnectionClosed`] if it closes first.
+    pub async fn emit_with_ack(
+        &self,
+        conn: ConnId,
+        message: Message,
+        timeout: Option<Duration>,
+    ) -> Result<Payload> {
+        let (outcome, wait) = self
+            .call(move |d, now| {
+                let wait = timeout.unwrap_or(d.hub.config().ack_timeout);
+                let ack = d.hub.emit_with_ack(now, conn, message, timeout)?;
+                Ok::<_, tidings_core::Error>((d.await_ack(conn, ack), wait))
+            })
+            .await??;
+        match outcome.recv().await {
+            Ok(AckOutcome::Reply(payload)) => Ok(payload),
+            Ok(AckOutcome::TimedOut) => Err(Error::Timeout(wait)),
+            _ => Err(Error::ConnectionClosed(conn)),
+        }
+    }
+
+    /// Answers a client's event that asked for an ack (see [`Incoming::ack`]).
+    pub async fn reply_ack(&self, conn: ConnId, ack: u64, data: impl Serialize) -> Result<()> {
+        let data = Payload::Json(serde_json::to_value(data)?);
+        self.hub(move |hub, now| hub.reply_ack(now, conn, ack, data))
+            .await
+    }
+
+    /// Adds `data` to the batch `(target, ident)`: items collect for `ttl` after the first,
+    /// then go out as one `batch` frame with event `event`.
+    pub async fn publish_batched(
+        &self,
+        target: Target,
+        ident: &str,
+        event: &str,
+        data: impl Serialize,
+        ttl: Duration,
+    ) -> Result<()> {
+        let data = serde_json::to_value(data)?;
+        let (ident, event) = (ident.to_owned(), event.to_owned());
+        self.hub(move |hub, now| hub.publish_batched(now, target, &ident, &event, data, ttl))
+            .await
+    }
+
+    /// Drops the pending batch `(target, ident)` unsent. Returns whether there was one.
+    pub async fn cancel_batch(&self, target: Target, ident: &str) -> Result<bool> {
+        let ident = ident.to_owned();
+        self.call(move |d, _| d.hub.cancel_batch(&target, &ident))
+            .await
+    }
+
+    // ---- membership ----
+
+    /// Puts `conn` in `room` (of its namespace). Returns whether it was not there already.
+    pub async fn join(&self, conn: ConnId, room: &str) -> Result<bool> {
+        let room = room.to_owned();
+        self.hub(move |hub, _| hub.join(conn, &room)).await
+    }
+
+    /// Takes `conn` out of `room`. Returns whether it was there.
+    pub async fn leave(&self, conn: ConnId, room: &str) -> Result<bool> {
+        let room = room.to_owned();
+        self.hub(move |hub, _| hub.leave(conn, &room)).await
+    }
+
+    /// The rooms `conn` is in.
+    pub async fn rooms_of(&self, conn: ConnId) -> Result<Vec<String>> {
+        self.call(move |d, _| d.hub.rooms_of(conn).iter().map(|r| r.to_string()).collect())
+            .await
+    }
+
+    /// The members of `room` in namespace `/`.
+    pub async fn members(&self, room: &str) -> Result<Vec<ConnId>> {
+        let room = room.to_owned();
+        self.call(move |d, _| d.hub.members("/", &room)).await
+    }
+
+    // ---- connections ----
+
+    /// Closes `conn` gracefully: what it has queued is still sent, then a close frame with
+    /// `code` and `reason`.
+    pub async fn close(&self, conn: ConnId, code: CloseCode, reason: &str) -> Result<()> {
+        let reason = reason.to_owned();
+        self.hub(move |hub, now| hub.close(now, conn, code, reason))
+            .await
+    }
+
+    /// Whether a connection holds the name `name`.
+    pub async fn exists(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.call(move |d, _| d.hub.exists(&name)).await
+    }
+
+    /// The connection holding the name `name`.
+    pub async fn by_name(&self, name: &str) -> Result<Option<ConnId>> {
+        let name = name.to_owned();
+        self.call(move |d, _| d.hub.by_name(&name)).await
+    }
+
+    /// The names of all named connections.
+    pub async fn names(&self) -> Result<Vec<String>> {
+        self.call(|d, _| d.hub.names().map(str::to_owned).collect())
+            .await
+    }
+
+    /// How many connections are open.
+    pub async fn count(&self) -> Result<usize> {
+        self.call(|d, _| d.hub.connection_count()).await
+    }
+
+    /// Whether `conn` is open.
+    pub async fn is_connected(&self, conn: ConnId) -> Result<bool> {
+        self.call(move |d, _| d.hub.is_connected(conn)).await
+    }
+
+    /// What `conn` was opened with (path, query, remote address, kept headers, name).
+    pub async fn info(&self, conn: ConnId) -> Result<Option<ConnectionInfo>> {
+        self.call(move |d, _| d.hub.info(conn).cloned()).await
+    }
+
+    /// The metadata value `key` of `conn`.
+    pub async fn meta(&self, conn: ConnId, key: &str) -> Result<Option<serde_json::Value>> {
+        let key = key.to_owned();
+        self.call(move |d, _| d.hub.meta(conn, &key).cloned()).await
+    }
+
+    /// Sets the metadata value `key` of `conn`.
+    pub async fn set_meta(&self, conn: ConnId, key: &str, value: impl Serialize) -> Result<()> {
+        let value = serde_json::to_value(value)?;
+        let key = key.to_owned();
+        self.hub(move |hub, _| hub.set_meta(conn, &key, value).map(|_| ()))
+            .await
+    }
+
+    /// The hub's counters.
+    pub async fn counters(&self) -> Result<Counters> {
+        self.call(|d, _| d.hub.counters()).await
+    }
+
+    // ---- receiving ----
+
+    /// The next message from `conn` that no router handler took. Cancel-safe: dropping the
+    /// future loses nothing. [`Error::ConnectionClosed`] once it is closed and read out.
+    pub async fn receive(&self, conn: ConnId) -> Result<Incoming> {
+        let inbox = self
+            .call(move |d, _| d.inbox(conn))
+            .await?
+            .ok_or(Error::ConnectionClosed(conn))?;
+        inbox
+            .recv()
+            .await
+            .map_err(|_| Error::ConnectionClosed(conn))
+    }
+
+    /// [`Handle::receive`] with a deadline: `Ok(None)` if nothing came within `timeout`.
+    pub async fn receive_timeout(
+        &self,
+        conn: ConnId,
+        timeout: Duration,
+    ) -> Result<Option<Incoming>> {
+        let sleep = self.inner.rt.sleep_until(Instant::now() + timeout);
+        or(async { self.receive(conn).await.map(Some) }, async {
+            sleep.await;
+            Ok(None)
+        })
+        .await
+    }
+
+    // ---- bring your own server ----
+
+    /// Adopts a WebSocket that the application's own HTTP server upgraded: from now on it is
+    /// a connection like any other. `info` says what it was opened with (its path, and a
+    /// name to find it by); `close_delay` overrides how long a close waits for the peer's
+    /// close frame before the socket is dropped.
+    ///
+    /// ```no_run
+    /// # async fn demo(handle: tidings_net::Handle<impl tidings_net::Runtime>,
+    /// #     ws: async_tungstenite::WebSocketStream<futures_lite::io::Cursor<Vec<u8>>>) {
+    /// use std::time::Duration;
+    /// use tidings_core::ConnectionInfo;
+    /// let info = ConnectionInfo::new("/ws/user123/notification").name("/ws/user123/notification");
+    /// let conn = handle.open(info, ws, Some(Duration::from_secs(1))).await.expect("opened");
+    /// # }
+    /// ```
+    pub async fn open<S>(
+        &self,
+        info: ConnectionInfo,
+        ws: WebSocketStream<S>,
+        close_delay: Option<Duration>,
+    ) -> Result<ConnId>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let admitted = self.admit(info, Vec::new()).await?;
+        let conn = admitted.conn;
+        let mut options = self.inner.options;
+        if let Some(delay) = close_delay {
+            options.close_delay = delay;
+        }
+        self.attach(admitted, ws, options);
+        Ok(conn)
+    }
+
+    /// Opens a connection in the hub with its metadata; frames queue for it until
+    /// [`Handle::attach`].
+    pub(crate) async fn admit(
+        &self,
+        info: ConnectionInfo,
+        meta: Vec<(String, serde_json::Value)>,
+    ) -> Result<Admitted> {
+        let (conn, writer) = self
+            .call(move |d, now| {
+                let (conn, writer) = d.open(now, info)?;
+                for (key, value) in meta {
+                    d.hub.set_meta(conn, &key, value)?;
+                }
+                Ok::<_, tidings_core::Error>((conn, writer))
+            })
+            .await??;
+        Ok(Admitted {
+            conn,
+            writer,
+            guard: self.inner.tasks.enter(),
+        })
+    }
+
+    /// Runs an admitted connection over `ws`.
+    pub(crate) fn attach<S>(&self, admitted: Admitted, ws: WebSocketStream<S>, options: ConnOptions)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let inner = &self.inner;
+        inner.rt.spawn(conn::run(
+            inner.rt.clone(),
+            ws,
+            admitted.conn,
+            admitted.writer,
+            inner.inbound.clone(),
+            inner.control.clone(),
+            options,
+            admitted.guard,
+        ));
+    }
+
+    /// Reports that an admitted connection's upgrade failed.
+    pub(crate) async fn abandon(&self, admitted: Admitted, error: String) {
+        let _ = self
+            .inner
+            .inbound
+            .send(FromConn::TransportError(admitted.conn, error))
+            .await;
+    }
+
+    // ---- shutdown ----
+
+    /// Shuts down: no new connections; every connection gets what it has queued, then a
+    /// close with 1001. Returns once every connection is closed, or `close_grace` plus the
+    /// close delay have passed.
+    pub async fn shutdown(&self) -> Result<()> {
+        let inner = &self.inner;
+        inner.stopping.store(true, Ordering::SeqCst);
+        inner.stop.notify(usize::MAX);
+        let done = self
+            .call(|d, now| {
+                d.hub.shutdown(now);
+                d.await_shutdown()
+            })
+            .await?;
+        let until = Instant::now() + inner.close_grace + inner.options.close_delay;
+        let all_closed = async {
+            let _ = done.recv().await;
+            inner.tasks.idle().await;
+        };
+        or(all_closed, inner.rt.sleep_until(until)).await;
+        Ok(())
+    }
+
+    /// Whether [`Handle::shutdown`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Completes once [`Handle::shutdown`] is called.
+    pub(crate) async fn stopping(&self) {
+        loop {
+            let listener = self.inner.stop.listen();
+            if self.is_stopping() {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// A connection the hub has opened, waiting for its socket.
+pub(crate) struct Admitted {
+    pub conn: ConnId,
+    writer: async_channel::Receiver<crate::driver::WriterCmd>,
+    guard: conn::TaskGuard,
+}

@@ -1,0 +1,60 @@
+//! # tidings-net
+//!
+//! The runtime-neutral half of the tidings adapters. [`tidings-core`](tidings_core) decides;
+//! this crate gives it sockets and a clock, written once over a small [`Runtime`] trait that
+//! `tidings-smol` and `tidings-async-std` implement. Applications use those crates, which
+//! re-export everything here.
+//!
+//! - [`Builder`] starts a hub: with its own [`Server`] (hyper for HTTP, the WebSocket
+//!   upgrade with origin policy, subprotocols and a connect hook), or without one, for
+//!   applications that upgrade requests in their own server and hand the socket to
+//!   [`Handle::open`].
+//! - [`Handle`]: a `Clone + Send + Sync` way into the hub from any task or thread: publish,
+//!   emit, emit-with-ack, join, close, receive, batch, shutdown.
+//! - [`Router`]: handlers by event name, with serde, hooks and subscribe authorization.
+//! - [`Client`]: a client that speaks PROTOCOL.md.
+//!
+//! ## How it runs
+//!
+//! One hub task owns the [`tidings_core::Hub`] and runs the sans-IO loop: it waits for
+//! connection input, an application command or the hub's next deadline, feeds the hub,
+//! then routes every output. Each connection is one task (a reader and a writer over one
+//! split async-tungstenite stream): the reader feeds whole messages to the hub task, the
+//! writer writes what the hub hands out and reports it written, which is what lets the
+//! core bound each connection's queue. The router, if any, is one more task.
+
+mod client;
+mod conn;
+mod driver;
+mod error;
+mod handle;
+mod origin;
+mod router;
+mod runtime;
+mod server;
+mod tls;
+mod upgrade;
+
+#[cfg(feature = "testkit")]
+#[doc(hidden)]
+pub mod testkit;
+
+pub use client::{Client, ClientBuilder, ClientEvent, Io, ServerEvent};
+pub use driver::Incoming;
+pub use error::{Error, Result};
+pub use handle::Handle;
+pub use origin::OriginPolicy;
+pub use router::{Ctx, Disconnect, Router};
+pub use runtime::Runtime;
+pub use server::{Accept, Builder, ConnectRequest, HttpResponse, Refusal, Server, SUBPROTOCOL_V1};
+
+/// The crates whose types appear in this API, for applications that need to name them.
+pub mod reexports {
+    pub use async_tungstenite;
+    pub use bytes;
+    pub use http;
+    pub use http_body_util;
+    pub use hyper;
+    pub use tidings_core;
+    pub use tungstenite;
+}

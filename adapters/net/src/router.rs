@@ -1,0 +1,356 @@
+//! [`Router`]: handlers by event name, a fallback for unknown events, connect and
+//! disconnect hooks, and a hook that authorizes subscriptions.
+//!
+//! The router runs as one task that takes events in order and awaits each handler, so the
+//! messages of a connection are handled in the order they were sent. A handler that does
+//! slow work should spawn it. While the router is more than a backlog behind, the hub stops
+//! reading connection input (see the driver), so a slow handler never grows memory.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_channel::Receiver;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tidings_core::{CloseCode, ConnId, Message, Payload};
+
+use crate::driver::Incoming;
+use crate::{Handle, Result, Runtime};
+
+type BoxFuture<T = ()> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Handler<R> = Box<dyn Fn(Ctx<R>, Payload) -> BoxFuture + Send + Sync>;
+type Fallback<R> = Box<dyn Fn(Ctx<R>, String, Payload) -> BoxFuture + Send + Sync>;
+type ConnectHook<R> = Box<dyn Fn(Ctx<R>) -> BoxFuture + Send + Sync>;
+type DisconnectHook<R> = Box<dyn Fn(Disconnect<R>) -> BoxFuture + Send + Sync>;
+type Authorize<R> = Box<dyn Fn(Ctx<R>, String) -> BoxFuture<Result<(), String>> + Send + Sync>;
+
+/// Event handlers and hooks for a server. Build it, then pass it to the server builder.
+///
+/// ```
+/// # fn demo<R: tidings_net::Runtime>() -> tidings_net::Router<R> {
+/// use serde::Deserialize;
+/// use tidings_net::Router;
+///
+/// #[derive(Deserialize)]
+/// struct Join { game: String }
+///
+/// Router::new()
+///     .on("join_game", |ctx, join: Join| async move {
+///         let _ = ctx.join(&join.game).await;
+///         let _ = ctx.reply(serde_json::json!({ "joined": join.game })).await;
+///     })
+///     .fallback(|ctx, event, _data| async move {
+///         let _ = ctx.error(&format!("unknown command {event:?}")).await;
+///     })
+/// # }
+/// ```
+pub struct Router<R: Runtime> {
+    handlers: HashMap<String, Handler<R>>,
+    fallback: Option<Fallback<R>>,
+    on_connect: Option<ConnectHook<R>>,
+    on_disconnect: Option<DisconnectHook<R>>,
+    authorize: Option<Authorize<R>>,
+}
+
+impl<R: Runtime> Default for Router<R> {
+    fn default() -> Self {
+        Router {
+            handlers: HashMap::new(),
+            fallback: None,
+            on_connect: None,
+            on_disconnect: None,
+            authorize: None,
+        }
+    }
+}
+
+/// What the hub needs to know of a router: which events go to it.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    events: std::collections::HashSet<String>,
+    fallback: bool,
+    pub on_connect: bool,
+    pub on_disconnect: bool,
+    pub authorize: bool,
+}
+
+impl Routes {
+    /// Whether the router takes messages for `event` (else they go to the inbox).
+    pub fn takes(&self, event: &str) -> bool {
+        self.fallback || self.events.contains(event)
+    }
+}
+
+/// What the hub task hands the router task.
+pub(crate) enum RouterEvent {
+    Message(Incoming),
+    Connected(ConnId),
+    Disconnected {
+        conn: ConnId,
+        code: CloseCode,
+        reason: String,
+    },
+    SubscribeRequest {
+        conn: ConnId,
+        channel: String,
+    },
+}
+
+impl<R: Runtime> Router<R> {
+    /// An empty router.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Handles event `event`, its data deserialised as `T`. Data that does not fit `T` is
+    /// answered with an `error` event (and the ack, if one was asked, with `{"error": ...}`).
+    pub fn on<T, F, Fut>(mut self, event: &str, handler: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(Ctx<R>, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let boxed: Handler<R> = Box::new(move |ctx, payload| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                match decode::<T>(payload) {
+                    Ok(data) => handler(ctx, data).await,
+                    Err(why) => ctx.refuse(&why).await,
+                }
+            })
+        });
+        self.handlers.insert(event.to_owned(), boxed);
+        self
+    }
+
+    /// Handles event `event` with its raw [`Payload`] (binary data included).
+    pub fn on_raw<F, Fut>(mut self, event: &str, handler: F) -> Self
+    where
+        F: Fn(Ctx<R>, Payload) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.handlers.insert(
+            event.to_owned(),
+            Box::new(move |c, p| Box::pin(handler(c, p))),
+        );
+        self
+    }
+
+    /// Handles every event without a handler of its own (gets the event name too). Without
+    /// one, such messages wait in the connection's inbox for [`Handle::receive`].
+    pub fn fallback<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(Ctx<R>, String, Payload) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.fallback = Some(Box::new(move |c, e, p| Box::pin(handler(c, e, p))));
+        self
+    }
+
+    /// Runs when a connection opens (after the server's connect hook admitted it).
+    pub fn on_connect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Ctx<R>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_connect = Some(Box::new(move |c| Box::pin(hook(c))));
+        self
+    }
+
+    /// Runs when a connection is gone (its rooms are already left).
+    pub fn on_disconnect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Disconnect<R>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_disconnect = Some(Box::new(move |d| Box::pin(hook(d))));
+        self
+    }
+
+    /// Decides each client `subscribe`: `Ok(())` joins it, `Err(reason)` answers it with a
+    /// `subscribe_denied` error carrying the reason. Setting this turns on
+    /// `SubscribePolicy::Approve`.
+    pub fn authorize_subscribe<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Ctx<R>, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.authorize = Some(Box::new(move |c, ch| Box::pin(hook(c, ch))));
+        self
+    }
+
+    pub(crate) fn routes(&self) -> Routes {
+        Routes {
+            events: self.handlers.keys().cloned().collect(),
+            fallback: self.fallback.is_some(),
+            on_connect: self.on_connect.is_some(),
+            on_disconnect: self.on_disconnect.is_some(),
+            authorize: self.authorize.is_some(),
+        }
+    }
+
+    /// The router task: one event at a time, in order.
+    pub(crate) async fn run(
+        self,
+        handle: Handle<R>,
+        events: Receiver<RouterEvent>,
+        room: Arc<event_listener::Event>,
+    ) {
+        while let Ok(event) = events.recv().await {
+            room.notify(usize::MAX);
+            let ctx = |conn, ack| Ctx {
+                handle: handle.clone(),
+                conn,
+                ack,
+            };
+            match event {
+                RouterEvent::Message(m) => {
+                    if let Some(h) = self.handlers.get(&m.event) {
+                        h(ctx(m.conn, m.ack), m.data).await;
+                    } else if let Some(f) = &self.fallback {
+                        f(ctx(m.conn, m.ack), m.event, m.data).await;
+                    }
+                }
+                RouterEvent::Connected(conn) => {
+                    if let Some(h) = &self.on_connect {
+                        h(ctx(conn, None)).await;
+                    }
+                }
+                RouterEvent::Disconnected { conn, code, reason } => {
+                    if let Some(h) = &self.on_disconnect {
+                        let handle = handle.clone();
+                        h(Disconnect {
+                            handle,
+                            conn,
+                            code,
+                            reason,
+                        })
+                        .await;
+                    }
+                }
+                RouterEvent::SubscribeRequest { conn, channel } => {
+                    if let Some(h) = &self.authorize {
+                        let verdict = h(ctx(conn, None), channel.clone()).await;
+                        let _ = handle
+                            .call(move |d, now| match verdict {
+                                Ok(()) => d.hub.approve_subscribe(now, conn, &channel),
+                                Err(why) => d.hub.deny_subscribe(now, conn, &channel, &why),
+                            })
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(payload: Payload) -> Result<T, String> {
+    let value = match payload {
+        Payload::Json(v) => v,
+        Payload::Text(s) => Value::String(s),
+        Payload::Binary(_) => return Err("binary data where JSON was expected".into()),
+        _ => return Err("unsupported payload".into()),
+    };
+    serde_json::from_value(value).map_err(|e| format!("invalid data: {e}"))
+}
+
+/// What a handler gets besides the data: the connection, a handle, and the ack to answer.
+pub struct Ctx<R: Runtime> {
+    handle: Handle<R>,
+    conn: ConnId,
+    ack: Option<u64>,
+}
+
+impl<R: Runtime> Ctx<R> {
+    /// The connection the event came from.
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+
+    /// A handle to the hub, to publish, emit, join and so on.
+    pub fn handle(&self) -> &Handle<R> {
+        &self.handle
+    }
+
+    /// Whether the client asked for an ack (answer it with [`Ctx::reply`]).
+    pub fn wants_ack(&self) -> bool {
+        self.ack.is_some()
+    }
+
+    /// Answers the client's ack request. `Ok(false)` if it asked for none.
+    pub async fn reply(&self, data: impl Serialize) -> Result<bool> {
+        match self.ack {
+            Some(ack) => self
+                .handle
+                .reply_ack(self.conn, ack, data)
+                .await
+                .map(|_| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Sends the event `event` with `data` to this connection.
+    pub async fn emit(&self, event: &str, data: impl Serialize) -> Result<()> {
+        let message = Message::json(event, serde_json::to_value(data)?);
+        self.handle.emit(self.conn, message).await.map(|_| ())
+    }
+
+    /// Sends this connection an `error` event: `{"message": message}`.
+    pub async fn error(&self, message: &str) -> Result<()> {
+        self.emit("error", json!({ "message": message })).await
+    }
+
+    /// Asks this connection a question and waits for its ack.
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        data: impl Serialize,
+        timeout: Option<Duration>,
+    ) -> Result<Payload> {
+        let message = Message::json(event, serde_json::to_value(data)?);
+        self.handle.emit_with_ack(self.conn, message, timeout).await
+    }
+
+    /// Puts this connection in `room`.
+    pub async fn join(&self, room: &str) -> Result<bool> {
+        self.handle.join(self.conn, room).await
+    }
+
+    /// Takes this connection out of `room`.
+    pub async fn leave(&self, room: &str) -> Result<bool> {
+        self.handle.leave(self.conn, room).await
+    }
+
+    /// This connection's metadata value `key` (set by the connect hook or by handlers).
+    pub async fn meta(&self, key: &str) -> Result<Option<Value>> {
+        self.handle.meta(self.conn, key).await
+    }
+
+    /// Sets this connection's metadata value `key`.
+    pub async fn set_meta(&self, key: &str, value: impl Serialize) -> Result<()> {
+        self.handle.set_meta(self.conn, key, value).await
+    }
+
+    /// Answers data a handler could not take: an `error` event, and the ack if one was asked.
+    async fn refuse(&self, why: &str) {
+        let _ = self.error(why).await;
+        let _ = self.reply(json!({ "error": why })).await;
+    }
+}
+
+/// What an `on_disconnect` hook gets.
+pub struct Disconnect<R: Runtime> {
+    /// A handle to the hub.
+    pub handle: Handle<R>,
+    /// The connection that closed.
+    pub conn: ConnId,
+    /// Its close code.
+    pub code: CloseCode,
+    /// The close reason.
+    pub reason: String,
+}

@@ -1,0 +1,196 @@
+//! The loopback test suite, written once over [`Runtime`] and run by each adapter's tests
+//! (`loopback_suite!(Smol, smol::block_on)`). Every case starts a real server on
+//! 127.0.0.1 and talks to it over real sockets: with our [`Client`], and with plain
+//! tungstenite clients, so the suite does not only check that our client agrees with our
+//! server. Not part of the public API.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::WebSocketStream;
+use futures_lite::future::or;
+use futures_lite::StreamExt;
+use serde_json::{json, Value};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::Message as Ws;
+
+use crate::{Builder, Client, ClientBuilder, ClientEvent, Runtime, Server};
+
+pub mod cases;
+
+/// Generates one `#[test]` per case of the suite for a runtime.
+#[macro_export]
+macro_rules! loopback_suite {
+    ($runtime:expr, $block_on:path) => {
+        $crate::loopback_suite!(@cases $runtime, $block_on;
+            handle_publishes_to_rooms_namespaces_and_all_but_one,
+            handle_manages_connections_names_and_metadata,
+            handle_receives_unrouted_messages_with_timeout_and_cancellation,
+            handle_batches_and_cancels,
+            emit_with_ack_both_ways_and_timeouts,
+            router_handlers_fallback_hooks_and_subscribe_authorization,
+            origin_is_refused_or_allowed_by_pattern,
+            connect_hook_refuses_with_401_or_admits_with_identity,
+            subprotocols_first_supported_wins,
+            plain_http_is_served_beside_the_websocket,
+            oversized_message_is_closed_with_1009,
+            client_that_stops_answering_pings_is_closed_in_time,
+            client_that_stops_reading_is_cut_while_others_get_everything,
+            graceful_shutdown_delivers_queued_messages_then_1001,
+            bring_your_own_server_hands_over_a_websocket,
+        );
+    };
+    (@cases $runtime:expr, $block_on:path; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let rt = $runtime;
+                $block_on($crate::testkit::with_deadline(
+                    rt.clone(),
+                    $crate::testkit::cases::$case(rt),
+                ));
+            }
+        )*
+    };
+}
+
+/// Runs `test`, failing it if it takes more than a minute (a hang is a failure, not a
+/// stuck CI run).
+pub async fn with_deadline<R: Runtime>(rt: R, test: impl Future<Output = ()>) {
+    let limit = Duration::from_secs(60);
+    let sleep = rt.sleep_until(Instant::now() + limit);
+    or(test, async {
+        sleep.await;
+        panic!("test did not finish within {limit:?}");
+    })
+    .await;
+}
+
+/// Starts `builder` on an ephemeral loopback port.
+pub async fn start<R: Runtime>(builder: Builder<R>) -> Server<R> {
+    builder.bind("127.0.0.1:0").await.expect("bind")
+}
+
+/// Our client, connected to `path` of `server`.
+pub async fn client<R: Runtime>(rt: &R, server: &Server<R>, path: &str) -> Client<R> {
+    ClientBuilder::new(rt.clone(), &server.ws_url(path))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Our client's next event that is not a welcome, within 5 s.
+pub async fn event<R: Runtime>(client: &Client<R>) -> ClientEvent {
+    loop {
+        match client.next_timeout(Duration::from_secs(5)).await {
+            Some(ClientEvent::Welcome { .. }) => continue,
+            Some(event) => return event,
+            None => panic!("no event within 5 s"),
+        }
+    }
+}
+
+/// A plain tungstenite client; `Err((status, body))` if the upgrade is refused.
+pub async fn raw<R: Runtime>(
+    rt: &R,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<WebSocketStream<R::TcpStream>, (u16, String)> {
+    let mut request = url.into_client_request().expect("url");
+    for (name, value) in headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).expect("header name");
+        request
+            .headers_mut()
+            .insert(name, value.parse().expect("header value"));
+    }
+    let authority = request.uri().authority().expect("authority").to_string();
+    let tcp = rt.connect(&authority).await.expect("tcp connect");
+    match async_tungstenite::client_async(request, tcp).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(response)) => {
+            let body = response
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            Err((response.status().as_u16(), body))
+        }
+        Err(e) => panic!("handshake failed: {e}"),
+    }
+}
+
+/// The next message a raw client reads that is not a ping or pong, within 5 s.
+pub async fn raw_next<R: Runtime, S>(rt: &R, ws: &mut WebSocketStream<S>) -> Option<Ws>
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
+    let sleep = rt.sleep_until(Instant::now() + Duration::from_secs(5));
+    let read = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Ws::Ping(_) | Ws::Pong(_))) => continue,
+                Some(Ok(message)) => return Some(message),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    };
+    or(read, async {
+        sleep.await;
+        panic!("no message within 5 s");
+    })
+    .await
+}
+
+/// The next JSON text frame a raw client reads (welcome frames skipped).
+pub async fn raw_json<R: Runtime, S>(rt: &R, ws: &mut WebSocketStream<S>) -> Value
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
+    loop {
+        match raw_next(rt, ws).await {
+            Some(Ws::Text(text)) => {
+                let value: Value = serde_json::from_str(&text).expect("JSON");
+                if value["type"] != "welcome" {
+                    return value;
+                }
+            }
+            other => panic!("expected a JSON text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Sends a JSON frame from a raw client.
+pub async fn raw_send<S>(ws: &mut WebSocketStream<S>, frame: Value)
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
+    futures_util::SinkExt::send(ws, Ws::text(frame.to_string()))
+        .await
+        .expect("send");
+}
+
+/// Sleeps on the runtime.
+pub async fn sleep<R: Runtime>(rt: &R, duration: Duration) {
+    rt.sleep_until(Instant::now() + duration).await;
+}
+
+/// Polls `check` every 10 ms until it holds, failing after 5 s.
+pub async fn eventually<R: Runtime, F, Fut>(rt: &R, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(Instant::now() < until, "never true: {what}");
+        sleep(rt, Duration::from_millis(10)).await;
+    }
+}
+
+/// A subscribe frame.
+pub fn subscribe(channel: &str) -> Value {
+    json!({"type": "subscribe", "channel": channel})
+}

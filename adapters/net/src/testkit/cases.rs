@@ -1,0 +1,753 @@
+//! The cases of the loopback suite, one async function each.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tidings_core::{CloseCode, Config, ConnId, ConnectionInfo, Message, Payload, Target};
+use tungstenite::Message as Ws;
+
+use super::*;
+use crate::{Accept, Error, OriginPolicy, Refusal, Router};
+
+/// The connection id our client was welcomed with, as the server knows it.
+async fn welcome<R: Runtime>(client: &Client<R>) -> String {
+    match client.next_timeout(Duration::from_secs(5)).await {
+        Some(ClientEvent::Welcome { conn, .. }) => conn,
+        other => panic!("expected welcome, got {other:?}"),
+    }
+}
+
+/// The server-side id of the connection welcomed as `label`.
+async fn conn_of<R: Runtime>(server: &Server<R>, label: &str) -> ConnId {
+    let id: ConnId = label.parse().expect("a connection id");
+    assert!(
+        server.handle().is_connected(id).await.expect("hub"),
+        "{label} is open"
+    );
+    id
+}
+
+fn data(event: &ClientEvent) -> (&str, &Value) {
+    match event {
+        ClientEvent::Event(e) => match &e.data {
+            Payload::Json(v) => (&e.event, v),
+            other => panic!("expected JSON data, got {other:?}"),
+        },
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+pub async fn handle_publishes_to_rooms_namespaces_and_all_but_one<R: Runtime>(rt: R) {
+    let server = start(Builder::new(rt.clone())).await;
+    let handle = server.handle();
+    let (a, b) = (
+        client(&rt, &server, "/ws").await,
+        client(&rt, &server, "/ws").await,
+    );
+    let a_id = conn_of(&server, &welcome(&a).await).await;
+    let b_id = conn_of(&server, &welcome(&b).await).await;
+    a.subscribe("news").await.expect("subscribe");
+
+    let report = handle
+        .to_room("news", Message::json("headline", json!({"n": 1})))
+        .await
+        .expect("publish");
+    assert_eq!(report.queued, 1, "only the member");
+    let got = event(&a).await;
+    assert_eq!(data(&got), ("headline", &json!({"n": 1})));
+    let ClientEvent::Event(e) = &got else {
+        unreachable!()
+    };
+    assert_eq!(e.channel.as_deref(), Some("news"));
+
+    assert!(handle.join(b_id, "news").await.expect("join"));
+    assert_eq!(handle.members("news").await.expect("members").len(), 2);
+    assert_eq!(handle.rooms_of(b_id).await.expect("rooms"), vec!["news"]);
+    let all_but_a = Target::room("/", "news").except(a_id);
+    let report = handle
+        .publish(all_but_a, Message::text("only-b", "x"))
+        .await
+        .expect("publish");
+    assert_eq!(report.queued, 1);
+    assert_eq!(data(&event(&b).await).0, "only-b");
+
+    let all = handle.broadcast(Message::json("all", json!(2)));
+    assert_eq!(all.await.expect("broadcast").queued, 2);
+    let ns = handle.publish(Target::namespace("/"), Message::json("ns", json!(3)));
+    assert_eq!(ns.await.expect("namespace").queued, 2);
+    let direct = handle.emit(a_id, Message::json("direct", json!(4)));
+    assert_eq!(direct.await.expect("emit").queued, 1);
+    assert_eq!(data(&event(&a).await).0, "all");
+    assert_eq!(data(&event(&a).await).0, "ns");
+    assert_eq!(data(&event(&a).await).0, "direct");
+    assert_eq!(data(&event(&b).await).0, "all");
+    assert_eq!(data(&event(&b).await).0, "ns");
+
+    assert!(handle.leave(b_id, "news").await.expect("leave"));
+    assert!(!handle.leave(b_id, "news").await.expect("leave twice"));
+    assert!(matches!(
+        handle
+            .to_room("bad\nname", Message::json("x", json!(0)))
+            .await,
+        Err(Error::Hub(tidings_core::Error::InvalidName { .. }))
+    ));
+}
+
+pub async fn handle_manages_connections_names_and_metadata<R: Runtime>(rt: R) {
+    let server = start(Builder::new(rt.clone()).on_connect(|req| async move {
+        Ok(Accept::new()
+            .name(req.query_param("user").unwrap_or_default())
+            .meta("role", "admin"))
+    }))
+    .await;
+    let handle = server.handle();
+    let a = client(&rt, &server, "/ws?user=ann").await;
+    let a_id = conn_of(&server, &welcome(&a).await).await;
+    assert!(handle.exists("ann").await.expect("exists"));
+    assert!(!handle.exists("bob").await.expect("exists"));
+    assert_eq!(handle.by_name("ann").await.expect("by_name"), Some(a_id));
+    assert_eq!(handle.names().await.expect("names"), vec!["ann"]);
+    assert_eq!(handle.count().await.expect("count"), 1);
+    assert_eq!(
+        handle.meta(a_id, "role").await.expect("meta"),
+        Some(json!("admin"))
+    );
+    handle.set_meta(a_id, "score", 7).await.expect("set_meta");
+    assert_eq!(
+        handle.meta(a_id, "score").await.expect("meta"),
+        Some(json!(7))
+    );
+    let info = handle.info(a_id).await.expect("info").expect("open");
+    assert_eq!(info.path, "/ws");
+    assert_eq!(info.query, "user=ann");
+    assert!(info.remote.is_some_and(|r| r.ip().is_loopback()));
+
+    handle
+        .close(a_id, CloseCode(4100), "bye")
+        .await
+        .expect("close");
+    match event(&a).await {
+        ClientEvent::Closed { code, reason } => {
+            assert_eq!(code, Some(CloseCode(4100)));
+            assert_eq!(reason, "bye");
+        }
+        other => panic!("expected the close, got {other:?}"),
+    }
+    eventually(&rt, "closed connection gone", || async {
+        !handle.is_connected(a_id).await.expect("is_connected")
+    })
+    .await;
+    assert_eq!(handle.count().await.expect("count"), 0);
+    assert!(!handle.exists("ann").await.expect("exists"));
+    let counters = handle.counters().await.expect("counters");
+    assert_eq!(counters.connections_opened, 1);
+    assert!(matches!(
+        handle.emit(a_id, Message::json("late", json!(0))).await,
+        Err(Error::Hub(tidings_core::Error::UnknownConnection(_)))
+    ));
+}
+
+pub async fn handle_receives_unrouted_messages_with_timeout_and_cancellation<R: Runtime>(rt: R) {
+    let server = start(Builder::new(rt.clone())).await;
+    let handle = server.handle();
+    let a = client(&rt, &server, "/ws").await;
+    let a_id = conn_of(&server, &welcome(&a).await).await;
+
+    let nothing = handle
+        .receive_timeout(a_id, Duration::from_millis(50))
+        .await
+        .expect("receive");
+    assert_eq!(nothing, None, "nothing sent yet");
+    // A receive that is dropped (cancelled) loses nothing.
+    let cancelled = or(async { Some(handle.receive(a_id).await) }, async {
+        sleep(&rt, Duration::from_millis(20)).await;
+        None
+    })
+    .await;
+    assert!(cancelled.is_none());
+    a.emit("hello", json!({"n": 1})).await.expect("emit");
+    a.emit("hello", json!({"n": 2})).await.expect("emit");
+    let first = handle.receive(a_id).await.expect("receive");
+    assert_eq!(
+        (first.event.as_str(), &first.data),
+        ("hello", &Payload::Json(json!({"n": 1})))
+    );
+    let second = handle
+        .receive_timeout(a_id, Duration::from_secs(5))
+        .await
+        .expect("receive")
+        .expect("a message");
+    assert_eq!(second.data, Payload::Json(json!({"n": 2})));
+    a.close().await.expect("close");
+    assert!(matches!(
+        handle.receive(a_id).await,
+        Err(Error::ConnectionClosed(c)) if c == a_id
+    ));
+}
+
+pub async fn handle_batches_and_cancels<R: Runtime>(rt: R) {
+    let server = start(Builder::new(rt.clone())).await;
+    let handle = server.handle();
+    let a = client(&rt, &server, "/ws").await;
+    a.subscribe("doc").await.expect("subscribe");
+    let target = Target::room("/", "doc");
+    let ttl = Duration::from_millis(50);
+    for x in 0..3 {
+        handle
+            .publish_batched(target.clone(), "cursor:ann", "cursor", json!({"x": x}), ttl)
+            .await
+            .expect("batch");
+    }
+    match event(&a).await {
+        ClientEvent::Batch {
+            event,
+            channel,
+            messages,
+        } => {
+            assert_eq!(event, "cursor");
+            assert_eq!(channel.as_deref(), Some("doc"));
+            assert_eq!(
+                messages,
+                vec![json!({"x": 0}), json!({"x": 1}), json!({"x": 2})]
+            );
+        }
+        other => panic!("expected the batch, got {other:?}"),
+    }
+    handle
+        .publish_batched(target.clone(), "typing", "typing", json!("ann"), ttl)
+        .await
+        .expect("batch");
+    assert!(handle
+        .cancel_batch(target.clone(), "typing")
+        .await
+        .expect("cancel"));
+    assert!(!handle
+        .cancel_batch(target.clone(), "typing")
+        .await
+        .expect("cancel"));
+    let after = handle.to_room("doc", Message::json("after", json!(0)));
+    assert_eq!(after.await.expect("publish").queued, 1);
+    sleep(&rt, ttl * 2).await;
+    assert_eq!(
+        data(&event(&a).await).0,
+        "after",
+        "the cancelled batch never came"
+    );
+}
+
+pub async fn emit_with_ack_both_ways_and_timeouts<R: Runtime>(rt: R) {
+    let router = Router::new().on("echo", |ctx, value: Value| async move {
+        ctx.reply(json!({"echo": value})).await.expect("reply");
+    });
+    let server = start(Builder::new(rt.clone()).router(router)).await;
+    let handle = server.handle();
+    let a = client(&rt, &server, "/ws").await;
+    let a_id = conn_of(&server, &welcome(&a).await).await;
+
+    // Client → server router.
+    let answer = a
+        .emit_with_ack("echo", json!([1, 2]), None)
+        .await
+        .expect("ack");
+    assert_eq!(answer, Payload::Json(json!({"echo": [1, 2]})));
+    // An event nobody answers times out on the client.
+    let unanswered = a
+        .emit_with_ack("nobody", json!(0), Some(Duration::from_millis(100)))
+        .await;
+    assert!(
+        matches!(unanswered, Err(Error::Timeout(_))),
+        "{unanswered:?}"
+    );
+
+    // Server → client: the client answers.
+    let asking = handle.emit_with_ack(a_id, Message::json("question", json!("2+2")), None);
+    let answering = async {
+        match event(&a).await {
+            ClientEvent::Event(e) if e.event == "question" => {
+                a.ack(e.ack.expect("asks for an ack"), json!(4))
+                    .await
+                    .expect("ack");
+            }
+            other => panic!("expected the question, got {other:?}"),
+        }
+    };
+    let (reply, ()) = futures_lite::future::zip(asking, answering).await;
+    assert_eq!(reply.expect("reply"), Payload::Json(json!(4)));
+    // The client does not answer: a timeout, not a success.
+    let silent = handle
+        .emit_with_ack(
+            a_id,
+            Message::json("question", json!("?")),
+            Some(Duration::from_millis(100)),
+        )
+        .await;
+    assert!(matches!(silent, Err(Error::Timeout(_))), "{silent:?}");
+    // A reply to an ack never asked is ignored, and never taken as an answer.
+    a.ack(999, json!("stray")).await.expect("send");
+    assert!(handle.is_connected(a_id).await.expect("still up"));
+}
+
+pub async fn router_handlers_fallback_hooks_and_subscribe_authorization<R: Runtime>(rt: R) {
+    #[derive(serde::Deserialize)]
+    struct Join {
+        game: String,
+    }
+    let (hooks_tx, hooks) = async_channel::unbounded::<String>();
+    let (on_connect, on_disconnect) = (hooks_tx.clone(), hooks_tx);
+    let router = Router::new()
+        .on("join_game", |ctx, join: Join| async move {
+            ctx.join(&join.game).await.expect("join");
+            ctx.emit(
+                "joined",
+                json!({"game": join.game, "role": ctx.meta("role").await.expect("meta")}),
+            )
+            .await
+            .expect("emit");
+        })
+        .fallback(|ctx, event, _| async move {
+            ctx.error(&format!("unknown command {event:?}"))
+                .await
+                .expect("error");
+        })
+        .on_connect(move |ctx| {
+            let tx = on_connect.clone();
+            async move {
+                let _ = tx.send(format!("connect {}", ctx.conn())).await;
+            }
+        })
+        .on_disconnect(move |d| {
+            let tx = on_disconnect.clone();
+            async move {
+                let _ = tx.send(format!("disconnect {} {}", d.conn, d.code.0)).await;
+            }
+        })
+        .authorize_subscribe(|_, channel| async move {
+            if channel.starts_with("private-") {
+                Err("members only".to_owned())
+            } else {
+                Ok(())
+            }
+        });
+    let builder = Builder::new(rt.clone())
+        .router(router)
+        .on_connect(|_| async { Ok(Accept::new().meta("role", "player")) });
+    let server = start(builder).await;
+    let a = client(&rt, &server, "/ws").await;
+    let label = welcome(&a).await;
+    assert_eq!(
+        hooks.recv().await.expect("hook"),
+        format!("connect {label}")
+    );
+
+    a.emit("join_game", json!({"game": "g1"}))
+        .await
+        .expect("emit");
+    assert_eq!(
+        data(&event(&a).await),
+        ("joined", &json!({"game": "g1", "role": "player"}))
+    );
+    a.emit("join_game", json!({"nope": 1})).await.expect("emit");
+    let refused = event(&a).await;
+    let (name, body) = data(&refused);
+    assert_eq!(name, "error");
+    let why = body["message"].as_str().expect("a reason");
+    assert!(
+        why.starts_with("invalid data") && why.contains("game"),
+        "{why}"
+    );
+    let answer = a
+        .emit_with_ack("join_game", json!(7), None)
+        .await
+        .expect("ack");
+    assert!(
+        matches!(answer, Payload::Json(v) if v["error"].is_string()),
+        "bad data still answers the ack"
+    );
+    assert_eq!(data(&event(&a).await).0, "error");
+    a.emit("teleport", json!({})).await.expect("emit");
+    let got = event(&a).await;
+    assert_eq!(
+        data(&got),
+        ("error", &json!({"message": "unknown command \"teleport\""}))
+    );
+
+    a.subscribe("public").await.expect("allowed");
+    match a.subscribe("private-x").await {
+        Err(Error::Server { code, message }) => {
+            assert_eq!(code, "subscribe_denied");
+            assert_eq!(message, "members only");
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
+    a.close().await.expect("close");
+    assert_eq!(
+        hooks.recv().await.expect("hook"),
+        format!("disconnect {label} 1000")
+    );
+}
+
+pub async fn origin_is_refused_or_allowed_by_pattern<R: Runtime>(rt: R) {
+    let server =
+        start(Builder::new(rt.clone()).origin(OriginPolicy::allow(["https://*.example.com"])))
+            .await;
+    let url = server.ws_url("/ws");
+    let refused = raw(&rt, &url, &[("origin", "https://evil.com")]).await;
+    assert_eq!(refused.err().map(|e| e.0), Some(403));
+    let missing = raw(&rt, &url, &[]).await;
+    assert_eq!(
+        missing.err().map(|e| e.0),
+        Some(403),
+        "an allow-list needs an Origin"
+    );
+    let mut ok = raw(&rt, &url, &[("origin", "https://app.example.com")])
+        .await
+        .expect("allowed");
+    raw_send(&mut ok, json!({"type": "ping", "id": "p"})).await;
+    assert_eq!(
+        raw_json(&rt, &mut ok).await,
+        json!({"type": "pong", "ref": "p"})
+    );
+
+    // The default: same origin only; a non-browser without Origin is fine.
+    let server = start(Builder::new(rt.clone())).await;
+    let url = server.ws_url("/ws");
+    let foreign = raw(&rt, &url, &[("origin", "http://evil.com")]).await;
+    assert_eq!(foreign.err().map(|e| e.0), Some(403));
+    let host = server.local_addr().to_string();
+    let same = format!("http://{host}");
+    assert!(raw(&rt, &url, &[("origin", &same)]).await.is_ok());
+    assert!(raw(&rt, &url, &[]).await.is_ok());
+}
+
+pub async fn connect_hook_refuses_with_401_or_admits_with_identity<R: Runtime>(rt: R) {
+    let server = start(Builder::new(rt.clone()).on_connect(|req| async move {
+        match req.query_param("token").as_deref() {
+            Some("s3cret") => Ok(Accept::new().name("ann").meta("user", "ann")),
+            Some(_) => Err(Refusal::forbidden("bad token")),
+            None => Err(Refusal::unauthorized("token required")),
+        }
+    }))
+    .await;
+    let refused = raw(&rt, &server.ws_url("/ws"), &[]).await;
+    assert_eq!(refused.err(), Some((401, "token required".to_owned())));
+    let ours = ClientBuilder::new(rt.clone(), &server.ws_url("/ws?token=nope"))
+        .connect()
+        .await;
+    assert!(
+        matches!(&ours, Err(Error::Refused { status: 403, body }) if body == "bad token"),
+        "{ours:?}"
+    );
+    assert_eq!(server.handle().count().await.expect("count"), 0);
+    let a = client(&rt, &server, "/ws?token=s3cret").await;
+    welcome(&a).await;
+    let handle = server.handle();
+    let id = handle
+        .by_name("ann")
+        .await
+        .expect("by_name")
+        .expect("named");
+    assert_eq!(
+        handle.meta(id, "user").await.expect("meta"),
+        Some(json!("ann"))
+    );
+}
+
+pub async fn subprotocols_first_supported_wins<R: Runtime>(rt: R) {
+    let server = start(Builder::new(rt.clone()).subprotocols(["tidings.v2", "tidings.v1"])).await;
+    let url = server.ws_url("/ws");
+    let ours = ClientBuilder::new(rt.clone(), &url)
+        .subprotocols(["x-unknown", "tidings.v1", "tidings.v2"])
+        .connect()
+        .await
+        .expect("connect");
+    assert_eq!(
+        ours.protocol(),
+        Some("tidings.v1"),
+        "the client's order decides"
+    );
+    let refused = raw(&rt, &url, &[("sec-websocket-protocol", "mqtt")]).await;
+    assert_eq!(refused.err().map(|e| e.0), Some(400));
+    let none = ClientBuilder::new(rt.clone(), &url)
+        .subprotocols(Vec::<String>::new())
+        .connect()
+        .await
+        .expect("connect");
+    assert_eq!(none.protocol(), None);
+}
+
+pub async fn plain_http_is_served_beside_the_websocket<R: Runtime>(rt: R) {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let server = start(Builder::new(rt.clone()).http(|req| async move {
+        let body = format!("page at {}", req.uri().path());
+        http::Response::new(http_body_util::Full::from(body))
+    }))
+    .await;
+    let get = |path: &'static str| {
+        let rt = rt.clone();
+        let addr = server.local_addr().to_string();
+        async move {
+            let mut tcp = rt.connect(&addr).await.expect("connect");
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            tcp.write_all(request.as_bytes()).await.expect("write");
+            let mut response = String::new();
+            tcp.read_to_string(&mut response).await.expect("read");
+            response
+        }
+    };
+    let page = get("/").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.ends_with("page at /"), "{page}");
+    let not_upgraded = get("/ws").await;
+    assert!(not_upgraded.starts_with("HTTP/1.1 426"), "{not_upgraded}");
+    // The WebSocket still works on the same port.
+    let a = client(&rt, &server, "/ws").await;
+    a.ping().await.expect("pong");
+}
+
+pub async fn oversized_message_is_closed_with_1009<R: Runtime>(rt: R) {
+    let config = Config::default().max_message_size(1024);
+    let server = start(Builder::new(rt.clone()).config(config)).await;
+    let mut ws = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+    let big = format!(
+        r#"{{"type":"event","event":"x","data":"{}"}}"#,
+        "a".repeat(2000)
+    );
+    let _ = futures_util::SinkExt::send(&mut ws, Ws::text(big)).await;
+    loop {
+        match raw_next(&rt, &mut ws).await {
+            Some(Ws::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 1009);
+                break;
+            }
+            Some(Ws::Text(_)) => continue, // the welcome
+            other => panic!("expected close 1009, got {other:?}"),
+        }
+    }
+    let counters = server.handle().counters().await.expect("counters");
+    assert_eq!(counters.closes.get(&CloseCode::TOO_BIG), Some(&1));
+}
+
+pub async fn client_that_stops_answering_pings_is_closed_in_time<R: Runtime>(rt: R) {
+    let (ping, wait) = (Duration::from_millis(100), Duration::from_millis(300));
+    let config = Config::default().ping_period(Some(ping)).pong_wait(wait);
+    let server = start(Builder::new(rt.clone()).config(config)).await;
+    let handle = server.handle();
+    // A live client: ours answers pings from its reader task.
+    let live = client(&rt, &server, "/ws").await;
+    let live_id = conn_of(&server, &welcome(&live).await).await;
+    // A dead one: a raw client that never reads, so never answers a ping.
+    let started = Instant::now();
+    let mut dead = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+    eventually(&rt, "the silent client is closed", || async {
+        handle.count().await.expect("count") == 1
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(took >= wait, "closed after {took:?}, before the pong wait");
+    assert!(
+        took < ping + wait + Duration::from_secs(1),
+        "closed after {took:?}"
+    );
+    // When it reads at last: the pings it ignored, then 4001.
+    loop {
+        match raw_next(&rt, &mut dead).await {
+            Some(Ws::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 4001);
+                break;
+            }
+            Some(Ws::Text(_)) => continue,
+            other => panic!("expected close 4001, got {other:?}"),
+        }
+    }
+    sleep(&rt, wait * 2).await;
+    assert!(
+        handle.is_connected(live_id).await.expect("live"),
+        "pongs keep it open"
+    );
+}
+
+pub async fn client_that_stops_reading_is_cut_while_others_get_everything<R: Runtime>(rt: R) {
+    let config = Config::default()
+        .max_queue_frames(64)
+        .max_queue_bytes(512 * 1024)
+        .write_window(16);
+    let (closes_tx, closes) = async_channel::unbounded();
+    let router = Router::new().on_disconnect(move |d| {
+        let tx = closes_tx.clone();
+        async move {
+            let _ = tx.send((d.conn, d.code, d.reason)).await;
+        }
+    });
+    let server = start(Builder::new(rt.clone()).config(config).router(router)).await;
+    let handle = server.handle();
+    let mut slow = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+    raw_send(&mut slow, subscribe("feed")).await;
+    // It reads its welcome and subscribed answer, then nothing more.
+    raw_json(&rt, &mut slow).await;
+    let fast: Vec<_> = futures_lite::stream::iter(0..2)
+        .then(|_| client(&rt, &server, "/ws"))
+        .collect()
+        .await;
+    for c in &fast {
+        c.subscribe("feed").await.expect("subscribe");
+    }
+    let (count, size) = (600usize, 16 * 1024);
+    let publish = async {
+        let filler = "x".repeat(size);
+        for n in 0..count {
+            let message = Message::json("item", json!({"n": n, "pad": filler}));
+            // The slow reader's share shows as a disconnect in one of these reports.
+            let _ = handle.to_room("feed", message).await.expect("publish");
+            if n % 8 == 0 {
+                sleep(&rt, Duration::from_millis(1)).await;
+            }
+        }
+    };
+    futures_lite::future::zip(
+        publish,
+        futures_lite::future::zip(read_all(&fast[0], count), read_all(&fast[1], count)),
+    )
+    .await;
+    let (_, code, reason) = closes.recv().await.expect("a disconnect");
+    assert_eq!(code, CloseCode::SLOW_CONSUMER, "{reason}");
+    assert!(
+        reason.contains("slow") || reason.contains("queue"),
+        "{reason}"
+    );
+    assert_eq!(handle.count().await.expect("count"), 2);
+    drop(slow);
+}
+
+/// Reads `count` `item` events numbered 0.. in order.
+async fn read_all<R: Runtime>(c: &Client<R>, count: usize) {
+    for next in 0..count {
+        let got = event(c).await;
+        let (name, value) = data(&got);
+        assert_eq!(name, "item");
+        assert_eq!(value["n"], json!(next), "in order, none missing");
+    }
+}
+
+pub async fn graceful_shutdown_delivers_queued_messages_then_1001<R: Runtime>(rt: R) {
+    let server = start(Builder::new(rt.clone())).await;
+    let handle = server.handle();
+    let a = client(&rt, &server, "/ws").await;
+    let mut b = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+    a.subscribe("room").await.expect("subscribe");
+    raw_send(&mut b, subscribe("room")).await;
+    assert_eq!(raw_json(&rt, &mut b).await["type"], "subscribed");
+    for n in 0..50 {
+        let sent = handle.to_room("room", Message::json("m", json!(n)));
+        assert_eq!(sent.await.expect("publish").queued, 2);
+    }
+    let shutdown = handle.shutdown();
+    let read_a = async {
+        for n in 0..50 {
+            assert_eq!(data(&event(&a).await), ("m", &json!(n)));
+        }
+        match event(&a).await {
+            ClientEvent::Closed { code, .. } => assert_eq!(code, Some(CloseCode::GOING_AWAY)),
+            other => panic!("expected 1001, got {other:?}"),
+        }
+    };
+    let read_b = async {
+        for n in 0..50 {
+            assert_eq!(raw_json(&rt, &mut b).await["data"], json!(n));
+        }
+        match raw_next(&rt, &mut b).await {
+            Some(Ws::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1001),
+            other => panic!("expected 1001, got {other:?}"),
+        }
+    };
+    let (done, _) =
+        futures_lite::future::zip(shutdown, futures_lite::future::zip(read_a, read_b)).await;
+    done.expect("shutdown");
+    assert_eq!(handle.count().await.expect("count"), 0);
+    server.stopped().await;
+    let late = ClientBuilder::new(rt.clone(), &server.ws_url("/ws"))
+        .connect()
+        .await;
+    assert!(late.is_err(), "no new connections after shutdown");
+}
+
+pub async fn bring_your_own_server_hands_over_a_websocket<R: Runtime>(rt: R) {
+    // A hub without a server of its own, and the application's own accept loop.
+    let handle = Builder::new(rt.clone()).start().expect("start");
+    let listener = rt.bind("127.0.0.1:0").await.expect("bind");
+    let addr = rt.local_addr(&listener).expect("addr");
+    let (opened_tx, opened) = async_channel::bounded(1);
+    let own = handle.clone();
+    let rt2 = rt.clone();
+    rt.spawn(async move {
+        let (tcp, _) = rt2.accept(&listener).await.expect("accept");
+        // The application's server answers the subprotocol our client offers.
+        #[allow(clippy::result_large_err)] // the callback's type is tungstenite's
+        let choose = |req: &tungstenite::handshake::server::Request,
+                      mut res: tungstenite::handshake::server::Response| {
+            let offered = req.headers().get("sec-websocket-protocol");
+            if offered
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains(crate::SUBPROTOCOL_V1))
+            {
+                let v = http::HeaderValue::from_static(crate::SUBPROTOCOL_V1);
+                res.headers_mut().insert("sec-websocket-protocol", v);
+            }
+            Ok(res)
+        };
+        let ws = async_tungstenite::accept_hdr_async(tcp, choose)
+            .await
+            .expect("upgrade");
+        let name = "/ws/user123/notification";
+        let info = ConnectionInfo::new(name).name(name);
+        let conn = own
+            .open(info, ws, Some(Duration::from_millis(200)))
+            .await
+            .expect("open");
+        let _ = opened_tx.send(conn).await;
+    });
+    let url = format!("ws://{addr}/ws/user123/notification");
+    let a = ClientBuilder::new(rt.clone(), &url)
+        .connect()
+        .await
+        .expect("connect");
+    let conn = opened.recv().await.expect("opened");
+    welcome(&a).await;
+    assert!(handle
+        .exists("/ws/user123/notification")
+        .await
+        .expect("exists"));
+    let by_name = handle
+        .by_name("/ws/user123/notification")
+        .await
+        .expect("by_name");
+    assert_eq!(by_name, Some(conn));
+    let sent = handle.emit(conn, Message::json("notification", json!({"title": "hi"})));
+    assert_eq!(sent.await.expect("emit").queued, 1);
+    assert_eq!(
+        data(&event(&a).await),
+        ("notification", &json!({"title": "hi"}))
+    );
+    a.subscribe("alerts")
+        .await
+        .expect("a connection like any other");
+    handle
+        .close(conn, CloseCode::NORMAL, "done")
+        .await
+        .expect("close");
+    assert!(matches!(
+        event(&a).await,
+        ClientEvent::Closed {
+            code: Some(CloseCode::NORMAL),
+            ..
+        }
+    ));
+}
+
+#[allow(dead_code)]
+fn assert_send<T: Send>(_: &T) {}
+
+#[allow(dead_code)]
+fn handle_is_clone_send_sync<R: Runtime>() {
+    fn check<T: Clone + Send + Sync + 'static>() {}
+    check::<crate::Handle<R>>();
+}
