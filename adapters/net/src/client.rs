@@ -114,6 +114,7 @@ pub struct ClientBuilder<R: Runtime> {
     subprotocols: Vec<String>,
     timeout: Duration,
     ws: WebSocketConfig,
+    tls: crate::tls::ClientTls,
 }
 
 impl<R: Runtime> ClientBuilder<R> {
@@ -127,7 +128,16 @@ impl<R: Runtime> ClientBuilder<R> {
             subprotocols: vec![SUBPROTOCOL_V1.into()],
             timeout: Duration::from_secs(10),
             ws: WebSocketConfig::default().read_buffer_size(16 * 1024),
+            tls: Default::default(),
         }
+    }
+
+    /// The TLS settings for `wss://` (default: Mozilla's roots). See [`crate::tls`].
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, config: std::sync::Arc<futures_rustls::rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
     }
 
     /// Adds a request header (a token, a cookie, an `Origin`).
@@ -183,7 +193,7 @@ impl<R: Runtime> ClientBuilder<R> {
         let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let tcp = self.rt.connect(&format!("{host}:{port}")).await?;
         let io: Stream = if secure {
-            crate::tls::connect_client(&host, tcp).await?
+            crate::tls::connect_client(self.tls, &host, tcp).await?
         } else {
             Box::new(tcp)
         };

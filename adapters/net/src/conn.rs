@@ -149,10 +149,14 @@ where
         }
     }
     if !closed {
-        let _ = inbound
-            .send(FromConn::PeerClosed(conn, None, String::new()))
-            .await;
+        let _ = inbound.send(vanished(conn)).await;
     }
+}
+
+/// The stream ended without a close frame: 1006, as RFC 6455 (7.1.5) names it.
+fn vanished(conn: ConnId) -> FromConn {
+    let reason = "connection closed without a close frame".to_owned();
+    FromConn::PeerClosed(conn, Some(CloseCode::ABNORMAL), reason)
 }
 
 fn violation(conn: ConnId, code: CloseCode, reason: &str) -> FromConn {
@@ -173,7 +177,7 @@ fn classify(conn: ConnId, error: tungstenite::Error) -> FromConn {
         E::Utf8(_) => violation(conn, CloseCode::INVALID_PAYLOAD, "text is not UTF-8"),
         E::Protocol(ProtocolError::ResetWithoutClosingHandshake)
         | E::ConnectionClosed
-        | E::AlreadyClosed => FromConn::PeerClosed(conn, None, String::new()),
+        | E::AlreadyClosed => vanished(conn),
         E::Protocol(e) => FromConn::Violation(conn, CloseCode::PROTOCOL_ERROR, e.to_string()),
         E::AttackAttempt => violation(conn, CloseCode::POLICY, "attack attempt"),
         e => FromConn::TransportError(conn, e.to_string()),

@@ -165,7 +165,9 @@ impl Driver {
     pub fn drain(&mut self, now: Instant) {
         while let Some(output) = self.hub.poll_output() {
             match output {
-                Output::Transmit { conn, frame } => self.send_to_writer(conn, WriterCmd::Frame(frame)),
+                Output::Transmit { conn, frame } => {
+                    self.send_to_writer(conn, WriterCmd::Frame(frame))
+                }
                 Output::Close { conn, code, reason } => {
                     self.send_to_writer(conn, WriterCmd::Close(code, reason));
                 }

@@ -32,7 +32,7 @@ mod origin;
 mod router;
 mod runtime;
 mod server;
-mod tls;
+pub mod tls;
 mod upgrade;
 
 #[cfg(feature = "testkit")]
@@ -52,6 +52,9 @@ pub use server::{Accept, Builder, ConnectRequest, HttpResponse, Refusal, Server,
 pub mod reexports {
     pub use async_tungstenite;
     pub use bytes;
+    /// TLS (with the `tls` feature): rustls and its futures adapter.
+    #[cfg(feature = "tls")]
+    pub use futures_rustls;
     pub use http;
     pub use http_body_util;
     pub use hyper;

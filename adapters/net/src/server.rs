@@ -146,6 +146,8 @@ pub struct Builder<R: Runtime> {
     handshake_timeout: Duration,
     inbox_limit: usize,
     keep_headers: Vec<String>,
+    #[cfg(feature = "tls")]
+    tls: Option<futures_rustls::TlsAcceptor>,
 }
 
 impl<R: Runtime> Builder<R> {
@@ -171,7 +173,17 @@ impl<R: Runtime> Builder<R> {
             handshake_timeout: Duration::from_secs(10),
             inbox_limit: 1024,
             keep_headers: Vec::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// Serves TLS (`https://`, `wss://`) with this rustls config (see [`crate::tls`]).
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, config: Arc<futures_rustls::rustls::ServerConfig>) -> Self {
+        self.tls = Some(futures_rustls::TlsAcceptor::from(config));
+        self
     }
 
     /// The hub's configuration (limits, heartbeats, policies).
@@ -341,6 +353,8 @@ impl<R: Runtime> Builder<R> {
             http: self.http,
             handshake_timeout: self.handshake_timeout,
             keep_headers: self.keep_headers,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
         };
         Ok((handle, front))
     }
@@ -351,12 +365,20 @@ impl<R: Runtime> Builder<R> {
         let listener = rt.bind(addr).await?;
         let local_addr = rt.local_addr(&listener)?;
         let (handle, front) = self.launch()?;
+        #[cfg(feature = "tls")]
+        let secure = front.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let secure = false;
         let shared = Arc::new(Shared {
             handle: handle.clone(),
             front,
         });
         rt.spawn(accept_loop(rt.clone(), listener, shared));
-        Ok(Server { handle, local_addr })
+        Ok(Server {
+            handle,
+            local_addr,
+            secure,
+        })
     }
 }
 
@@ -365,6 +387,7 @@ impl<R: Runtime> Builder<R> {
 pub struct Server<R: Runtime> {
     handle: Handle<R>,
     local_addr: SocketAddr,
+    secure: bool,
 }
 
 impl<R: Runtime> Server<R> {
@@ -378,14 +401,16 @@ impl<R: Runtime> Server<R> {
         self.local_addr
     }
 
-    /// `ws://addr{path}`.
+    /// `ws://addr{path}` (`wss://` with TLS).
     pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.local_addr)
+        let scheme = if self.secure { "wss" } else { "ws" };
+        format!("{scheme}://{}{path}", self.local_addr)
     }
 
-    /// `http://addr{path}`.
+    /// `http://addr{path}` (`https://` with TLS).
     pub fn http_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.local_addr)
+        let scheme = if self.secure { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.local_addr)
     }
 
     /// Completes once [`Handle::shutdown`] has been called.
@@ -403,6 +428,8 @@ struct Front {
     http: Option<HttpHandler>,
     handshake_timeout: Duration,
     keep_headers: Vec<String>,
+    #[cfg(feature = "tls")]
+    tls: Option<futures_rustls::TlsAcceptor>,
 }
 
 struct Shared<R: Runtime> {
@@ -420,7 +447,7 @@ async fn accept_loop<R: Runtime>(rt: R, listener: R::TcpListener, shared: Arc<Sh
             return; // shutting down: the listener closes with this task
         };
         match accepted {
-            Ok((tcp, remote)) => rt.spawn(serve(shared.clone(), tcp, remote)),
+            Ok((tcp, remote)) => spawn_serve(&rt, shared.clone(), tcp, remote),
             // Out of file descriptors or a connection reset before accept: keep serving.
             Err(_) => {
                 rt.sleep_until(std::time::Instant::now() + Duration::from_millis(5))
@@ -430,7 +457,28 @@ async fn accept_loop<R: Runtime>(rt: R, listener: R::TcpListener, shared: Arc<Sh
     }
 }
 
-/// Serves one TCP connection: HTTP requests until it upgrades or closes.
+/// Serves an accepted connection, after the TLS handshake if the server has TLS.
+fn spawn_serve<R: Runtime>(rt: &R, shared: Arc<Shared<R>>, tcp: R::TcpStream, remote: SocketAddr) {
+    #[cfg(feature = "tls")]
+    if let Some(acceptor) = shared.front.tls.clone() {
+        let rt2 = rt.clone();
+        rt.spawn(async move {
+            let until = std::time::Instant::now() + shared.front.handshake_timeout;
+            let handshake = async { acceptor.accept(tcp).await.ok() };
+            let timeout = async {
+                rt2.sleep_until(until).await;
+                None
+            };
+            if let Some(tls) = or(handshake, timeout).await {
+                serve(shared, tls, remote).await;
+            }
+        });
+        return;
+    }
+    rt.spawn(serve(shared, tcp, remote));
+}
+
+/// Serves one connection: HTTP requests until it upgrades or closes.
 async fn serve<R, S>(shared: Arc<Shared<R>>, io: S, remote: SocketAddr)
 where
     R: Runtime,

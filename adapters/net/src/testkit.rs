@@ -40,7 +40,10 @@ macro_rules! loopback_suite {
             client_that_stops_reading_is_cut_while_others_get_everything,
             graceful_shutdown_delivers_queued_messages_then_1001,
             bring_your_own_server_hands_over_a_websocket,
+            client_publishes_and_unsubscribes,
+            transport_error_closes_after_the_configured_delay,
         );
+        $crate::__loopback_tls_cases!($runtime, $block_on);
     };
     (@cases $runtime:expr, $block_on:path; $($case:ident),* $(,)?) => {
         $(
@@ -54,6 +57,27 @@ macro_rules! loopback_suite {
             }
         )*
     };
+}
+
+/// The `wss://` case, when tidings-net is built with TLS (a `cfg` inside
+/// `loopback_suite!` would test the calling crate's features instead).
+#[cfg(feature = "tls")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __loopback_tls_cases {
+    ($runtime:expr, $block_on:path) => {
+        $crate::loopback_suite!(@cases $runtime, $block_on;
+            tls_serves_wss_to_our_client_and_tungstenite,
+        );
+    };
+}
+
+/// Without TLS there is no `wss://` case.
+#[cfg(not(feature = "tls"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __loopback_tls_cases {
+    ($runtime:expr, $block_on:path) => {};
 }
 
 /// Runs `test`, failing it if it takes more than a minute (a hang is a failure, not a

@@ -171,7 +171,7 @@ mod tests {
         // RFC 6455 section 1.3's example.
         assert_eq!(
             check_request(&request(&GOOD)).ok().as_deref(),
-            Some("s3pPLMBiTxaQ9kYGzzhZRrK+xOo=")
+            Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
         );
     }
 

@@ -743,6 +743,102 @@ pub async fn bring_your_own_server_hands_over_a_websocket<R: Runtime>(rt: R) {
     ));
 }
 
+pub async fn client_publishes_and_unsubscribes<R: Runtime>(rt: R) {
+    let config = Config::default().client_publish(true);
+    let server = start(Builder::new(rt.clone()).config(config)).await;
+    let (a, b) = (
+        client(&rt, &server, "/ws").await,
+        client(&rt, &server, "/ws").await,
+    );
+    a.subscribe("chat").await.expect("subscribe");
+    b.subscribe("chat").await.expect("subscribe");
+    a.publish("chat", "say", json!("hi"))
+        .await
+        .expect("publish");
+    for c in [&a, &b] {
+        let got = event(c).await;
+        assert_eq!(
+            data(&got),
+            ("say", &json!("hi")),
+            "every member, the sender too"
+        );
+    }
+    b.unsubscribe("chat").await.expect("unsubscribe");
+    match b.unsubscribe("chat").await {
+        Err(Error::Server { code, .. }) => assert_eq!(code, "not_subscribed"),
+        other => panic!("expected not_subscribed, got {other:?}"),
+    }
+    a.publish("chat", "say", json!("again"))
+        .await
+        .expect("publish");
+    assert_eq!(data(&event(&a).await).1, &json!("again"));
+    b.ping().await.expect("b is up");
+    assert!(
+        b.next_timeout(Duration::from_millis(100)).await.is_none(),
+        "b left"
+    );
+    // A publish to a channel it is not in is refused, not delivered.
+    b.publish("chat", "say", json!("outsider"))
+        .await
+        .expect("sent");
+    match event(&b).await {
+        ClientEvent::Error { code, .. } => assert_eq!(code, "not_subscribed"),
+        other => panic!("expected not_subscribed, got {other:?}"),
+    }
+}
+
+pub async fn transport_error_closes_after_the_configured_delay<R: Runtime>(rt: R) {
+    // An end of stream without a close frame is the peer's doing: 1006 at once.
+    let server = start(Builder::new(rt.clone())).await;
+    let mut ws = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+    raw_send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(raw_json(&rt, &mut ws).await["type"], "pong");
+    drop(ws); // everything read: a plain end of stream (FIN), no close frame
+    eventually(&rt, "the vanished peer is gone", || async {
+        server.handle().count().await.expect("count") == 0
+    })
+    .await;
+    let closes = server.handle().counters().await.expect("counters").closes;
+    assert_eq!(closes.get(&CloseCode::ABNORMAL), Some(&1), "{closes:?}");
+
+    let delay = Duration::from_secs(1);
+    let config = Config::default().error_close_delay(delay);
+    let (closes_tx, closes) = async_channel::unbounded();
+    let router = Router::new().on_disconnect(move |d| {
+        let tx = closes_tx.clone();
+        async move {
+            let _ = tx.send((d.code, Instant::now())).await;
+        }
+    });
+    let server = start(Builder::new(rt.clone()).config(config).router(router)).await;
+    let handle = server.handle();
+    let ws = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+    eventually(&rt, "the welcome is sent", || async {
+        handle
+            .counters()
+            .await
+            .expect("counters")
+            .connections_opened
+            == 1
+    })
+    .await;
+    let sent = handle.broadcast(Message::json("unread", json!(0)));
+    assert_eq!(sent.await.expect("broadcast").queued, 1);
+    sleep(&rt, Duration::from_millis(50)).await;
+    // Dropped with a message unread: the kernel resets the connection (a read error on the
+    // server, not an end of stream).
+    let dropped = Instant::now();
+    drop(ws);
+    let (code, at) = closes.recv().await.expect("disconnect");
+    assert_eq!(code, CloseCode::ABNORMAL);
+    let after = at - dropped;
+    assert!(
+        after >= delay,
+        "closed {after:?} after the error, before the delay"
+    );
+    assert_eq!(handle.count().await.expect("count"), 0);
+}
+
 #[allow(dead_code)]
 fn assert_send<T: Send>(_: &T) {}
 
@@ -750,4 +846,48 @@ fn assert_send<T: Send>(_: &T) {}
 fn handle_is_clone_send_sync<R: Runtime>() {
     fn check<T: Clone + Send + Sync + 'static>() {}
     check::<crate::Handle<R>>();
+}
+
+#[cfg(feature = "tls")]
+pub async fn tls_serves_wss_to_our_client_and_tungstenite<R: Runtime>(rt: R) {
+    let server_config = crate::tls::server_config(
+        include_bytes!("tls/server.pem"),
+        include_bytes!("tls/server-key.pem"),
+    )
+    .expect("server config");
+    let roots = crate::tls::client_config(Some(include_bytes!("tls/ca.pem"))).expect("roots");
+    let router = Router::new().on("echo", |ctx, v: Value| async move {
+        ctx.reply(v).await.expect("reply");
+    });
+    let server = start(Builder::new(rt.clone()).tls(server_config).router(router)).await;
+    let url = server.ws_url("/ws");
+    assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
+    let ours = ClientBuilder::new(rt.clone(), &url)
+        .tls(roots.clone())
+        .connect()
+        .await
+        .expect("wss connect");
+    let answer = ours.emit_with_ack("echo", json!("over tls"), None).await;
+    assert_eq!(answer.expect("ack"), Payload::Json(json!("over tls")));
+    // Without the test CA the certificate is not trusted.
+    let untrusted = ClientBuilder::new(rt.clone(), &url).connect().await;
+    assert!(untrusted.is_err(), "an unknown CA is refused");
+    // Plain tungstenite over futures-rustls agrees.
+    let tcp = rt
+        .connect(&server.local_addr().to_string())
+        .await
+        .expect("tcp");
+    let name = futures_rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let tls = futures_rustls::TlsConnector::from(roots)
+        .connect(name, tcp)
+        .await
+        .expect("tls");
+    let (mut ws, _) = async_tungstenite::client_async(url.as_str(), tls)
+        .await
+        .expect("upgrade");
+    raw_send(&mut ws, json!({"type": "ping", "id": "t"})).await;
+    assert_eq!(
+        raw_json(&rt, &mut ws).await,
+        json!({"type": "pong", "ref": "t"})
+    );
 }
