@@ -86,6 +86,8 @@ pub(crate) struct Driver {
     shutdown_waiters: Vec<Sender<()>>,
     shutdown_done: bool,
     router: Option<RouterLink>,
+    /// Set after shutdown: the hub task ends, and with it the router task.
+    pub stopped: bool,
 }
 
 impl Driver {
@@ -99,6 +101,7 @@ impl Driver {
             shutdown_waiters: Vec::new(),
             shutdown_done: false,
             router,
+            stopped: false,
         }
     }
 
@@ -287,7 +290,7 @@ impl Driver {
     }
 }
 
-/// Runs the hub until every handle and connection task is gone.
+/// Runs the hub until shutdown is over, or every handle and connection task is gone.
 pub(crate) async fn run<R: Runtime>(
     rt: R,
     mut driver: Driver,
@@ -302,6 +305,9 @@ pub(crate) async fn run<R: Runtime>(
     }
     loop {
         driver.drain(Instant::now());
+        if driver.stopped {
+            return;
+        }
         let deadline = driver.hub.poll_timeout();
         let router_full = driver.router_full();
         let gated = router_full.is_some();
@@ -335,8 +341,12 @@ pub(crate) async fn run<R: Runtime>(
             Wake::Control(None) => return, // every handle and connection task is gone
             Wake::Control(Some(first)) => {
                 driver.handle_control(now, first);
-                for next in std::iter::from_fn(|| control.try_recv().ok()).take(BURST) {
-                    driver.handle_control(now, next);
+                for _ in 0..BURST {
+                    // Nothing more once stopped: later commands answer `Stopped`.
+                    match control.try_recv() {
+                        Ok(next) if !driver.stopped => driver.handle_control(now, next),
+                        _ => break,
+                    }
                 }
             }
             Wake::Conn(None) => return,

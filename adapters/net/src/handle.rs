@@ -379,7 +379,8 @@ impl<R: Runtime> Handle<R> {
 
     /// Shuts down: no new connections; every connection gets what it has queued, then a
     /// close with 1001. Returns once every connection is closed, or `close_grace` plus the
-    /// close delay have passed.
+    /// close delay have passed. Then the hub task and the router task end: later calls on
+    /// any handle return [`Error::Stopped`].
     pub async fn shutdown(&self) -> Result<()> {
         let inner = &self.inner;
         inner.stopping.store(true, Ordering::SeqCst);
@@ -396,7 +397,14 @@ impl<R: Runtime> Handle<R> {
             inner.tasks.idle().await;
         };
         or(all_closed, inner.rt.sleep_until(until)).await;
+        // Connection tasks that outlived the grace end when the hub's channels close.
+        let _ = self.call(|d, _| d.stopped = true).await;
         Ok(())
+    }
+
+    /// How many connection tasks are running (sockets still open, closing ones included).
+    pub fn running_connections(&self) -> usize {
+        self.inner.tasks.live()
     }
 
     /// Whether [`Handle::shutdown`] was called.
