@@ -120,7 +120,3 @@ mod send_sync {
     }
 }
 
-/// The README's code blocks compile and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;

@@ -111,3 +111,9 @@ pub use tidings_net::{
     Refusal, Result, Runtime, ServerEvent, SUBPROTOCOL_V1,
 };
 pub use {tidings_core, tidings_net};
+
+/// The README's code blocks compile (and those not marked `no_run` run) as doctests here,
+/// where both the core and this adapter are in reach.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
