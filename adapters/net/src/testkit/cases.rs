@@ -640,6 +640,7 @@ pub async fn graceful_shutdown_delivers_queued_messages_then_1001<R: Runtime>(rt
         let sent = handle.to_room("room", Message::json("m", json!(n)));
         assert_eq!(sent.await.expect("publish").queued, 2);
     }
+    assert!(!handle.is_stopping());
     let shutdown = handle.shutdown();
     let read_a = async {
         for n in 0..50 {
@@ -662,6 +663,7 @@ pub async fn graceful_shutdown_delivers_queued_messages_then_1001<R: Runtime>(rt
     let (done, _) =
         futures_lite::future::zip(shutdown, futures_lite::future::zip(read_a, read_b)).await;
     done.expect("shutdown");
+    assert!(handle.is_stopping());
     assert!(matches!(handle.count().await, Err(Error::Stopped)), "the hub task has ended");
     assert_eq!(handle.running_connections(), 0, "every connection task has ended");
     server.stopped().await;
