@@ -119,4 +119,3 @@ mod send_sync {
         send_sync::<crate::Error>();
     }
 }
-

@@ -664,8 +664,15 @@ pub async fn graceful_shutdown_delivers_queued_messages_then_1001<R: Runtime>(rt
         futures_lite::future::zip(shutdown, futures_lite::future::zip(read_a, read_b)).await;
     done.expect("shutdown");
     assert!(handle.is_stopping());
-    assert!(matches!(handle.count().await, Err(Error::Stopped)), "the hub task has ended");
-    assert_eq!(handle.running_connections(), 0, "every connection task has ended");
+    assert!(
+        matches!(handle.count().await, Err(Error::Stopped)),
+        "the hub task has ended"
+    );
+    assert_eq!(
+        handle.running_connections(),
+        0,
+        "every connection task has ended"
+    );
     server.stopped().await;
     let late = ClientBuilder::new(rt.clone(), &server.ws_url("/ws"))
         .connect()
