@@ -235,6 +235,14 @@ impl Driver {
                     let _ = self.hub.approve_subscribe(now, conn, &channel);
                 }
             }
+            Event::Joined { conn, room } => {
+                let room = room.to_string();
+                self.send_to_router(|r| r.on_join, RouterEvent::Joined { conn, room });
+            }
+            Event::Left { conn, room } => {
+                let room = room.to_string();
+                self.send_to_router(|r| r.on_leave, RouterEvent::Left { conn, room });
+            }
             Event::Ack {
                 conn, ack, outcome, ..
             } => {

@@ -26,6 +26,7 @@ type Handler<R> = Box<dyn Fn(Ctx<R>, Payload) -> BoxFuture + Send + Sync>;
 type Fallback<R> = Box<dyn Fn(Ctx<R>, String, Payload) -> BoxFuture + Send + Sync>;
 type ConnectHook<R> = Box<dyn Fn(Ctx<R>) -> BoxFuture + Send + Sync>;
 type DisconnectHook<R> = Box<dyn Fn(Disconnect<R>) -> BoxFuture + Send + Sync>;
+type RoomHook<R> = Box<dyn Fn(Ctx<R>, String) -> BoxFuture + Send + Sync>;
 type Authorize<R> = Box<dyn Fn(Ctx<R>, String) -> BoxFuture<Result<(), String>> + Send + Sync>;
 
 /// Event handlers and hooks for a server. Build it, then pass it to the server builder.
@@ -53,6 +54,8 @@ pub struct Router<R: Runtime> {
     fallback: Option<Fallback<R>>,
     on_connect: Option<ConnectHook<R>>,
     on_disconnect: Option<DisconnectHook<R>>,
+    on_join: Option<RoomHook<R>>,
+    on_leave: Option<RoomHook<R>>,
     authorize: Option<Authorize<R>>,
 }
 
@@ -63,6 +66,8 @@ impl<R: Runtime> Default for Router<R> {
             fallback: None,
             on_connect: None,
             on_disconnect: None,
+            on_join: None,
+            on_leave: None,
             authorize: None,
         }
     }
@@ -75,6 +80,8 @@ pub(crate) struct Routes {
     fallback: bool,
     pub on_connect: bool,
     pub on_disconnect: bool,
+    pub on_join: bool,
+    pub on_leave: bool,
     pub authorize: bool,
 }
 
@@ -97,6 +104,14 @@ pub(crate) enum RouterEvent {
     SubscribeRequest {
         conn: ConnId,
         channel: String,
+    },
+    Joined {
+        conn: ConnId,
+        room: String,
+    },
+    Left {
+        conn: ConnId,
+        room: String,
     },
 }
 
@@ -172,6 +187,28 @@ impl<R: Runtime> Router<R> {
         self
     }
 
+    /// Runs when a connection joins a room: its own `subscribe`, or the server's join.
+    pub fn on_join<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Ctx<R>, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_join = Some(Box::new(move |c, room| Box::pin(hook(c, room))));
+        self
+    }
+
+    /// Runs when a connection leaves a room: its own `unsubscribe`, the server's leave, or
+    /// its close (then before `on_disconnect`, and calls about the connection may fail:
+    /// it is gone).
+    pub fn on_leave<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Ctx<R>, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_leave = Some(Box::new(move |c, room| Box::pin(hook(c, room))));
+        self
+    }
+
     /// Decides each client `subscribe`: `Ok(())` joins it, `Err(reason)` answers it with a
     /// `subscribe_denied` error carrying the reason. Setting this turns on
     /// `SubscribePolicy::Approve`.
@@ -190,6 +227,8 @@ impl<R: Runtime> Router<R> {
             fallback: self.fallback.is_some(),
             on_connect: self.on_connect.is_some(),
             on_disconnect: self.on_disconnect.is_some(),
+            on_join: self.on_join.is_some(),
+            on_leave: self.on_leave.is_some(),
             authorize: self.authorize.is_some(),
         }
     }
@@ -231,6 +270,16 @@ impl<R: Runtime> Router<R> {
                             reason,
                         })
                         .await;
+                    }
+                }
+                RouterEvent::Joined { conn, room } => {
+                    if let Some(h) = &self.on_join {
+                        h(ctx(conn, None), room).await;
+                    }
+                }
+                RouterEvent::Left { conn, room } => {
+                    if let Some(h) = &self.on_leave {
+                        h(ctx(conn, None), room).await;
                     }
                 }
                 RouterEvent::SubscribeRequest { conn, channel } => {

@@ -1,7 +1,7 @@
 //! TLS for `wss://`, behind the `tls` feature: futures-rustls (with ring), so it runs on
-//! any runtime. The server takes a rustls `ServerConfig` ([`Builder::tls`](crate::Builder::tls));
-//! the client a `ClientConfig` ([`ClientBuilder::tls`](crate::ClientBuilder::tls)), or
-//! Mozilla's roots by default. The helpers here build both from PEM.
+//! any runtime. The server takes a rustls `ServerConfig` (`Builder::tls`), the client a
+//! `ClientConfig` (`ClientBuilder::tls`) or Mozilla's roots by default. The helpers here
+//! build both from PEM.
 
 use crate::client::Io;
 use crate::{Error, Result};

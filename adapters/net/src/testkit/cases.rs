@@ -293,7 +293,8 @@ pub async fn router_handlers_fallback_hooks_and_subscribe_authorization<R: Runti
         game: String,
     }
     let (hooks_tx, hooks) = async_channel::unbounded::<String>();
-    let (on_connect, on_disconnect) = (hooks_tx.clone(), hooks_tx);
+    let (on_connect, on_disconnect) = (hooks_tx.clone(), hooks_tx.clone());
+    let (on_join, on_leave) = (hooks_tx.clone(), hooks_tx);
     let router = Router::new()
         .on("join_game", |ctx, join: Join| async move {
             ctx.join(&join.game).await.expect("join");
@@ -319,6 +320,18 @@ pub async fn router_handlers_fallback_hooks_and_subscribe_authorization<R: Runti
             let tx = on_disconnect.clone();
             async move {
                 let _ = tx.send(format!("disconnect {} {}", d.conn, d.code.0)).await;
+            }
+        })
+        .on_join(move |_, room| {
+            let tx = on_join.clone();
+            async move {
+                let _ = tx.send(format!("join {room}")).await;
+            }
+        })
+        .on_leave(move |_, room| {
+            let tx = on_leave.clone();
+            async move {
+                let _ = tx.send(format!("leave {room}")).await;
             }
         })
         .authorize_subscribe(|_, channel| async move {
@@ -380,9 +393,22 @@ pub async fn router_handlers_fallback_hooks_and_subscribe_authorization<R: Runti
         other => panic!("expected a denial, got {other:?}"),
     }
     a.close().await.expect("close");
+    let mut seen = Vec::new();
+    while !seen
+        .last()
+        .is_some_and(|h: &String| h.starts_with("disconnect"))
+    {
+        seen.push(hooks.recv().await.expect("hook"));
+    }
     assert_eq!(
-        hooks.recv().await.expect("hook"),
-        format!("disconnect {label} 1000")
+        seen,
+        [
+            "join g1".to_owned(),
+            "join public".to_owned(),
+            "leave g1".to_owned(),
+            "leave public".to_owned(),
+            format!("disconnect {label} 1000"),
+        ]
     );
 }
 
