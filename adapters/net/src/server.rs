@@ -35,7 +35,8 @@ use crate::{Error, Handle, OriginPolicy, Router, Runtime};
 pub type HttpResponse = Response<Full<Bytes>>;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type HttpHandler = Arc<dyn Fn(Request<Incoming>) -> BoxFuture<HttpResponse> + Send + Sync>;
+type HttpHandler<R> =
+    Arc<dyn Fn(Handle<R>, Request<Incoming>) -> BoxFuture<HttpResponse> + Send + Sync>;
 type ConnectHook = Arc<dyn Fn(ConnectRequest) -> BoxFuture<Result<Accept, Refusal>> + Send + Sync>;
 
 /// The subprotocol of PROTOCOL.md version 1.
@@ -140,7 +141,7 @@ pub struct Builder<R: Runtime> {
     origin: OriginPolicy,
     subprotocols: Vec<String>,
     connect: Option<ConnectHook>,
-    http: Option<HttpHandler>,
+    http: Option<HttpHandler<R>>,
     router: Option<Router<R>>,
     options: ConnOptions,
     handshake_timeout: Duration,
@@ -238,15 +239,15 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
-    /// Serves every request that is not a WebSocket upgrade (a page, a REST endpoint).
-    /// Without it they get 404.
+    /// Serves every request that is not a WebSocket upgrade (a page, a REST endpoint that
+    /// publishes through the handle it is given). Without it they get 404.
     #[must_use]
     pub fn http<F, Fut>(mut self, handler: F) -> Self
     where
-        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        F: Fn(Handle<R>, Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HttpResponse> + Send + 'static,
     {
-        self.http = Some(Arc::new(move |req| Box::pin(handler(req))));
+        self.http = Some(Arc::new(move |handle, req| Box::pin(handler(handle, req))));
         self
     }
 
@@ -313,7 +314,7 @@ impl<R: Runtime> Builder<R> {
         Ok(self.launch()?.0)
     }
 
-    fn launch(mut self) -> Result<(Handle<R>, Front), Error> {
+    fn launch(mut self) -> Result<(Handle<R>, Front<R>), Error> {
         if self.router.as_ref().is_some_and(|r| r.routes().authorize) {
             self.config.subscribe_policy = SubscribePolicy::Approve;
         }
@@ -420,12 +421,12 @@ impl<R: Runtime> Server<R> {
 }
 
 /// The HTTP side of the server: what an upgrade is checked against.
-struct Front {
+struct Front<R: Runtime> {
     paths: Vec<String>,
     origin: OriginPolicy,
     subprotocols: Vec<String>,
     connect: Option<ConnectHook>,
-    http: Option<HttpHandler>,
+    http: Option<HttpHandler<R>>,
     handshake_timeout: Duration,
     keep_headers: Vec<String>,
     #[cfg(feature = "tls")]
@@ -434,7 +435,7 @@ struct Front {
 
 struct Shared<R: Runtime> {
     handle: Handle<R>,
-    front: Front,
+    front: Front<R>,
 }
 
 async fn accept_loop<R: Runtime>(rt: R, listener: R::TcpListener, shared: Arc<Shared<R>>) {
@@ -521,7 +522,7 @@ where
     let path = req.uri().path();
     if !front.paths.iter().any(|p| path_matches(p, path)) {
         return match &front.http {
-            Some(handler) => handler(req).await,
+            Some(handler) => handler(shared.handle.clone(), req).await,
             None => plain(StatusCode::NOT_FOUND, "not found\n"),
         };
     }

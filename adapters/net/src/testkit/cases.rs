@@ -503,8 +503,9 @@ pub async fn subprotocols_first_supported_wins<R: Runtime>(rt: R) {
 
 pub async fn plain_http_is_served_beside_the_websocket<R: Runtime>(rt: R) {
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
-    let server = start(Builder::new(rt.clone()).http(|req| async move {
-        let body = format!("page at {}", req.uri().path());
+    let server = start(Builder::new(rt.clone()).http(|handle, req| async move {
+        let open = handle.count().await.expect("the handle works here");
+        let body = format!("page at {} with {open} connections", req.uri().path());
         http::Response::new(http_body_util::Full::from(body))
     }))
     .await;
@@ -522,7 +523,7 @@ pub async fn plain_http_is_served_beside_the_websocket<R: Runtime>(rt: R) {
     };
     let page = get("/").await;
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
-    assert!(page.ends_with("page at /"), "{page}");
+    assert!(page.ends_with("page at / with 0 connections"), "{page}");
     let not_upgraded = get("/ws").await;
     assert!(not_upgraded.starts_with("HTTP/1.1 426"), "{not_upgraded}");
     // The WebSocket still works on the same port.
