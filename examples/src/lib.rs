@@ -1,1 +1,74 @@
-//! Runnable tidings programs. Placeholder: the examples arrive with issue 4.
+//! What the example programs share: the `--listen` flag, the line that tells a person (and
+//! the tests) where to go, and small HTTP answers. Each program is one file in `src/bin/`.
+
+use serde_json::Value;
+use tidings_smol::reexports::bytes::Bytes;
+use tidings_smol::reexports::http::{header, Response, StatusCode};
+use tidings_smol::reexports::http_body_util::{BodyExt, Full, Limited};
+use tidings_smol::reexports::hyper::body::Incoming;
+use tidings_smol::reexports::hyper::Request;
+use tidings_smol::{HttpResponse, Server};
+
+/// The address from `--listen ADDR` (or `--listen=ADDR`), else `default`.
+pub fn listen_addr(default: &str) -> String {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--listen" {
+            if let Some(addr) = args.next() {
+                return addr;
+            }
+        } else if let Some(addr) = arg.strip_prefix("--listen=") {
+            return addr.to_owned();
+        }
+    }
+    default.to_owned()
+}
+
+/// Prints where the program listens: `NAME: open http://ADDR/`. The tests read this line.
+pub fn announce(name: &str, server: &Server) {
+    println!("{name}: open {}", server.http_url("/"));
+}
+
+/// A page of HTML.
+pub fn html(page: &'static str) -> HttpResponse {
+    respond(StatusCode::OK, "text/html; charset=utf-8", page)
+}
+
+/// A JSON answer.
+pub fn json(status: StatusCode, value: &Value) -> HttpResponse {
+    respond(status, "application/json", value.to_string())
+}
+
+/// 404.
+pub fn not_found() -> HttpResponse {
+    respond(
+        StatusCode::NOT_FOUND,
+        "text/plain; charset=utf-8",
+        "not found\n",
+    )
+}
+
+/// A response with a status, a content type and a body.
+pub fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> HttpResponse {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// The request body as JSON, at most `limit` bytes; the error says why in a few words.
+pub async fn json_body(req: Request<Incoming>, limit: usize) -> Result<Value, String> {
+    let body = Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| format!("cannot read the body: {e}"))?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| format!("invalid JSON: {e}"))
+}

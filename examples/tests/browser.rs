@@ -1,0 +1,166 @@
+//! The chat page in a real browser: two headless Chromium pages join the same room, one
+//! sends a message, the other shows it. A screenshot is saved under `target/`.
+//!
+//! Needs `chromium` and `chromedriver` (Debian: `chromium`, `chromium-driver`). Without
+//! them the test says so loudly and passes, unless `TIDINGS_REQUIRE_BROWSER` is set (as
+//! `.ci/run` sets it): then a missing browser fails it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+/// Where a program is, from `PATH` or the Debian locations.
+fn find(name: &str, debian: &str) -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| Some(PathBuf::from(debian)).filter(|p| p.is_file()))
+}
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+async fn page(driver: &str, chromium: &Path) -> Client {
+    let profile = std::env::temp_dir().join(format!("tidings-chromium-{}", free_port()));
+    let options = json!({
+        "binary": chromium,
+        "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--window-size=1100,760",
+            format!("--user-data-dir={}", profile.display()),
+        ],
+    });
+    let mut caps = serde_json::Map::new();
+    caps.insert("goog:chromeOptions".into(), options);
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(driver)
+        .await
+        .expect("a browser session")
+}
+
+async fn enter(page: &Client, url: &str, name: &str) {
+    page.goto(url).await.expect("open the chat");
+    let input = page.find(Locator::Id("name")).await.expect("name field");
+    input.send_keys(name).await.expect("type a name");
+    page.find(Locator::Id("connect"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("enter");
+    // The page joins #lobby by itself once connected.
+    page.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//li[contains(@class,'current') and contains(., 'lobby')]",
+        ))
+        .await
+        .expect("in the lobby");
+}
+
+#[test]
+fn two_browser_pages_chat_in_the_same_room() {
+    let required = std::env::var_os("TIDINGS_REQUIRE_BROWSER").is_some();
+    let (Some(chromium), Some(chromedriver)) = (
+        find("chromium", "/usr/bin/chromium"),
+        find("chromedriver", "/usr/bin/chromedriver"),
+    ) else {
+        assert!(
+            !required,
+            "TIDINGS_REQUIRE_BROWSER is set but chromium/chromedriver are missing"
+        );
+        eprintln!(
+            "\n*** SKIPPED the browser test: install chromium and chromium-driver to run it ***\n"
+        );
+        return;
+    };
+    let chat = common::start(env!("CARGO_BIN_EXE_chat"));
+    let port = free_port();
+    let _driver = Driver(
+        Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts"),
+    );
+    let driver_url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let ann = page(&driver_url, &chromium).await;
+        let bob = page(&driver_url, &chromium).await;
+        enter(&ann, &chat.url, "ann").await;
+        enter(&bob, &chat.url, "bob").await;
+        ann.wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::XPath(
+                "//ul[@id='messages']/li[contains(., 'bob joined')]",
+            ))
+            .await
+            .expect("ann sees bob join");
+
+        let text = ann.find(Locator::Id("text")).await.expect("message field");
+        text.send_keys("hello from ann").await.expect("type");
+        ann.find(Locator::Id("send"))
+            .await
+            .expect("send")
+            .click()
+            .await
+            .expect("send");
+        let shown = bob
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::XPath(
+                "//ul[@id='messages']/li[contains(., 'hello from ann')]",
+            ))
+            .await
+            .expect("bob sees ann's message");
+        let line = shown.text().await.expect("text");
+        assert!(
+            line.starts_with("ann") && line.contains("hello from ann"),
+            "{line}"
+        );
+
+        let png = bob.screenshot().await.expect("screenshot");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+        std::fs::create_dir_all(&dir).expect("target dir");
+        let path = dir.join("chat-browser-test.png");
+        std::fs::write(&path, png).expect("save the screenshot");
+        eprintln!("screenshot: {}", path.display());
+        ann.close().await.expect("close");
+        bob.close().await.expect("close");
+    });
+}

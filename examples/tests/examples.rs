@@ -1,0 +1,300 @@
+//! Every example, started as a person starts it (`--listen`, the printed URL), and talked to
+//! over real sockets with the tidings client and plain HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{http, start};
+use serde_json::{json, Value};
+use tidings_smol::{Client, ClientEvent, Payload};
+
+/// The next event that is not a welcome, as (event name, JSON data).
+async fn next_event(client: &Client) -> (String, Value) {
+    loop {
+        match client.next_timeout(Duration::from_secs(5)).await {
+            Some(ClientEvent::Welcome { .. }) => continue,
+            Some(ClientEvent::Event(e)) => match e.data {
+                Payload::Json(v) => return (e.event, v),
+                other => panic!("expected JSON, got {other:?}"),
+            },
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+}
+
+/// The next batch, as (event name, items).
+async fn next_batch(client: &Client) -> (String, Vec<Value>) {
+    loop {
+        match client.next_timeout(Duration::from_secs(5)).await {
+            Some(ClientEvent::Batch {
+                event, messages, ..
+            }) => return (event, messages),
+            Some(ClientEvent::Event(_) | ClientEvent::Welcome { .. }) => continue,
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+}
+
+async fn connect(url: &str) -> Client {
+    tidings_smol::connect(url).await.expect("connect")
+}
+
+#[test]
+fn echo_sends_every_event_back_and_answers_acks() {
+    let echo = start(env!("CARGO_BIN_EXE_echo"));
+    smol::block_on(async {
+        let client = connect(&echo.ws("/ws")).await;
+        client.emit("hi", json!({"a": 1})).await.expect("emit");
+        assert_eq!(next_event(&client).await, ("hi".into(), json!({"a": 1})));
+        let answer = client.emit_with_ack("q", json!([1, 2]), None).await;
+        assert_eq!(answer.expect("ack"), Payload::Json(json!([1, 2])));
+    });
+}
+
+#[test]
+fn notify_delivers_to_one_user_or_everyone_and_counts() {
+    let notify = start(env!("CARGO_BIN_EXE_notify"));
+    let addr = notify.addr();
+    smol::block_on(async {
+        let refused = tidings_smol::connect(&notify.ws("/ws/notifications")).await;
+        assert!(
+            matches!(
+                &refused,
+                Err(tidings_smol::Error::Refused { status: 400, .. })
+            ),
+            "{refused:?}"
+        );
+        let u42 = connect(&notify.ws("/ws/notifications?user_id=42")).await;
+        let u42b = connect(&notify.ws("/ws/notifications?user_id=42")).await;
+        let u7 = connect(&notify.ws("/ws/notifications?user_id=7")).await;
+        for c in [&u42, &u42b, &u7] {
+            c.ping().await.expect("connected and joined");
+        }
+        let (status, body) = http(
+            &addr,
+            "POST",
+            "/api/notify",
+            r#"{"user_id": 42, "title": "hi", "body": "for 42"}"#,
+        );
+        assert_eq!(
+            (status, serde_json::from_str::<Value>(&body).ok()),
+            (200, Some(json!({"delivered": 2})))
+        );
+        for c in [&u42, &u42b] {
+            let (event, data) = next_event(c).await;
+            assert_eq!(
+                (event.as_str(), data),
+                ("notification", json!({"title": "hi", "body": "for 42"}))
+            );
+        }
+        let (status, body) = http(
+            &addr,
+            "POST",
+            "/api/notify",
+            r#"{"title": "all", "body": "everyone"}"#,
+        );
+        assert_eq!((status, body.as_str()), (200, r#"{"delivered":3}"#));
+        let (_, data) = next_event(&u7).await;
+        assert_eq!(
+            data["title"], "all",
+            "7's first notification is the broadcast"
+        );
+
+        let (status, body) = http(&addr, "POST", "/api/notify", "{not json");
+        assert_eq!(status, 400);
+        assert!(body.contains("invalid JSON"), "{body}");
+        let (status, body) = http(&addr, "POST", "/api/notify", r#"{"title": 1}"#);
+        assert_eq!(status, 400);
+        assert!(body.contains("required"), "{body}");
+        assert_eq!(http(&addr, "GET", "/api/notify", "").0, 405);
+        let (status, page) = http(&addr, "GET", "/", "");
+        assert_eq!(status, 200);
+        assert!(page.contains("/api/notify"));
+    });
+}
+
+#[test]
+fn lobby_routes_game_commands_and_refuses_unknown_ones() {
+    let lobby = start(env!("CARGO_BIN_EXE_lobby"));
+    smol::block_on(async {
+        let ann = connect(&lobby.ws("/ws?name=ann")).await;
+        let bob = connect(&lobby.ws("/ws?name=bob")).await;
+        let joined = ann
+            .emit_with_ack("join_game", json!({"game": "g1"}), None)
+            .await;
+        assert_eq!(
+            joined.expect("ack"),
+            Payload::Json(json!({"game": "g1", "players": 1}))
+        );
+        assert_eq!(
+            next_event(&ann).await,
+            (
+                "player_joined".into(),
+                json!({"game": "g1", "player": "ann"})
+            )
+        );
+        bob.emit_with_ack("join_game", json!({"game": "g1"}), None)
+            .await
+            .expect("ack");
+        assert_eq!(next_event(&ann).await.1["player"], "bob");
+        assert_eq!(next_event(&bob).await.1["player"], "bob");
+
+        bob.emit(
+            "game_action",
+            json!({"game": "g1", "action": {"move": "e4"}}),
+        )
+        .await
+        .expect("emit");
+        for c in [&ann, &bob] {
+            let (event, data) = next_event(c).await;
+            assert_eq!(event, "game_action");
+            assert_eq!(
+                (data["player"].clone(), data["action"].clone()),
+                (json!("bob"), json!({"move": "e4"}))
+            );
+        }
+        ann.emit("chat", json!({"game": "g1", "text": "gg"}))
+            .await
+            .expect("emit");
+        assert_eq!(
+            next_event(&bob).await,
+            (
+                "chat".into(),
+                json!({"game": "g1", "player": "ann", "text": "gg"})
+            )
+        );
+        assert_eq!(next_event(&ann).await.0, "chat");
+
+        ann.emit("game_action", json!({"game": "other", "action": 1}))
+            .await
+            .expect("emit");
+        let (event, data) = next_event(&ann).await;
+        assert_eq!(event, "error");
+        assert!(data["message"]
+            .as_str()
+            .expect("message")
+            .contains("not in game"));
+        ann.emit("teleport", json!({})).await.expect("emit");
+        assert_eq!(
+            next_event(&ann).await,
+            (
+                "error".into(),
+                json!({"message": "unknown command \"teleport\""})
+            )
+        );
+
+        let left = bob
+            .emit_with_ack("leave_game", json!({"game": "g1"}), None)
+            .await;
+        assert_eq!(left.expect("ack"), Payload::Json(json!({"left": "g1"})));
+        assert_eq!(
+            next_event(&ann).await,
+            ("player_left".into(), json!({"game": "g1", "player": "bob"}))
+        );
+    });
+}
+
+#[test]
+fn chat_announces_members_relays_messages_and_batches_typing() {
+    let chat = start(env!("CARGO_BIN_EXE_chat"));
+    let (status, page) = http(&chat.addr(), "GET", "/", "");
+    assert_eq!(status, 200);
+    assert!(page.contains("tidings chat"));
+    smol::block_on(async {
+        let nameless = tidings_smol::connect(&chat.ws("/ws")).await;
+        assert!(matches!(
+            nameless,
+            Err(tidings_smol::Error::Refused { status: 400, .. })
+        ));
+        let ann = connect(&chat.ws("/ws?name=ann")).await;
+        ann.subscribe("lobby").await.expect("join");
+        assert_eq!(
+            next_event(&ann).await,
+            ("members".into(), json!({"room": "lobby", "names": ["ann"]}))
+        );
+        let bob = connect(&chat.ws("/ws?name=bob")).await;
+        bob.subscribe("lobby").await.expect("join");
+        assert_eq!(
+            next_event(&ann).await,
+            ("joined".into(), json!({"room": "lobby", "name": "bob"}))
+        );
+        assert_eq!(next_event(&bob).await.1["names"], json!(["ann", "bob"]));
+
+        bob.emit("say", json!({"room": "lobby", "text": "hello"}))
+            .await
+            .expect("say");
+        for c in [&ann, &bob] {
+            assert_eq!(
+                next_event(c).await,
+                (
+                    "message".into(),
+                    json!({"room": "lobby", "name": "bob", "text": "hello"})
+                )
+            );
+        }
+        for _ in 0..3 {
+            bob.emit("typing", json!({"room": "lobby"}))
+                .await
+                .expect("typing");
+        }
+        let (event, typists) = next_batch(&ann).await;
+        assert_eq!(
+            (event.as_str(), typists),
+            ("typing", vec![json!("bob"); 3]),
+            "one frame for three keystrokes"
+        );
+        // The typist gets the batch too (its page leaves its own name out).
+        assert_eq!(next_batch(&bob).await.0, "typing");
+
+        bob.emit("say", json!({"room": "elsewhere", "text": "x"}))
+            .await
+            .expect("say");
+        assert_eq!(next_event(&bob).await.0, "error");
+        bob.unsubscribe("lobby").await.expect("leave");
+        assert_eq!(
+            next_event(&ann).await,
+            ("left".into(), json!({"room": "lobby", "name": "bob"}))
+        );
+    });
+}
+
+#[test]
+fn cursors_batch_moves_per_document() {
+    let cursors = start(env!("CARGO_BIN_EXE_cursors"));
+    let (status, page) = http(&cursors.addr(), "GET", "/", "");
+    assert_eq!(status, 200);
+    assert!(page.contains("pointermove"));
+    smol::block_on(async {
+        let a = connect(&cursors.ws("/ws")).await;
+        let b = connect(&cursors.ws("/ws")).await;
+        let a_id = match a.next().await {
+            Some(ClientEvent::Welcome { conn, .. }) => conn,
+            other => panic!("expected welcome, got {other:?}"),
+        };
+        a.subscribe("doc:x").await.expect("subscribe");
+        b.subscribe("doc:x").await.expect("subscribe");
+        for i in 0..5 {
+            a.emit(
+                "move",
+                json!({"doc": "x", "x": 0.1 * f64::from(i), "y": 0.5}),
+            )
+            .await
+            .expect("move");
+        }
+        let (event, moves) = next_batch(&b).await;
+        assert_eq!(event, "cursors");
+        assert!(!moves.is_empty() && moves.len() <= 5, "{moves:?}");
+        assert!(moves.iter().all(|m| m["id"] == json!(a_id)));
+        a.unsubscribe("doc:x").await.expect("leave");
+        loop {
+            let (event, data) = next_event(&b).await;
+            if event == "gone" {
+                assert_eq!(data["id"], json!(a_id));
+                break;
+            }
+        }
+    });
+}
