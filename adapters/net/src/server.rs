@@ -187,7 +187,8 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
-    /// The hub's configuration (limits, heartbeats, policies).
+    /// The hub's configuration (limits, heartbeats, policies), and tungstenite's limits
+    /// that follow from it (call [`Builder::websocket_config`] after this to change those).
     #[must_use]
     pub fn config(mut self, config: Config) -> Self {
         self.options.ws = ws_config(&config);
