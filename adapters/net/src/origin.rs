@@ -139,10 +139,8 @@ impl Origin {
 
 /// `host:port` → (`host`, `port`), minding IPv6 brackets (`[::1]:80`).
 fn split_port(authority: &str) -> (&str, Option<&str>) {
-    let after_host = match authority.rfind(']') {
-        Some(end) => end + 1,
-        None => 0,
-    };
+    // A port's colon comes after an IPv6 literal's closing bracket, if there is one.
+    let after_host = authority.rfind(']').unwrap_or(0);
     match authority[after_host..].rfind(':') {
         Some(i) => (
             &authority[..after_host + i],
@@ -204,6 +202,48 @@ mod tests {
         assert!(ok("http://a.test:8080"));
         assert!(!ok("http://a.test:8081"));
         assert!(!p.permits(&headers(None, "server")), "no Origin, no entry");
+    }
+
+    #[test]
+    fn ports_paths_and_ipv6_edges() {
+        let same = OriginPolicy::SameOrigin;
+        assert!(same.permits(&headers(Some("http://example.com"), "example.com:80")));
+        assert!(same.permits(&headers(Some("http://[::]"), "[::]")));
+        assert!(!same.permits(&headers(Some("http://[::]"), "[::]:81")));
+        assert_eq!(split_port("[::]"), ("[::]", None));
+        assert_eq!(split_port("[::1]:80"), ("[::1]", Some("80")));
+        assert_eq!(split_port("a.test:8080"), ("a.test", Some("8080")));
+        assert!(Origin::parse("http://").is_none());
+        assert!(Origin::parse("http://a.com/path").is_none());
+        assert!(Origin::parse("http://user@a.com").is_none());
+        assert!(Origin::parse("a.com").is_none());
+        let p = OriginPolicy::allow([
+            "https://a.test:443",
+            "http://[::1]:8080",
+            "https://*.b.test",
+        ]);
+        let ok = |o: &str| p.permits(&headers(Some(o), "server"));
+        assert!(ok("https://a.test"), "443 is https' default port");
+        assert!(!ok("https://a.test:444"));
+        assert!(!ok("http://a.test"));
+        assert!(ok("http://[::1]:8080"));
+        assert!(!ok("http://[::1]:9090"));
+        assert!(!ok("https://.b.test"), "an empty label is no subdomain");
+        assert_eq!(
+            format!("{p:?}"),
+            format!(
+                "AllowList({:?})",
+                [
+                    "https://a.test:443",
+                    "http://[::1]:8080",
+                    "https://*.b.test"
+                ]
+            )
+        );
+        assert_eq!(
+            format!("{:?}", OriginPolicy::custom(|_, _| true)),
+            "Custom(..)"
+        );
     }
 
     #[test]

@@ -176,6 +176,31 @@ mod tests {
     }
 
     #[test]
+    fn an_upgrade_needs_both_upgrade_and_connection_headers() {
+        for missing in [0, 1] {
+            let h: Vec<_> = GOOD
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != missing)
+                .map(|(_, h)| *h)
+                .collect();
+            let r = check_request(&request(&h)).expect_err("not an upgrade");
+            assert_eq!(r.status(), StatusCode::UPGRADE_REQUIRED);
+            assert_eq!(r.headers()[header::UPGRADE], "websocket");
+        }
+        let mut h = GOOD.to_vec();
+        h[0] = ("upgrade", "h2c");
+        assert!(check_request(&request(&h)).is_err());
+    }
+
+    #[test]
+    fn keys_use_the_whole_base64_alphabet() {
+        let mut h = GOOD.to_vec();
+        h[3] = ("sec-websocket-key", "abcdefghijklmnopqrst+/==");
+        assert!(check_request(&request(&h)).is_ok());
+    }
+
+    #[test]
     fn bad_version_gets_426_with_the_version_we_speak() {
         let mut h = GOOD.to_vec();
         h[2] = ("sec-websocket-version", "8");
