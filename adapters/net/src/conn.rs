@@ -250,9 +250,8 @@ async fn write<R, S>(
                     break;
                 }
             }
-            if burst.len() < 256 {
-                next = held.pop_front().or_else(|| commands.try_recv().ok());
-            }
+            // At most `write_window` frames are ever handed out, so a burst is bounded.
+            next = held.pop_front().or_else(|| commands.try_recv().ok());
         }
         if !burst.is_empty() {
             let frames = burst.len();

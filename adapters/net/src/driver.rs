@@ -175,8 +175,8 @@ impl Driver {
                     self.send_to_writer(conn, WriterCmd::Close(code, reason));
                 }
                 Output::Event(event) => self.on_event(now, event),
-                // No backplane is attached yet: a single node has nothing to forward.
-                Output::Cluster(_) => {}
+                // `Output::Cluster`: no backplane is attached yet, so a single node has
+                // nothing to forward.
                 _ => {}
             }
         }

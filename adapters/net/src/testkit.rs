@@ -42,6 +42,8 @@ macro_rules! loopback_suite {
             bring_your_own_server_hands_over_a_websocket,
             client_publishes_and_unsubscribes,
             transport_error_closes_after_the_configured_delay,
+            peer_close_is_echoed_and_reported,
+            a_slow_router_stops_the_reading_of_sockets,
         );
         $crate::__loopback_tls_cases!($runtime, $block_on);
     };

@@ -178,6 +178,23 @@ pub async fn handle_receives_unrouted_messages_with_timeout_and_cancellation<R: 
         .expect("receive")
         .expect("a message");
     assert_eq!(second.data, Payload::Json(json!({"n": 2})));
+    // Binary both ways: a header line, a newline, the bytes (PROTOCOL.md).
+    a.emit_binary("upload", &[0, 10, 255])
+        .await
+        .expect("binary");
+    let upload = handle.receive(a_id).await.expect("receive");
+    assert_eq!(upload.event, "upload");
+    assert_eq!(upload.data, Payload::Binary(vec![0u8, 10, 255].into()));
+    let sent = handle.emit(a_id, Message::binary("download", vec![1u8, b'\n', 2]));
+    assert_eq!(sent.await.expect("emit").queued, 1);
+    match event(&a).await {
+        ClientEvent::Event(e) => {
+            assert_eq!(e.event, "download");
+            assert_eq!(e.data, Payload::Binary(vec![1u8, b'\n', 2].into()));
+        }
+        other => panic!("expected the binary event, got {other:?}"),
+    }
+
     a.close().await.expect("close");
     assert!(matches!(
         handle.receive(a_id).await,
@@ -282,6 +299,17 @@ pub async fn emit_with_ack_both_ways_and_timeouts<R: Runtime>(rt: R) {
         )
         .await;
     assert!(matches!(silent, Err(Error::Timeout(_))), "{silent:?}");
+    // The router takes only its events; the rest wait in the connection's inbox, the
+    // unanswered question from above first.
+    a.emit("unrouted", json!(1)).await.expect("emit");
+    let nobody = handle.receive(a_id).await.expect("receive");
+    assert_eq!(nobody.event, "nobody");
+    assert!(nobody.ack.is_some(), "it asked for an ack nobody gave");
+    let unrouted = handle.receive(a_id).await.expect("receive");
+    assert_eq!(
+        (unrouted.event.as_str(), unrouted.data),
+        ("unrouted", Payload::Json(json!(1)))
+    );
     // A reply to an ack never asked is ignored, and never taken as an answer.
     a.ack(999, json!("stray")).await.expect("send");
     assert!(handle.is_connected(a_id).await.expect("still up"));
@@ -656,7 +684,8 @@ async fn read_all<R: Runtime>(c: &Client<R>, count: usize) {
 }
 
 pub async fn graceful_shutdown_delivers_queued_messages_then_1001<R: Runtime>(rt: R) {
-    let server = start(Builder::new(rt.clone())).await;
+    let grace = Duration::from_secs(30);
+    let server = start(Builder::new(rt.clone()).config(Config::default().close_grace(grace))).await;
     let handle = server.handle();
     let a = client(&rt, &server, "/ws").await;
     let mut b = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
@@ -668,6 +697,7 @@ pub async fn graceful_shutdown_delivers_queued_messages_then_1001<R: Runtime>(rt
         assert_eq!(sent.await.expect("publish").queued, 2);
     }
     assert!(!handle.is_stopping());
+    let started = Instant::now();
     let shutdown = handle.shutdown();
     let read_a = async {
         for n in 0..50 {
@@ -690,6 +720,10 @@ pub async fn graceful_shutdown_delivers_queued_messages_then_1001<R: Runtime>(rt
     let (done, _) =
         futures_lite::future::zip(shutdown, futures_lite::future::zip(read_a, read_b)).await;
     done.expect("shutdown");
+    assert!(
+        started.elapsed() < grace / 2,
+        "shutdown returns once everyone is closed, not at the grace"
+    );
     assert!(handle.is_stopping());
     assert!(
         matches!(handle.count().await, Err(Error::Stopped)),
@@ -874,6 +908,71 @@ pub async fn transport_error_closes_after_the_configured_delay<R: Runtime>(rt: R
         "closed {after:?} after the error, before the delay"
     );
     assert_eq!(handle.count().await.expect("count"), 0);
+}
+
+pub async fn peer_close_is_echoed_and_reported<R: Runtime>(rt: R) {
+    let (closes_tx, closes) = async_channel::unbounded();
+    let router = Router::new().on_disconnect(move |d| {
+        let tx = closes_tx.clone();
+        async move {
+            let _ = tx.send((d.code, d.reason)).await;
+        }
+    });
+    let server = start(Builder::new(rt.clone()).router(router)).await;
+    let mut ws = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+    assert_eq!(
+        raw_next(&rt, &mut ws).await.map(|m| m.is_text()),
+        Some(true),
+        "welcome"
+    );
+    let frame = tungstenite::protocol::CloseFrame {
+        code: 4321.into(),
+        reason: "done here".into(),
+    };
+    futures_util::SinkExt::send(&mut ws, Ws::Close(Some(frame)))
+        .await
+        .expect("close");
+    match raw_next(&rt, &mut ws).await {
+        Some(Ws::Close(Some(echo))) => assert_eq!(u16::from(echo.code), 4321),
+        other => panic!("expected the close echoed, got {other:?}"),
+    }
+    let (code, reason) = closes.recv().await.expect("disconnect");
+    assert_eq!((code, reason.as_str()), (CloseCode(4321), "done here"));
+}
+
+pub async fn a_slow_router_stops_the_reading_of_sockets<R: Runtime>(rt: R) {
+    let (gate_tx, gate) = async_channel::bounded::<()>(1);
+    let (done_tx, done) = async_channel::unbounded::<u64>();
+    let router = Router::new().on("work", move |_, n: u64| {
+        let (gate, done) = (gate.clone(), done_tx.clone());
+        async move {
+            if n == 0 {
+                let _ = gate.recv().await; // the first job blocks the router
+            }
+            let _ = done.send(n).await;
+        }
+    });
+    let server = start(Builder::new(rt.clone()).router(router)).await;
+    let handle = server.handle();
+    let a = client(&rt, &server, "/ws").await;
+    let count = 5000u64;
+    for n in 0..count {
+        a.emit("work", n).await.expect("emit"); // small frames: the socket buffers hold them
+    }
+    sleep(&rt, Duration::from_millis(300)).await;
+    let read = handle.counters().await.expect("counters").frames_in;
+    assert!(
+        read < 1024 + 256 + 16,
+        "the hub read {read} frames while its router was stuck: it should stop near 1024"
+    );
+    gate_tx.send(()).await.expect("release");
+    for n in 0..count {
+        assert_eq!(
+            done.recv().await.expect("handled"),
+            n,
+            "every message, in order"
+        );
+    }
 }
 
 #[allow(dead_code)]
