@@ -44,6 +44,7 @@ macro_rules! loopback_suite {
             transport_error_closes_after_the_configured_delay,
             peer_close_is_echoed_and_reported,
             a_slow_router_stops_the_reading_of_sockets,
+            handler_context_namespaces_and_client_details,
         );
         $crate::__loopback_tls_cases!($runtime, $block_on);
     };

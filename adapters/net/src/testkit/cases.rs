@@ -549,6 +549,9 @@ pub async fn plain_http_is_served_beside_the_websocket<R: Runtime>(rt: R) {
             response
         }
     };
+    let addr = server.local_addr();
+    assert_eq!(server.http_url("/x"), format!("http://{addr}/x"));
+    assert_eq!(server.ws_url("/ws"), format!("ws://{addr}/ws"));
     let page = get("/").await;
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(page.ends_with("page at / with 0 connections"), "{page}");
@@ -697,6 +700,18 @@ pub async fn graceful_shutdown_delivers_queued_messages_then_1001<R: Runtime>(rt
         assert_eq!(sent.await.expect("publish").queued, 2);
     }
     assert!(!handle.is_stopping());
+    assert_eq!(handle.running_connections(), 2);
+    let not_yet = or(
+        async {
+            server.stopped().await;
+            true
+        },
+        async {
+            sleep(&rt, Duration::from_millis(20)).await;
+            false
+        },
+    );
+    assert!(!not_yet.await, "stopped() waits for shutdown");
     let started = Instant::now();
     let shutdown = handle.shutdown();
     let read_a = async {
@@ -972,6 +987,121 @@ pub async fn a_slow_router_stops_the_reading_of_sockets<R: Runtime>(rt: R) {
             n,
             "every message, in order"
         );
+    }
+}
+
+pub async fn handler_context_namespaces_and_client_details<R: Runtime>(rt: R) {
+    let router = Router::new()
+        .on_raw("blob", |ctx, payload| async move {
+            let len = match payload {
+                Payload::Binary(b) => b.len(),
+                _ => 0,
+            };
+            let data = json!({"len": len, "wants_ack": ctx.wants_ack()});
+            ctx.emit("blob_len", data).await.expect("emit");
+        })
+        .on("ask", |ctx, n: Value| async move {
+            let answer = json!({"n": n, "wants_ack": ctx.wants_ack()});
+            if !ctx.reply(answer.clone()).await.expect("reply") {
+                ctx.emit("asked", answer).await.expect("emit");
+            }
+        })
+        .on("quit", |ctx, room: String| async move {
+            let left = ctx.leave(&room).await.expect("leave");
+            ctx.set_meta("quit", &room).await.expect("set_meta");
+            ctx.reply(json!({"left": left})).await.expect("reply");
+        });
+    let builder = Builder::new(rt.clone())
+        .router(router)
+        .on_connect(|req| async move {
+            let team = req.header("x-team").unwrap_or("none").to_owned();
+            Ok(Accept::new().namespace(format!("/{team}")))
+        });
+    let server = start(builder).await;
+    let handle = server.handle();
+    let connect = |team: &'static str| {
+        ClientBuilder::new(rt.clone(), &server.ws_url("/ws"))
+            .header("x-team", team)
+            .connect()
+    };
+    let red = connect("red").await.expect("connect");
+    let blue = connect("blue").await.expect("connect");
+    let red_id = conn_of(&server, &welcome(&red).await).await;
+    welcome(&blue).await;
+    let info = handle.info(red_id).await.expect("info").expect("open");
+    assert_eq!(info.namespace, "/red");
+    let sent = handle.publish(
+        Target::namespace("/red"),
+        Message::json("team", json!("red")),
+    );
+    assert_eq!(sent.await.expect("publish").queued, 1, "one namespace only");
+    assert_eq!(data(&event(&red).await), ("team", &json!("red")));
+
+    red.emit_binary("blob", &[1, 2, 3]).await.expect("binary");
+    assert_eq!(
+        data(&event(&red).await),
+        ("blob_len", &json!({"len": 3, "wants_ack": false}))
+    );
+    // Two questions at once: each answer finds its own question.
+    let (one, two) = futures_lite::future::zip(
+        red.emit_with_ack("ask", 1, None),
+        red.emit_with_ack("ask", 2, None),
+    )
+    .await;
+    assert_eq!(
+        one.expect("ack"),
+        Payload::Json(json!({"n": 1, "wants_ack": true}))
+    );
+    assert_eq!(
+        two.expect("ack"),
+        Payload::Json(json!({"n": 2, "wants_ack": true}))
+    );
+    red.emit("ask", 3).await.expect("emit");
+    assert_eq!(
+        data(&event(&red).await),
+        ("asked", &json!({"n": 3, "wants_ack": false}))
+    );
+
+    assert!(handle.join(red_id, "r").await.expect("join"));
+    let quit = red.emit_with_ack("quit", "r", None).await.expect("ack");
+    assert_eq!(quit, Payload::Json(json!({"left": true})));
+    let again = red.emit_with_ack("quit", "r", None).await.expect("ack");
+    assert_eq!(again, Payload::Json(json!({"left": false})));
+    assert_eq!(
+        handle.meta(red_id, "quit").await.expect("meta"),
+        Some(json!("r"))
+    );
+
+    // Answers to requests without an id are events.
+    red.send_text(r#"{"type":"subscribe","channel":"x"}"#)
+        .await
+        .expect("send");
+    assert_eq!(
+        event(&red).await,
+        ClientEvent::Subscribed {
+            channel: "x".into()
+        }
+    );
+    red.send_text(r#"{"type":"unsubscribe","channel":"x"}"#)
+        .await
+        .expect("send");
+    assert_eq!(
+        event(&red).await,
+        ClientEvent::Unsubscribed {
+            channel: "x".into()
+        }
+    );
+
+    handle
+        .close(red_id, CloseCode(4200), "later")
+        .await
+        .expect("close");
+    assert!(matches!(event(&red).await, ClientEvent::Closed { .. }));
+    match red.emit("late", 0).await {
+        Err(Error::Closed { code, reason }) => {
+            assert_eq!((code, reason.as_str()), (Some(CloseCode(4200)), "later"));
+        }
+        other => panic!("a closed client refuses to send, got {other:?}"),
     }
 }
 
