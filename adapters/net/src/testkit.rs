@@ -19,6 +19,7 @@ use tungstenite::Message as Ws;
 use crate::{Builder, Client, ClientBuilder, ClientEvent, Runtime, Server};
 
 pub mod cases;
+pub mod hostile;
 
 /// Generates one `#[test]` per case of the suite for a runtime.
 #[macro_export]
@@ -46,7 +47,29 @@ macro_rules! loopback_suite {
             a_slow_router_stops_the_reading_of_sockets,
             handler_context_namespaces_and_client_details,
         );
+        $crate::loopback_suite!(@hostile $runtime, $block_on;
+            protocol_violations_close_with_1002,
+            bad_close_frames_get_1002_and_good_ones_an_echo,
+            oversized_and_endless_messages_close_with_1009,
+            invalid_utf8_closes_with_1007,
+            binary_where_text_is_expected_closes_with_1003,
+            huge_names_get_an_error_reply_and_the_connection_stays,
+            connection_cap_refuses_with_503,
+            bad_handshakes_get_their_http_status,
+        );
         $crate::__loopback_tls_cases!($runtime, $block_on);
+    };
+    (@hostile $runtime:expr, $block_on:path; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let rt = $runtime;
+                $block_on($crate::testkit::with_deadline(
+                    rt.clone(),
+                    $crate::testkit::hostile::$case(rt),
+                ));
+            }
+        )*
     };
     (@cases $runtime:expr, $block_on:path; $($case:ident),* $(,)?) => {
         $(

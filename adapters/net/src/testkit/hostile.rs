@@ -1,0 +1,297 @@
+//! Hostile peers over a real socket: bytes no WebSocket library would send, crafted by hand,
+//! and the close code (or HTTP status) each must get. Other clients stay unaffected.
+
+use std::time::{Duration, Instant};
+
+use futures_lite::future::or;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use serde_json::json;
+use tidings_core::{CloseCode, Config};
+
+use super::*;
+
+/// A WebSocket frame as a client sends it: `fin`, `rsv` bits, opcode, masked (with the
+/// all-zero key, so the payload reads as is) unless `masked` is false, any declared length.
+fn frame(
+    fin: bool,
+    rsv: u8,
+    opcode: u8,
+    payload: &[u8],
+    masked: bool,
+    declared: Option<u64>,
+) -> Vec<u8> {
+    let mut out = vec![(u8::from(fin) << 7) | (rsv << 4) | opcode];
+    let mask = if masked { 0x80 } else { 0 };
+    let len = declared.unwrap_or(payload.len() as u64);
+    if len < 126 {
+        out.push(mask | len as u8);
+    } else if len <= u64::from(u16::MAX) {
+        out.push(mask | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(mask | 127);
+        out.extend_from_slice(&len.to_be_bytes());
+    }
+    if masked {
+        out.extend_from_slice(&[0, 0, 0, 0]);
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+fn text(payload: &[u8]) -> Vec<u8> {
+    frame(true, 0, 1, payload, true, None)
+}
+
+/// A raw TCP connection that has done the upgrade handshake by hand.
+async fn upgraded<R: Runtime>(rt: &R, server: &Server<R>) -> R::TcpStream {
+    let mut tcp = rt
+        .connect(&server.local_addr().to_string())
+        .await
+        .expect("connect");
+    let request = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let head = read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tcp
+}
+
+/// Reads an HTTP response head (up to the blank line).
+async fn read_head<S: futures_lite::AsyncRead + Unpin>(tcp: &mut S) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if tcp.read(&mut byte).await.expect("read") == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Reads server frames until a close frame; returns its code (`None` if the stream ended
+/// without one). Fails after 5 s.
+async fn close_code<R: Runtime>(rt: &R, tcp: &mut R::TcpStream) -> Option<u16> {
+    let read = async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            // Parse whole frames from the front of the buffer (server frames are unmasked).
+            while buf.len() >= 2 {
+                let opcode = buf[0] & 0x0F;
+                let (len, start) = match buf[1] & 0x7F {
+                    126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+                    127 if buf.len() >= 10 => {
+                        let mut n = [0u8; 8];
+                        n.copy_from_slice(&buf[2..10]);
+                        (u64::from_be_bytes(n) as usize, 10)
+                    }
+                    126 | 127 => break,
+                    n => (usize::from(n), 2),
+                };
+                if buf.len() < start + len {
+                    break;
+                }
+                if opcode == 8 {
+                    let body = &buf[start..start + len];
+                    return (body.len() >= 2).then(|| u16::from_be_bytes([body[0], body[1]]));
+                }
+                buf.drain(..start + len);
+            }
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let sleep = rt.sleep_until(Instant::now() + Duration::from_secs(5));
+    or(read, async {
+        sleep.await;
+        panic!("no close frame within 5 s");
+    })
+    .await
+}
+
+/// Sends `bytes` on a fresh upgraded connection and returns the close code it gets, while
+/// a well-behaved client on the same server keeps working.
+async fn answer_to<R: Runtime>(rt: &R, server: &Server<R>, bytes: &[u8]) -> Option<u16> {
+    let bystander = client(rt, server, "/ws").await;
+    let mut tcp = upgraded(rt, server).await;
+    let _ = tcp.write_all(bytes).await;
+    let code = close_code(rt, &mut tcp).await;
+    bystander
+        .ping()
+        .await
+        .expect("other clients are unaffected");
+    code
+}
+
+pub async fn protocol_violations_close_with_1002<R: Runtime>(rt: R) {
+    let server = start(Builder::new(rt.clone())).await;
+    let ping = br#"{"type":"ping"}"#;
+    let cases: [(&str, Vec<u8>); 6] = [
+        (
+            "unmasked client frame",
+            frame(true, 0, 1, ping, false, None),
+        ),
+        ("reserved bits set", frame(true, 0b100, 1, ping, true, None)),
+        ("unknown opcode", frame(true, 0, 3, ping, true, None)),
+        (
+            "control frame over 125 bytes",
+            frame(true, 0, 9, &[0; 126], true, None),
+        ),
+        (
+            "fragmented control frame",
+            frame(false, 0, 9, b"x", true, None),
+        ),
+        (
+            "continuation without a start",
+            frame(true, 0, 0, b"x", true, None),
+        ),
+    ];
+    for (what, bytes) in cases {
+        assert_eq!(answer_to(&rt, &server, &bytes).await, Some(1002), "{what}");
+    }
+}
+
+pub async fn bad_close_frames_get_1002_and_good_ones_an_echo<R: Runtime>(rt: R) {
+    let server = start(Builder::new(rt.clone())).await;
+    for (what, body) in [
+        ("a 1-byte body", vec![3u8]),
+        ("code 999", 999u16.to_be_bytes().to_vec()),
+        ("code 1005 (reserved)", 1005u16.to_be_bytes().to_vec()),
+        ("code 5000", 5000u16.to_be_bytes().to_vec()),
+    ] {
+        let bytes = frame(true, 0, 8, &body, true, None);
+        assert_eq!(answer_to(&rt, &server, &bytes).await, Some(1002), "{what}");
+    }
+    let good = frame(true, 0, 8, &4000u16.to_be_bytes(), true, None);
+    assert_eq!(answer_to(&rt, &server, &good).await, Some(4000), "echoed");
+}
+
+pub async fn oversized_and_endless_messages_close_with_1009<R: Runtime>(rt: R) {
+    let server = start(Builder::new(rt.clone())).await;
+    // A header that declares 2^63 - 1 bytes: refused from the header, nothing allocated.
+    let huge = frame(true, 0, 2, &[], true, Some(u64::MAX >> 1));
+    assert_eq!(
+        answer_to(&rt, &server, &huge).await,
+        Some(1009),
+        "2^63 declared"
+    );
+    // Continuation frames that never end: refused once past the message limit (64 KiB).
+    let mut endless = frame(false, 0, 1, &[b'a'; 1000], true, None);
+    for _ in 0..100 {
+        endless.extend(frame(false, 0, 0, &[b'a'; 1000], true, None));
+    }
+    assert_eq!(
+        answer_to(&rt, &server, &endless).await,
+        Some(1009),
+        "endless continuation"
+    );
+    let counters = server.handle().counters().await.expect("counters");
+    assert_eq!(counters.closes.get(&CloseCode::TOO_BIG), Some(&2));
+}
+
+pub async fn invalid_utf8_closes_with_1007<R: Runtime>(rt: R) {
+    let server = start(Builder::new(rt.clone())).await;
+    assert_eq!(
+        answer_to(&rt, &server, &text(&[b'"', 0xC3, 0x28, b'"'])).await,
+        Some(1007)
+    );
+    // Split across fragments, the check is on the whole message.
+    let mut split = frame(false, 0, 1, &[b'"', 0xE2, 0x82], true, None);
+    split.extend(frame(true, 0, 0, &[0x28, b'"'], true, None));
+    assert_eq!(answer_to(&rt, &server, &split).await, Some(1007));
+}
+
+pub async fn binary_where_text_is_expected_closes_with_1003<R: Runtime>(rt: R) {
+    let config = Config::default().accept_binary(false);
+    let server = start(Builder::new(rt.clone()).config(config)).await;
+    let binary = frame(true, 0, 2, b"{\"type\":\"ping\"}\n", true, None);
+    assert_eq!(answer_to(&rt, &server, &binary).await, Some(1003));
+}
+
+pub async fn huge_names_get_an_error_reply_and_the_connection_stays<R: Runtime>(rt: R) {
+    let server = start(Builder::new(rt.clone())).await;
+    let mut ws = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+    let name = "n".repeat(10_000);
+    raw_send(
+        &mut ws,
+        json!({"type": "subscribe", "channel": name, "id": "big"}),
+    )
+    .await;
+    let reply = raw_json(&rt, &mut ws).await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["code"].as_str()),
+        (Some("error"), Some("invalid_name"))
+    );
+    assert_eq!(reply["ref"], "big");
+    assert!(reply.to_string().len() < 500, "the name is not echoed back");
+    raw_send(&mut ws, json!({"type": "ping", "id": "still"})).await;
+    assert_eq!(
+        raw_json(&rt, &mut ws).await,
+        json!({"type": "pong", "ref": "still"})
+    );
+}
+
+pub async fn connection_cap_refuses_with_503<R: Runtime>(rt: R) {
+    let config = Config::default().max_connections(1);
+    let server = start(Builder::new(rt.clone()).config(config)).await;
+    let first = client(&rt, &server, "/ws").await;
+    let second = raw(&rt, &server.ws_url("/ws"), &[]).await;
+    let (status, body) = second.err().expect("refused");
+    assert_eq!(status, 503);
+    assert!(body.contains("connection limit"), "{body}");
+    first.ping().await.expect("the first is unaffected");
+}
+
+pub async fn bad_handshakes_get_their_http_status<R: Runtime>(rt: R) {
+    let server = start(Builder::new(rt.clone())).await;
+    let addr = server.local_addr().to_string();
+    let ask = |request: String| {
+        let rt = rt.clone();
+        let addr = addr.clone();
+        async move {
+            let mut tcp = rt.connect(&addr).await.expect("connect");
+            let _ = tcp.write_all(request.as_bytes()).await;
+            read_head(&mut tcp).await
+        }
+    };
+    let upgrade = |extra: &str| {
+        format!("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n")
+    };
+    let old = ask(upgrade(
+        "Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+    ))
+    .await;
+    assert!(old.starts_with("HTTP/1.1 426"), "{old}");
+    assert!(
+        old.to_ascii_lowercase()
+            .contains("sec-websocket-version: 13"),
+        "{old}"
+    );
+    let keyless = ask(upgrade("Sec-WebSocket-Version: 13\r\n")).await;
+    assert!(keyless.starts_with("HTTP/1.1 400"), "{keyless}");
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let answer = ask(huge).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431") || answer.is_empty(),
+        "{answer:.80}"
+    );
+    let many: String = (0..500).map(|i| format!("X-{i}: v\r\n")).collect();
+    let answer = ask(format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431") || answer.is_empty(),
+        "{answer:.80}"
+    );
+    // The server still serves.
+    client(&rt, &server, "/ws")
+        .await
+        .ping()
+        .await
+        .expect("still serving");
+}
