@@ -56,6 +56,8 @@ macro_rules! loopback_suite {
             huge_names_get_an_error_reply_and_the_connection_stays,
             connection_cap_refuses_with_503,
             bad_handshakes_get_their_http_status,
+            a_subscription_flood_is_refused_then_closed_and_freed,
+            a_silent_http_client_is_cut_at_the_handshake_timeout,
         );
         $crate::__loopback_tls_cases!($runtime, $block_on);
     };

@@ -79,12 +79,15 @@ impl Hub {
             s.errors_since = now;
         }
         s.errors += 1;
-        if s.errors > max {
-            let reason = format!("more than {max} protocol errors in {} s", window.as_secs());
-            return self.close_now(conn, CloseCode::RATE_LIMITED, reason);
-        }
+        let over = s.errors > max;
         self.counters.protocol_errors += 1;
         self.reply(conn, wire::encode_error(code, message, reference, channel));
+        if over {
+            // Gracefully: the client reads why each request failed, then why it is closed.
+            // It takes no more frames meanwhile, and `close_grace` bounds the flush.
+            let reason = format!("more than {max} protocol errors in {} s", window.as_secs());
+            self.begin_close(now, conn, CloseCode::RATE_LIMITED, reason);
+        }
     }
 
     /// Serves one decoded request; a refusal becomes one `error` frame echoing its `id`.

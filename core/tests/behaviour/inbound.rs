@@ -87,6 +87,17 @@ fn repeated_abuse_closes_the_connection() {
     let (code, reason) = sim.close_of(c).expect("closed");
     assert_eq!(code, CloseCode::RATE_LIMITED);
     assert!(reason.contains("protocol errors"), "{reason}");
+    assert_eq!(
+        sim.of_type(c, "error").len(),
+        4,
+        "the last error is answered too, before the close"
+    );
+    sim.send(c, "garbage");
+    assert_eq!(
+        sim.of_type(c, "error").len(),
+        4,
+        "a closing connection takes no more"
+    );
 }
 
 #[test]

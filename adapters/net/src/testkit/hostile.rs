@@ -295,3 +295,79 @@ pub async fn bad_handshakes_get_their_http_status<R: Runtime>(rt: R) {
         .await
         .expect("still serving");
 }
+
+pub async fn a_subscription_flood_is_refused_then_closed_and_freed<R: Runtime>(rt: R) {
+    let server = start(Builder::new(rt.clone())).await;
+    let handle = server.handle();
+    let bystander = client(&rt, &server, "/ws").await;
+    let mut ws = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+    let flood: usize = 2_000;
+    for n in 0..flood {
+        let frame = json!({"type": "subscribe", "channel": format!("c{n}")});
+        if futures_util::SinkExt::send(&mut ws, tungstenite::Message::text(frame.to_string()))
+            .await
+            .is_err()
+        {
+            break; // closed under us: that is the point
+        }
+    }
+    let (mut subscribed, mut refused, mut close) = (0, 0, None);
+    while let Some(message) = raw_next(&rt, &mut ws).await {
+        match message {
+            tungstenite::Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(&t).expect("JSON");
+                match (v["type"].as_str(), v["code"].as_str()) {
+                    (Some("subscribed"), _) => subscribed += 1,
+                    (Some("error"), Some("too_many_subscriptions")) => refused += 1,
+                    _ => {}
+                }
+            }
+            tungstenite::Message::Close(frame) => {
+                close = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(subscribed, 128, "max_rooms_per_connection");
+    assert_eq!(refused, 11, "each refusal answered, up to the error limit");
+    assert_eq!(
+        close,
+        Some(4002),
+        "then the flood is closed as rate limited"
+    );
+    let c = handle.counters().await.expect("counters");
+    assert_eq!(c.protocol_errors, 11);
+    assert_eq!(c.closes.get(&CloseCode::RATE_LIMITED), Some(&1));
+    eventually(&rt, "every room of the flood is freed", || async {
+        let c = handle.counters().await.expect("counters");
+        c.connections == 1 && c.rooms == 0
+    })
+    .await;
+    bystander.ping().await.expect("the bystander is unaffected");
+}
+
+pub async fn a_silent_http_client_is_cut_at_the_handshake_timeout<R: Runtime>(rt: R) {
+    let timeout = Duration::from_millis(200);
+    let server = start(Builder::new(rt.clone()).handshake_timeout(timeout)).await;
+    let mut tcp = rt
+        .connect(&server.local_addr().to_string())
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    let _ = tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await; // and never the blank line
+    let mut buf = [0u8; 256];
+    let sleep = rt.sleep_until(started + Duration::from_secs(5));
+    let ended = or(async { tcp.read(&mut buf).await.ok() }, async {
+        sleep.await;
+        panic!("a half-sent request head was kept open");
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(took >= timeout, "cut after {took:?}");
+    // hyper answers 408 or just closes; either way nothing is left open.
+    if let Some(n) = ended.filter(|n| *n > 0) {
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    }
+}
