@@ -120,6 +120,11 @@ pub struct Config {
     /// After a read/write error, how long before the connection is finally closed and its
     /// state freed. Default 0.
     pub error_close_delay: Duration,
+    /// If set, a connection must be marked authenticated with
+    /// [`Hub::authenticate`](crate::Hub::authenticate) within this time of opening, or it is
+    /// closed with [`CloseCode::AUTH_TIMEOUT`](crate::CloseCode::AUTH_TIMEOUT) (4005). A peer
+    /// that upgrades and then says nothing is closed by it too. Default `None`.
+    pub auth_timeout: Option<Duration>,
     /// How client `subscribe` requests are decided. Default [`SubscribePolicy::Open`].
     pub subscribe_policy: SubscribePolicy,
     /// Whether clients may `publish` to channels they are subscribed to. Default `false`:
@@ -168,6 +173,7 @@ impl Default for Config {
             app_heartbeat: None,
             close_grace: Duration::from_secs(5),
             error_close_delay: Duration::ZERO,
+            auth_timeout: None,
             subscribe_policy: SubscribePolicy::Open,
             client_publish: false,
             accept_binary: true,
@@ -232,6 +238,8 @@ setters! {
     close_grace: Duration;
     /// Sets [`Config::error_close_delay`].
     error_close_delay: Duration;
+    /// Sets [`Config::auth_timeout`].
+    auth_timeout: Option<Duration>;
     /// Sets [`Config::subscribe_policy`].
     subscribe_policy: SubscribePolicy;
     /// Sets [`Config::client_publish`].
@@ -294,6 +302,9 @@ impl Config {
         }
         if self.max_errors == 0 {
             return fail("max_errors must be at least 1");
+        }
+        if self.auth_timeout.is_some_and(|t| t.is_zero()) {
+            return fail("auth_timeout must be greater than zero");
         }
         Ok(())
     }

@@ -67,6 +67,8 @@ pub(crate) struct Session {
     pub acks_in: BTreeSet<u64>,
     pub last_seen: Instant,
     pub timers: [Option<Instant>; ConnTimer::COUNT],
+    /// Marked by [`Hub::authenticate`](crate::Hub::authenticate).
+    pub authenticated: bool,
     pub errors: u32,
     pub errors_since: Instant,
     pub metadata: BTreeMap<String, Value>,
@@ -96,6 +98,7 @@ impl Session {
             acks_in: BTreeSet::new(),
             last_seen: now,
             timers: [None; ConnTimer::COUNT],
+            authenticated: false,
             errors: 0,
             errors_since: now,
             metadata: BTreeMap::new(),

@@ -18,10 +18,12 @@ pub(crate) enum ConnTimer {
     Silence = 1,
     /// A closing connection's flush deadline, or a failed one's close delay.
     Close = 2,
+    /// The deadline to be authenticated by (`Config::auth_timeout`).
+    Auth = 3,
 }
 
 impl ConnTimer {
-    pub(crate) const COUNT: usize = 3;
+    pub(crate) const COUNT: usize = 4;
 }
 
 /// What a deadline belongs to.

@@ -237,6 +237,16 @@ impl<R: Runtime> Handle<R> {
         self.call(move |d, _| d.hub.is_connected(conn)).await
     }
 
+    /// Marks `conn` authenticated, so `Config::auth_timeout` no longer closes it.
+    pub async fn authenticate(&self, conn: ConnId) -> Result<()> {
+        self.hub(move |hub, _| hub.authenticate(conn)).await
+    }
+
+    /// Whether `conn` is open and authenticated (always, without `Config::auth_timeout`).
+    pub async fn is_authenticated(&self, conn: ConnId) -> Result<bool> {
+        self.call(move |d, _| d.hub.is_authenticated(conn)).await
+    }
+
     /// What `conn` was opened with (path, query, remote address, kept headers, name).
     pub async fn info(&self, conn: ConnId) -> Result<Option<ConnectionInfo>> {
         self.call(move |d, _| d.hub.info(conn).cloned()).await
@@ -315,7 +325,7 @@ impl<R: Runtime> Handle<R> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let admitted = self.admit(info, Vec::new()).await?;
+        let admitted = self.admit(info, Vec::new(), false).await?;
         let conn = admitted.conn;
         let mut options = self.inner.options;
         if let Some(delay) = close_delay {
@@ -331,12 +341,16 @@ impl<R: Runtime> Handle<R> {
         &self,
         info: ConnectionInfo,
         meta: Vec<(String, serde_json::Value)>,
+        authenticated: bool,
     ) -> Result<Admitted> {
         let (conn, writer) = self
             .call(move |d, now| {
                 let (conn, writer) = d.open(now, info)?;
                 for (key, value) in meta {
                     d.hub.set_meta(conn, &key, value)?;
+                }
+                if authenticated {
+                    d.hub.authenticate(conn)?;
                 }
                 Ok::<_, tidings_core::Error>((conn, writer))
             })

@@ -365,6 +365,11 @@ impl<R: Runtime> Ctx<R> {
         self.handle.emit_with_ack(self.conn, message, timeout).await
     }
 
+    /// Marks this connection authenticated (see `Config::auth_timeout`).
+    pub async fn authenticate(&self) -> Result<()> {
+        self.handle.authenticate(self.conn).await
+    }
+
     /// Puts this connection in `room`.
     pub async fn join(&self, room: &str) -> Result<bool> {
         self.handle.join(self.conn, room).await

@@ -76,6 +76,7 @@ pub struct Accept {
     name: Option<String>,
     namespace: Option<String>,
     meta: Vec<(String, Value)>,
+    authenticated: bool,
 }
 
 impl Accept {
@@ -95,6 +96,14 @@ impl Accept {
     #[must_use]
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Counts the connection as authenticated from the start (its credentials came with the
+    /// upgrade), so `Config::auth_timeout` does not close it.
+    #[must_use]
+    pub fn authenticated(mut self) -> Self {
+        self.authenticated = true;
         self
     }
 
@@ -584,7 +593,7 @@ where
     }
     let handle = shared.handle.clone();
     let admitted = handle
-        .admit(info, accept.meta)
+        .admit(info, accept.meta, accept.authenticated)
         .await
         .map_err(crate::upgrade::refusal)?;
     let on_upgrade = hyper::upgrade::on(&mut req);

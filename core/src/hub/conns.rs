@@ -96,6 +96,9 @@ impl Hub {
                 Some(now + limit),
             );
         }
+        if let Some(limit) = self.config.auth_timeout {
+            s.set_timer(&mut self.timers, conn, ConnTimer::Auth, Some(now + limit));
+        }
         if let Some(n) = self.registry.namespaces.get_mut(ns) {
             n.members.insert(conn);
         }
@@ -158,6 +161,23 @@ impl Hub {
             );
         }
         self.check_shutdown_complete();
+    }
+
+    /// Marks `conn` authenticated: it is no longer closed at `Config::auth_timeout`.
+    /// Calling it again does nothing.
+    pub fn authenticate(&mut self, conn: ConnId) -> Result<(), Error> {
+        self.open_session(conn)?;
+        let s = &mut self.sessions[conn.index()];
+        s.authenticated = true;
+        s.set_timer(&mut self.timers, conn, ConnTimer::Auth, None);
+        Ok(())
+    }
+
+    /// Whether `conn` is open and authenticated (always, if `Config::auth_timeout` is
+    /// unset).
+    pub fn is_authenticated(&self, conn: ConnId) -> bool {
+        self.session(conn)
+            .is_some_and(|s| s.is_open() && (s.authenticated || self.config.auth_timeout.is_none()))
     }
 
     /// Whether [`Hub::shutdown`] was called.

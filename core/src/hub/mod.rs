@@ -292,6 +292,13 @@ impl Hub {
                     self.close_now(conn, CloseCode::HEARTBEAT_TIMEOUT, reason);
                 }
             }
+            ConnTimer::Auth => {
+                if s.is_open() && !s.authenticated {
+                    let limit = self.config.auth_timeout.unwrap_or_default();
+                    let reason = format!("not authenticated within {} ms", limit.as_millis());
+                    self.begin_close(now, conn, CloseCode::AUTH_TIMEOUT, reason);
+                }
+            }
             ConnTimer::Close => match s.state.clone() {
                 State::Closing {
                     code,

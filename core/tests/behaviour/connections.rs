@@ -158,3 +158,40 @@ fn namespaces_must_be_valid() {
     }
     sim.open(ConnectionInfo::new("/").namespace("/chat"));
 }
+
+#[test]
+fn unauthenticated_connections_close_with_4005_at_the_deadline() {
+    use std::time::Duration;
+    let limit = Duration::from_secs(3);
+    let mut sim = Sim::new(Sim::quiet().auth_timeout(Some(limit)));
+    let (idle, known) = (sim.open_path("/"), sim.open_path("/"));
+    assert!(!sim.hub.is_authenticated(idle));
+    sim.hub.authenticate(known).expect("open");
+    sim.hub.authenticate(known).expect("twice is fine");
+    assert!(sim.hub.is_authenticated(known));
+    sim.advance(limit - Duration::from_millis(1));
+    assert!(sim.hub.is_connected(idle), "not before the deadline");
+    sim.advance(Duration::from_millis(1));
+    let (code, reason) = sim.close_of(idle).expect("closed at the deadline");
+    assert_eq!(code, CloseCode::AUTH_TIMEOUT);
+    assert!(reason.contains("3000 ms"), "{reason}");
+    assert!(sim.close_of(known).is_none(), "authenticated in time");
+    sim.advance(limit * 10);
+    assert!(sim.hub.is_connected(known));
+    assert_eq!(
+        sim.hub.authenticate(idle),
+        Err(Error::UnknownConnection(idle))
+    );
+}
+
+#[test]
+fn without_an_auth_timeout_everyone_counts_as_authenticated() {
+    let mut sim = Sim::new(Sim::quiet());
+    let c = sim.open_path("/");
+    assert!(sim.hub.is_authenticated(c));
+    assert_eq!(sim.hub.poll_timeout(), None, "no deadline is armed");
+    assert!(Config::default()
+        .auth_timeout(Some(std::time::Duration::ZERO))
+        .validate()
+        .is_err());
+}

@@ -350,11 +350,11 @@ pub async fn a_subscription_flood_is_refused_then_closed_and_freed<R: Runtime>(r
 pub async fn a_silent_http_client_is_cut_at_the_handshake_timeout<R: Runtime>(rt: R) {
     let timeout = Duration::from_millis(200);
     let server = start(Builder::new(rt.clone()).handshake_timeout(timeout)).await;
+    let started = Instant::now(); // before the connect: the server's clock starts at accept
     let mut tcp = rt
         .connect(&server.local_addr().to_string())
         .await
         .expect("connect");
-    let started = Instant::now();
     let _ = tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await; // and never the blank line
     let mut buf = [0u8; 256];
     let sleep = rt.sleep_until(started + Duration::from_secs(5));
@@ -370,4 +370,62 @@ pub async fn a_silent_http_client_is_cut_at_the_handshake_timeout<R: Runtime>(rt
         let head = String::from_utf8_lossy(&buf[..n]);
         assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     }
+}
+
+pub async fn unauthenticated_peers_are_closed_with_4005<R: Runtime>(rt: R) {
+    let limit = Duration::from_millis(300);
+    let config = Config::default().auth_timeout(Some(limit));
+    let router = crate::Router::new().on("login", |ctx, token: String| async move {
+        if token == "s3cret" {
+            ctx.authenticate().await.expect("authenticate");
+            ctx.reply("welcome in").await.expect("reply");
+        } else {
+            ctx.reply("no").await.expect("reply");
+        }
+    });
+    let builder = Builder::new(rt.clone())
+        .config(config)
+        .router(router)
+        .on_connect(|req| async move {
+            let accept = crate::Accept::new();
+            Ok(match req.query_param("token").as_deref() {
+                Some("s3cret") => accept.authenticated(),
+                _ => accept,
+            })
+        });
+    let server = start(builder).await;
+    let handle = server.handle();
+    let started = Instant::now();
+    let mut silent = upgraded(&rt, &server).await; // upgrades, then says nothing
+    let wrong = client(&rt, &server, "/ws").await;
+    let later = client(&rt, &server, "/ws").await;
+    let upfront = client(&rt, &server, "/ws?token=s3cret").await;
+    let no = wrong
+        .emit_with_ack("login", "guess", None)
+        .await
+        .expect("ack");
+    assert_eq!(no, tidings_core::Payload::Json(json!("no")));
+    let yes = later
+        .emit_with_ack("login", "s3cret", None)
+        .await
+        .expect("ack");
+    assert_eq!(yes, tidings_core::Payload::Json(json!("welcome in")));
+
+    assert_eq!(close_code(&rt, &mut silent).await, Some(4005));
+    assert!(started.elapsed() >= limit);
+    loop {
+        match wrong.next_timeout(Duration::from_secs(5)).await {
+            Some(crate::ClientEvent::Closed { code, reason }) => {
+                assert_eq!(code, Some(CloseCode::AUTH_TIMEOUT));
+                assert!(reason.contains("not authenticated"), "{reason}");
+                break;
+            }
+            Some(_) => continue,
+            None => panic!("the wrong password was not closed"),
+        }
+    }
+    sleep(&rt, limit).await;
+    later.ping().await.expect("authenticated by a message");
+    upfront.ping().await.expect("authenticated at the upgrade");
+    assert_eq!(handle.count().await.expect("count"), 2);
 }
