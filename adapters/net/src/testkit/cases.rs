@@ -1072,6 +1072,11 @@ pub async fn handler_context_namespaces_and_client_details<R: Runtime>(rt: R) {
         Some(json!("r"))
     );
 
+    // Concurrent requests carry their own ids: each answer finds its request.
+    let (x, y) = futures_lite::future::zip(red.subscribe("p"), red.subscribe("q")).await;
+    x.expect("p");
+    y.expect("q");
+    red.ping().await.expect("pong");
     // Answers to requests without an id are events.
     red.send_text(r#"{"type":"subscribe","channel":"x"}"#)
         .await
@@ -1103,6 +1108,10 @@ pub async fn handler_context_namespaces_and_client_details<R: Runtime>(rt: R) {
         }
         other => panic!("a closed client refuses to send, got {other:?}"),
     }
+    assert!(
+        red.ping().await.is_err(),
+        "no pong comes on a closed connection"
+    );
 }
 
 #[allow(dead_code)]
