@@ -293,11 +293,11 @@ impl Hub {
                 }
             }
             ConnTimer::Auth => {
-                if s.is_open() && !s.authenticated {
-                    let limit = self.config.auth_timeout.unwrap_or_default();
-                    let reason = format!("not authenticated within {} ms", limit.as_millis());
-                    self.begin_close(now, conn, CloseCode::AUTH_TIMEOUT, reason);
-                }
+                // `authenticate` disarms this timer, and `begin_close` leaves a closing
+                // connection alone: firing means the deadline passed unauthenticated.
+                let limit = self.config.auth_timeout.unwrap_or_default();
+                let reason = format!("not authenticated within {} ms", limit.as_millis());
+                self.begin_close(now, conn, CloseCode::AUTH_TIMEOUT, reason);
             }
             ConnTimer::Close => match s.state.clone() {
                 State::Closing {
