@@ -120,6 +120,13 @@ pub struct Config {
     /// After a read/write error, how long before the connection is finally closed and its
     /// state freed. Default 0.
     pub error_close_delay: Duration,
+    /// Inbound messages (any frame, pings included) a connection may send per
+    /// `rate_window`. Beyond it each one is dropped and answered with `too_many_requests`,
+    /// which counts as a protocol error, so a flood ends in 4002. `None`: no limit. Default
+    /// 100.
+    pub max_inbound_rate: Option<u32>,
+    /// The window of `max_inbound_rate`. Default 1 s.
+    pub rate_window: Duration,
     /// If set, a connection must be marked authenticated with
     /// [`Hub::authenticate`](crate::Hub::authenticate) within this time of opening, or it is
     /// closed with [`CloseCode::AUTH_TIMEOUT`](crate::CloseCode::AUTH_TIMEOUT) (4005). A peer
@@ -174,6 +181,8 @@ impl Default for Config {
             close_grace: Duration::from_secs(5),
             error_close_delay: Duration::ZERO,
             auth_timeout: None,
+            max_inbound_rate: Some(100),
+            rate_window: Duration::from_secs(1),
             subscribe_policy: SubscribePolicy::Open,
             client_publish: false,
             accept_binary: true,
@@ -240,6 +249,10 @@ setters! {
     error_close_delay: Duration;
     /// Sets [`Config::auth_timeout`].
     auth_timeout: Option<Duration>;
+    /// Sets [`Config::max_inbound_rate`].
+    max_inbound_rate: Option<u32>;
+    /// Sets [`Config::rate_window`].
+    rate_window: Duration;
     /// Sets [`Config::subscribe_policy`].
     subscribe_policy: SubscribePolicy;
     /// Sets [`Config::client_publish`].
@@ -302,6 +315,9 @@ impl Config {
         }
         if self.max_errors == 0 {
             return fail("max_errors must be at least 1");
+        }
+        if self.max_inbound_rate == Some(0) || self.rate_window.is_zero() {
+            return fail("max_inbound_rate and rate_window must be greater than zero");
         }
         if self.auth_timeout.is_some_and(|t| t.is_zero()) {
             return fail("auth_timeout must be greater than zero");

@@ -69,6 +69,9 @@ pub(crate) struct Session {
     pub timers: [Option<Instant>; ConnTimer::COUNT],
     /// Marked by [`Hub::authenticate`](crate::Hub::authenticate).
     pub authenticated: bool,
+    /// Inbound frames in the current rate window, and when it began.
+    pub rate_count: u32,
+    pub rate_since: Instant,
     pub errors: u32,
     pub errors_since: Instant,
     pub metadata: BTreeMap<String, Value>,
@@ -99,6 +102,8 @@ impl Session {
             last_seen: now,
             timers: [None; ConnTimer::COUNT],
             authenticated: false,
+            rate_count: 0,
+            rate_since: now,
             errors: 0,
             errors_since: now,
             metadata: BTreeMap::new(),

@@ -39,6 +39,8 @@ pub enum ErrorCode {
     DuplicateAck,
     /// Clients may not publish on this server.
     PublishNotAllowed,
+    /// The connection sent more messages than its rate limit allows; this one was dropped.
+    TooManyRequests,
 }
 
 impl ErrorCode {
@@ -55,6 +57,7 @@ impl ErrorCode {
             ErrorCode::TooManyAcks => "too_many_acks",
             ErrorCode::DuplicateAck => "duplicate_ack",
             ErrorCode::PublishNotAllowed => "publish_not_allowed",
+            ErrorCode::TooManyRequests => "too_many_requests",
         }
     }
 }

@@ -59,6 +59,7 @@ macro_rules! loopback_suite {
             a_subscription_flood_is_refused_then_closed_and_freed,
             a_silent_http_client_is_cut_at_the_handshake_timeout,
             unauthenticated_peers_are_closed_with_4005,
+            ping_floods_and_event_spam_are_rate_limited,
         );
         $crate::__loopback_tls_cases!($runtime, $block_on);
     };

@@ -32,6 +32,20 @@ impl Hub {
             );
             return self.close_now(conn, CloseCode::TOO_BIG, reason);
         }
+        if let Some(limit) = self.config.max_inbound_rate {
+            let window = self.config.rate_window;
+            if now.duration_since(s.rate_since) >= window {
+                s.rate_since = now;
+                s.rate_count = 0;
+            }
+            s.rate_count = s.rate_count.saturating_add(1);
+            if s.rate_count > limit {
+                // Dropped undecoded: a flood costs a counter, not a parse.
+                let message = format!("more than {limit} messages in {} ms", window.as_millis());
+                let code = ErrorCode::TooManyRequests;
+                return self.protocol_error(now, conn, code, &message, None, None);
+            }
+        }
         let decoded = match &frame {
             // Liveness only: the WebSocket library answers pings itself.
             Frame::Ping(_) | Frame::Pong(_) => return,

@@ -273,3 +273,40 @@ fn a_client_publish_reports_who_it_was_refused_for() {
     };
     assert_eq!((delivery.queued, delivery.refused.clone()), (1, vec![slow]));
 }
+
+#[test]
+fn a_rate_limit_drops_and_answers_the_excess_then_closes_a_flood() {
+    let mut sim = Sim::new(
+        Sim::quiet()
+            .max_inbound_rate(Some(5))
+            .rate_window(Duration::from_secs(1))
+            .max_errors(3),
+    );
+    let c = sim.open_path("/");
+    for _ in 0..5 {
+        sim.send(c, r#"{"type":"ping"}"#);
+    }
+    assert_eq!(sim.of_type(c, "pong").len(), 5, "within the limit");
+    sim.send(c, r#"{"type":"ping"}"#);
+    assert_eq!(sim.of_type(c, "pong").len(), 5, "the excess is dropped");
+    let errors = sim.of_type(c, "error");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["code"], "too_many_requests");
+    sim.advance(Duration::from_secs(1));
+    sim.send(c, r#"{"type":"ping"}"#);
+    assert_eq!(sim.of_type(c, "pong").len(), 6, "a new window admits again");
+    assert!(sim.hub.is_connected(c));
+    // WebSocket pings count too: a flood of them ends in 4002.
+    for _ in 0..10 {
+        sim.hub.handle(
+            sim.now,
+            tidings_core::Input::Frame {
+                conn: c,
+                frame: tidings_core::Frame::Ping(Default::default()),
+            },
+        );
+    }
+    sim.drain();
+    let (code, _) = sim.close_of(c).expect("closed");
+    assert_eq!(code, CloseCode::RATE_LIMITED);
+}

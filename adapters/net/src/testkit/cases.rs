@@ -967,7 +967,9 @@ pub async fn a_slow_router_stops_the_reading_of_sockets<R: Runtime>(rt: R) {
             let _ = done.send(n).await;
         }
     });
-    let server = start(Builder::new(rt.clone()).router(router)).await;
+    // The rate limit would stop this flood first; here the router's gate is under test.
+    let config = Config::default().max_inbound_rate(None);
+    let server = start(Builder::new(rt.clone()).config(config).router(router)).await;
     let handle = server.handle();
     let a = client(&rt, &server, "/ws").await;
     let count = 5000u64;

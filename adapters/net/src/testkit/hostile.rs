@@ -297,7 +297,9 @@ pub async fn bad_handshakes_get_their_http_status<R: Runtime>(rt: R) {
 }
 
 pub async fn a_subscription_flood_is_refused_then_closed_and_freed<R: Runtime>(rt: R) {
-    let server = start(Builder::new(rt.clone())).await;
+    // Without the rate limit, which would stop the flood first: the room limit is tested.
+    let config = Config::default().max_inbound_rate(None);
+    let server = start(Builder::new(rt.clone()).config(config)).await;
     let handle = server.handle();
     let bystander = client(&rt, &server, "/ws").await;
     let mut ws = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
@@ -428,4 +430,47 @@ pub async fn unauthenticated_peers_are_closed_with_4005<R: Runtime>(rt: R) {
     later.ping().await.expect("authenticated by a message");
     upfront.ping().await.expect("authenticated at the upgrade");
     assert_eq!(handle.count().await.expect("count"), 2);
+}
+
+pub async fn ping_floods_and_event_spam_are_rate_limited<R: Runtime>(rt: R) {
+    let server = start(Builder::new(rt.clone())).await; // the default: 100 per second
+                                                        // A WebSocket ping flood: answered (pongs coalesce in tungstenite), then 4002.
+    let mut pings = Vec::new();
+    for _ in 0..300 {
+        pings.extend(frame(true, 0, 9, b"p", true, None));
+    }
+    assert_eq!(
+        answer_to(&rt, &server, &pings).await,
+        Some(4002),
+        "ping flood"
+    );
+    // Event spam: `too_many_requests` errors, then 4002.
+    let mut ws = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+    for n in 0..300 {
+        let frame = json!({"type": "event", "event": "spam", "data": n});
+        if futures_util::SinkExt::send(&mut ws, tungstenite::Message::text(frame.to_string()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let (mut too_many, mut close) = (0, None);
+    while let Some(message) = raw_next(&rt, &mut ws).await {
+        match message {
+            tungstenite::Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(&t).expect("JSON");
+                if v["code"] == "too_many_requests" {
+                    too_many += 1;
+                }
+            }
+            tungstenite::Message::Close(f) => {
+                close = f.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(too_many >= 1, "the excess is answered before the close");
+    assert_eq!(close, Some(4002), "event spam");
 }
