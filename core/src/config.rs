@@ -370,6 +370,9 @@ mod tests {
             Config::default().max_errors(0),
             Config::default().max_batch_items(0),
             Config::default().max_name_len(0),
+            Config::default().max_inbound_rate(Some(0)),
+            Config::default().rate_window(Duration::ZERO),
+            Config::default().auth_timeout(Some(Duration::ZERO)),
         ] {
             assert!(c.validate().is_err(), "{c:?}");
         }
