@@ -60,6 +60,7 @@ macro_rules! loopback_suite {
             a_silent_http_client_is_cut_at_the_handshake_timeout,
             unauthenticated_peers_are_closed_with_4005,
             ping_floods_and_event_spam_are_rate_limited,
+            stray_and_duplicate_acks_are_never_a_success,
         );
         $crate::__loopback_tls_cases!($runtime, $block_on);
     };

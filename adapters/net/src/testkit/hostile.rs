@@ -474,3 +474,58 @@ pub async fn ping_floods_and_event_spam_are_rate_limited<R: Runtime>(rt: R) {
     assert!(too_many >= 1, "the excess is answered before the close");
     assert_eq!(close, Some(4002), "event spam");
 }
+
+pub async fn stray_and_duplicate_acks_are_never_a_success<R: Runtime>(rt: R) {
+    let server = start(Builder::new(rt.clone())).await;
+    let handle = server.handle();
+    let mut ws = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+    let conn: tidings_core::ConnId = match raw_next(&rt, &mut ws).await {
+        Some(tungstenite::Message::Text(t)) => {
+            let v: serde_json::Value = serde_json::from_str(&t).expect("JSON");
+            v["conn"].as_str().expect("welcome").parse().expect("id")
+        }
+        other => panic!("expected the welcome, got {other:?}"),
+    };
+    // An ack nobody asked for: ignored, no answer, the connection stays.
+    raw_send(&mut ws, json!({"type": "ack", "ack": 999, "data": "stray"})).await;
+    // The same ack number twice while the first waits: the second is refused.
+    raw_send(&mut ws, json!({"type": "event", "event": "q", "ack": 7})).await;
+    raw_send(
+        &mut ws,
+        json!({"type": "event", "event": "q", "ack": 7, "id": "again"}),
+    )
+    .await;
+    let refusal = raw_json(&rt, &mut ws).await;
+    assert_eq!(
+        (refusal["code"].as_str(), refusal["ref"].as_str()),
+        (Some("duplicate_ack"), Some("again"))
+    );
+    // The server asks; the client answers twice: the first answer wins, once.
+    let asking = handle.emit_with_ack(
+        conn,
+        tidings_core::Message::json("question", json!(1)),
+        None,
+    );
+    let answering = async {
+        let question = raw_json(&rt, &mut ws).await;
+        let n = question["ack"].as_u64().expect("an ack number");
+        raw_send(&mut ws, json!({"type": "ack", "ack": n, "data": "first"})).await;
+        raw_send(&mut ws, json!({"type": "ack", "ack": n, "data": "second"})).await;
+    };
+    let (answer, ()) = futures_lite::future::zip(asking, answering).await;
+    assert_eq!(
+        answer.expect("answered"),
+        tidings_core::Payload::Json(json!("first"))
+    );
+    eventually(&rt, "both strays counted as unknown", || async {
+        handle.counters().await.expect("counters").acks_unknown == 2
+    })
+    .await;
+    let counters = handle.counters().await.expect("counters");
+    assert_eq!(counters.acks_replied, 1);
+    raw_send(&mut ws, json!({"type": "ping", "id": "up"})).await;
+    assert_eq!(
+        raw_json(&rt, &mut ws).await,
+        json!({"type": "pong", "ref": "up"})
+    );
+}
