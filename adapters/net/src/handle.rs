@@ -367,8 +367,23 @@ impl<R: Runtime> Handle<R> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.inner
+            .rt
+            .spawn(self.run_connection(admitted, ws, options));
+    }
+
+    /// Runs an admitted connection over `ws` until it ends.
+    pub(crate) fn run_connection<S>(
+        &self,
+        admitted: Admitted,
+        ws: WebSocketStream<S>,
+        options: ConnOptions,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let inner = &self.inner;
-        inner.rt.spawn(conn::run(
+        conn::run(
             inner.rt.clone(),
             ws,
             admitted.conn,
@@ -377,7 +392,7 @@ impl<R: Runtime> Handle<R> {
             inner.control.clone(),
             options,
             admitted.guard,
-        ));
+        )
     }
 
     /// Reports that an admitted connection's upgrade failed.

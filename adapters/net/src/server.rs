@@ -6,12 +6,14 @@
 //! task. Every other request goes to the application's HTTP handler, so a page and a REST
 //! endpoint live on the same port as the WebSocket.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_tungstenite::WebSocketStream;
@@ -156,6 +158,8 @@ pub struct Builder<R: Runtime> {
     handshake_timeout: Duration,
     inbox_limit: usize,
     keep_headers: Vec<String>,
+    per_address: usize,
+    pending_handshakes: usize,
     #[cfg(feature = "tls")]
     tls: Option<futures_rustls::TlsAcceptor>,
 }
@@ -183,9 +187,28 @@ impl<R: Runtime> Builder<R> {
             handshake_timeout: Duration::from_secs(10),
             inbox_limit: 1024,
             keep_headers: Vec::new(),
+            per_address: 1000,
+            pending_handshakes: 1024,
             #[cfg(feature = "tls")]
             tls: None,
         }
+    }
+
+    /// WebSocket connections one remote IP address may hold; more are refused with 503.
+    /// Default 1,000 (offices and carriers put many users behind one address).
+    #[must_use]
+    pub fn max_connections_per_address(mut self, limit: usize) -> Self {
+        self.per_address = limit;
+        self
+    }
+
+    /// TCP connections still in their HTTP phase (not yet upgraded, or plain HTTP); beyond
+    /// it new ones are dropped at accept, so slow handshakes cannot exhaust the server.
+    /// Default 1,024.
+    #[must_use]
+    pub fn max_pending_handshakes(mut self, limit: usize) -> Self {
+        self.pending_handshakes = limit;
+        self
     }
 
     /// Serves TLS (`https://`, `wss://`) with this rustls config (see [`crate::tls`]).
@@ -364,6 +387,8 @@ impl<R: Runtime> Builder<R> {
             http: self.http,
             handshake_timeout: self.handshake_timeout,
             keep_headers: self.keep_headers,
+            per_address: self.per_address,
+            pending_handshakes: self.pending_handshakes,
             #[cfg(feature = "tls")]
             tls: self.tls,
         };
@@ -383,6 +408,8 @@ impl<R: Runtime> Builder<R> {
         let shared = Arc::new(Shared {
             handle: handle.clone(),
             front,
+            pending: AtomicUsize::new(0),
+            per_address: Mutex::new(HashMap::new()),
         });
         rt.spawn(accept_loop(rt.clone(), listener, shared));
         Ok(Server {
@@ -439,6 +466,8 @@ struct Front<R: Runtime> {
     http: Option<HttpHandler<R>>,
     handshake_timeout: Duration,
     keep_headers: Vec<String>,
+    per_address: usize,
+    pending_handshakes: usize,
     #[cfg(feature = "tls")]
     tls: Option<futures_rustls::TlsAcceptor>,
 }
@@ -446,6 +475,47 @@ struct Front<R: Runtime> {
 struct Shared<R: Runtime> {
     handle: Handle<R>,
     front: Front<R>,
+    /// Connections in their HTTP phase.
+    pending: AtomicUsize,
+    /// WebSocket connections per remote address.
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl<R: Runtime> Shared<R> {
+    /// Counts one more connection from `ip`, unless it is at its limit.
+    fn claim_address(self: &Arc<Self>, ip: IpAddr) -> Option<AddressClaim<R>> {
+        let mut counts = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= self.front.per_address {
+            return None;
+        }
+        *count += 1;
+        Some(AddressClaim(self.clone(), ip))
+    }
+}
+
+/// One connection's share of its address's limit, given back when dropped.
+struct AddressClaim<R: Runtime>(Arc<Shared<R>>, IpAddr);
+
+impl<R: Runtime> Drop for AddressClaim<R> {
+    fn drop(&mut self) {
+        let mut counts = self.0.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// A connection in its HTTP phase, counted until dropped.
+struct Pending<R: Runtime>(Arc<Shared<R>>);
+
+impl<R: Runtime> Drop for Pending<R> {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 async fn accept_loop<R: Runtime>(rt: R, listener: R::TcpListener, shared: Arc<Shared<R>>) {
@@ -458,7 +528,15 @@ async fn accept_loop<R: Runtime>(rt: R, listener: R::TcpListener, shared: Arc<Sh
             return; // shutting down: the listener closes with this task
         };
         match accepted {
-            Ok((tcp, remote)) => spawn_serve(&rt, shared.clone(), tcp, remote),
+            Ok((tcp, remote)) => {
+                if shared.pending.fetch_add(1, Ordering::SeqCst) >= shared.front.pending_handshakes
+                {
+                    shared.pending.fetch_sub(1, Ordering::SeqCst);
+                    drop(tcp); // over the limit: the cheapest answer is none
+                    continue;
+                }
+                spawn_serve(&rt, Pending(shared.clone()), tcp, remote);
+            }
             // Out of file descriptors or a connection reset before accept: keep serving.
             Err(_) => {
                 rt.sleep_until(std::time::Instant::now() + Duration::from_millis(5))
@@ -469,7 +547,8 @@ async fn accept_loop<R: Runtime>(rt: R, listener: R::TcpListener, shared: Arc<Sh
 }
 
 /// Serves an accepted connection, after the TLS handshake if the server has TLS.
-fn spawn_serve<R: Runtime>(rt: &R, shared: Arc<Shared<R>>, tcp: R::TcpStream, remote: SocketAddr) {
+fn spawn_serve<R: Runtime>(rt: &R, pending: Pending<R>, tcp: R::TcpStream, remote: SocketAddr) {
+    let shared = pending.0.clone();
     #[cfg(feature = "tls")]
     if let Some(acceptor) = shared.front.tls.clone() {
         let rt2 = rt.clone();
@@ -483,10 +562,14 @@ fn spawn_serve<R: Runtime>(rt: &R, shared: Arc<Shared<R>>, tcp: R::TcpStream, re
             if let Some(tls) = or(handshake, timeout).await {
                 serve(shared, tls, remote).await;
             }
+            drop(pending);
         });
         return;
     }
-    rt.spawn(serve(shared, tcp, remote));
+    rt.spawn(async move {
+        serve(shared, tcp, remote).await;
+        drop(pending); // upgraded (the connection task owns the socket now) or closed
+    });
 }
 
 /// Serves one connection: HTTP requests until it upgrades or closes.
@@ -551,7 +634,7 @@ fn path_matches(pattern: &str, path: &str) -> bool {
 }
 
 async fn upgrade<R, S>(
-    shared: &Shared<R>,
+    shared: &Arc<Shared<R>>,
     remote: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Result<HttpResponse, HttpResponse>
@@ -565,6 +648,10 @@ where
         return Err(plain(StatusCode::FORBIDDEN, "origin not allowed\n"));
     }
     let protocol = crate::upgrade::negotiate(req.headers(), &front.subprotocols)?;
+    let Some(claim) = shared.claim_address(remote.ip()) else {
+        let body = "too many connections from your address";
+        return Err(plain(StatusCode::SERVICE_UNAVAILABLE, format!("{body}\n")));
+    };
     let request = ConnectRequest {
         path: req.uri().path().to_owned(),
         query: req.uri().query().unwrap_or_default().to_owned(),
@@ -619,7 +706,8 @@ where
             Some(options.ws),
         )
         .await;
-        handle.attach(admitted, ws, options);
+        handle.run_connection(admitted, ws, options).await;
+        drop(claim); // the address's share is given back when the connection ends
     });
     Ok(crate::upgrade::switching(&accept_key, protocol))
 }

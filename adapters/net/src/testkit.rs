@@ -61,6 +61,7 @@ macro_rules! loopback_suite {
             unauthenticated_peers_are_closed_with_4005,
             ping_floods_and_event_spam_are_rate_limited,
             stray_and_duplicate_acks_are_never_a_success,
+            one_address_and_slow_handshakes_cannot_take_everything,
         );
         $crate::__loopback_tls_cases!($runtime, $block_on);
     };

@@ -529,3 +529,59 @@ pub async fn stray_and_duplicate_acks_are_never_a_success<R: Runtime>(rt: R) {
         json!({"type": "pong", "ref": "up"})
     );
 }
+
+pub async fn one_address_and_slow_handshakes_cannot_take_everything<R: Runtime>(rt: R) {
+    let builder = Builder::new(rt.clone())
+        .max_connections_per_address(2)
+        .max_pending_handshakes(2);
+    let server = start(builder).await;
+    let handle = server.handle();
+    let (a, b) = (
+        client(&rt, &server, "/ws").await,
+        client(&rt, &server, "/ws").await,
+    );
+    let third = raw(&rt, &server.ws_url("/ws"), &[]).await;
+    let (status, body) = third.err().expect("over the per-address limit");
+    assert_eq!(
+        (status, body.trim()),
+        (503, "too many connections from your address")
+    );
+    a.close().await.expect("close");
+    eventually(&rt, "the closed one gives its share back", || async {
+        handle.running_connections() == 1
+    })
+    .await;
+    let again = client(&rt, &server, "/ws").await;
+    again.ping().await.expect("admitted again");
+
+    // Two connections that never finish their request head fill the handshake slots.
+    let addr = server.local_addr().to_string();
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = rt.connect(&addr).await.expect("connect");
+        tcp.write_all(b"GET / HTTP/1.1\r\n").await.expect("write");
+        slow.push(tcp);
+    }
+    sleep(&rt, Duration::from_millis(50)).await;
+    let mut turned_away = rt.connect(&addr).await.expect("the kernel still accepts");
+    let mut buf = [0u8; 64];
+    let sleep_until = rt.sleep_until(Instant::now() + Duration::from_secs(5));
+    let read = or(async { turned_away.read(&mut buf).await.ok() }, async {
+        sleep_until.await;
+        panic!("a connection over the handshake limit was kept");
+    })
+    .await;
+    assert!(matches!(read, None | Some(0)), "dropped without an answer");
+    drop(slow);
+    eventually(&rt, "slots free once the slow ones leave", || async {
+        let mut tcp = rt.connect(&addr).await.expect("connect");
+        let _ = tcp
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        read_head(&mut tcp).await.starts_with("HTTP/1.1 404")
+    })
+    .await;
+    b.ping()
+        .await
+        .expect("established connections are unaffected");
+}
