@@ -219,8 +219,11 @@ impl<R: Runtime> ClientBuilder<R> {
         let (sender, receiver) = ws.split();
         let (events_tx, events) = async_channel::unbounded();
         let pending = Arc::new(Mutex::new(Pending::default()));
-        self.rt.spawn(read(receiver, pending.clone(), events_tx));
+        let (stop, stopped) = async_channel::bounded(1);
+        self.rt
+            .spawn(read(receiver, pending.clone(), events_tx, stopped));
         Ok(Client {
+            _stop: stop,
             rt: self.rt,
             sender: async_lock::Mutex::new(sender),
             pending,
@@ -252,8 +255,12 @@ impl Pending {
 }
 
 /// A connection to a tidings server. Methods take `&self`: share it between tasks with an
-/// `Arc`.
+/// `Arc`. Dropping it ends the connection without a close frame (the server sees 1006):
+/// call [`Client::close`] first to close cleanly.
 pub struct Client<R: Runtime> {
+    /// Dropped with the client: the reader task ends and the socket closes (abruptly; call
+    /// [`Client::close`] first for a clean close).
+    _stop: Sender<()>,
     rt: R,
     sender: async_lock::Mutex<WebSocketSender<Stream>>,
     pending: Arc<Mutex<Pending>>,
@@ -457,9 +464,16 @@ async fn read(
     mut receiver: WebSocketReceiver<Stream>,
     pending: Arc<Mutex<Pending>>,
     events: Sender<ClientEvent>,
+    stopped: Receiver<()>,
 ) {
     let mut close = (None, String::new());
-    while let Some(message) = receiver.next().await {
+    loop {
+        // Ends when the client is dropped (its end of `stopped` closes).
+        let next = or(receiver.next(), async {
+            let _ = stopped.recv().await;
+            None
+        });
+        let Some(message) = next.await else { break };
         let event = match message {
             Ok(Message::Text(text)) => match serde_json::from_str::<Raw>(&text) {
                 Ok(raw) => dispatch(raw, None, &pending),

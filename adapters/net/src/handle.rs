@@ -266,6 +266,12 @@ impl<R: Runtime> Handle<R> {
             .await
     }
 
+    /// The size of the hub's tables (sessions, rooms, timers, batches, ...): what a leak
+    /// would grow.
+    pub async fn footprint(&self) -> Result<tidings_core::Footprint> {
+        self.call(|d, _| d.hub.footprint()).await
+    }
+
     /// The hub's counters.
     pub async fn counters(&self) -> Result<Counters> {
         self.call(|d, _| d.hub.counters()).await

@@ -62,6 +62,7 @@ macro_rules! loopback_suite {
             ping_floods_and_event_spam_are_rate_limited,
             stray_and_duplicate_acks_are_never_a_success,
             one_address_and_slow_handshakes_cannot_take_everything,
+            soak_returns_every_table_and_memory_to_baseline,
         );
         $crate::__loopback_tls_cases!($runtime, $block_on);
     };

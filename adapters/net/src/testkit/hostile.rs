@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future::or;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use serde_json::json;
-use tidings_core::{CloseCode, Config};
+use tidings_core::{CloseCode, Config, Target};
 
 use super::*;
 
@@ -584,4 +584,125 @@ pub async fn one_address_and_slow_handshakes_cannot_take_everything<R: Runtime>(
     b.ping()
         .await
         .expect("established connections are unaffected");
+}
+
+/// Resident memory of this process in bytes (Linux; 0 elsewhere).
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Thousands of connect / subscribe / publish / disconnect cycles with faults, then every
+/// table and the RSS must come back to where they started. `TIDINGS_SOAK=<cycles>` sets the
+/// length (default 30, a smoke run); the note gives the figures of a long run.
+pub async fn soak_returns_every_table_and_memory_to_baseline<R: Runtime>(rt: R) {
+    let cycles: u64 = std::env::var("TIDINGS_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let config = Config::default().close_grace(Duration::from_millis(200));
+    let server = start(
+        Builder::new(rt.clone())
+            .config(config)
+            .close_delay(Duration::from_millis(100)),
+    )
+    .await;
+    let handle = server.handle();
+    let baseline = handle.footprint().await.expect("footprint");
+    let started = Instant::now();
+    let mut rss_warm = 0;
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for cycle in 0..cycles {
+        if cycle == cycles / 10 {
+            rss_warm = rss(); // after the allocator has warmed up
+        }
+        let room = format!("r{}", next(8));
+        let ours = client(&rt, &server, "/ws").await;
+        let mut theirs = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+        ours.subscribe(&room).await.expect("subscribe");
+        raw_send(&mut theirs, subscribe(&room)).await;
+        let _ = handle
+            .to_room(&room, tidings_core::Message::json("m", json!(cycle)))
+            .await;
+        let _ = handle
+            .publish_batched(
+                Target::room("/", room.as_str()),
+                "b",
+                "b",
+                json!(cycle),
+                Duration::from_millis(5),
+            )
+            .await;
+        match next(6) {
+            0 => drop(theirs), // vanishes (or resets)
+            1 => {
+                let _ = tcp_garbage(&mut theirs).await; // a protocol error: 1002
+            }
+            2 => {
+                let big = "x".repeat(70 * 1024); // over the 64 KiB limit: 1009
+                let _ =
+                    futures_util::SinkExt::send(&mut theirs, tungstenite::Message::text(big)).await;
+            }
+            3 => {
+                let _ = futures_util::SinkExt::close(&mut theirs).await; // a clean close
+            }
+            4 => {
+                for _ in 0..20 {
+                    raw_send(&mut theirs, json!({"type": "nonsense"})).await; // 4002
+                }
+            }
+            _ => {} // both just leave (ours dropped below, theirs at the end of the cycle)
+        }
+        if next(2) == 0 {
+            let _ = ours.close().await;
+        }
+        drop(ours);
+    }
+    eventually(&rt, "every connection is gone", || async {
+        handle.count().await.unwrap_or(1) == 0 && handle.running_connections() == 0
+    })
+    .await;
+    // Batches still collecting flush (to nobody) at their 5 ms TTL.
+    eventually(&rt, "every table back to baseline", || async {
+        handle.footprint().await.expect("footprint") == baseline
+    })
+    .await;
+    let rss_end = rss();
+    let counters = handle.counters().await.expect("counters");
+    eprintln!(
+        "soak: {cycles} cycles, {} connections in {:?}; closes {:?}; RSS after warm-up {} KiB, at the end {} KiB",
+        counters.connections_opened,
+        started.elapsed(),
+        counters.closes,
+        rss_warm / 1024,
+        rss_end / 1024,
+    );
+    if cycles >= 1000 {
+        assert!(
+            rss_end < rss_warm + 16 * 1024 * 1024,
+            "RSS grew from {rss_warm} to {rss_end} over {cycles} cycles"
+        );
+    }
+}
+
+/// Sends a frame with reserved bits set on a tungstenite client's socket.
+async fn tcp_garbage<S>(ws: &mut async_tungstenite::WebSocketStream<S>) -> std::io::Result<()>
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
+    ws.get_mut()
+        .write_all(&frame(true, 0b100, 1, b"{}", true, None))
+        .await
 }
