@@ -228,6 +228,19 @@ pub async fn huge_names_get_an_error_reply_and_the_connection_stays<R: Runtime>(
     );
     assert_eq!(reply["ref"], "big");
     assert!(reply.to_string().len() < 500, "the name is not echoed back");
+    // An invalid event name (a control character) gets the same answer.
+    raw_send(
+        &mut ws,
+        json!({"type": "event", "event": "bad\nname", "id": "ctl"}),
+    )
+    .await;
+    let reply = raw_json(&rt, &mut ws).await;
+    assert_eq!(
+        (reply["code"].as_str(), reply["ref"].as_str()),
+        (Some("invalid_name"), Some("ctl"))
+    );
+    // A 10 MB name cannot arrive at all: the message limit (64 KiB) closes with 1009 first,
+    // which oversized_and_endless_messages_close_with_1009 covers.
     raw_send(&mut ws, json!({"type": "ping", "id": "still"})).await;
     assert_eq!(
         raw_json(&rt, &mut ws).await,
