@@ -58,43 +58,4 @@ impl Runtime for AsyncStd {
     }
 }
 
-/// A hub builder on async-std: add a config, router, hooks, then `bind` or `start`.
-pub fn builder() -> Builder {
-    tidings_net::Builder::new(AsyncStd)
-}
-
-/// A client builder for `url` on async-std.
-pub fn client(url: &str) -> ClientBuilder {
-    tidings_net::ClientBuilder::new(AsyncStd, url)
-}
-
-/// Connects a client to `url` with the defaults.
-pub async fn connect(url: &str) -> tidings_net::Result<Client> {
-    client(url).connect().await
-}
-
-/// [`tidings_net::Builder`] on async-std.
-pub type Builder = tidings_net::Builder<AsyncStd>;
-/// [`tidings_net::Server`] on async-std.
-pub type Server = tidings_net::Server<AsyncStd>;
-/// [`tidings_net::Handle`] on async-std.
-pub type Handle = tidings_net::Handle<AsyncStd>;
-/// [`tidings_net::Router`] on async-std.
-pub type Router = tidings_net::Router<AsyncStd>;
-/// [`tidings_net::Ctx`] on async-std.
-pub type Ctx = tidings_net::Ctx<AsyncStd>;
-/// [`tidings_net::Disconnect`] on async-std.
-pub type Disconnect = tidings_net::Disconnect<AsyncStd>;
-/// [`tidings_net::Client`] on async-std.
-pub type Client = tidings_net::Client<AsyncStd>;
-/// [`tidings_net::ClientBuilder`] on async-std.
-pub type ClientBuilder = tidings_net::ClientBuilder<AsyncStd>;
-
-pub use tidings_core::{
-    CloseCode, Config, ConnId, ConnectionInfo, Delivery, Message, Payload, Target,
-};
-pub use tidings_net::{
-    reexports, Accept, ClientEvent, ConnectRequest, Error, HttpResponse, Incoming, OriginPolicy,
-    Refusal, Result, Runtime, ServerEvent, SUBPROTOCOL_V1,
-};
-pub use {tidings_core, tidings_net};
+tidings_net::runtime_api!(AsyncStd, "async-std");

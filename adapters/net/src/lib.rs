@@ -48,6 +48,56 @@ pub use router::{Ctx, Disconnect, Router};
 pub use runtime::Runtime;
 pub use server::{Accept, Builder, ConnectRequest, HttpResponse, Refusal, Server, SUBPROTOCOL_V1};
 
+/// Names this crate's API for one runtime: `builder()`, `client(url)`, `connect(url)`, type
+/// aliases (`Handle`, `Router`, `Client`, ...) and the re-exports an application needs. Each
+/// adapter crate calls it once with its [`Runtime`]; a new runtime does the same.
+#[macro_export]
+macro_rules! runtime_api {
+    ($runtime:ident, $name:literal) => {
+        #[doc = concat!("A hub builder on ", $name, ": add a config, router, hooks, then `bind` or `start`.")]
+        pub fn builder() -> Builder {
+            $crate::Builder::new($runtime)
+        }
+
+        #[doc = concat!("A client builder for `url` on ", $name, ".")]
+        pub fn client(url: &str) -> ClientBuilder {
+            $crate::ClientBuilder::new($runtime, url)
+        }
+
+        /// Connects a client to `url` with the defaults.
+        pub async fn connect(url: &str) -> $crate::Result<Client> {
+            client(url).connect().await
+        }
+
+        #[doc = concat!("[`tidings_net::Builder`] on ", $name, ".")]
+        pub type Builder = $crate::Builder<$runtime>;
+        #[doc = concat!("[`tidings_net::Server`] on ", $name, ".")]
+        pub type Server = $crate::Server<$runtime>;
+        #[doc = concat!("[`tidings_net::Handle`] on ", $name, ".")]
+        pub type Handle = $crate::Handle<$runtime>;
+        #[doc = concat!("[`tidings_net::Router`] on ", $name, ".")]
+        pub type Router = $crate::Router<$runtime>;
+        #[doc = concat!("[`tidings_net::Ctx`] on ", $name, ".")]
+        pub type Ctx = $crate::Ctx<$runtime>;
+        #[doc = concat!("[`tidings_net::Disconnect`] on ", $name, ".")]
+        pub type Disconnect = $crate::Disconnect<$runtime>;
+        #[doc = concat!("[`tidings_net::Client`] on ", $name, ".")]
+        pub type Client = $crate::Client<$runtime>;
+        #[doc = concat!("[`tidings_net::ClientBuilder`] on ", $name, ".")]
+        pub type ClientBuilder = $crate::ClientBuilder<$runtime>;
+
+        pub use $crate::reexports::tidings_core::{
+            CloseCode, Config, ConnId, ConnectionInfo, Delivery, Message, Payload, Target,
+        };
+        pub use $crate::{
+            reexports, Accept, ClientEvent, ConnectRequest, Error, HttpResponse, Incoming,
+            OriginPolicy, Refusal, Result, Runtime, ServerEvent, SUBPROTOCOL_V1,
+        };
+        pub use $crate::reexports::tidings_core;
+        pub use $crate as tidings_net;
+    };
+}
+
 /// The crates whose types appear in this API, for applications that need to name them.
 pub mod reexports {
     pub use async_tungstenite;

@@ -71,46 +71,7 @@ impl Runtime for Smol {
     }
 }
 
-/// A hub builder on smol: add a config, router, hooks, then `bind` or `start`.
-pub fn builder() -> Builder {
-    tidings_net::Builder::new(Smol)
-}
-
-/// A client builder for `url` on smol.
-pub fn client(url: &str) -> ClientBuilder {
-    tidings_net::ClientBuilder::new(Smol, url)
-}
-
-/// Connects a client to `url` with the defaults.
-pub async fn connect(url: &str) -> tidings_net::Result<Client> {
-    client(url).connect().await
-}
-
-/// [`tidings_net::Builder`] on smol.
-pub type Builder = tidings_net::Builder<Smol>;
-/// [`tidings_net::Server`] on smol.
-pub type Server = tidings_net::Server<Smol>;
-/// [`tidings_net::Handle`] on smol.
-pub type Handle = tidings_net::Handle<Smol>;
-/// [`tidings_net::Router`] on smol.
-pub type Router = tidings_net::Router<Smol>;
-/// [`tidings_net::Ctx`] on smol.
-pub type Ctx = tidings_net::Ctx<Smol>;
-/// [`tidings_net::Disconnect`] on smol.
-pub type Disconnect = tidings_net::Disconnect<Smol>;
-/// [`tidings_net::Client`] on smol.
-pub type Client = tidings_net::Client<Smol>;
-/// [`tidings_net::ClientBuilder`] on smol.
-pub type ClientBuilder = tidings_net::ClientBuilder<Smol>;
-
-pub use tidings_core::{
-    CloseCode, Config, ConnId, ConnectionInfo, Delivery, Message, Payload, Target,
-};
-pub use tidings_net::{
-    reexports, Accept, ClientEvent, ConnectRequest, Error, HttpResponse, Incoming, OriginPolicy,
-    Refusal, Result, Runtime, ServerEvent, SUBPROTOCOL_V1,
-};
-pub use {tidings_core, tidings_net};
+tidings_net::runtime_api!(Smol, "smol");
 
 /// The README's code blocks compile (and those not marked `no_run` run) as doctests here,
 /// where both the core and this adapter are in reach.
