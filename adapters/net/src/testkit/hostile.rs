@@ -57,12 +57,13 @@ async fn upgraded<R: Runtime>(rt: &R, server: &Server<R>) -> R::TcpStream {
     tcp
 }
 
-/// Reads an HTTP response head (up to the blank line).
+/// Reads an HTTP response head (up to the blank line; less if the connection ends).
 async fn read_head<S: futures_lite::AsyncRead + Unpin>(tcp: &mut S) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        if tcp.read(&mut byte).await.expect("read") == 0 {
+        // A reset (a connection turned away) ends the head like a close does.
+        if !matches!(tcp.read(&mut byte).await, Ok(1..)) {
             break;
         }
         head.push(byte[0]);
