@@ -22,7 +22,9 @@ impl ConnId {
         ConnId { index, generation }
     }
 
-    pub(crate) fn index(self) -> usize {
+    /// The connection's slot in the hub: dense, reused after the connection is gone (the
+    /// generation tells a reuse apart). Drivers can index per-connection tables by it.
+    pub fn index(self) -> usize {
         self.index as usize
     }
 

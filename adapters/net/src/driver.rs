@@ -79,7 +79,9 @@ pub(crate) struct RouterLink {
 /// The hub and the tables that connect its outputs to tasks.
 pub(crate) struct Driver {
     pub hub: Hub,
-    writers: HashMap<ConnId, Sender<WriterCmd>>,
+    /// Writer channels by the connection's slab slot: one indexed load per transmitted
+    /// frame, not a hash (this is the fan-out path).
+    writers: Vec<Option<(ConnId, Sender<WriterCmd>)>>,
     inboxes: HashMap<ConnId, (Sender<Incoming>, Receiver<Incoming>)>,
     inbox_limit: usize,
     acks: HashMap<(ConnId, AckId), Sender<AckOutcome>>,
@@ -94,7 +96,7 @@ impl Driver {
     pub fn new(hub: Hub, inbox_limit: usize, router: Option<RouterLink>) -> Self {
         Driver {
             hub,
-            writers: HashMap::new(),
+            writers: Vec::new(),
             inboxes: HashMap::new(),
             inbox_limit,
             acks: HashMap::new(),
@@ -113,7 +115,11 @@ impl Driver {
     ) -> Result<(ConnId, Receiver<WriterCmd>), tidings_core::Error> {
         let conn = self.hub.open(now, info)?;
         let (tx, rx) = async_channel::unbounded();
-        self.writers.insert(conn, tx);
+        let slot = conn.index();
+        if self.writers.len() <= slot {
+            self.writers.resize_with(slot + 1, || None);
+        }
+        self.writers[slot] = Some((conn, tx));
         Ok((conn, rx))
     }
 
@@ -183,9 +189,12 @@ impl Driver {
     }
 
     fn send_to_writer(&self, conn: ConnId, cmd: WriterCmd) {
-        if let Some(writer) = self.writers.get(&conn) {
-            // Unbounded: never full. Closed only once the connection task has ended.
-            let _ = writer.try_send(cmd);
+        // A slot reused by a newer connection holds another id: nothing is sent there.
+        if let Some(Some((owner, writer))) = self.writers.get(conn.index()) {
+            if *owner == conn {
+                // Unbounded: never full. Closed only once the connection task has ended.
+                let _ = writer.try_send(cmd);
+            }
         }
     }
 
@@ -220,7 +229,11 @@ impl Driver {
             } => {
                 // Dropping the senders ends the writer (after what it holds) and the inbox
                 // (after what it holds).
-                self.writers.remove(&conn);
+                if let Some(slot) = self.writers.get_mut(conn.index()) {
+                    if slot.as_ref().is_some_and(|(owner, _)| *owner == conn) {
+                        *slot = None;
+                    }
+                }
                 self.inboxes.remove(&conn);
                 self.send_to_router(
                     |r| r.on_disconnect,

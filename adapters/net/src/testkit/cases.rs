@@ -245,10 +245,11 @@ pub async fn handle_batches_and_cancels<R: Runtime>(rt: R) {
     let after = handle.to_room("doc", Message::json("after", json!(0)));
     assert_eq!(after.await.expect("publish").queued, 1);
     sleep(&rt, ttl * 2).await;
+    assert_eq!(data(&event(&a).await).0, "after");
     assert_eq!(
-        data(&event(&a).await).0,
-        "after",
-        "the cancelled batch never came"
+        a.next_timeout(ttl * 3).await,
+        None,
+        "the cancelled batch never came, even after its TTL"
     );
 }
 
