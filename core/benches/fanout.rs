@@ -1,27 +1,23 @@
 //! Fan-out cost per recipient: one 128-byte JSON frame published to a room of N members, every
 //! output drained and reported written, as a driver would. Criterion's throughput is in
-//! recipients, so time per element is the cost per recipient.
+//! recipients, so time per element is the cost per recipient. Target: ≤ 50 ns.
 //!
 //! `cargo bench -p tidings-core --bench fanout`
 
-use std::hint::black_box;
+mod common;
+
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::json;
-use tidings_core::{Config, ConnectionInfo, Hub, Input, Message, Output, Target};
+use tidings_core::{Hub, Message, Output, Target};
 
 fn hub_with_room(members: usize, now: Instant) -> Hub {
-    let config = Config::default()
-        .welcome(false)
-        .ping_period(None)
-        .max_connections(members + 1);
-    let mut hub = Hub::new(config).expect("config");
-    for _ in 0..members {
-        let conn = hub.open(now, ConnectionInfo::new("/ws")).expect("open");
+    let mut hub = common::hub(members, |c| c.ping_period(None));
+    for conn in common::open(&mut hub, now, members) {
         hub.join(conn, "room").expect("join");
     }
-    while hub.poll_output().is_some() {}
+    common::drain(&mut hub, now);
     hub
 }
 
@@ -35,23 +31,21 @@ fn message() -> Message {
 
 fn fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("fanout");
-    for members in [10usize, 1_000, 10_000] {
+    for members in [10usize, 1_000, 10_000, 100_000] {
         let now = Instant::now();
         let mut hub = hub_with_room(members, now);
         let msg = message();
         group.throughput(Throughput::Elements(members as u64));
+        if members >= 100_000 {
+            group.sample_size(20);
+        }
         group.bench_function(BenchmarkId::from_parameter(members), |b| {
             b.iter(|| {
                 let report = hub
                     .publish(now, Target::room("/", "room"), msg.clone())
                     .expect("publish");
                 debug_assert_eq!(report.queued, members);
-                while let Some(out) = hub.poll_output() {
-                    if let Output::Transmit { conn, frame } = out {
-                        black_box(&frame);
-                        hub.handle(now, Input::Written { conn, frames: 1 });
-                    }
-                }
+                common::drain(&mut hub, now)
             })
         });
     }

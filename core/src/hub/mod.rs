@@ -402,7 +402,7 @@ impl Hub {
 
     /// The request `conn` was opened with.
     pub fn info(&self, conn: ConnId) -> Option<&crate::ConnectionInfo> {
-        self.session(conn).map(|s| &s.info)
+        self.session(conn).map(|s| &*s.info)
     }
 
     /// How much `conn` has queued or in flight.
