@@ -1,0 +1,380 @@
+//! The load generator's two scenarios, run on one thread (a `LocalExecutor`) so that the
+//! other core is the server's.
+//!
+//! - `fanout`: S subscribers in one room; a publisher sends M messages of P bytes, each
+//!   carrying its sequence number and send time. At most `window` messages are in flight
+//!   (published and not yet delivered to everyone), so neither server's queues grow without
+//!   bound; a `rate` paces the publisher below saturation.
+//! - `idle`: C connections open and (on tidings) subscribed, then silent; the server's memory
+//!   and CPU are what is measured. Client sockets are bound round-robin to 127.0.0.2 and up,
+//!   so more than one address's ephemeral ports are available.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::rc::Rc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use async_lock::Semaphore;
+use async_tungstenite::WebSocketStream;
+use futures_lite::StreamExt;
+use smol::{Async, LocalExecutor, Timer};
+use socket2::{Domain, Socket, Type};
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::Message;
+
+use crate::server::{Kind, CHANNEL};
+use crate::stats::quantile;
+
+type Ws = WebSocketStream<Async<TcpStream>>;
+
+/// Handshakes in progress at once: under the server's pending-handshake cap and its listen
+/// backlog.
+const CONCURRENT_HANDSHAKES: usize = 256;
+
+/// How long without a delivery before a run gives up on the rest.
+const STALL: Duration = Duration::from_secs(10);
+
+/// Where to connect, and from which source addresses.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The server's WebSocket URL.
+    pub url: String,
+    /// The server's socket address.
+    pub addr: SocketAddr,
+    /// What the server speaks.
+    pub kind: Kind,
+    /// Source addresses used round-robin: 127.0.0.2 .. 127.0.0.(1 + sources).
+    pub sources: u8,
+}
+
+impl Target {
+    fn source(&self, i: usize) -> IpAddr {
+        let last = 2 + (i % usize::from(self.sources.max(1))) as u8;
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+    }
+
+    /// Opens WebSocket `i`, bound to its source address; on tidings, subscribes it to
+    /// `channel` and waits for the answer.
+    async fn open(&self, i: usize, channel: Option<&str>) -> io::Result<Ws> {
+        let (from, to) = (self.source(i), self.addr);
+        let tcp = smol::unblock(move || -> io::Result<TcpStream> {
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+            socket.bind(&SocketAddr::new(from, 0).into())?;
+            socket.connect(&to.into())?;
+            socket.set_tcp_nodelay(true)?;
+            Ok(socket.into())
+        })
+        .await?;
+        // A small read buffer: 10,000 idle clients should not cost the machine gigabytes.
+        let config = WebSocketConfig::default().read_buffer_size(4096);
+        let (mut ws, _) =
+            async_tungstenite::client_async_with_config(&self.url, Async::new(tcp)?, Some(config))
+                .await
+                .map_err(io::Error::other)?;
+        if let (true, Some(channel)) = (self.kind.is_tidings(), channel) {
+            let subscribe = format!(r#"{{"type":"subscribe","channel":"{channel}","id":"s"}}"#);
+            ws.send(Message::text(subscribe))
+                .await
+                .map_err(io::Error::other)?;
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) if t.as_str().contains(r#""type":"subscribed""#) => {
+                        break
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(io::Error::other(e)),
+                    None => return Err(io::ErrorKind::UnexpectedEof.into()),
+                }
+            }
+        }
+        Ok(ws)
+    }
+}
+
+/// Nanoseconds since the load generator started: the clock of the payload timestamps.
+fn clock_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// The fan-out workload.
+#[derive(Clone, Copy, Debug)]
+pub struct Fanout {
+    /// Subscribers in the room.
+    pub subscribers: usize,
+    /// Messages published.
+    pub messages: usize,
+    /// Payload bytes of each message.
+    pub size: usize,
+    /// Messages in flight at most.
+    pub window: usize,
+    /// Messages per second, or 0 for as fast as the window allows.
+    pub rate: u64,
+}
+
+/// What one fan-out run measured.
+#[derive(Clone, Debug)]
+pub struct FanoutResult {
+    /// Deliveries that arrived (warm-up excluded).
+    pub received: u64,
+    /// `subscribers * messages`.
+    pub expected: u64,
+    /// From the first publish to the last delivery.
+    pub elapsed: Duration,
+    /// Latency quantiles in microseconds: p50, p99, p99.9.
+    pub p50_us: f64,
+    /// See `p50_us`.
+    pub p99_us: f64,
+    /// See `p50_us`.
+    pub p999_us: f64,
+}
+
+impl FanoutResult {
+    /// Deliveries per second over `elapsed`.
+    pub fn rate(&self) -> f64 {
+        self.received as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// What the subscribers share with the publisher (one thread: cells, no locks).
+#[derive(Default)]
+struct Tally {
+    delivered: Cell<u64>,
+    warmed: Cell<usize>,
+    last: Cell<Option<Instant>>,
+    latencies_ns: RefCell<Vec<u64>>,
+}
+
+impl Tally {
+    /// Records one text frame; returns whether it was the warm-up.
+    fn record(&self, kind: Kind, text: &str) -> bool {
+        let payload = if kind.is_tidings() {
+            match text.find(r#""data":""#) {
+                Some(at) => &text[at + 8..],
+                None => return false, // not a publish (a pong, say)
+            }
+        } else {
+            text
+        };
+        if payload.starts_with('w') {
+            return true;
+        }
+        let mut parts = payload.splitn(3, ':');
+        let (Some(_seq), Some(sent)) = (parts.next(), parts.next()) else {
+            return false;
+        };
+        let Ok(sent) = sent.parse::<u64>() else {
+            return false;
+        };
+        self.delivered.set(self.delivered.get() + 1);
+        self.last.set(Some(Instant::now()));
+        self.latencies_ns
+            .borrow_mut()
+            .push(clock_ns().saturating_sub(sent));
+        false
+    }
+}
+
+/// A payload of exactly `size` bytes (at least the header): `seq:sent_ns:` and padding.
+fn payload(seq: usize, size: usize) -> String {
+    let mut p = format!("{seq}:{}:", clock_ns());
+    while p.len() < size {
+        p.push('x');
+    }
+    p
+}
+
+/// Runs the fan-out workload against `target`.
+pub fn fanout(target: &Target, w: Fanout) -> io::Result<FanoutResult> {
+    let ex = LocalExecutor::new();
+    smol::block_on(ex.run(fanout_on(&ex, target, w)))
+}
+
+async fn fanout_on(ex: &LocalExecutor<'_>, target: &Target, w: Fanout) -> io::Result<FanoutResult> {
+    let tally = Rc::new(Tally::default());
+    let gate = Rc::new(Semaphore::new(CONCURRENT_HANDSHAKES));
+    let (ready_tx, ready_rx) = async_channel::unbounded::<io::Result<()>>();
+    for i in 0..w.subscribers {
+        let (target, tally, gate, ready) = (
+            target.clone(),
+            tally.clone(),
+            gate.clone(),
+            ready_tx.clone(),
+        );
+        ex.spawn(async move {
+            let permit = gate.acquire().await;
+            let ws = target.open(i, Some(CHANNEL)).await;
+            drop(permit);
+            let mut ws = match ws {
+                Ok(ws) => ws,
+                Err(e) => return drop(ready.send(Err(e)).await),
+            };
+            let _ = ready.send(Ok(())).await;
+            let mut warmed = false;
+            while let Some(Ok(message)) = ws.next().await {
+                if let Message::Text(text) = message {
+                    if tally.record(target.kind, text.as_str()) && !warmed {
+                        warmed = true;
+                        tally.warmed.set(tally.warmed.get() + 1);
+                    }
+                }
+            }
+        })
+        .detach();
+    }
+    for _ in 0..w.subscribers {
+        ready_rx.recv().await.map_err(io::Error::other)??;
+    }
+
+    let publisher = target.open(w.subscribers, Some(CHANNEL)).await?;
+    let (mut sender, mut receiver) = publisher.split();
+    // The publisher is in the room on tidings and gets its own messages: read and drop them.
+    ex.spawn(async move { while let Some(Ok(_)) = receiver.next().await {} })
+        .detach();
+    let frame = |body: String| {
+        if target.kind.is_tidings() {
+            Message::text(format!(
+                r#"{{"type":"publish","channel":"{CHANNEL}","event":"tick","data":"{body}"}}"#
+            ))
+        } else {
+            Message::text(body)
+        }
+    };
+
+    // Warm up until every subscriber has had a message: the baseline registers a socket
+    // just after its handshake, so a connected client may not be a listening one yet.
+    let deadline = Instant::now() + STALL;
+    while tally.warmed.get() < w.subscribers {
+        if Instant::now() > deadline {
+            return Err(io::Error::other("subscribers never all got the warm-up"));
+        }
+        sender
+            .send(frame("w".into()))
+            .await
+            .map_err(io::Error::other)?;
+        Timer::after(Duration::from_millis(20)).await;
+    }
+
+    let start = Instant::now();
+    let subscribers = w.subscribers as u64;
+    for seq in 0..w.messages {
+        let allowed = seq.saturating_sub(w.window) as u64 * subscribers;
+        let mut waited = Instant::now();
+        let mut seen = tally.delivered.get();
+        while tally.delivered.get() < allowed {
+            Timer::after(Duration::from_micros(100)).await;
+            if tally.delivered.get() != seen {
+                (seen, waited) = (tally.delivered.get(), Instant::now());
+            } else if waited.elapsed() > STALL {
+                break;
+            }
+        }
+        if w.rate > 0 {
+            let at = start + Duration::from_secs_f64(seq as f64 / w.rate as f64);
+            Timer::at(at).await;
+        }
+        sender
+            .send(frame(payload(seq, w.size)))
+            .await
+            .map_err(io::Error::other)?;
+    }
+
+    let expected = subscribers * w.messages as u64;
+    let mut seen = (tally.delivered.get(), Instant::now());
+    while tally.delivered.get() < expected && seen.1.elapsed() < STALL {
+        Timer::after(Duration::from_millis(1)).await;
+        if tally.delivered.get() != seen.0 {
+            seen = (tally.delivered.get(), Instant::now());
+        }
+    }
+    let _ = sender.close(None).await;
+
+    let mut lat = tally.latencies_ns.take();
+    lat.sort_unstable();
+    let us = |q| quantile(&lat, q) as f64 / 1000.0;
+    Ok(FanoutResult {
+        received: tally.delivered.get(),
+        expected,
+        elapsed: tally.last.get().unwrap_or(start).duration_since(start),
+        p50_us: us(0.5),
+        p99_us: us(0.99),
+        p999_us: us(0.999),
+    })
+}
+
+/// Opens `connections` sockets (subscribed, on tidings, to one of 100 rooms), then runs
+/// `measure(open)` while they stay open, answering pings; `open` is how many succeeded.
+pub fn idle<F>(
+    target: &Target,
+    connections: usize,
+    measure: impl FnOnce(usize) -> F,
+) -> io::Result<()>
+where
+    F: std::future::Future<Output = ()>,
+{
+    let ex = LocalExecutor::new();
+    smol::block_on(ex.run(async {
+        let gate = Rc::new(Semaphore::new(CONCURRENT_HANDSHAKES));
+        let (ready_tx, ready_rx) = async_channel::unbounded::<io::Result<()>>();
+        for i in 0..connections {
+            let (target, gate, ready) = (target.clone(), gate.clone(), ready_tx.clone());
+            ex.spawn(async move {
+                let permit = gate.acquire().await;
+                let room = format!("room-{}", i % 100);
+                let ws = target.open(i, Some(&room)).await;
+                drop(permit);
+                match ws {
+                    Ok(mut ws) => {
+                        let _ = ready.send(Ok(())).await;
+                        while let Some(Ok(_)) = ws.next().await {}
+                    }
+                    Err(e) => drop(ready.send(Err(e)).await),
+                }
+            })
+            .detach();
+        }
+        let mut open = 0;
+        for _ in 0..connections {
+            match ready_rx.recv().await.map_err(io::Error::other)? {
+                Ok(()) => open += 1,
+                Err(e) => eprintln!("idle: a connection failed: {e}"),
+            }
+        }
+        measure(open).await;
+        Ok(())
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_have_the_size_asked_and_parse_back() {
+        let p = payload(7, 128);
+        assert_eq!(p.len(), 128);
+        let tally = Tally::default();
+        assert!(!tally.record(Kind::Bare, &p));
+        let framed = format!(r#"{{"type":"event","channel":"bench","data":"{p}"}}"#);
+        assert!(!tally.record(Kind::Smol, &framed));
+        assert_eq!(tally.delivered.get(), 2);
+        assert_eq!(tally.latencies_ns.borrow().len(), 2);
+        assert!(tally.record(Kind::Bare, "w"), "the warm-up is told apart");
+        assert!(!tally.record(Kind::Smol, r#"{"type":"pong"}"#));
+        assert_eq!(tally.delivered.get(), 2, "neither counts as a delivery");
+    }
+
+    #[test]
+    fn sources_go_round_robin_from_127_0_0_2() {
+        let t = Target {
+            url: String::new(),
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            kind: Kind::Bare,
+            sources: 3,
+        };
+        let got: Vec<_> = (0..4).map(|i| t.source(i).to_string()).collect();
+        assert_eq!(got, ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.2"]);
+    }
+}

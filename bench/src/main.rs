@@ -1,0 +1,342 @@
+//! `tidings-bench`: the end-to-end benchmarks of BENCHMARKS.md.
+//!
+//! ```text
+//! tidings-bench fanout [--servers bare,smol,async-std] [--runs 5] [--subscribers 1000]
+//!                      [--messages 2000] [--size 128] [--window 256] [--rate 0] [--sources 8]
+//! tidings-bench idle   [--servers bare,smol,async-std] [--runs 3] [--connections 10000]
+//!                      [--sources 16] [--settle 2] [--hold 10]
+//! tidings-bench server --kind bare|smol|async-std [--listen 127.0.0.1:0]
+//! ```
+//!
+//! Each run starts a fresh server process (`server`), drives it from this process, reads
+//! the server's CPU time and memory from `/proc`, and stops it. Runs of the servers are
+//! interleaved, so a drift in the machine's speed touches all of them alike. The results are
+//! printed as Markdown tables: medians with the min–max over runs, and ratios to the bare
+//! baseline.
+
+mod load;
+mod procfs;
+mod server;
+mod stats;
+
+use std::io::{self, BufRead, BufReader};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use smol::Timer;
+
+use load::{Fanout, FanoutResult, Target};
+use procfs::Usage;
+use server::Kind;
+use stats::Spread;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("tidings-bench: {e}");
+        std::process::exit(2);
+    }
+}
+
+/// Options shared by the scenarios, with their defaults.
+struct Options {
+    servers: Vec<Kind>,
+    runs: usize,
+    sources: u8,
+    fanout: Fanout,
+    connections: usize,
+    settle: Duration,
+    hold: Duration,
+    kind: Kind,
+    listen: String,
+    /// A command the server runs under (a profiler), split on spaces.
+    wrap: Vec<String>,
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_env();
+    let command = match parser.next()? {
+        Some(Value(v)) => v.string()?,
+        _ => return Err("usage: tidings-bench fanout|idle|server [options] (see --help)".into()),
+    };
+    let idle = command == "idle";
+    let mut o = Options {
+        servers: vec![Kind::Bare, Kind::Smol, Kind::AsyncStd],
+        runs: if idle { 3 } else { 5 },
+        sources: if idle { 16 } else { 8 },
+        fanout: Fanout {
+            subscribers: 1000,
+            messages: 2000,
+            size: 128,
+            window: 256,
+            rate: 0,
+        },
+        connections: 10_000,
+        settle: Duration::from_secs(2),
+        hold: Duration::from_secs(10),
+        kind: Kind::Smol,
+        listen: "127.0.0.1:0".into(),
+        wrap: Vec::new(),
+    };
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("servers") => {
+                o.servers = parser
+                    .value()?
+                    .string()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            Long("runs") => o.runs = parser.value()?.parse()?,
+            Long("sources") => o.sources = parser.value()?.parse()?,
+            Long("subscribers") => o.fanout.subscribers = parser.value()?.parse()?,
+            Long("messages") => o.fanout.messages = parser.value()?.parse()?,
+            Long("size") => o.fanout.size = parser.value()?.parse()?,
+            Long("window") => o.fanout.window = parser.value()?.parse()?,
+            Long("rate") => o.fanout.rate = parser.value()?.parse()?,
+            Long("connections") => o.connections = parser.value()?.parse()?,
+            Long("settle") => o.settle = Duration::from_secs(parser.value()?.parse()?),
+            Long("hold") => o.hold = Duration::from_secs(parser.value()?.parse()?),
+            Long("kind") => o.kind = parser.value()?.string()?.parse()?,
+            Long("listen") => o.listen = parser.value()?.string()?,
+            Long("wrap") => {
+                o.wrap = parser
+                    .value()?
+                    .string()?
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect()
+            }
+            Long("help") => {
+                println!("{}", include_str!("usage.txt"));
+                return Ok(());
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    match command.as_str() {
+        "server" => Ok(server::run(o.kind, &o.listen)?),
+        "fanout" => fanout(&o),
+        "idle" => idle_scenario(&o),
+        other => Err(format!("unknown command {other:?}").into()),
+    }
+}
+
+/// A server in a child process; dropping it closes its stdin, which stops it.
+struct ServerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    target: Target,
+}
+
+impl ServerProcess {
+    /// Starts `kind`, under the `wrap` command if any (`valgrind --tool=callgrind`, say).
+    fn start(kind: Kind, o: &Options) -> io::Result<ServerProcess> {
+        let exe = std::env::current_exe()?;
+        let mut command = match o.wrap.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
+            .args(["server", "--kind", &kind.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout"))?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let url = line
+            .strip_prefix("ready ")
+            .ok_or_else(|| io::Error::other(format!("server said {line:?}")))?
+            .trim()
+            .to_owned();
+        let host = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let addr = host.parse().map_err(io::Error::other)?;
+        Ok(ServerProcess {
+            child,
+            stdin,
+            target: Target {
+                url,
+                addr,
+                kind,
+                sources: o.sources,
+            },
+        })
+    }
+
+    fn usage(&self) -> io::Result<Usage> {
+        procfs::usage(self.child.id())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// One fan-out run with the server's CPU seconds and peak RSS.
+struct FanoutRun {
+    result: FanoutResult,
+    cpu_seconds: f64,
+    peak_rss_kib: u64,
+}
+
+fn fanout(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
+    let w = o.fanout;
+    println!(
+        "fanout: {} subscribers, {} messages of {} bytes, window {}, rate {}, {} runs\n",
+        w.subscribers,
+        w.messages,
+        w.size,
+        w.window,
+        if w.rate == 0 {
+            "unpaced".to_owned()
+        } else {
+            format!("{}/s", w.rate)
+        },
+        o.runs
+    );
+    let mut runs: Vec<Vec<FanoutRun>> = o.servers.iter().map(|_| Vec::new()).collect();
+    for run in 0..o.runs {
+        for (i, &kind) in o.servers.iter().enumerate() {
+            let server = ServerProcess::start(kind, o)?;
+            let before = server.usage()?;
+            let result = load::fanout(&server.target, w)?;
+            let after = server.usage()?;
+            eprintln!(
+                "run {run} {kind}: {:.0} deliveries/s, last after {:.3} s, p99 {:.0} µs, {}/{}",
+                result.rate(),
+                result.elapsed.as_secs_f64(),
+                result.p99_us,
+                result.received,
+                result.expected
+            );
+            runs[i].push(FanoutRun {
+                result,
+                cpu_seconds: after.cpu_seconds - before.cpu_seconds,
+                peak_rss_kib: after.peak_rss_kib,
+            });
+        }
+    }
+    println!("| server | deliveries/s | time to last delivery (s) | p50 (µs) | p99 (µs) | p99.9 (µs) | received = expected | server CPU (s) | server peak RSS (MiB) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut medians = Vec::new();
+    for (kind, runs) in o.servers.iter().zip(&runs) {
+        let of =
+            |f: &dyn Fn(&FanoutRun) -> f64| Spread::of(&runs.iter().map(f).collect::<Vec<_>>());
+        let rate = of(&|r| r.result.rate());
+        let p99 = of(&|r| r.result.p99_us);
+        let complete = runs
+            .iter()
+            .filter(|r| r.result.received == r.result.expected)
+            .count();
+        println!(
+            "| {kind} | {} | {} | {} | {} | {} | {complete} of {} runs | {} | {} |",
+            rate.show(0),
+            of(&|r| r.result.elapsed.as_secs_f64()).show(3),
+            of(&|r| r.result.p50_us).show(0),
+            p99.show(0),
+            of(&|r| r.result.p999_us).show(0),
+            runs.len(),
+            of(&|r| r.cpu_seconds).show(2),
+            of(&|r| r.peak_rss_kib as f64 / 1024.0).show(1),
+        );
+        medians.push((*kind, rate.median, p99.median));
+    }
+    if let Some(&(_, bare_rate, bare_p99)) = medians.iter().find(|m| m.0 == Kind::Bare) {
+        println!();
+        for &(kind, rate, p99) in medians.iter().filter(|m| m.0 != Kind::Bare) {
+            println!(
+                "{kind}: {:.2}× the baseline's deliveries/s, p99 {:.2}× the baseline's",
+                rate / bare_rate,
+                p99 / bare_p99
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One idle run's readings of the server.
+struct IdleRun {
+    open: usize,
+    before: Usage,
+    settled: Usage,
+    held: Usage,
+}
+
+fn idle_scenario(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
+    println!(
+        "idle: {} connections from {} source addresses, settle {} s, hold {} s, {} runs\n",
+        o.connections,
+        o.sources,
+        o.settle.as_secs(),
+        o.hold.as_secs(),
+        o.runs
+    );
+    let mut runs: Vec<Vec<IdleRun>> = o.servers.iter().map(|_| Vec::new()).collect();
+    for run in 0..o.runs {
+        for (i, &kind) in o.servers.iter().enumerate() {
+            let server = ServerProcess::start(kind, o)?;
+            let before = server.usage()?;
+            let readings = std::cell::RefCell::new(None);
+            let (server_ref, readings_ref) = (&server, &readings);
+            load::idle(&server.target, o.connections, |open| async move {
+                Timer::after(o.settle).await;
+                let settled = server_ref.usage();
+                Timer::after(o.hold).await;
+                *readings_ref.borrow_mut() = Some((open, settled, server_ref.usage()));
+            })?;
+            let (open, settled, held) = readings.take().ok_or("the idle run ended early")?;
+            let r = IdleRun {
+                open,
+                before,
+                settled: settled?,
+                held: held?,
+            };
+            eprintln!(
+                "run {run} {kind}: {} open, {:.2} KiB each, peak {} KiB",
+                r.open,
+                per_connection(&r),
+                r.held.peak_rss_kib
+            );
+            runs[i].push(r);
+        }
+    }
+    println!("| server | open | RSS before (MiB) | RSS with all open (MiB) | per connection (KiB) | peak RSS (MiB) | CPU to connect (s) | CPU while idle (s) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (kind, runs) in o.servers.iter().zip(&runs) {
+        let of = |f: &dyn Fn(&IdleRun) -> f64| Spread::of(&runs.iter().map(f).collect::<Vec<_>>());
+        println!(
+            "| {kind} | {} | {} | {} | {} | {} | {} | {} |",
+            of(&|r| r.open as f64).show(0),
+            of(&|r| r.before.rss_kib as f64 / 1024.0).show(1),
+            of(&|r| r.settled.rss_kib as f64 / 1024.0).show(1),
+            of(&per_connection).show(2),
+            of(&|r| r.held.peak_rss_kib as f64 / 1024.0).show(1),
+            of(&|r| r.settled.cpu_seconds - r.before.cpu_seconds).show(2),
+            of(&|r| r.held.cpu_seconds - r.settled.cpu_seconds).show(2),
+        );
+    }
+    Ok(())
+}
+
+/// Resident memory the open connections added, per connection, in KiB.
+fn per_connection(r: &IdleRun) -> f64 {
+    (r.settled.rss_kib as f64 - r.before.rss_kib as f64) / r.open.max(1) as f64
+}

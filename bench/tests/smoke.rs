@@ -1,0 +1,78 @@
+//! The benchmark harness itself works: a small fan-out and a small idle run against every
+//! server complete, every delivery arrives, and the tables are printed. (Figures are not
+//! asserted: speed is what BENCHMARKS.md reports, not what a test checks.)
+
+use std::process::Command;
+
+fn bench(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tidings-bench"))
+        .args(args)
+        .output()
+        .expect("run tidings-bench");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{args:?} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+/// The table row of `server`, split into cells.
+fn row<'a>(table: &'a str, server: &str) -> Vec<&'a str> {
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(&format!("| {server} |")))
+        .unwrap_or_else(|| panic!("no row for {server} in:\n{table}"));
+    line.split('|').map(str::trim).collect()
+}
+
+#[test]
+fn fanout_delivers_everything_on_every_server() {
+    let out = bench(&[
+        "fanout",
+        "--runs",
+        "1",
+        "--subscribers",
+        "20",
+        "--messages",
+        "50",
+        "--window",
+        "8",
+    ]);
+    for server in ["bare", "smol", "async-std"] {
+        let cells = row(&out, server);
+        assert_eq!(cells[7], "1 of 1 runs", "{server} lost deliveries:\n{out}");
+    }
+    assert!(out.contains("smol: ") && out.contains("× the baseline's deliveries/s"));
+}
+
+#[test]
+fn idle_opens_every_connection_from_several_addresses() {
+    let out = bench(&[
+        "idle",
+        "--runs",
+        "1",
+        "--connections",
+        "60",
+        "--sources",
+        "3",
+        "--settle",
+        "0",
+        "--hold",
+        "0",
+    ]);
+    for server in ["bare", "smol", "async-std"] {
+        let cells = row(&out, server);
+        assert_eq!(cells[2], "60 (60–60)", "{server} did not open all:\n{out}");
+    }
+}
+
+#[test]
+fn a_bad_option_is_an_error_not_a_panic() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tidings-bench"))
+        .args(["fanout", "--subscribers", "many"])
+        .output()
+        .expect("run tidings-bench");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tidings-bench:"));
+}
