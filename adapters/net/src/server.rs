@@ -167,7 +167,7 @@ pub struct Builder<R: Runtime> {
 impl<R: Runtime> Builder<R> {
     /// A builder with the defaults: the hub's [`Config::default`], WebSocket at `/ws`,
     /// same-origin policy, subprotocol `tidings.v1` offered, a 10 s write timeout and
-    /// handshake timeout, a 1 s close delay, 4 KiB read buffers.
+    /// handshake timeout, a 1 s close delay, 1 KiB read buffers.
     pub fn new(rt: R) -> Self {
         let config = Config::default();
         Builder {
@@ -333,7 +333,7 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
-    /// Tunes tungstenite's buffers and limits (default: a 4 KiB read buffer, messages up
+    /// Tunes tungstenite's buffers and limits (default: a 1 KiB read buffer, messages up
     /// to the hub's `max_message_size`).
     #[must_use]
     pub fn websocket_config(mut self, config: WebSocketConfig) -> Self {
@@ -699,9 +699,13 @@ where
             }
         };
         let options = handle.options();
+        // The bytes the client sent after its request, copied out: `read_buf` shares hyper's
+        // whole read buffer (8 KiB), which would otherwise live as long as the connection.
+        let pre_read = parts.read_buf.to_vec();
+        drop(parts.read_buf);
         let ws = WebSocketStream::from_partially_read(
             parts.io.into_inner(),
-            parts.read_buf.to_vec(),
+            pre_read,
             Role::Server,
             Some(options.ws),
         )
@@ -713,13 +717,15 @@ where
 }
 
 /// tungstenite's limits for a hub config: messages up to the hub's limit (a larger one
-/// closes with 1009 before it is buffered whole), a 4 KiB read buffer (tungstenite's
-/// default of 128 KiB is allocated per connection), writes gathered up to 16 KiB per
-/// syscall, and never more buffered than one burst the hub can hand out.
+/// closes with 1009 before it is buffered whole), a 1 KiB read buffer (tungstenite
+/// allocates and zeroes the whole buffer per connection: its 128 KiB default costs 135 KiB
+/// per idle connection, 4 KiB about 4 KiB; a message larger than the buffer is still read
+/// whole, in reads of this size), writes gathered up to 16 KiB per syscall, and never more
+/// buffered than one burst the hub can hand out.
 fn ws_config(config: &Config) -> WebSocketConfig {
     const WRITE_BUFFER: usize = 16 * 1024;
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(WRITE_BUFFER + config.max_queue_bytes + 1024)
         .max_message_size(Some(config.max_message_size))
