@@ -7,13 +7,14 @@
 //! close, transport error), or when a write fails or times out.
 
 use std::collections::VecDeque;
-use std::future::pending;
+use std::future::{pending, poll_fn};
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use async_channel::{Receiver, Sender};
+use async_channel::Sender;
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use futures_lite::future::or;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
@@ -24,7 +25,7 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, Utf8Bytes};
 
-use crate::driver::{Control, FromConn, WriterCmd};
+use crate::driver::{Control, FromConn, WriterCmd, WriterRx};
 use crate::Runtime;
 
 /// How a connection's socket is run.
@@ -83,7 +84,7 @@ pub(crate) async fn run<R, S>(
     rt: R,
     ws: WebSocketStream<S>,
     conn: ConnId,
-    commands: Receiver<WriterCmd>,
+    mut commands: WriterRx,
     inbound: Sender<FromConn>,
     control: Sender<Control>,
     options: ConnOptions,
@@ -93,17 +94,19 @@ pub(crate) async fn run<R, S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, mut receiver) = ws.split();
-    let (reader_done, reader_ended) = async_channel::bounded::<()>(1);
+    // Set when the reader has ended. Reader and writer are polled by one `or` in one task,
+    // the reader first, so the writer sees the flag in the same poll that set it.
+    let reader_ended = AtomicBool::new(false);
     let reader = async {
         read(&mut receiver, conn, &inbound).await;
-        drop(reader_done);
+        reader_ended.store(true, Ordering::Release);
         pending::<()>().await
     };
     let writer = write(
         &rt,
         &mut sender,
         conn,
-        &commands,
+        &mut commands,
         &inbound,
         &control,
         options,
@@ -208,11 +211,11 @@ async fn write<R, S>(
     rt: &R,
     sender: &mut WebSocketSender<S>,
     conn: ConnId,
-    commands: &Receiver<WriterCmd>,
+    commands: &mut WriterRx,
     inbound: &Sender<FromConn>,
     control: &Sender<Control>,
     options: ConnOptions,
-    reader_ended: &Receiver<()>,
+    reader_ended: &AtomicBool,
 ) where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -223,7 +226,11 @@ async fn write<R, S>(
         // The reader ends when the peer's close arrives (or the stream does).
         or(
             async {
-                let _ = reader_ended.recv().await;
+                poll_fn(|_| match reader_ended.load(Ordering::Acquire) {
+                    true => Poll::Ready(()),
+                    false => Poll::Pending,
+                })
+                .await;
             },
             rt.sleep_until(until),
         )
@@ -232,11 +239,11 @@ async fn write<R, S>(
     loop {
         let first = match held.pop_front() {
             Some(cmd) => cmd,
-            None => match commands.recv().await {
-                Ok(cmd) => cmd,
+            None => match commands.next().await {
+                Some(cmd) => cmd,
                 // The hub forgot the connection (the peer closed, or the transport failed):
                 // let the reader send the close echo, then drop the socket.
-                Err(_) => return linger(Instant::now() + options.close_delay).await,
+                None => return linger(Instant::now() + options.close_delay).await,
             },
         };
         let mut burst = Vec::new();
@@ -276,10 +283,12 @@ async fn write<R, S>(
             // notice its close rather than wait out the write timeout.
             let watch = async {
                 loop {
-                    match commands.recv().await {
-                        Ok(WriterCmd::Close(code, reason)) => return Wrote::Closing(code, reason),
-                        Ok(cmd) => held.push_back(cmd),
-                        Err(_) => pending::<()>().await,
+                    match commands.next().await {
+                        Some(WriterCmd::Close(code, reason)) => {
+                            return Wrote::Closing(code, reason)
+                        }
+                        Some(cmd) => held.push_back(cmd),
+                        None => pending::<()>().await,
                     }
                 }
             };

@@ -42,6 +42,15 @@ pub(crate) enum Control {
 }
 
 /// What the hub asks of one connection's writer.
+/// The hub task's end of a connection's writer channel.
+///
+/// futures-channel's unbounded queue, not async-channel's: an idle connection holds one
+/// empty node (about 100 bytes) where async-channel keeps a 31-slot block and three events
+/// (2.3 KiB), which was a quarter of an idle connection's memory (BENCHMARKS.md).
+pub(crate) type WriterTx = futures_channel::mpsc::UnboundedSender<WriterCmd>;
+/// The connection task's end of its writer channel.
+pub(crate) type WriterRx = futures_channel::mpsc::UnboundedReceiver<WriterCmd>;
+
 pub(crate) enum WriterCmd {
     Frame(Frame),
     Close(CloseCode, String),
@@ -81,7 +90,7 @@ pub(crate) struct Driver {
     pub hub: Hub,
     /// Writer channels by the connection's slab slot: one indexed load per transmitted
     /// frame, not a hash (this is the fan-out path).
-    writers: Vec<Option<(ConnId, Sender<WriterCmd>)>>,
+    writers: Vec<Option<(ConnId, WriterTx)>>,
     inboxes: HashMap<ConnId, (Sender<Incoming>, Receiver<Incoming>)>,
     inbox_limit: usize,
     acks: HashMap<(ConnId, AckId), Sender<AckOutcome>>,
@@ -112,9 +121,9 @@ impl Driver {
         &mut self,
         now: Instant,
         info: ConnectionInfo,
-    ) -> Result<(ConnId, Receiver<WriterCmd>), tidings_core::Error> {
+    ) -> Result<(ConnId, WriterRx), tidings_core::Error> {
         let conn = self.hub.open(now, info)?;
-        let (tx, rx) = async_channel::unbounded();
+        let (tx, rx) = futures_channel::mpsc::unbounded();
         let slot = conn.index();
         if self.writers.len() <= slot {
             self.writers.resize_with(slot + 1, || None);
@@ -193,7 +202,7 @@ impl Driver {
         if let Some(Some((owner, writer))) = self.writers.get(conn.index()) {
             if *owner == conn {
                 // Unbounded: never full. Closed only once the connection task has ended.
-                let _ = writer.try_send(cmd);
+                let _ = writer.unbounded_send(cmd);
             }
         }
     }

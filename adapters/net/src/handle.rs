@@ -462,6 +462,6 @@ impl<R: Runtime> Handle<R> {
 /// A connection the hub has opened, waiting for its socket.
 pub(crate) struct Admitted {
     pub conn: ConnId,
-    writer: async_channel::Receiver<crate::driver::WriterCmd>,
+    writer: crate::driver::WriterRx,
     guard: conn::TaskGuard,
 }
