@@ -57,6 +57,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut parser = lexopt::Parser::from_env();
     let command = match parser.next()? {
         Some(Value(v)) => v.string()?,
+        Some(Long("help")) => {
+            println!("{}", include_str!("usage.txt"));
+            return Ok(());
+        }
         _ => return Err("usage: tidings-bench fanout|idle|server [options] (see --help)".into()),
     };
     let idle = command == "idle";

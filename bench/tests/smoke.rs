@@ -75,4 +75,6 @@ fn a_bad_option_is_an_error_not_a_panic() {
         .expect("run tidings-bench");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tidings-bench:"));
+    let help = bench(&["--help"]);
+    assert!(help.contains("tidings-bench idle") && help.contains("--wrap"));
 }
