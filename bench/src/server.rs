@@ -76,28 +76,10 @@ fn config() -> tidings_smol::Config {
 pub fn run(kind: Kind, listen: &str) -> io::Result<()> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     match kind {
-        Kind::Smol => smol::block_on(async {
-            let server = tidings_smol::builder()
-                .config(config())
-                .max_connections_per_address(usize::MAX)
-                .bind(listen)
-                .await
-                .map_err(io::Error::other)?;
-            announce(&server.ws_url("/ws"));
-            wait_for_stdin_close().await;
-            Ok(())
-        }),
-        Kind::AsyncStd => async_std::task::block_on(async {
-            let server = tidings_async_std::builder()
-                .config(config())
-                .max_connections_per_address(usize::MAX)
-                .bind(listen)
-                .await
-                .map_err(io::Error::other)?;
-            announce(&server.ws_url("/ws"));
-            wait_for_stdin_close().await;
-            Ok(())
-        }),
+        Kind::Smol => smol::block_on(serve_tidings(tidings_smol::builder(), listen)),
+        Kind::AsyncStd => {
+            async_std::task::block_on(serve_tidings(tidings_async_std::builder(), listen))
+        }
         Kind::Bare => smol::block_on(async {
             let listener = Async::<TcpListener>::bind(
                 listen
@@ -112,6 +94,22 @@ pub fn run(kind: Kind, listen: &str) -> io::Result<()> {
             .await
         }),
     }
+}
+
+/// tidings with the benchmark's config, on whichever runtime `builder` is for.
+async fn serve_tidings<R: tidings_smol::Runtime>(
+    builder: tidings_smol::tidings_net::Builder<R>,
+    listen: &str,
+) -> io::Result<()> {
+    let server = builder
+        .config(config())
+        .max_connections_per_address(usize::MAX)
+        .bind(listen)
+        .await
+        .map_err(io::Error::other)?;
+    announce(&server.ws_url("/ws"));
+    wait_for_stdin_close().await;
+    Ok(())
 }
 
 fn announce(url: &str) {
