@@ -41,7 +41,6 @@ pub(crate) enum Control {
     Command(Command),
 }
 
-/// What the hub asks of one connection's writer.
 /// The hub task's end of a connection's writer channel.
 ///
 /// futures-channel's unbounded queue, not async-channel's: an idle connection holds one
@@ -51,6 +50,7 @@ pub(crate) type WriterTx = futures_channel::mpsc::UnboundedSender<WriterCmd>;
 /// The connection task's end of its writer channel.
 pub(crate) type WriterRx = futures_channel::mpsc::UnboundedReceiver<WriterCmd>;
 
+/// What the hub asks of one connection's writer.
 pub(crate) enum WriterCmd {
     Frame(Frame),
     Close(CloseCode, String),
