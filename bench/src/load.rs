@@ -194,38 +194,25 @@ pub fn fanout(target: &Target, w: Fanout) -> io::Result<FanoutResult> {
 
 async fn fanout_on(ex: &LocalExecutor<'_>, target: &Target, w: Fanout) -> io::Result<FanoutResult> {
     let tally = Rc::new(Tally::default());
-    let gate = Rc::new(Semaphore::new(CONCURRENT_HANDSHAKES));
-    let (ready_tx, ready_rx) = async_channel::unbounded::<io::Result<()>>();
-    for i in 0..w.subscribers {
-        let (target, tally, gate, ready) = (
-            target.clone(),
-            tally.clone(),
-            gate.clone(),
-            ready_tx.clone(),
-        );
-        ex.spawn(async move {
-            let permit = gate.acquire().await;
-            let ws = target.open(i, Some(CHANNEL)).await;
-            drop(permit);
-            let mut ws = match ws {
-                Ok(ws) => ws,
-                Err(e) => return drop(ready.send(Err(e)).await),
-            };
-            let _ = ready.send(Ok(())).await;
-            let mut warmed = false;
-            while let Some(Ok(message)) = ws.next().await {
-                if let Message::Text(text) = message {
-                    if tally.record(target.kind, text.as_str()) && !warmed {
-                        warmed = true;
-                        tally.warmed.set(tally.warmed.get() + 1);
-                    }
+    let kind = target.kind;
+    let failed = open_clients(
+        ex,
+        target,
+        w.subscribers,
+        |_| CHANNEL.into(),
+        |_| {
+            let (tally, mut warmed) = (tally.clone(), false);
+            move |text: &str| {
+                if tally.record(kind, text) && !warmed {
+                    warmed = true;
+                    tally.warmed.set(tally.warmed.get() + 1);
                 }
             }
-        })
-        .detach();
-    }
-    for _ in 0..w.subscribers {
-        ready_rx.recv().await.map_err(io::Error::other)??;
+        },
+    )
+    .await;
+    if let Some(e) = failed.into_iter().next() {
+        return Err(e);
     }
 
     let publisher = target.open(w.subscribers, Some(CHANNEL)).await?;
@@ -316,35 +303,61 @@ where
 {
     let ex = LocalExecutor::new();
     smol::block_on(ex.run(async {
-        let gate = Rc::new(Semaphore::new(CONCURRENT_HANDSHAKES));
-        let (ready_tx, ready_rx) = async_channel::unbounded::<io::Result<()>>();
-        for i in 0..connections {
-            let (target, gate, ready) = (target.clone(), gate.clone(), ready_tx.clone());
-            ex.spawn(async move {
-                let permit = gate.acquire().await;
-                let room = format!("room-{}", i % 100);
-                let ws = target.open(i, Some(&room)).await;
-                drop(permit);
-                match ws {
-                    Ok(mut ws) => {
-                        let _ = ready.send(Ok(())).await;
-                        while let Some(Ok(_)) = ws.next().await {}
-                    }
-                    Err(e) => drop(ready.send(Err(e)).await),
-                }
-            })
-            .detach();
+        let room = |i| format!("room-{}", i % 100);
+        let failed = open_clients(&ex, target, connections, room, |_| |_: &str| {}).await;
+        for e in &failed {
+            eprintln!("idle: a connection failed: {e}");
         }
-        let mut open = 0;
-        for _ in 0..connections {
-            match ready_rx.recv().await.map_err(io::Error::other)? {
-                Ok(()) => open += 1,
-                Err(e) => eprintln!("idle: a connection failed: {e}"),
-            }
-        }
-        measure(open).await;
+        measure(connections - failed.len()).await;
         Ok(())
     }))
+}
+
+/// Opens `n` clients on `ex`, at most `CONCURRENT_HANDSHAKES` handshakes at a time, client
+/// `i` subscribed (on tidings) to `room(i)`. Each then reads until its socket ends, handing
+/// every text message to its own `reader(i)`. Returns once every client is open or failed,
+/// with the failures.
+async fn open_clients<H>(
+    ex: &LocalExecutor<'_>,
+    target: &Target,
+    n: usize,
+    room: impl Fn(usize) -> String,
+    reader: impl Fn(usize) -> H,
+) -> Vec<io::Error>
+where
+    H: FnMut(&str) + 'static,
+{
+    let gate = Rc::new(Semaphore::new(CONCURRENT_HANDSHAKES));
+    let (ready_tx, ready_rx) = async_channel::unbounded::<io::Result<()>>();
+    for i in 0..n {
+        let (target, gate, ready) = (target.clone(), gate.clone(), ready_tx.clone());
+        let (room, mut on_text) = (room(i), reader(i));
+        ex.spawn(async move {
+            let permit = gate.acquire().await;
+            let ws = target.open(i, Some(&room)).await;
+            drop(permit);
+            let mut ws = match ws {
+                Ok(ws) => ws,
+                Err(e) => return drop(ready.send(Err(e)).await),
+            };
+            let _ = ready.send(Ok(())).await;
+            while let Some(Ok(message)) = ws.next().await {
+                if let Message::Text(text) = message {
+                    on_text(text.as_str());
+                }
+            }
+        })
+        .detach();
+    }
+    let mut failed = Vec::new();
+    for _ in 0..n {
+        match ready_rx.recv().await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed.push(e),
+            Err(e) => failed.push(io::Error::other(e)),
+        }
+    }
+    failed
 }
 
 #[cfg(test)]
