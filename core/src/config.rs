@@ -81,16 +81,28 @@ pub struct Config {
     /// Largest inbound message in bytes; a larger one closes the connection with 1009.
     /// Default 64 KiB.
     pub max_message_size: usize,
-    /// Outbound frames a connection may have queued or in flight. Default 1,024.
+    /// The bound on a connection's outbound frames, queued or in flight. A queue past its
+    /// bound (in frames or bytes) is *behind*: the sources that feed it are pushed back (a
+    /// publishing client's socket is not read, an application publish that waits for room
+    /// waits) until it drains to half the bound, and if it stays behind for
+    /// `slow_consumer_timeout` the connection is cut as a slow consumer. Sources that cannot
+    /// wait may fill a queue to twice its bound; past that, see `slow_consumer`. The frames
+    /// share their payload with every recipient, so a deep queue costs a few words per frame.
+    /// Default 4,096.
     pub max_queue_frames: usize,
-    /// Outbound bytes a connection may have queued or in flight. Default 1 MiB.
+    /// The bound on a connection's outbound bytes, queued or in flight, counted as if no
+    /// payload were shared; see `max_queue_frames`. Default 4 MiB.
     pub max_queue_bytes: usize,
+    /// How long a queue may stay behind (past its bound, not yet drained to half of it)
+    /// before the connection is closed with
+    /// [`CloseCode::SLOW_CONSUMER`](crate::CloseCode::SLOW_CONSUMER). Default 5 s.
+    pub slow_consumer_timeout: Duration,
     /// Frames handed to the driver (by [`Output::Transmit`](crate::Output::Transmit)) that it
     /// has not yet reported written. Beyond it, frames wait in the core, where volatile ones
     /// can still be dropped. Default 64.
     pub write_window: usize,
-    /// What a full queue does to a non-volatile message. Default
-    /// [`SlowConsumerPolicy::Disconnect`].
+    /// What a queue at twice its bound does to a non-volatile message from a source that
+    /// cannot wait. Default [`SlowConsumerPolicy::Disconnect`].
     pub slow_consumer: SlowConsumerPolicy,
     /// Rooms (channels) one connection may be in, pending subscribe requests included.
     /// Default 128.
@@ -165,8 +177,9 @@ impl Default for Config {
         Config {
             max_connections: 100_000,
             max_message_size: 64 * 1024,
-            max_queue_frames: 1024,
-            max_queue_bytes: 1024 * 1024,
+            max_queue_frames: 4096,
+            max_queue_bytes: 4 * 1024 * 1024,
+            slow_consumer_timeout: Duration::from_secs(5),
             write_window: 64,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             max_rooms_per_connection: 128,
@@ -221,6 +234,8 @@ setters! {
     max_queue_frames: usize;
     /// Sets [`Config::max_queue_bytes`].
     max_queue_bytes: usize;
+    /// Sets [`Config::slow_consumer_timeout`].
+    slow_consumer_timeout: Duration;
     /// Sets [`Config::write_window`].
     write_window: usize;
     /// Sets [`Config::slow_consumer`].
@@ -304,6 +319,9 @@ impl Config {
         if self.max_queue_frames == 0 || self.max_queue_bytes == 0 {
             return fail("max_queue_frames and max_queue_bytes must be greater than zero");
         }
+        if self.slow_consumer_timeout.is_zero() {
+            return fail("slow_consumer_timeout must be greater than zero");
+        }
         if self.write_window == 0 {
             return fail("write_window must be at least 1");
         }
@@ -323,6 +341,14 @@ impl Config {
             return fail("auth_timeout must be greater than zero");
         }
         Ok(())
+    }
+
+    /// The queue bound of every connection.
+    pub(crate) fn bound(&self) -> crate::session::Bound {
+        crate::session::Bound {
+            frames: self.max_queue_frames,
+            bytes: self.max_queue_bytes,
+        }
     }
 
     /// How long a connection may stay silent before it is closed, if anything limits it.

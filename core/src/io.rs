@@ -78,6 +78,17 @@ pub enum Output {
         /// The reason (at most 123 bytes, as a close frame allows).
         reason: String,
     },
+    /// Stop reading from `conn` (let TCP push back on it): a room it published to has a
+    /// member whose queue is behind. Frames already read are still fed to the hub.
+    PauseReading {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Read from `conn` again.
+    ResumeReading {
+        /// The connection.
+        conn: ConnId,
+    },
     /// Something the application should know.
     Event(Event),
     /// A publish for the backplane to carry to the other nodes (only with `Config::cluster`).
@@ -143,9 +154,9 @@ pub enum Event {
         ack: Option<u64>,
     },
     /// A client published to a channel (with `Config::client_publish`); it was already
-    /// delivered to the channel's members, the sender included. `delivery` says who did not
-    /// get it (under [`SlowConsumerPolicy::Refuse`](crate::SlowConsumerPolicy::Refuse), the
-    /// readers it was refused for).
+    /// queued for every member of the channel, the sender included (a member whose queue is
+    /// behind takes it past the bound, and the sender's reading pauses: see
+    /// [`Output::PauseReading`]).
     Published {
         /// The sender.
         conn: ConnId,

@@ -28,6 +28,8 @@ pub struct Counters {
     pub dropped: u64,
     /// Messages refused for slow recipients (`SlowConsumerPolicy::Refuse`).
     pub refused: u64,
+    /// Times a publishing client's reading was paused because a queue it fed was behind.
+    pub reads_paused: u64,
     /// Closes, by close code.
     pub closes: BTreeMap<CloseCode, u64>,
     /// Error frames sent to clients.

@@ -30,6 +30,27 @@ pub(crate) enum State {
     },
 }
 
+/// A queue's bound, from `Config::max_queue_frames` and `Config::max_queue_bytes`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bound {
+    pub frames: usize,
+    pub bytes: usize,
+}
+
+/// How far a frame may fill a queue, by what its source can do about a queue that is behind.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Fill {
+    /// Up to the bound: volatile frames and pings, dropped rather than deepen a queue that is
+    /// behind.
+    Bound,
+    /// Up to twice the bound: sources that cannot wait (replies, batches, publishes that
+    /// did not wait for room, other nodes).
+    Overflow,
+    /// Without limit: a publishing client, whose reading is paused as soon as a queue it
+    /// feeds is behind, so what it adds past the bound is only what the driver had read.
+    Pushback,
+}
+
 /// The outcome of offering a frame to a session's queue.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Offer {
@@ -53,6 +74,10 @@ pub(crate) struct Session {
     pub ready: bool,
     /// Whether a ping waits in `queue`: at most one does.
     ping_queued: bool,
+    /// Past the bound and not yet drained to half of it (the hub's `behind` set holds it).
+    pub behind: bool,
+    /// Its reading is paused until the room it published to has no member behind.
+    pub paused: bool,
     /// Frames not yet handed to the driver.
     queue: VecDeque<Frame>,
     queued_bytes: usize,
@@ -103,6 +128,8 @@ impl Session {
             in_flight_bytes: 0,
             ready: false,
             ping_queued: false,
+            behind: false,
+            paused: false,
             rooms: BTreeMap::new(),
             pending_subscribes: BTreeMap::new(),
             acks_out: BTreeMap::new(),
@@ -135,15 +162,24 @@ impl Session {
         self.queued_bytes + self.in_flight_bytes
     }
 
-    /// Offers a frame against the bounds. An empty queue takes any one frame, so a frame larger
-    /// than `max_bytes` is delivered alone rather than never.
+    /// Offers a frame, filling the queue at most as far as `fill` allows. An empty queue takes
+    /// any one frame, so a frame larger than the bound is delivered alone rather than never.
     #[inline]
-    pub(crate) fn offer(&mut self, frame: Frame, max_frames: usize, max_bytes: usize) -> Offer {
+    pub(crate) fn offer(&mut self, frame: Frame, bound: Bound, fill: Fill) -> Offer {
         if !self.is_open() {
             return Offer::NotOpen;
         }
         let len = frame.len();
         let depth = self.depth_frames();
+        let times = match fill {
+            Fill::Bound => 1,
+            Fill::Overflow => 2,
+            Fill::Pushback => usize::MAX,
+        };
+        let (max_frames, max_bytes) = (
+            bound.frames.saturating_mul(times),
+            bound.bytes.saturating_mul(times),
+        );
         if depth > 0 && (depth + 1 > max_frames || self.depth_bytes() + len > max_bytes) {
             return Offer::Full;
         }
@@ -152,11 +188,23 @@ impl Session {
         Offer::Queued
     }
 
-    /// Queues a WebSocket ping within the bounds like any frame, unless one is waiting
+    /// Whether the queue is past its bound.
+    #[inline]
+    pub(crate) fn over(&self, bound: Bound) -> bool {
+        self.depth_frames() > bound.frames || self.depth_bytes() > bound.bytes
+    }
+
+    /// Whether the queue has drained to half its bound (where a queue stops being behind).
+    #[inline]
+    pub(crate) fn drained(&self, bound: Bound) -> bool {
+        self.depth_frames() <= bound.frames / 2 && self.depth_bytes() <= bound.bytes / 2
+    }
+
+    /// Queues a WebSocket ping within the bound like any frame, unless one is waiting
     /// already. A full queue skips this period's ping: the peer is not reading what it has.
-    pub(crate) fn push_ping(&mut self, max_frames: usize, max_bytes: usize) {
+    pub(crate) fn push_ping(&mut self, bound: Bound) {
         if !self.ping_queued
-            && self.offer(Frame::Ping(bytes::Bytes::new()), max_frames, max_bytes) == Offer::Queued
+            && self.offer(Frame::Ping(bytes::Bytes::new()), bound, Fill::Bound) == Offer::Queued
         {
             self.ping_queued = true;
         }
@@ -243,7 +291,13 @@ impl Session {
 
     /// Disarms every timer of this session, its acks' included.
     pub(crate) fn clear_timers(&mut self, timers: &mut Timers, id: ConnId) {
-        for which in [ConnTimer::Ping, ConnTimer::Silence, ConnTimer::Close] {
+        for which in [
+            ConnTimer::Ping,
+            ConnTimer::Silence,
+            ConnTimer::Close,
+            ConnTimer::Auth,
+            ConnTimer::Slow,
+        ] {
             self.set_timer(timers, id, which, None);
         }
         for (&ack, &at) in &self.acks_out {
@@ -260,29 +314,106 @@ mod tests {
         Session::new(0, ConnectionInfo::new("/"), 0, Instant::now())
     }
 
+    fn bound(frames: usize, bytes: usize) -> Bound {
+        Bound { frames, bytes }
+    }
+
+    #[test]
+    fn fill_says_how_far_past_the_bound_a_frame_may_go() {
+        let mut s = session();
+        let b = bound(2, 1000);
+        for _ in 0..2 {
+            assert_eq!(s.offer(Frame::text("a"), b, Fill::Bound), Offer::Queued);
+        }
+        assert!(!s.over(b), "at the bound is not past it");
+        assert_eq!(s.offer(Frame::text("a"), b, Fill::Bound), Offer::Full);
+        assert_eq!(s.offer(Frame::text("a"), b, Fill::Overflow), Offer::Queued);
+        assert!(s.over(b));
+        assert_eq!(s.offer(Frame::text("a"), b, Fill::Overflow), Offer::Queued);
+        assert_eq!(
+            s.offer(Frame::text("a"), b, Fill::Overflow),
+            Offer::Full,
+            "twice the bound"
+        );
+        for _ in 0..100 {
+            assert_eq!(s.offer(Frame::text("a"), b, Fill::Pushback), Offer::Queued);
+        }
+        // Bytes count the same way.
+        let mut s = session();
+        let b = bound(100, 4);
+        assert_eq!(s.offer(Frame::text("aaaa"), b, Fill::Bound), Offer::Queued);
+        assert_eq!(s.offer(Frame::text("a"), b, Fill::Bound), Offer::Full);
+        assert_eq!(
+            s.offer(Frame::text("aaaa"), b, Fill::Overflow),
+            Offer::Queued
+        );
+        assert!(s.over(b));
+        assert_eq!(s.offer(Frame::text("a"), b, Fill::Overflow), Offer::Full);
+    }
+
+    #[test]
+    fn a_queue_is_drained_at_half_its_bound() {
+        let mut s = session();
+        let b = bound(4, 1000);
+        for _ in 0..5 {
+            assert_eq!(s.offer(Frame::text("a"), b, Fill::Overflow), Offer::Queued);
+        }
+        assert!(s.over(b) && !s.drained(b));
+        while s.take_next().is_some() {}
+        s.written(2);
+        assert!(
+            !s.over(b) && !s.drained(b),
+            "3 of 4: within the bound, not drained"
+        );
+        s.written(1);
+        assert!(s.drained(b), "2 of 4");
+        let mut s = session();
+        let b = bound(100, 8);
+        assert_eq!(s.offer(Frame::text("aaaaa"), b, Fill::Bound), Offer::Queued);
+        assert!(!s.drained(b), "5 of 8 bytes is more than half");
+    }
+
     #[test]
     fn bounds_count_queued_and_in_flight_frames() {
         let mut s = session();
-        assert_eq!(s.offer(Frame::text("aa"), 2, 100), Offer::Queued);
+        assert_eq!(
+            s.offer(Frame::text("aa"), bound(2, 100), Fill::Bound),
+            Offer::Queued
+        );
         assert_eq!(s.take_next(), Some(Frame::text("aa")));
-        assert_eq!(s.offer(Frame::text("bb"), 2, 100), Offer::Queued);
+        assert_eq!(
+            s.offer(Frame::text("bb"), bound(2, 100), Fill::Bound),
+            Offer::Queued
+        );
         // One in flight + one queued = 2 = the bound.
-        assert_eq!(s.offer(Frame::text("cc"), 2, 100), Offer::Full);
+        assert_eq!(
+            s.offer(Frame::text("cc"), bound(2, 100), Fill::Bound),
+            Offer::Full
+        );
         s.written(1);
-        assert_eq!(s.offer(Frame::text("cc"), 2, 100), Offer::Queued);
+        assert_eq!(
+            s.offer(Frame::text("cc"), bound(2, 100), Fill::Bound),
+            Offer::Queued
+        );
         assert_eq!((s.depth_frames(), s.depth_bytes()), (2, 4));
     }
 
     #[test]
     fn the_byte_bound_is_inclusive() {
         let mut s = session();
-        assert_eq!(s.offer(Frame::text("aaa"), 10, 6), Offer::Queued);
         assert_eq!(
-            s.offer(Frame::text("bbb"), 10, 6),
+            s.offer(Frame::text("aaa"), bound(10, 6), Fill::Bound),
+            Offer::Queued
+        );
+        assert_eq!(
+            s.offer(Frame::text("bbb"), bound(10, 6), Fill::Bound),
             Offer::Queued,
             "exactly 6 bytes fit"
         );
-        assert_eq!(s.offer(Frame::text("c"), 10, 6), Offer::Full);
+        assert_eq!(
+            s.offer(Frame::text("c"), bound(10, 6), Fill::Bound),
+            Offer::Full
+        );
         assert_eq!(s.depth_bytes(), 6);
     }
 
@@ -290,7 +421,10 @@ mod tests {
     fn a_burst_gives_its_memory_back_once_written() {
         let mut s = session();
         for _ in 0..100 {
-            assert_eq!(s.offer(Frame::text("x"), 1000, 1000), Offer::Queued);
+            assert_eq!(
+                s.offer(Frame::text("x"), bound(1000, 1000), Fill::Bound),
+                Offer::Queued
+            );
         }
         while s.take_next().is_some() {}
         s.written(99);
@@ -302,7 +436,10 @@ mod tests {
         assert_eq!((s.queue.capacity(), s.in_flight.capacity()), (0, 0));
         // A queue within KEEP_SLOTS keeps them: no allocation churn for steady traffic.
         for _ in 0..KEEP_SLOTS {
-            assert_eq!(s.offer(Frame::text("x"), 1000, 1000), Offer::Queued);
+            assert_eq!(
+                s.offer(Frame::text("x"), bound(1000, 1000), Fill::Bound),
+                Offer::Queued
+            );
         }
         while s.take_next().is_some() {}
         s.written(KEEP_SLOTS);
@@ -312,14 +449,23 @@ mod tests {
     #[test]
     fn byte_bound_admits_one_oversized_frame_when_empty() {
         let mut s = session();
-        assert_eq!(s.offer(Frame::text("0123456789"), 10, 4), Offer::Queued);
-        assert_eq!(s.offer(Frame::text("x"), 10, 4), Offer::Full);
+        assert_eq!(
+            s.offer(Frame::text("0123456789"), bound(10, 4), Fill::Bound),
+            Offer::Queued
+        );
+        assert_eq!(
+            s.offer(Frame::text("x"), bound(10, 4), Fill::Bound),
+            Offer::Full
+        );
     }
 
     #[test]
     fn closing_without_flush_transmits_nothing() {
         let mut s = session();
-        assert_eq!(s.offer(Frame::text("a"), 10, 10), Offer::Queued);
+        assert_eq!(
+            s.offer(Frame::text("a"), bound(10, 10), Fill::Bound),
+            Offer::Queued
+        );
         assert!(s.can_transmit(1));
         s.state = State::Closing {
             code: CloseCode::NORMAL,
@@ -327,26 +473,29 @@ mod tests {
             flush: false,
         };
         assert!(!s.can_transmit(1));
-        assert_eq!(s.offer(Frame::text("b"), 10, 10), Offer::NotOpen);
+        assert_eq!(
+            s.offer(Frame::text("b"), bound(10, 10), Fill::Bound),
+            Offer::NotOpen
+        );
     }
 
     #[test]
     fn pings_wait_one_at_a_time_within_the_bounds() {
         let mut s = session();
-        s.push_ping(3, 100);
-        s.push_ping(3, 100);
+        s.push_ping(bound(3, 100));
+        s.push_ping(bound(3, 100));
         assert_eq!(s.depth_frames(), 1, "one ping waits, not one per period");
         assert!(matches!(s.take_next(), Some(Frame::Ping(_))));
-        s.push_ping(3, 100);
+        s.push_ping(bound(3, 100));
         assert_eq!(
             s.depth_frames(),
             2,
             "once handed out, the next period queues another"
         );
         assert!(s.take_next().is_some());
-        s.push_ping(3, 100);
+        s.push_ping(bound(3, 100));
         assert!(s.take_next().is_some());
-        s.push_ping(3, 100);
+        s.push_ping(bound(3, 100));
         assert_eq!(
             s.depth_frames(),
             3,
@@ -354,7 +503,7 @@ mod tests {
         );
         s.clear_queue();
         s.written(3);
-        s.push_ping(3, 100);
+        s.push_ping(bound(3, 100));
         assert_eq!(s.queue.len(), 1);
     }
 
@@ -362,7 +511,10 @@ mod tests {
     fn window_limits_frames_in_flight() {
         let mut s = session();
         for _ in 0..3 {
-            assert_eq!(s.offer(Frame::text("a"), 10, 100), Offer::Queued);
+            assert_eq!(
+                s.offer(Frame::text("a"), bound(10, 100), Fill::Bound),
+                Offer::Queued
+            );
         }
         assert!(s.take_next().is_some());
         assert!(s.take_next().is_some());

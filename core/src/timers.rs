@@ -20,10 +20,12 @@ pub(crate) enum ConnTimer {
     Close = 2,
     /// The deadline to be authenticated by (`Config::auth_timeout`).
     Auth = 3,
+    /// The queue has been behind since `slow_consumer_timeout` before this.
+    Slow = 4,
 }
 
 impl ConnTimer {
-    pub(crate) const COUNT: usize = 4;
+    pub(crate) const COUNT: usize = 5;
 }
 
 /// What a deadline belongs to.

@@ -10,7 +10,7 @@ use crate::frame::{CloseCode, Frame};
 use crate::ids::ConnId;
 use crate::info::ConnectionInfo;
 use crate::io::{AckOutcome, Event, Initiator, Output};
-use crate::session::{Offer, Session, State};
+use crate::session::{Fill, Offer, Session, State};
 use crate::timers::ConnTimer;
 use crate::wire;
 
@@ -236,6 +236,11 @@ impl Hub {
             return; // already failed
         }
         Self::on_transport_error_state(s, &error);
+        // Its queue will never drain: it holds nobody back while its state lingers.
+        self.check_drained(conn, true);
+        let Some(s) = session_in(&mut self.sessions, conn) else {
+            return;
+        };
         if delay.is_zero() {
             self.finalize(conn, CloseCode::ABNORMAL, error, Initiator::Transport, true);
         } else {
@@ -259,6 +264,7 @@ impl Hub {
         if self.session(conn).is_none() {
             return;
         }
+        self.check_drained(conn, true);
         let mut s = self.sessions.remove(conn.index());
         let reason = close_reason(reason);
         s.clear_timers(&mut self.timers, conn);
@@ -307,33 +313,25 @@ impl Hub {
         }
     }
 
-    /// Queues a protocol reply (welcome, subscribed, error, pong, ack answer). A client that
-    /// does not read its replies is a slow consumer whatever the policy: dropping replies
-    /// would lose answers it waits for.
+    /// Queues a protocol reply (welcome, subscribed, error, pong, ack answer). Each answers
+    /// something the client sent, so it is never dropped: it is queued past the bound if need
+    /// be, and a client whose queue that puts behind is paused until it reads its answers
+    /// (and cut if it stays behind for `slow_consumer_timeout`).
     /// Returns whether the frame was queued.
     pub(super) fn reply(&mut self, conn: ConnId, frame: Frame) -> bool {
-        let (max_frames, max_bytes, window) = (
-            self.config.max_queue_frames,
-            self.config.max_queue_bytes,
-            self.config.write_window,
-        );
+        let (bound, window) = (self.config.bound(), self.config.write_window);
         let Some(s) = session_in(&mut self.sessions, conn) else {
             return false;
         };
-        match s.offer(frame, max_frames, max_bytes) {
+        match s.offer(frame, bound, Fill::Pushback) {
             Offer::Queued => {
                 s.wake(&mut self.ready, conn, window);
+                self.check_behind(conn);
+                self.push_back(conn, None);
                 true
             }
-            Offer::Full => {
-                self.close_now(
-                    conn,
-                    CloseCode::SLOW_CONSUMER,
-                    "outbound queue full: the client reads too slowly".into(),
-                );
-                false
-            }
-            Offer::NotOpen => false,
+            // A reply fills without limit: only a closing connection refuses it.
+            Offer::Full | Offer::NotOpen => false,
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::frame::{CloseCode, Frame};
 use crate::ids::{AckId, ConnId};
 use crate::io::{AckOutcome, Event};
 use crate::message::{Message, Target};
+use crate::session::Fill;
 use crate::timers::TimerKey;
 use crate::wire::{self, Body, Envelope, ErrorCode, Request};
 
@@ -179,10 +180,17 @@ impl Hub {
                 let namespace = self.registry.namespaces[s.namespace].name.to_string();
                 let mut message = Message::new(event.clone(), data.clone());
                 message.id = id.map(str::to_owned);
-                // The names were checked above, so the publish itself cannot be refused.
+                let room_id = self.registry.room(s.namespace, &channel);
+                // The names were checked above, so the publish itself cannot be refused. Its
+                // recipients take it past their bound if need be: the sender is then paused,
+                // so what it adds is only what the driver had already read.
+                let target = Target::room(namespace, channel);
                 let delivery = self
-                    .publish(now, Target::room(namespace, channel), message)
+                    .publish_filling(now, target, message, Fill::Pushback)
                     .unwrap_or_default();
+                if let Some(id) = room_id {
+                    self.push_back(conn, Some(id));
+                }
                 self.event(Event::Published {
                     conn,
                     channel: room,

@@ -4,11 +4,12 @@
 //! add the connection lifecycle, rooms, publishing and inbound protocol handling.
 
 mod conns;
+mod flow;
 mod inbound;
 mod publish;
 mod rooms;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use slab::Slab;
@@ -22,7 +23,7 @@ use crate::io::{AckOutcome, Event, Initiator, Input, Output};
 use crate::message::{ClusterMessage, Scope, Target};
 use crate::metrics::Counters;
 use crate::rooms::Registry;
-use crate::session::{Session, State};
+use crate::session::{Fill, Session, State};
 use crate::timers::{ConnTimer, TimerKey, Timers};
 
 /// A connection's outbound queue, as [`Hub::queue_depth`] reports it.
@@ -55,6 +56,10 @@ pub struct Footprint {
     pub pending_acks: usize,
     /// Outputs not yet polled, connections with frames waiting included.
     pub pending_outputs: usize,
+    /// Connections whose queue is behind.
+    pub behind: usize,
+    /// Connections whose reading is paused.
+    pub paused: usize,
 }
 
 /// The session behind `id` in `sessions`: a lookup that borrows only the slab, so the caller
@@ -82,6 +87,10 @@ pub struct Hub {
     ready: VecDeque<ConnId>,
     /// Events, closes and cluster messages, in order.
     outputs: VecDeque<Output>,
+    /// Connections whose queue is behind (see `flow.rs`).
+    behind: BTreeSet<ConnId>,
+    /// Clients whose reading is paused, with the room they wait on (`None`: their own queue).
+    paused: Vec<(ConnId, Option<usize>)>,
     counters: Counters,
     next_ack: u64,
     shutting_down: bool,
@@ -103,6 +112,8 @@ impl Hub {
             batches: Batches::default(),
             ready: VecDeque::new(),
             outputs: VecDeque::new(),
+            behind: BTreeSet::new(),
+            paused: Vec::new(),
             counters: Counters::default(),
             next_ack: 0,
             shutting_down: false,
@@ -138,6 +149,9 @@ impl Hub {
                 if let Some(s) = session_in(&mut self.sessions, conn) {
                     s.written(frames);
                     s.wake(&mut self.ready, conn, window);
+                    if s.behind {
+                        self.check_drained(conn, false);
+                    }
                 }
             }
             Input::PeerClosed { conn, code, reason } => {
@@ -167,7 +181,7 @@ impl Hub {
                 };
                 self.check_event_name(&message.event)?;
                 self.counters.remote_publishes += 1;
-                let _ = self.deliver(&target, &message, None);
+                let _ = self.deliver(&target, &message, None, Fill::Overflow);
             }
             ClusterMessage::Batched {
                 target,
@@ -261,7 +275,7 @@ impl Hub {
         let ping_period = self.config.ping_period;
         let silence = self.config.silence_limit();
         let window = self.config.write_window;
-        let (max_frames, max_bytes) = (self.config.max_queue_frames, self.config.max_queue_bytes);
+        let bound = self.config.bound();
         let Some(s) = session_in(&mut self.sessions, conn) else {
             return;
         };
@@ -271,7 +285,7 @@ impl Hub {
                 if !s.is_open() {
                     return;
                 }
-                s.push_ping(max_frames, max_bytes);
+                s.push_ping(bound);
                 s.wake(&mut self.ready, conn, window);
                 if let Some(period) = ping_period {
                     let s = &mut self.sessions[conn.index()];
@@ -283,7 +297,12 @@ impl Hub {
                 if !s.is_open() {
                     return;
                 }
-                let deadline = s.last_seen + limit;
+                // A paused client is not read: its silence is the hub's doing.
+                let deadline = if s.paused {
+                    now + limit
+                } else {
+                    s.last_seen + limit
+                };
                 if deadline > now {
                     // Heard from since this was armed: the rearm is lazy, here, not per frame.
                     s.set_timer(&mut self.timers, conn, ConnTimer::Silence, Some(deadline));
@@ -292,6 +311,7 @@ impl Hub {
                     self.close_now(conn, CloseCode::HEARTBEAT_TIMEOUT, reason);
                 }
             }
+            ConnTimer::Slow => self.on_slow(conn),
             ConnTimer::Auth => {
                 // `authenticate` disarms this timer, and `begin_close` leaves a closing
                 // connection alone: firing means the deadline passed unauthenticated.
@@ -366,6 +386,8 @@ impl Hub {
             timers: self.timers.len(),
             batches: self.batches.len(),
             pending_acks: self.sessions.iter().map(|(_, s)| s.acks_out.len()).sum(),
+            behind: self.behind.len(),
+            paused: self.paused.len(),
             pending_outputs: self.outputs.len()
                 + self
                     .sessions

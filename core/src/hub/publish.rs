@@ -15,9 +15,12 @@ use crate::ids::{AckId, ConnId};
 use crate::io::Output;
 use crate::message::{ClusterMessage, Delivery, Message, Payload, Scope, Target};
 use crate::metrics::Counters;
-use crate::session::{Offer, Session};
+use crate::session::{Fill, Offer, Session};
 use crate::timers::{TimerKey, Timers};
 use crate::wire::{self, Envelope};
+
+/// The close reason of a queue that reached twice its bound.
+const OVERFLOW: &str = "outbound queue overflow: the client reads too slowly";
 
 /// Offers one encoded frame to many sessions. Holds the hub's tables by field so the room's
 /// member set can be read while sessions are written.
@@ -29,9 +32,13 @@ struct Fanout<'a> {
     config: &'a Config,
     frame: &'a Frame,
     volatile: bool,
+    /// How far this frame may fill a queue (see [`Fill`]).
+    fill: Fill,
     ack: Option<(AckId, Instant)>,
     except: Option<ConnId>,
     delivery: Delivery,
+    /// Recipients whose queue this publish took past its bound.
+    behind: Vec<ConnId>,
 }
 
 impl Fanout<'_> {
@@ -47,11 +54,8 @@ impl Fanout<'_> {
             self.delivery.refused.push(conn);
             return;
         }
-        match s.offer(
-            self.frame.clone(),
-            self.config.max_queue_frames,
-            self.config.max_queue_bytes,
-        ) {
+        let bound = self.config.bound();
+        match s.offer(self.frame.clone(), bound, self.fill) {
             Offer::Queued => {
                 self.delivery.queued += 1;
                 if let Some((ack, deadline)) = self.ack {
@@ -59,6 +63,9 @@ impl Fanout<'_> {
                     self.timers.insert(deadline, TimerKey::Ack(conn, ack));
                 }
                 s.wake(self.ready, conn, self.config.write_window);
+                if !s.behind && s.over(bound) {
+                    self.behind.push(conn);
+                }
             }
             Offer::Full if self.volatile => {
                 self.delivery.dropped += 1;
@@ -80,11 +87,25 @@ impl Hub {
     /// Publishes `message` to `target`. The frame is encoded once and shared by every
     /// recipient. With `Config::cluster`, the publish is also output for other nodes (unless
     /// it targets one connection). Follow with [`Hub::poll_output`].
+    ///
+    /// Recipients whose queue is behind still get it, up to twice their bound; call
+    /// [`Hub::can_take`] first to publish only when that is not needed.
     pub fn publish(
         &mut self,
         now: Instant,
         target: Target,
         message: Message,
+    ) -> Result<Delivery, Error> {
+        self.publish_filling(now, target, message, Fill::Overflow)
+    }
+
+    /// [`Hub::publish`], filling recipients' queues as far as `fill` allows.
+    pub(super) fn publish_filling(
+        &mut self,
+        now: Instant,
+        target: Target,
+        message: Message,
+        fill: Fill,
     ) -> Result<Delivery, Error> {
         self.clock(now);
         self.check_event_name(&message.event)?;
@@ -96,7 +117,7 @@ impl Hub {
             },
             message: message.clone(),
         });
-        Ok(self.deliver(&target, &message, None))
+        Ok(self.deliver(&target, &message, None, fill))
     }
 
     /// Sends `message` to one connection. Fails if it is not open; a full queue shows in the
@@ -153,7 +174,7 @@ impl Hub {
         self.next_ack += 1;
         let ack = AckId(self.next_ack);
         let deadline = now + timeout.unwrap_or(self.config.ack_timeout);
-        let delivery = self.deliver(&target, &message, Some((ack, deadline)));
+        let delivery = self.deliver(&target, &message, Some((ack, deadline)), Fill::Overflow);
         Ok((ack, delivery))
     }
 
@@ -196,6 +217,7 @@ impl Hub {
         target: &Target,
         message: &Message,
         ack: Option<(AckId, Instant)>,
+        fill: Fill,
     ) -> Delivery {
         let mut position = None;
         if let Scope::Room { namespace, room } = &target.scope {
@@ -221,7 +243,7 @@ impl Hub {
             },
             Some(&message.payload),
         );
-        self.fan_out(target, &frame, message.volatile, ack)
+        self.fan_out(target, &frame, message.volatile, ack, fill)
     }
 
     /// Offers `frame` to every recipient of `target`.
@@ -231,6 +253,7 @@ impl Hub {
         frame: &Frame,
         volatile: bool,
         ack: Option<(AckId, Instant)>,
+        fill: Fill,
     ) -> Delivery {
         let registry = &self.registry;
         let mut f = Fanout {
@@ -241,9 +264,12 @@ impl Hub {
             config: &self.config,
             frame,
             volatile,
+            // A volatile frame is dropped rather than deepen a queue that is behind.
+            fill: if volatile { Fill::Bound } else { fill },
             ack,
             except: target.except,
             delivery: Delivery::default(),
+            behind: Vec::new(),
         };
         match &target.scope {
             Scope::Conn(conn) => f.offer(*conn),
@@ -266,13 +292,12 @@ impl Hub {
                 }
             }
         }
-        let delivery = f.delivery;
+        let (delivery, behind) = (f.delivery, f.behind);
+        for conn in behind {
+            self.check_behind(conn);
+        }
         for &conn in &delivery.disconnected {
-            self.close_now(
-                conn,
-                CloseCode::SLOW_CONSUMER,
-                "outbound queue full: the client reads too slowly".into(),
-            );
+            self.close_now(conn, CloseCode::SLOW_CONSUMER, OVERFLOW.into());
         }
         delivery
     }
@@ -393,7 +418,7 @@ impl Hub {
         };
         self.counters.batches_flushed += 1;
         let frame = batch.frame();
-        let _ = self.fan_out(&batch.target, &frame, false, None);
+        let _ = self.fan_out(&batch.target, &frame, false, None, Fill::Overflow);
     }
 
     /// With `Config::cluster`, outputs a message for the backplane (never for one connection).

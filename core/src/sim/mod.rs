@@ -63,6 +63,7 @@ impl Default for SimConfig {
                 .ack_timeout(Duration::from_secs(1))
                 .max_queue_frames(24)
                 .max_queue_bytes(8 * 1024)
+                .slow_consumer_timeout(Duration::from_secs(2))
                 .write_window(4)
                 .close_grace(Duration::from_millis(800))
                 .max_rooms_per_connection(6)
@@ -192,6 +193,9 @@ pub struct Sim {
     /// Connections whose graceful close came at the close grace: cut before they could read
     /// all they were owed (a slow network is enough).
     cut: BTreeSet<ConnId>,
+    /// Connections the hub asked not to read, with what arrived from them meanwhile (it
+    /// waits in the socket, as TCP holds it, and is read in order on resume).
+    paused: BTreeMap<ConnId, VecDeque<Packet>>,
     connections: u64,
 }
 
@@ -229,6 +233,7 @@ impl Sim {
             shutdown_complete: false,
             shutdown_at: None,
             cut: BTreeSet::new(),
+            paused: BTreeMap::new(),
             connections: 0,
         }
     }
@@ -505,9 +510,15 @@ impl Sim {
                 let volatile = self.chance(25);
                 let mut message = Message::json("news", json!({ "id": id }));
                 message.volatile = volatile;
+                let target = Target::room("/", room.as_str());
+                // An application publish waits for room (Handle::publish): here, it is
+                // skipped while a member is behind.
+                if !volatile && !self.hub.can_take(&target) {
+                    return self.drain();
+                }
                 let d = self
                     .hub
-                    .publish(self.now, Target::room("/", room.as_str()), message)
+                    .publish(self.now, target, message)
                     .map_err(|e| e.to_string())?;
                 for conn in members {
                     if d.disconnected.contains(&conn) || d.refused.contains(&conn) {
@@ -530,6 +541,9 @@ impl Sim {
                     .filter(|&c| self.hub.is_connected(c))
                     .collect();
                 let message = Message::json("news", json!({ "id": id }));
+                if !self.hub.can_take(&Target::all()) {
+                    return self.drain();
+                }
                 let d = self
                     .hub
                     .publish(self.now, Target::all(), message)
@@ -550,6 +564,9 @@ impl Sim {
                 if !open.is_empty() {
                     let conn = open[self.rng.usize(0..open.len())];
                     let message = Message::json("question", json!({"q": roll}));
+                    if !self.hub.can_take(&Target::conn(conn)) {
+                        return self.drain();
+                    }
                     if let Ok(ack) = self.hub.emit_with_ack(self.now, conn, message, None) {
                         self.model
                             .ack_asked(conn, ack, self.now + self.cfg.hub.ack_timeout);
@@ -562,6 +579,9 @@ impl Sim {
                 let members = self.open_members(&room);
                 let message = Message::json("poll", json!({ "id": id }));
                 let target = Target::room("/", room.as_str());
+                if !self.hub.can_take(&target) {
+                    return self.drain();
+                }
                 let (ack, d) = self
                     .hub
                     .publish_with_ack(self.now, target, message, None)
@@ -640,6 +660,7 @@ impl Sim {
                 }
                 Output::Close { conn, code, .. } => {
                     (1u8, conn, code).hash(&mut self.trace);
+                    self.paused.remove(&conn); // what waited in its socket is never read
                     let grace = self.cfg.hub.close_grace;
                     if code == CloseCode::GOING_AWAY
                         && self.shutdown_at.is_some_and(|t| self.now >= t + grace)
@@ -680,6 +701,26 @@ impl Sim {
                         _ => {}
                     }
                 }
+                Output::PauseReading { conn } => {
+                    (3u8, conn).hash(&mut self.trace);
+                    self.paused.entry(conn).or_default();
+                }
+                Output::ResumeReading { conn } => {
+                    (4u8, conn).hash(&mut self.trace);
+                    // Read what waited, in order, unless a frame of it pauses the reading again.
+                    self.model.heard(conn, self.now);
+                    let mut held = self.paused.remove(&conn).unwrap_or_default();
+                    while !self.paused.contains_key(&conn) {
+                        let Some(packet) = held.pop_front() else {
+                            break;
+                        };
+                        self.deliver(packet)?;
+                    }
+                    if let Some(still) = self.paused.get_mut(&conn) {
+                        held.append(still);
+                        *still = held;
+                    }
+                }
                 Output::Cluster(_) => {}
             }
         }
@@ -712,6 +753,12 @@ impl Sim {
 
     fn deliver(&mut self, packet: Packet) -> Result<(), String> {
         match packet {
+            Packet::Up { conn, .. } if self.paused.contains_key(&conn) => {
+                if let Some(held) = self.paused.get_mut(&conn) {
+                    held.push_back(packet);
+                }
+                return Ok(());
+            }
             Packet::Up {
                 conn,
                 frame,
@@ -781,6 +828,11 @@ impl Sim {
     fn read(&mut self, c: usize, conn: ConnId, what: Down) -> Result<(), String> {
         let frame = match what {
             Down::Close(code) => {
+                if code == CloseCode::SLOW_CONSUMER && !self.clients[c].lagged {
+                    return Err(format!(
+                        "{conn:?} read all the while, yet was cut as a slow consumer"
+                    ));
+                }
                 let lenient = self.clients[c].lagged || self.cut.remove(&conn);
                 self.clients[c].conn = None;
                 self.clients[c].unread.clear();
@@ -830,6 +882,10 @@ impl Sim {
 
     /// Invariants that hold at any instant.
     fn check(&mut self) -> Result<(), String> {
+        // The hub does not read a paused client, so its silence starts when reading resumes.
+        for &conn in self.paused.keys() {
+            self.model.heard(conn, self.now);
+        }
         let hub = &self.hub;
         self.model
             .check_deadlines(self.now, self.cfg.hub.silence_limit(), |c| {
@@ -846,11 +902,15 @@ impl Sim {
                 ));
             }
         }
+        // Sources that cannot wait fill a queue to twice its bound; a publishing client adds
+        // at most one frame more before it is paused.
         let cfg = &self.cfg.hub;
+        let slack = self.clients.len();
         for &conn in self.owner.keys() {
             if let Some(d) = self.hub.queue_depth(conn) {
-                let frames_ok = d.frames <= cfg.max_queue_frames;
-                let bytes_ok = d.bytes <= cfg.max_queue_bytes || d.frames <= 1;
+                let frames_ok = d.frames <= 2 * cfg.max_queue_frames + slack;
+                let bytes_ok = d.bytes <= 2 * cfg.max_queue_bytes + slack * cfg.max_message_size
+                    || d.frames <= 1;
                 if !frames_ok || !bytes_ok {
                     return Err(format!("{conn:?} queue {d:?} exceeds its bounds"));
                 }

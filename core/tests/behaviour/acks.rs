@@ -233,10 +233,10 @@ fn client_ack_requests_are_bounded_and_unique() {
     assert_eq!(messages, 2);
 }
 
-/// Found by fuzzing: an ack reply that overflowed the queue closed the connection as a slow
-/// consumer, and reply_ack still said Ok.
+/// An answer to a client's ack request is never dropped: past the queue's bound it is still
+/// queued, and the client is not read until it reads its answers.
 #[test]
-fn a_reply_that_finds_the_queue_full_says_so() {
+fn a_reply_past_the_bound_is_queued_and_pauses_the_client() {
     let mut sim = Sim::new(Sim::quiet().max_queue_frames(1));
     let c = sim.open_path("/");
     sim.stalled.insert(c);
@@ -245,13 +245,22 @@ fn a_reply_that_finds_the_queue_full_says_so() {
     let _ = sim
         .hub
         .emit(sim.now, c, Message::text("t", "fills the queue"));
+    sim.drain();
+    assert!(sim.paused.is_empty());
     assert_eq!(
         sim.hub.reply_ack(sim.now, c, 1, Payload::Json(json!(null))),
-        Err(Error::QueueFull(c))
+        Ok(())
     );
-    assert!(!sim.hub.is_connected(c), "closed as a slow consumer");
+    sim.drain();
+    assert_eq!(sim.paused, [c].into());
     assert_eq!(
-        sim.hub.reply_ack(sim.now, c, 2, Payload::Json(json!(null))),
-        Err(Error::UnknownConnection(c))
+        sim.hub.reply_ack(sim.now, c, 1, Payload::Json(json!(null))),
+        Err(Error::UnknownAck { conn: c, ack: 1 }),
+        "answered once"
     );
+    sim.unstall(c);
+    assert!(sim.paused.is_empty());
+    let answers = sim.of_type(c, "ack");
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0]["ack"], json!(1));
 }

@@ -1,5 +1,7 @@
 //! Backpressure: bounded per-connection queues (frames and bytes, in flight included), the
-//! slow-consumer policies, volatile drops, the write window, and queue depth.
+//! slow-consumer timeout and policies, volatile drops, the write window, and queue depth.
+
+use std::time::Duration;
 
 use crate::common::Sim;
 use tidings_core::{CloseCode, Event, Initiator, Message, SlowConsumerPolicy, Target};
@@ -18,12 +20,15 @@ fn room_of_three(
     (sim, slow, fast)
 }
 
-/// Publishes the number `i` to room `r`.
+/// Publishes the number `i` to room `r`, then drains the outputs.
 fn publish_number(sim: &mut Sim, i: u64) -> tidings_core::Delivery {
     let message = Message::json("n", i.into());
-    sim.hub
+    let delivery = sim
+        .hub
         .publish(sim.now, Target::room("/", "r"), message)
-        .expect("publish")
+        .expect("publish");
+    sim.drain();
+    delivery
 }
 
 fn numbers(sim: &Sim, c: tidings_core::ConnId) -> Vec<u64> {
@@ -34,7 +39,80 @@ fn numbers(sim: &Sim, c: tidings_core::ConnId) -> Vec<u64> {
 }
 
 #[test]
-fn a_slow_reader_is_disconnected_and_nobody_else_misses_anything() {
+fn a_reader_behind_for_the_slow_consumer_timeout_is_cut_and_nobody_else_misses_anything() {
+    let timeout = Duration::from_secs(3);
+    let config = Sim::quiet()
+        .max_queue_frames(8)
+        .slow_consumer_timeout(timeout);
+    let (mut sim, slow, fast) = room_of_three(config);
+    for i in 0..9u64 {
+        let d = publish_number(&mut sim, i);
+        assert_eq!(d.queued, 3, "message {i}: past the bound is still queued");
+    }
+    assert!(!sim.hub.can_take(&Target::room("/", "r")), "9 of 8: behind");
+    sim.advance(timeout - Duration::from_millis(1));
+    assert!(sim.hub.is_connected(slow), "not cut before the timeout");
+    sim.advance(Duration::from_millis(1));
+    let (code, reason) = sim.close_of(slow).expect("closed");
+    assert_eq!(code, CloseCode::SLOW_CONSUMER);
+    assert!(
+        reason.contains("too slowly") && reason.contains("3000 ms"),
+        "{reason}"
+    );
+    assert!(sim.events.iter().any(|e| matches!(e, Event::Disconnected { conn, code: CloseCode::SLOW_CONSUMER, initiator: Initiator::Server, .. } if *conn == slow)));
+    assert!(sim.hub.can_take(&Target::room("/", "r")));
+    for i in 9..100u64 {
+        let _ = publish_number(&mut sim, i);
+    }
+    // What the slow reader got is a prefix, in order: nothing skipped silently.
+    assert_eq!(numbers(&sim, slow), (0..9).collect::<Vec<_>>());
+    for c in fast {
+        assert_eq!(numbers(&sim, c), (0..100).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn a_reader_that_drains_to_half_its_bound_in_time_is_not_cut() {
+    let timeout = Duration::from_secs(3);
+    let config = Sim::quiet()
+        .max_queue_frames(8)
+        .slow_consumer_timeout(timeout);
+    let (mut sim, slow, _) = room_of_three(config);
+    for i in 0..12u64 {
+        let _ = publish_number(&mut sim, i);
+    }
+    sim.advance(Duration::from_secs(2));
+    // Its writer catches up for a moment (down to 4 of 8), then stalls again.
+    sim.hub.handle(
+        sim.now,
+        tidings_core::Input::Written {
+            conn: slow,
+            frames: 8,
+        },
+    );
+    sim.drain();
+    assert!(
+        sim.hub.can_take(&Target::room("/", "r")),
+        "drained to half: not behind"
+    );
+    sim.advance(Duration::from_secs(2));
+    assert!(
+        sim.hub.is_connected(slow),
+        "the timer stopped when it drained"
+    );
+    for i in 12..17u64 {
+        let _ = publish_number(&mut sim, i);
+    }
+    sim.advance(timeout);
+    assert_eq!(
+        sim.close_of(slow).map(|c| c.0),
+        Some(CloseCode::SLOW_CONSUMER),
+        "behind again for a whole timeout"
+    );
+}
+
+#[test]
+fn a_reader_at_twice_its_bound_is_cut_at_once_by_publishes_that_did_not_wait() {
     let (mut sim, slow, fast) = room_of_three(Sim::quiet().max_queue_frames(8));
     let mut disconnected_at = None;
     for i in 0..100u64 {
@@ -42,19 +120,16 @@ fn a_slow_reader_is_disconnected_and_nobody_else_misses_anything() {
         if d.disconnected == [slow] {
             disconnected_at = Some(i);
         }
-        sim.drain();
     }
     assert_eq!(
         disconnected_at,
-        Some(8),
-        "the 9th message overflows 8 frames"
+        Some(16),
+        "the 17th message overflows 16 frames"
     );
     let (code, reason) = sim.close_of(slow).expect("closed");
     assert_eq!(code, CloseCode::SLOW_CONSUMER);
-    assert!(reason.contains("too slowly"), "{reason}");
-    assert!(sim.events.iter().any(|e| matches!(e, Event::Disconnected { conn, code: CloseCode::SLOW_CONSUMER, initiator: Initiator::Server, .. } if *conn == slow)));
-    // What the slow reader got is a prefix, in order: nothing skipped silently.
-    assert_eq!(numbers(&sim, slow), (0..8).collect::<Vec<_>>());
+    assert!(reason.contains("overflow"), "{reason}");
+    assert_eq!(numbers(&sim, slow), (0..16).collect::<Vec<_>>());
     for c in fast {
         assert_eq!(numbers(&sim, c), (0..100).collect::<Vec<_>>());
     }
@@ -64,7 +139,14 @@ fn a_slow_reader_is_disconnected_and_nobody_else_misses_anything() {
 fn the_byte_bound_applies_too() {
     let (mut sim, slow, _) = room_of_three(Sim::quiet().max_queue_bytes(1000));
     let big = "x".repeat(300);
-    for _ in 0..4 {
+    for n in 0..7 {
+        if n == 4 {
+            assert!(
+                sim.hub.is_connected(slow),
+                "1200 of 1000 bytes: behind, not cut"
+            );
+            assert!(!sim.hub.can_take(&Target::room("/", "r")));
+        }
         let _ = sim.hub.publish(
             sim.now,
             Target::room("/", "r"),
@@ -115,7 +197,7 @@ fn the_refuse_policy_keeps_the_reader_and_reports_the_refusal() {
             .slow_consumer(SlowConsumerPolicy::Refuse),
     );
     let mut refused = 0;
-    for i in 0..5u64 {
+    for i in 0..7u64 {
         let d = publish_number(&mut sim, i);
         refused += d.refused.iter().filter(|&&c| c == slow).count();
         sim.drain();
@@ -123,7 +205,7 @@ fn the_refuse_policy_keeps_the_reader_and_reports_the_refusal() {
     assert_eq!(refused, 3);
     assert!(sim.hub.is_connected(slow));
     assert_eq!(sim.hub.counters().refused, 3);
-    assert_eq!(numbers(&sim, fast[1]).len(), 5);
+    assert_eq!(numbers(&sim, fast[1]).len(), 7);
     // A direct emit with ack to a full queue is refused as an error.
     assert_eq!(
         sim.hub
@@ -155,10 +237,12 @@ fn queue_depth_counts_queued_and_unwritten_frames() {
 }
 
 #[test]
-fn a_client_that_reads_no_replies_is_closed_whatever_the_policy() {
+fn a_client_that_reads_no_replies_is_paused_then_closed_whatever_the_policy() {
+    let timeout = Duration::from_secs(2);
     let mut sim = Sim::new(
         Sim::quiet()
             .max_queue_frames(4)
+            .slow_consumer_timeout(timeout)
             .slow_consumer(SlowConsumerPolicy::Refuse),
     );
     let c = sim.open_path("/");
@@ -166,7 +250,13 @@ fn a_client_that_reads_no_replies_is_closed_whatever_the_policy() {
     for _ in 0..10 {
         sim.send(c, r#"{"type":"ping"}"#);
     }
+    // Answers are never dropped: the fifth is past the bound, and the client is not read
+    // until it reads them (the driver had already read the other five).
+    assert_eq!(sim.paused, [c].into());
+    assert_eq!(sim.hub.queue_depth(c).map(|d| d.frames), Some(10));
+    sim.advance(timeout);
     assert_eq!(sim.close_of(c).map(|c| c.0), Some(CloseCode::SLOW_CONSUMER));
+    assert!(sim.paused.is_empty());
 }
 
 #[test]

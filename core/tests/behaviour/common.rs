@@ -20,6 +20,8 @@ pub struct Sim {
     pub stalled: BTreeSet<ConnId>,
     /// Frames handed out to stalled connections and not yet reported written.
     pub unwritten: BTreeMap<ConnId, usize>,
+    /// Connections the hub asked not to read.
+    pub paused: BTreeSet<ConnId>,
 }
 
 impl Sim {
@@ -33,6 +35,7 @@ impl Sim {
             cluster: Vec::new(),
             stalled: BTreeSet::new(),
             unwritten: BTreeMap::new(),
+            paused: BTreeSet::new(),
         }
     }
 
@@ -93,6 +96,8 @@ impl Sim {
                 Output::Close { conn, code, reason } => self.closes.push((conn, code, reason)),
                 Output::Event(e) => self.events.push(e),
                 Output::Cluster(m) => self.cluster.push(*m),
+                Output::PauseReading { conn } => assert!(self.paused.insert(conn), "paused twice"),
+                Output::ResumeReading { conn } => assert!(self.paused.remove(&conn), "not paused"),
                 _ => unreachable!("a new output kind"),
             }
         }

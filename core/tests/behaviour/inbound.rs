@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::common::Sim;
 use bytes::Bytes;
 use serde_json::json;
-use tidings_core::{AppHeartbeat, CloseCode, Event, Frame, Payload};
+use tidings_core::{AppHeartbeat, CloseCode, Event, Frame, Input, Payload, Target};
 
 #[test]
 fn client_events_reach_the_application() {
@@ -245,33 +245,141 @@ fn client_publish_is_off_by_default_and_needs_membership_when_on() {
 /// Found by the simulation: under the Refuse policy a client's publish skipped full
 /// recipients and nothing said so.
 #[test]
-fn a_client_publish_reports_who_it_was_refused_for() {
-    let config = Sim::quiet()
-        .client_publish(true)
-        .max_queue_frames(1)
-        .slow_consumer(tidings_core::SlowConsumerPolicy::Refuse);
+fn a_client_publish_past_a_readers_bound_pauses_the_publisher_until_it_drains() {
+    let config = Sim::quiet().client_publish(true).max_queue_frames(4);
     let mut sim = Sim::new(config);
     let sender = sim.open_path("/");
     let slow = sim.open_path("/");
+    let elsewhere = sim.open_path("/");
     sim.subscribe(sender, "room");
     sim.subscribe(slow, "room");
+    sim.subscribe(elsewhere, "other");
     sim.stalled.insert(slow);
-    let _ = sim.hub.emit(
+    sim.take_events();
+    let say = r#"{"type":"publish","channel":"room","event":"say","data":"hi"}"#;
+    for _ in 0..4 {
+        sim.send(sender, say);
+    }
+    assert!(sim.paused.is_empty(), "at the bound is not behind");
+    // What the driver had already read is taken, past the bound: nothing read is lost.
+    for _ in 0..3 {
+        sim.send(sender, say);
+    }
+    assert_eq!(sim.paused, [sender].into(), "the publisher is paused, once");
+    assert_eq!(sim.hub.queue_depth(slow).map(|d| d.frames), Some(7));
+    assert!(sim.hub.is_connected(slow), "the reader is not cut for it");
+    assert_eq!(sim.hub.counters().reads_paused, 1);
+    assert!(!sim.hub.can_take(&Target::room("/", "room")));
+    assert!(sim.hub.can_take(&Target::room("/", "other")));
+    assert!(!sim.hub.can_take(&Target::all()));
+    // A publish elsewhere pauses nobody.
+    sim.send(
+        elsewhere,
+        r#"{"type":"publish","channel":"other","event":"say","data":"x"}"#,
+    );
+    assert_eq!(sim.paused, [sender].into());
+    // Written down to 3 of 4: within the bound but not yet drained to half of it.
+    sim.hub.handle(
         sim.now,
-        slow,
-        tidings_core::Message::text("t", "fills the queue"),
+        Input::Written {
+            conn: slow,
+            frames: 4,
+        },
     );
     sim.drain();
-    sim.take_events();
-    sim.send(
-        sender,
-        r#"{"type":"publish","channel":"room","event":"say","data":"hi"}"#,
+    assert_eq!(
+        sim.paused,
+        [sender].into(),
+        "still behind until half the bound"
     );
+    sim.hub.handle(
+        sim.now,
+        Input::Written {
+            conn: slow,
+            frames: 1,
+        },
+    );
+    sim.drain();
+    assert!(
+        sim.paused.is_empty(),
+        "drained to 2 of 4: the publisher reads again"
+    );
+    assert!(sim.hub.can_take(&Target::all()));
     let events = sim.take_events();
-    let [Event::Published { delivery, .. }] = &events[..] else {
-        panic!("{events:?}")
-    };
-    assert_eq!((delivery.queued, delivery.refused.clone()), (1, vec![slow]));
+    let published = events
+        .iter()
+        .filter(|e| matches!(e, Event::Published { delivery, .. } if delivery.refused.is_empty()))
+        .count();
+    assert_eq!(published, 8, "every publish reached every member");
+}
+
+#[test]
+fn a_paused_publisher_is_resumed_when_the_reader_behind_is_cut() {
+    let timeout = Duration::from_secs(2);
+    let config = Sim::quiet()
+        .client_publish(true)
+        .max_queue_frames(2)
+        .slow_consumer_timeout(timeout);
+    let mut sim = Sim::new(config);
+    let sender = sim.open_path("/");
+    let stalled = sim.open_path("/");
+    sim.subscribe(sender, "room");
+    sim.subscribe(stalled, "room");
+    sim.stalled.insert(stalled);
+    let say = r#"{"type":"publish","channel":"room","event":"say","data":"hi"}"#;
+    for _ in 0..3 {
+        sim.send(sender, say);
+    }
+    assert_eq!(sim.paused, [sender].into());
+    sim.advance(timeout - Duration::from_millis(1));
+    assert!(sim.hub.is_connected(stalled), "not before the timeout");
+    sim.advance(Duration::from_millis(1));
+    let (code, reason) = sim.close_of(stalled).expect("cut");
+    assert_eq!(code, CloseCode::SLOW_CONSUMER);
+    assert!(reason.contains("2000 ms"), "{reason}");
+    assert!(sim.paused.is_empty(), "the publisher reads again");
+    assert!(sim.hub.is_connected(sender));
+    let fp = sim.hub.footprint();
+    assert_eq!((fp.behind, fp.paused), (0, 0));
+}
+
+#[test]
+fn a_paused_publisher_is_not_closed_for_its_silence() {
+    let config = Sim::quiet()
+        .client_publish(true)
+        .max_queue_frames(2)
+        .ping_period(Some(Duration::from_secs(1)))
+        .pong_wait(Duration::from_secs(3))
+        .slow_consumer_timeout(Duration::from_secs(60));
+    let mut sim = Sim::new(config);
+    let sender = sim.open_path("/");
+    let stalled = sim.open_path("/");
+    sim.subscribe(sender, "room");
+    sim.subscribe(stalled, "room");
+    sim.stalled.insert(stalled);
+    for _ in 0..3 {
+        sim.send(
+            sender,
+            r#"{"type":"publish","channel":"room","event":"say","data":"hi"}"#,
+        );
+    }
+    assert_eq!(sim.paused, [sender].into());
+    for _ in 0..10 {
+        sim.advance(Duration::from_secs(1));
+        // The stalled reader still answers pings; the paused publisher is not read.
+        sim.send_frame(stalled, Frame::Pong(Bytes::new()));
+    }
+    assert!(
+        sim.hub.is_connected(sender),
+        "its silence is the hub's doing"
+    );
+    sim.unstall(stalled);
+    assert!(sim.paused.is_empty());
+    sim.advance(Duration::from_secs(4));
+    assert!(
+        !sim.hub.is_connected(sender),
+        "once read again, silence counts"
+    );
 }
 
 #[test]
