@@ -19,13 +19,13 @@ use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use futures_lite::future::or;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use futures_util::SinkExt;
-use tidings_core::{CloseCode, ConnId, Frame, Text};
+use tidings_core::{CloseCode, ConnId, Frame, Input, Text};
 use tungstenite::error::{CapacityError, ProtocolError};
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, Utf8Bytes};
 
-use crate::driver::{Control, FromConn, WriterCmd, WriterRx};
+use crate::driver::{Control, Opened, WriterCmd, WriterRx};
 use crate::Runtime;
 
 /// How a connection's socket is run.
@@ -78,15 +78,66 @@ impl Drop for TaskGuard {
     }
 }
 
-/// Runs connection `conn` over `ws` until it ends.
-#[allow(clippy::too_many_arguments)]
+/// Whether the hub reads a connection now: closed by [`Output::PauseReading`], opened by
+/// `ResumeReading` (see the core's flow control). Shared by the hub task and the
+/// connection task; an idle one is a flag and an unallocated event.
+///
+/// [`Output::PauseReading`]: tidings_core::Output::PauseReading
+#[derive(Default)]
+pub(crate) struct ReadGate {
+    paused: AtomicBool,
+    resumed: event_listener::Event,
+}
+
+impl ReadGate {
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::Release);
+    }
+
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::Release);
+        self.resumed.notify(usize::MAX);
+    }
+
+    /// Completes once the gate is open.
+    async fn opened(&self) {
+        while self.paused.load(Ordering::Acquire) {
+            let listener = self.resumed.listen();
+            if !self.paused.load(Ordering::Acquire) {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// A connection task's ends: its id, what the hub hands its writer, its reading gate, and
+/// the channels to the hub.
+pub(crate) struct ConnEnds {
+    pub conn: ConnId,
+    pub commands: WriterRx,
+    pub gate: Arc<ReadGate>,
+    pub inbound: Sender<Input>,
+    pub control: Sender<Control>,
+}
+
+impl ConnEnds {
+    pub fn new(opened: Opened, inbound: Sender<Input>, control: Sender<Control>) -> Self {
+        ConnEnds {
+            conn: opened.conn,
+            commands: opened.commands,
+            gate: opened.gate,
+            inbound,
+            control,
+        }
+    }
+}
+
+/// Runs a connection over `ws` until it ends.
 pub(crate) async fn run<R, S>(
     rt: R,
     ws: WebSocketStream<S>,
-    conn: ConnId,
-    mut commands: WriterRx,
-    inbound: Sender<FromConn>,
-    control: Sender<Control>,
+    ends: ConnEnds,
     options: ConnOptions,
     _guard: TaskGuard,
 ) where
@@ -97,39 +148,70 @@ pub(crate) async fn run<R, S>(
     // Set when the reader has ended. Reader and writer are polled by one `or` in one task,
     // the reader first, so the writer sees the flag in the same poll that set it.
     let reader_ended = AtomicBool::new(false);
+    let ConnEnds {
+        conn,
+        mut commands,
+        gate,
+        inbound,
+        control,
+    } = ends;
     let reader = async {
-        read(&mut receiver, conn, &inbound).await;
+        read(&mut receiver, conn, &gate, &inbound).await;
         reader_ended.store(true, Ordering::Release);
         pending::<()>().await
+    };
+    let to_hub = ToHub {
+        conn,
+        inbound: &inbound,
+        control: &control,
     };
     let writer = write(
         &rt,
         &mut sender,
-        conn,
         &mut commands,
-        &inbound,
-        &control,
+        to_hub,
         options,
         &reader_ended,
     );
     or(reader, writer).await;
 }
 
-/// Feeds every message to the hub until the stream ends or fails.
-async fn read<S>(receiver: &mut WebSocketReceiver<S>, conn: ConnId, inbound: &Sender<FromConn>)
-where
+/// Feeds every message to the hub until the stream ends or fails, reading only while the
+/// gate is open.
+async fn read<S>(
+    receiver: &mut WebSocketReceiver<S>,
+    conn: ConnId,
+    gate: &ReadGate,
+    inbound: &Sender<Input>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut closed = false;
-    while let Some(item) = receiver.next().await {
+    loop {
+        gate.opened().await;
+        let Some(item) = receiver.next().await else {
+            break;
+        };
         let input = match item {
             Ok(Message::Text(text)) => match Text::from_utf8(text.into()) {
-                Ok(text) => FromConn::Frame(conn, Frame::Text(text)),
+                Ok(text) => Input::Frame {
+                    conn,
+                    frame: Frame::Text(text),
+                },
                 Err(_) => violation(conn, CloseCode::INVALID_PAYLOAD, "text is not UTF-8"),
             },
-            Ok(Message::Binary(bytes)) => FromConn::Frame(conn, Frame::Binary(bytes)),
-            Ok(Message::Ping(bytes)) => FromConn::Frame(conn, Frame::Ping(bytes)),
-            Ok(Message::Pong(bytes)) => FromConn::Frame(conn, Frame::Pong(bytes)),
+            Ok(Message::Binary(bytes)) => Input::Frame {
+                conn,
+                frame: Frame::Binary(bytes),
+            },
+            Ok(Message::Ping(bytes)) => Input::Frame {
+                conn,
+                frame: Frame::Ping(bytes),
+            },
+            Ok(Message::Pong(bytes)) => Input::Frame {
+                conn,
+                frame: Frame::Pong(bytes),
+            },
             Ok(Message::Close(frame)) => {
                 // tungstenite queues the echo; reading on sends it and ends the stream.
                 closed = true;
@@ -137,7 +219,7 @@ where
                     Some(f) => (Some(CloseCode(f.code.into())), f.reason.to_string()),
                     None => (None, String::new()),
                 };
-                FromConn::PeerClosed(conn, code, reason)
+                Input::PeerClosed { conn, code, reason }
             }
             Ok(Message::Frame(_)) => continue,
             Err(error) => {
@@ -157,34 +239,46 @@ where
 }
 
 /// The stream ended without a close frame: 1006, as RFC 6455 (7.1.5) names it.
-fn vanished(conn: ConnId) -> FromConn {
+fn vanished(conn: ConnId) -> Input {
     let reason = "connection closed without a close frame".to_owned();
-    FromConn::PeerClosed(conn, Some(CloseCode::ABNORMAL), reason)
+    Input::PeerClosed {
+        conn,
+        code: Some(CloseCode::ABNORMAL),
+        reason,
+    }
 }
 
-fn violation(conn: ConnId, code: CloseCode, reason: &str) -> FromConn {
-    FromConn::Violation(conn, code, reason.to_owned())
+fn violation(conn: ConnId, code: CloseCode, reason: impl Into<String>) -> Input {
+    Input::Violation {
+        conn,
+        code,
+        reason: reason.into(),
+    }
 }
 
 /// What a read error means for the connection: the peer broke the protocol (a close code
 /// for it), the stream ended, or the transport failed.
-fn classify(conn: ConnId, error: tungstenite::Error) -> FromConn {
+fn classify(conn: ConnId, error: tungstenite::Error) -> Input {
     use tungstenite::Error as E;
     match error {
-        E::Capacity(CapacityError::MessageTooLong { max_size, .. }) => FromConn::Violation(
+        E::Capacity(CapacityError::MessageTooLong { max_size, .. }) => violation(
             conn,
             CloseCode::TOO_BIG,
             format!("message too big (limit {max_size} bytes)"),
         ),
-        E::Capacity(e) => FromConn::Violation(conn, CloseCode::TOO_BIG, e.to_string()),
+        E::Capacity(e) => violation(conn, CloseCode::TOO_BIG, e.to_string()),
         E::Utf8(_) => violation(conn, CloseCode::INVALID_PAYLOAD, "text is not UTF-8"),
         E::Protocol(ProtocolError::ResetWithoutClosingHandshake)
         | E::ConnectionClosed
         | E::AlreadyClosed => vanished(conn),
-        E::Protocol(e) => FromConn::Violation(conn, CloseCode::PROTOCOL_ERROR, e.to_string()),
+        E::Protocol(e) => violation(conn, CloseCode::PROTOCOL_ERROR, e.to_string()),
         E::AttackAttempt => violation(conn, CloseCode::POLICY, "attack attempt"),
-        e => FromConn::TransportError(conn, e.to_string()),
+        e => transport_error(conn, e.to_string()),
     }
+}
+
+fn transport_error(conn: ConnId, error: String) -> Input {
+    Input::TransportError { conn, error }
 }
 
 /// The frame as tungstenite sends it; the bytes are shared, not copied.
@@ -205,21 +299,30 @@ fn to_message(frame: Frame) -> Message {
     }
 }
 
+/// How the writer reports to the hub.
+struct ToHub<'a> {
+    conn: ConnId,
+    inbound: &'a Sender<Input>,
+    control: &'a Sender<Control>,
+}
+
 /// Writes what the hub hands out, in bursts with one flush, and reports each burst written.
-#[allow(clippy::too_many_arguments)]
 async fn write<R, S>(
     rt: &R,
     sender: &mut WebSocketSender<S>,
-    conn: ConnId,
     commands: &mut WriterRx,
-    inbound: &Sender<FromConn>,
-    control: &Sender<Control>,
+    to_hub: ToHub<'_>,
     options: ConnOptions,
     reader_ended: &AtomicBool,
 ) where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let ToHub {
+        conn,
+        inbound,
+        control,
+    } = to_hub;
     // Commands taken off the channel while a write was stuck, in order.
     let mut held: VecDeque<WriterCmd> = VecDeque::new();
     let linger = |until: Instant| async move {
@@ -263,9 +366,13 @@ async fn write<R, S>(
         if !burst.is_empty() {
             let frames = burst.len();
             let sender = &mut *sender;
+            // Frames the socket has taken so far: the write timeout counts from the last.
+            let progress = AtomicUsize::new(0);
+            let progress = &progress;
             let mut writing = pin!(async move {
                 for message in burst {
                     sender.feed(message).await?;
+                    progress.fetch_add(1, Ordering::Relaxed);
                 }
                 sender.flush().await
             });
@@ -274,10 +381,17 @@ async fn write<R, S>(
                 TimedOut,
                 Closing(CloseCode, String),
             }
-            let sleep = rt.sleep_until(Instant::now() + options.write_timeout);
+            // Stalled: a whole `write_timeout` in which the socket took not one frame.
             let timeout = async {
-                sleep.await;
-                Wrote::TimedOut
+                let mut seen = 0;
+                loop {
+                    rt.sleep_until(Instant::now() + options.write_timeout).await;
+                    let now = progress.load(Ordering::Relaxed);
+                    if now == seen {
+                        return Wrote::TimedOut;
+                    }
+                    seen = now;
+                }
             };
             // While a write is stuck, the hub may give up on this peer (a slow consumer):
             // notice its close rather than wait out the write timeout.
@@ -302,14 +416,18 @@ async fn write<R, S>(
                     let _ = control.send(Control::Written(conn, frames)).await;
                 }
                 Wrote::Done(Err(e)) => {
-                    let _ = inbound
-                        .send(FromConn::TransportError(conn, e.to_string()))
-                        .await;
+                    let _ = inbound.send(transport_error(conn, e.to_string())).await;
                     return;
                 }
                 Wrote::TimedOut => {
-                    let error = format!("write timed out after {:?}", options.write_timeout);
-                    let _ = inbound.send(FromConn::TransportError(conn, error)).await;
+                    // A reader that takes nothing is a slow consumer: closed with 4000 (the
+                    // close frame cannot be written, so the socket is dropped).
+                    let reason = format!(
+                        "the socket took nothing for {} ms: the client reads too slowly",
+                        options.write_timeout.as_millis()
+                    );
+                    let stalled = violation(conn, CloseCode::SLOW_CONSUMER, reason);
+                    let _ = inbound.send(stalled).await;
                     return;
                 }
                 Wrote::Closing(code, reason) => {

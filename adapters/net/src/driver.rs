@@ -1,9 +1,10 @@
 //! The hub task: the one owner of the [`Hub`]. It runs the sans-IO loop
 //! `select(connection input, application command, timer) → hub → drain outputs → rearm`.
 //!
-//! Connection tasks send what they read over a bounded channel (a full channel stops their
-//! reading, so TCP pushes back on a flooding peer) and their write reports over an unbounded
-//! one (bounded in practice by the core's `write_window`). Handles send commands as closures
+//! Connection tasks send the hub's [`Input`] for what they read over a bounded channel (a full
+//! channel stops their reading, so TCP pushes back on a flooding peer) and their write reports
+//! over an unbounded one (bounded in practice by the core's `write_window`). The hub's
+//! [`Output::PauseReading`] closes a connection's reading gate until `ResumeReading`. Handles send commands as closures
 //! over the [`Driver`], so each handle method is a few lines and the hub has one owner.
 //! Outputs go to each connection's writer channel, to the router task, to a connection's
 //! inbox for [`Handle::receive`](crate::Handle::receive), or to whoever awaits an ack.
@@ -18,22 +19,16 @@ use event_listener::EventListener;
 use futures_lite::future::or;
 use futures_lite::FutureExt;
 use tidings_core::{
-    AckId, AckOutcome, CloseCode, ConnId, ConnectionInfo, Event, Frame, Hub, Input, Output, Payload,
+    AckId, AckOutcome, CloseCode, ConnId, ConnectionInfo, Delivery, Event, Frame, Hub, Input,
+    Message, Output, Payload, Target,
 };
 
+use crate::conn::ReadGate;
 use crate::router::{RouterEvent, Routes};
 use crate::Runtime;
 
 /// A command from a handle: runs on the hub task with the driver and the current time.
 pub(crate) type Command = Box<dyn FnOnce(&mut Driver, Instant) + Send>;
-
-/// What a connection's reader (or a failing writer) tells the hub, in the order it happened.
-pub(crate) enum FromConn {
-    Frame(ConnId, Frame),
-    Violation(ConnId, CloseCode, String),
-    PeerClosed(ConnId, Option<CloseCode>, String),
-    TransportError(ConnId, String),
-}
 
 /// What must reach the hub even while it does not read connection input.
 pub(crate) enum Control {
@@ -76,7 +71,7 @@ pub struct Incoming {
 /// until the router catches up: a slow handler slows the peers, never grows memory.
 const ROUTER_BACKLOG: usize = 1024;
 /// Inputs handled per wake-up before outputs are drained.
-const BURST: usize = 256;
+pub(crate) const BURST: usize = 256;
 
 /// The router task's end of the hub: which events it takes and how to reach it.
 pub(crate) struct RouterLink {
@@ -85,12 +80,39 @@ pub(crate) struct RouterLink {
     pub room: Arc<event_listener::Event>,
 }
 
+/// A connection's ends on the hub task: its writer channel and its reading gate.
+struct ConnSlot {
+    conn: ConnId,
+    writer: WriterTx,
+    gate: Arc<ReadGate>,
+}
+
+/// What [`Driver::open`] gives the connection task.
+pub(crate) struct Opened {
+    pub conn: ConnId,
+    pub commands: WriterRx,
+    pub gate: Arc<ReadGate>,
+}
+
+/// Where the outcome of a publish that waits for room is sent.
+pub(crate) type Answer = Sender<Result<Delivery, tidings_core::Error>>;
+
+/// An application publish waiting for room (see [`Hub::can_take`]).
+struct Waiting {
+    target: Target,
+    message: Message,
+    answer: Answer,
+}
+
 /// The hub and the tables that connect its outputs to tasks.
 pub(crate) struct Driver {
     pub hub: Hub,
-    /// Writer channels by the connection's slab slot: one indexed load per transmitted
-    /// frame, not a hash (this is the fan-out path).
-    writers: Vec<Option<(ConnId, WriterTx)>>,
+    /// Connections by their slab slot: one indexed load per transmitted frame, not a hash
+    /// (this is the fan-out path).
+    slots: Vec<Option<ConnSlot>>,
+    /// Application publishes waiting for room, in the order they were made: one that waits
+    /// holds back those behind it, so a handle's publishes keep their order.
+    waiting: std::collections::VecDeque<Waiting>,
     inboxes: HashMap<ConnId, (Sender<Incoming>, Receiver<Incoming>)>,
     inbox_limit: usize,
     acks: HashMap<(ConnId, AckId), Sender<AckOutcome>>,
@@ -105,7 +127,8 @@ impl Driver {
     pub fn new(hub: Hub, inbox_limit: usize, router: Option<RouterLink>) -> Self {
         Driver {
             hub,
-            writers: Vec::new(),
+            slots: Vec::new(),
+            waiting: std::collections::VecDeque::new(),
             inboxes: HashMap::new(),
             inbox_limit,
             acks: HashMap::new(),
@@ -116,20 +139,68 @@ impl Driver {
         }
     }
 
-    /// Opens a connection in the hub and gives it a writer channel.
+    /// Opens a connection in the hub and gives it a writer channel and a reading gate.
     pub fn open(
         &mut self,
         now: Instant,
         info: ConnectionInfo,
-    ) -> Result<(ConnId, WriterRx), tidings_core::Error> {
+    ) -> Result<Opened, tidings_core::Error> {
         let conn = self.hub.open(now, info)?;
-        let (tx, rx) = futures_channel::mpsc::unbounded();
-        let slot = conn.index();
-        if self.writers.len() <= slot {
-            self.writers.resize_with(slot + 1, || None);
+        let (writer, commands) = futures_channel::mpsc::unbounded();
+        let gate = Arc::new(ReadGate::default());
+        let index = conn.index();
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, || None);
         }
-        self.writers[slot] = Some((conn, tx));
-        Ok((conn, rx))
+        self.slots[index] = Some(ConnSlot {
+            conn,
+            writer,
+            gate: gate.clone(),
+        });
+        Ok(Opened {
+            conn,
+            commands,
+            gate,
+        })
+    }
+
+    /// Publishes `message` to `target` once no recipient is behind, answering on `answer`.
+    pub fn publish_when_room(
+        &mut self,
+        now: Instant,
+        target: Target,
+        message: Message,
+        answer: Answer,
+    ) {
+        self.waiting.push_back(Waiting {
+            target,
+            message,
+            answer,
+        });
+        self.publish_waiting(now);
+    }
+
+    /// Publishes the waiting publishes that have room now, in order.
+    fn publish_waiting(&mut self, now: Instant) {
+        while let Some(first) = self.waiting.front() {
+            if !self.hub.can_take(&first.target) {
+                return;
+            }
+            let Some(w) = self.waiting.pop_front() else {
+                return;
+            };
+            let _ = w
+                .answer
+                .try_send(self.hub.publish(now, w.target, w.message));
+        }
+    }
+
+    /// The live slot of `conn`: a slot reused by a newer connection holds another id.
+    fn slot(&self, conn: ConnId) -> Option<&ConnSlot> {
+        self.slots
+            .get(conn.index())
+            .and_then(Option::as_ref)
+            .filter(|s| s.conn == conn)
     }
 
     /// The inbox of an open connection, created on first use.
@@ -162,16 +233,6 @@ impl Driver {
         rx
     }
 
-    fn handle_conn(&mut self, now: Instant, input: FromConn) {
-        let input = match input {
-            FromConn::Frame(conn, frame) => Input::Frame { conn, frame },
-            FromConn::Violation(conn, code, reason) => Input::Violation { conn, code, reason },
-            FromConn::PeerClosed(conn, code, reason) => Input::PeerClosed { conn, code, reason },
-            FromConn::TransportError(conn, error) => Input::TransportError { conn, error },
-        };
-        self.hub.handle(now, input);
-    }
-
     fn handle_control(&mut self, now: Instant, control: Control) {
         match control {
             Control::Written(conn, frames) => self.hub.handle(now, Input::Written { conn, frames }),
@@ -179,8 +240,16 @@ impl Driver {
         }
     }
 
-    /// Routes every pending output of the hub.
+    /// Routes every pending output of the hub, then publishes what waited for room.
     pub fn drain(&mut self, now: Instant) {
+        self.route_outputs(now);
+        if !self.waiting.is_empty() {
+            self.publish_waiting(now);
+            self.route_outputs(now);
+        }
+    }
+
+    fn route_outputs(&mut self, now: Instant) {
         while let Some(output) = self.hub.poll_output() {
             match output {
                 Output::Transmit { conn, frame } => {
@@ -188,6 +257,16 @@ impl Driver {
                 }
                 Output::Close { conn, code, reason } => {
                     self.send_to_writer(conn, WriterCmd::Close(code, reason));
+                }
+                Output::PauseReading { conn } => {
+                    if let Some(slot) = self.slot(conn) {
+                        slot.gate.pause();
+                    }
+                }
+                Output::ResumeReading { conn } => {
+                    if let Some(slot) = self.slot(conn) {
+                        slot.gate.resume();
+                    }
                 }
                 Output::Event(event) => self.on_event(now, event),
                 // `Output::Cluster`: no backplane is attached yet, so a single node has
@@ -198,12 +277,9 @@ impl Driver {
     }
 
     fn send_to_writer(&self, conn: ConnId, cmd: WriterCmd) {
-        // A slot reused by a newer connection holds another id: nothing is sent there.
-        if let Some(Some((owner, writer))) = self.writers.get(conn.index()) {
-            if *owner == conn {
-                // Unbounded: never full. Closed only once the connection task has ended.
-                let _ = writer.unbounded_send(cmd);
-            }
+        if let Some(slot) = self.slot(conn) {
+            // Unbounded: never full. Closed only once the connection task has ended.
+            let _ = slot.writer.unbounded_send(cmd);
         }
     }
 
@@ -237,10 +313,12 @@ impl Driver {
                 conn, code, reason, ..
             } => {
                 // Dropping the senders ends the writer (after what it holds) and the inbox
-                // (after what it holds).
-                if let Some(slot) = self.writers.get_mut(conn.index()) {
-                    if slot.as_ref().is_some_and(|(owner, _)| *owner == conn) {
-                        *slot = None;
+                // (after what it holds). The gate opens, so a paused reader sees its end.
+                if let Some(slot) = self.slots.get_mut(conn.index()) {
+                    if slot.as_ref().is_some_and(|s| s.conn == conn) {
+                        if let Some(s) = slot.take() {
+                            s.gate.resume();
+                        }
                     }
                 }
                 self.inboxes.remove(&conn);
@@ -324,12 +402,12 @@ impl Driver {
 pub(crate) async fn run<R: Runtime>(
     rt: R,
     mut driver: Driver,
-    inbound: Receiver<FromConn>,
+    inbound: Receiver<Input>,
     control: Receiver<Control>,
 ) {
     enum Wake {
         Control(Option<Control>),
-        Conn(Option<FromConn>),
+        Conn(Option<Input>),
         Timer,
         RouterRoom,
     }
@@ -381,9 +459,9 @@ pub(crate) async fn run<R: Runtime>(
             }
             Wake::Conn(None) => return,
             Wake::Conn(Some(first)) => {
-                driver.handle_conn(now, first);
+                driver.hub.handle(now, first);
                 for next in std::iter::from_fn(|| inbound.try_recv().ok()).take(BURST) {
-                    driver.handle_conn(now, next);
+                    driver.hub.handle(now, next);
                 }
             }
             Wake::Timer => driver.hub.handle_timeout(now),

@@ -14,11 +14,12 @@ use futures_lite::future::or;
 use futures_lite::{AsyncRead, AsyncWrite};
 use serde::Serialize;
 use tidings_core::{
-    AckOutcome, CloseCode, ConnId, ConnectionInfo, Counters, Delivery, Message, Payload, Target,
+    AckOutcome, CloseCode, ConnId, ConnectionInfo, Counters, Delivery, Input, Message, Payload,
+    Target,
 };
 
-use crate::conn::{self, ConnOptions, TaskCount};
-use crate::driver::{Command, Control, Driver, FromConn, Incoming};
+use crate::conn::{self, ConnEnds, ConnOptions, TaskCount};
+use crate::driver::{Answer, Command, Control, Driver, Incoming};
 use crate::{Error, Result, Runtime};
 
 /// A clonable, thread-safe handle to a running hub. See the crate docs for an example.
@@ -46,7 +47,7 @@ impl<R: Runtime> std::fmt::Debug for Handle<R> {
 pub(crate) struct Inner<R> {
     pub rt: R,
     pub control: Sender<Control>,
-    pub inbound: Sender<FromConn>,
+    pub inbound: Sender<Input>,
     pub options: ConnOptions,
     pub close_grace: Duration,
     pub tasks: Arc<TaskCount>,
@@ -100,7 +101,38 @@ impl<R: Runtime> Handle<R> {
 
     /// Publishes `message` to `target` (a room, a namespace, everyone, one connection,
     /// optionally all except one). The payload is encoded once for every recipient.
+    ///
+    /// Waits for room: while a recipient's queue is behind (past `Config::max_queue_frames`
+    /// or `max_queue_bytes`, until it drains to half), the publish waits, and publishes made
+    /// after it wait behind it. A recipient that stays behind is cut after
+    /// `Config::slow_consumer_timeout`, so the wait is bounded. A burst published this way
+    /// reaches every reader that reads; use [`Handle::try_publish`] not to wait.
     pub async fn publish(&self, target: Target, message: Message) -> Result<Delivery> {
+        self.when_room(move |d, now, answer| d.publish_when_room(now, target, message, answer))
+            .await
+    }
+
+    /// Runs `f` on the hub task with where to answer, and awaits the answer: a publish that
+    /// waits for room answers once it is made.
+    async fn when_room(
+        &self,
+        f: impl FnOnce(&mut Driver, Instant, Answer) + Send + 'static,
+    ) -> Result<Delivery> {
+        let answer = self
+            .call(move |d, now| {
+                let (tx, rx) = async_channel::bounded(1);
+                f(d, now, tx);
+                rx
+            })
+            .await?;
+        Ok(answer.recv().await.map_err(|_| Error::Stopped)??)
+    }
+
+    /// Publishes `message` to `target` now, without waiting for room. A recipient whose
+    /// queue is behind still gets it, up to twice its bound; past that the report lists it
+    /// as refused or disconnected (`Config::slow_consumer`), and volatile messages are
+    /// dropped for a queue past its bound (see [`Delivery`]).
+    pub async fn try_publish(&self, target: Target, message: Message) -> Result<Delivery> {
         self.hub(move |hub, now| hub.publish(now, target, message))
             .await
     }
@@ -115,9 +147,19 @@ impl<R: Runtime> Handle<R> {
         self.publish(Target::all(), message).await
     }
 
-    /// Sends `message` to one connection.
+    /// Sends `message` to one connection, waiting for room as [`Handle::publish`] does.
     pub async fn emit(&self, conn: ConnId, message: Message) -> Result<Delivery> {
-        self.hub(move |hub, now| hub.emit(now, conn, message)).await
+        self.when_room(move |d, now, answer| match d.hub.is_connected(conn) {
+            true => d.publish_when_room(now, Target::conn(conn), message, answer),
+            false => {
+                let gone = match d.hub.queue_depth(conn) {
+                    Some(_) => tidings_core::Error::Closing(conn),
+                    None => tidings_core::Error::UnknownConnection(conn),
+                };
+                let _ = answer.try_send(Err(gone));
+            }
+        })
+        .await
     }
 
     /// Sends `message` to one connection, asks it to acknowledge, and returns its answer:
@@ -349,21 +391,25 @@ impl<R: Runtime> Handle<R> {
         meta: Vec<(String, serde_json::Value)>,
         authenticated: bool,
     ) -> Result<Admitted> {
-        let (conn, writer) = self
+        let opened = self
             .call(move |d, now| {
-                let (conn, writer) = d.open(now, info)?;
+                let opened = d.open(now, info)?;
                 for (key, value) in meta {
-                    d.hub.set_meta(conn, &key, value)?;
+                    d.hub.set_meta(opened.conn, &key, value)?;
                 }
                 if authenticated {
-                    d.hub.authenticate(conn)?;
+                    d.hub.authenticate(opened.conn)?;
                 }
-                Ok::<_, tidings_core::Error>((conn, writer))
+                Ok::<_, tidings_core::Error>(opened)
             })
             .await??;
         Ok(Admitted {
-            conn,
-            writer,
+            conn: opened.conn,
+            ends: ConnEnds::new(
+                opened,
+                self.inner.inbound.clone(),
+                self.inner.control.clone(),
+            ),
             guard: self.inner.tasks.enter(),
         })
     }
@@ -388,14 +434,10 @@ impl<R: Runtime> Handle<R> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let inner = &self.inner;
         conn::run(
-            inner.rt.clone(),
+            self.inner.rt.clone(),
             ws,
-            admitted.conn,
-            admitted.writer,
-            inner.inbound.clone(),
-            inner.control.clone(),
+            admitted.ends,
             options,
             admitted.guard,
         )
@@ -406,7 +448,10 @@ impl<R: Runtime> Handle<R> {
         let _ = self
             .inner
             .inbound
-            .send(FromConn::TransportError(admitted.conn, error))
+            .send(Input::TransportError {
+                conn: admitted.conn,
+                error,
+            })
             .await;
     }
 
@@ -462,6 +507,6 @@ impl<R: Runtime> Handle<R> {
 /// A connection the hub has opened, waiting for its socket.
 pub(crate) struct Admitted {
     pub conn: ConnId,
-    writer: crate::driver::WriterRx,
+    ends: ConnEnds,
     guard: conn::TaskGuard,
 }

@@ -353,7 +353,9 @@ impl<R: Runtime> Builder<R> {
         }
         let close_grace = self.config.close_grace;
         let hub = tidings_core::Hub::new(self.config)?;
-        let (inbound_tx, inbound_rx) = async_channel::bounded(1024);
+        // What connection tasks have read and the hub has not handled: a client paused by
+        // flow control may still have this much on its way, so it stays small (one burst).
+        let (inbound_tx, inbound_rx) = async_channel::bounded(driver::BURST);
         let (control_tx, control_rx) = async_channel::unbounded();
         let handle = Handle::new(Inner {
             rt: self.rt.clone(),

@@ -19,13 +19,14 @@ use tungstenite::Message as Ws;
 use crate::{Builder, Client, ClientBuilder, ClientEvent, Runtime, Server};
 
 pub mod cases;
+pub mod flow;
 pub mod hostile;
 
 /// Generates one `#[test]` per case of the suite for a runtime.
 #[macro_export]
 macro_rules! loopback_suite {
     ($runtime:expr, $block_on:path) => {
-        $crate::loopback_suite!(@cases $runtime, $block_on;
+        $crate::loopback_suite!(@in cases $runtime, $block_on;
             handle_publishes_to_rooms_namespaces_and_all_but_one,
             handle_manages_connections_names_and_metadata,
             handle_receives_unrouted_messages_with_timeout_and_cancellation,
@@ -47,7 +48,11 @@ macro_rules! loopback_suite {
             a_slow_router_stops_the_reading_of_sockets,
             handler_context_namespaces_and_client_details,
         );
-        $crate::loopback_suite!(@hostile $runtime, $block_on;
+        $crate::loopback_suite!(@in flow $runtime, $block_on;
+            a_burst_is_pushed_back_to_its_publisher_and_only_the_stalled_reader_is_cut,
+            an_application_publish_waits_for_room,
+        );
+        $crate::loopback_suite!(@in hostile $runtime, $block_on;
             protocol_violations_close_with_1002,
             bad_close_frames_get_1002_and_good_ones_an_echo,
             oversized_and_endless_messages_close_with_1009,
@@ -66,26 +71,14 @@ macro_rules! loopback_suite {
         );
         $crate::__loopback_tls_cases!($runtime, $block_on);
     };
-    (@hostile $runtime:expr, $block_on:path; $($case:ident),* $(,)?) => {
+    (@in $module:ident $runtime:expr, $block_on:path; $($case:ident),* $(,)?) => {
         $(
             #[test]
             fn $case() {
                 let rt = $runtime;
                 $block_on($crate::testkit::with_deadline(
                     rt.clone(),
-                    $crate::testkit::hostile::$case(rt),
-                ));
-            }
-        )*
-    };
-    (@cases $runtime:expr, $block_on:path; $($case:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $case() {
-                let rt = $runtime;
-                $block_on($crate::testkit::with_deadline(
-                    rt.clone(),
-                    $crate::testkit::cases::$case(rt),
+                    $crate::testkit::$module::$case(rt),
                 ));
             }
         )*
@@ -99,7 +92,7 @@ macro_rules! loopback_suite {
 #[macro_export]
 macro_rules! __loopback_tls_cases {
     ($runtime:expr, $block_on:path) => {
-        $crate::loopback_suite!(@cases $runtime, $block_on;
+        $crate::loopback_suite!(@in cases $runtime, $block_on;
             tls_serves_wss_to_our_client_and_tungstenite,
         );
     };

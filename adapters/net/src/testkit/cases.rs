@@ -629,6 +629,7 @@ pub async fn client_that_stops_reading_is_cut_while_others_get_everything<R: Run
     let config = Config::default()
         .max_queue_frames(64)
         .max_queue_bytes(512 * 1024)
+        .slow_consumer_timeout(Duration::from_millis(500))
         .write_window(16);
     let (closes_tx, closes) = async_channel::unbounded();
     let router = Router::new().on_disconnect(move |d| {
@@ -655,7 +656,7 @@ pub async fn client_that_stops_reading_is_cut_while_others_get_everything<R: Run
         let filler = "x".repeat(size);
         for n in 0..count {
             let message = Message::json("item", json!({"n": n, "pad": filler}));
-            // The slow reader's share shows as a disconnect in one of these reports.
+            // Waits for room while the slow reader is behind, until it is cut.
             let _ = handle.to_room("feed", message).await.expect("publish");
             if n % 8 == 0 {
                 sleep(&rt, Duration::from_millis(1)).await;
