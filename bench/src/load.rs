@@ -2,9 +2,11 @@
 //! other core is the server's.
 //!
 //! - `fanout`: S subscribers in one room; a publisher sends M messages of P bytes, each
-//!   carrying its sequence number and send time. At most `window` messages are in flight
-//!   (published and not yet delivered to everyone), so neither server's queues grow without
-//!   bound; a `rate` paces the publisher below saturation.
+//!   carrying its sequence number and send time. By default it is open-loop, as a real
+//!   publisher is: it sends as fast as its socket takes them and never waits for deliveries
+//!   (a closed loop keeps the server's queues short and hides what a burst does). With a
+//!   `window`, at most that many messages are in flight (published and not yet delivered to
+//!   everyone); a `rate` paces the publisher below saturation.
 //! - `idle`: C connections open and (on tidings) subscribed, then silent; the server's memory
 //!   and CPU are what is measured. Client sockets are bound round-robin to 127.0.0.2 and up,
 //!   so more than one address's ephemeral ports are available.
@@ -108,7 +110,7 @@ pub struct Fanout {
     pub messages: usize,
     /// Payload bytes of each message.
     pub size: usize,
-    /// Messages in flight at most.
+    /// Messages in flight at most; 0 for none (open loop).
     pub window: usize,
     /// Messages per second, or 0 for as fast as the window allows.
     pub rate: u64,
@@ -247,7 +249,10 @@ async fn fanout_on(ex: &LocalExecutor<'_>, target: &Target, w: Fanout) -> io::Re
     let start = Instant::now();
     let subscribers = w.subscribers as u64;
     for seq in 0..w.messages {
-        let allowed = seq.saturating_sub(w.window) as u64 * subscribers;
+        let allowed = match w.window {
+            0 => 0, // open loop: never wait for deliveries
+            window => seq.saturating_sub(window) as u64 * subscribers,
+        };
         let mut waited = Instant::now();
         let mut seen = tally.delivered.get();
         while tally.delivered.get() < allowed {

@@ -1,18 +1,18 @@
 //! `tidings-bench`: the end-to-end benchmarks of BENCHMARKS.md.
 //!
 //! ```text
-//! tidings-bench fanout [--servers bare,smol,async-std] [--runs 5] [--subscribers 1000]
-//!                      [--messages 2000] [--size 128] [--window 256] [--rate 0] [--sources 8]
-//! tidings-bench idle   [--servers bare,smol,async-std] [--runs 3] [--connections 10000]
+//! tidings-bench fanout [--servers tokio,bare,smol,async-std] [--runs 5] [--subscribers 1000]
+//!                      [--messages 2000] [--size 128] [--window 0] [--rate 0] [--sources 8]
+//! tidings-bench idle   [--servers tokio,bare,smol,async-std] [--runs 3] [--connections 10000]
 //!                      [--sources 16] [--settle 2] [--hold 10]
-//! tidings-bench server --kind bare|smol|async-std [--listen 127.0.0.1:0]
+//! tidings-bench server --kind tokio|bare|smol|async-std [--listen 127.0.0.1:0]
 //! ```
 //!
 //! Each run starts a fresh server process (`server`), drives it from this process, reads
 //! the server's CPU time and memory from `/proc`, and stops it. Runs of the servers are
 //! interleaved, so a drift in the machine's speed touches all of them alike. The results are
-//! printed as Markdown tables: medians with the min–max over runs, and ratios to the bare
-//! baseline.
+//! printed as Markdown tables: medians with the min–max over runs, and ratios to each
+//! baseline taken run by run.
 
 mod load;
 mod procfs;
@@ -65,14 +65,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     let idle = command == "idle";
     let mut o = Options {
-        servers: vec![Kind::Bare, Kind::Smol, Kind::AsyncStd],
+        servers: vec![Kind::Tokio, Kind::Bare, Kind::Smol, Kind::AsyncStd],
         runs: if idle { 3 } else { 5 },
         sources: if idle { 16 } else { 8 },
         fanout: Fanout {
             subscribers: 1000,
             messages: 2000,
             size: 128,
-            window: 256,
+            window: 0,
             rate: 0,
         },
         connections: 10_000,
@@ -238,42 +238,61 @@ fn fanout(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             });
         }
     }
-    println!("| server | deliveries/s | time to last delivery (s) | p50 (µs) | p99 (µs) | p99.9 (µs) | received = expected | server CPU (s) | server peak RSS (MiB) |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    let mut medians = Vec::new();
+    println!("| server | deliveries/s | time to last delivery (s) | p50 (µs) | p99 (µs) | p99.9 (µs) | received = expected | server CPU (s) | CPU per delivery (µs) | server peak RSS (MiB) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (kind, runs) in o.servers.iter().zip(&runs) {
         let of =
             |f: &dyn Fn(&FanoutRun) -> f64| Spread::of(&runs.iter().map(f).collect::<Vec<_>>());
-        let rate = of(&|r| r.result.rate());
-        let p99 = of(&|r| r.result.p99_us);
         let complete = runs
             .iter()
             .filter(|r| r.result.received == r.result.expected)
             .count();
         println!(
-            "| {kind} | {} | {} | {} | {} | {} | {complete} of {} runs | {} | {} |",
-            rate.show(0),
+            "| {kind} | {} | {} | {} | {} | {} | {complete} of {} runs | {} | {} | {} |",
+            of(&|r| r.result.rate()).show(0),
             of(&|r| r.result.elapsed.as_secs_f64()).show(3),
             of(&|r| r.result.p50_us).show(0),
-            p99.show(0),
+            of(&|r| r.result.p99_us).show(0),
             of(&|r| r.result.p999_us).show(0),
             runs.len(),
             of(&|r| r.cpu_seconds).show(2),
+            of(&FanoutRun::cpu_per_delivery_us).show(3),
             of(&|r| r.peak_rss_kib as f64 / 1024.0).show(1),
         );
-        medians.push((*kind, rate.median, p99.median));
     }
-    if let Some(&(_, bare_rate, bare_p99)) = medians.iter().find(|m| m.0 == Kind::Bare) {
-        println!();
-        for &(kind, rate, p99) in medians.iter().filter(|m| m.0 != Kind::Bare) {
+    // Ratios are taken run by run (each tidings run against the baseline run beside it),
+    // then summarised: a drift of the machine between runs touches both sides of a ratio.
+    let index = |k: Kind| o.servers.iter().position(|&s| s == k);
+    for baseline in [Kind::Tokio, Kind::Bare] {
+        let Some(b) = index(baseline) else { continue };
+        println!("\nAgainst the {baseline} baseline (median of per-run ratios, min–max):\n");
+        println!("| server | deliveries/s | CPU per delivery | p99 |");
+        println!("|---|---|---|---|");
+        for (i, kind) in o.servers.iter().enumerate().filter(|(_, k)| k.is_tidings()) {
+            let ratio = |f: &dyn Fn(&FanoutRun) -> f64| {
+                let r: Vec<f64> = runs[i]
+                    .iter()
+                    .zip(&runs[b])
+                    .map(|(t, b)| f(t) / f(b))
+                    .collect();
+                Spread::of(&r).show(2)
+            };
             println!(
-                "{kind}: {:.2}× the baseline's deliveries/s, p99 {:.2}× the baseline's",
-                rate / bare_rate,
-                p99 / bare_p99
+                "| {kind} | {}× | {}× | {}× |",
+                ratio(&|r| r.result.rate()),
+                ratio(&FanoutRun::cpu_per_delivery_us),
+                ratio(&|r| r.result.p99_us),
             );
         }
     }
     Ok(())
+}
+
+impl FanoutRun {
+    /// The server's CPU time per delivery that arrived, in microseconds.
+    fn cpu_per_delivery_us(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.result.received.max(1) as f64
+    }
 }
 
 /// One idle run's readings of the server.

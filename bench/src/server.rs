@@ -1,11 +1,16 @@
 //! The servers under test, each run in a child process of its own so that its CPU time and
 //! memory can be read from `/proc` apart from the load generator's: tidings on smol, tidings
-//! on async-std, and the bare baseline.
+//! on async-std, and two bare baselines.
 //!
-//! The baseline is what a broadcast server looks like with async-tungstenite and nothing
-//! else: every text message goes to every other socket through an unbounded channel per
-//! connection; no rooms, no acks, no bounds, no heartbeats. Its writer flushes once per
-//! burst, as tidings' does, so the comparison is not won by a naive flush per message.
+//! The baselines are what a broadcast server looks like with tungstenite and nothing else:
+//! no rooms, no acks, no bounds, no heartbeats. Their writers flush once per burst, as
+//! tidings' does, so the comparison is not won by a naive flush per message.
+//! - `bare`: async-tungstenite on smol; every text message goes to every other socket
+//!   through an unbounded channel per connection.
+//! - `tokio`: tokio-tungstenite on tokio's multi-threaded runtime (a worker per core); one
+//!   `tokio::sync::broadcast` channel, each connection's writer reading it with its own
+//!   cursor, and a 4 KiB read buffer. This is the one to beat: it uses every core and its
+//!   fan-out is a shared log, not a push per recipient.
 
 use std::fmt;
 use std::io::{self, BufRead};
@@ -24,6 +29,8 @@ use tungstenite::Message;
 pub enum Kind {
     /// async-tungstenite on smol, nothing more.
     Bare,
+    /// tokio-tungstenite on tokio's multi-threaded runtime, one broadcast channel.
+    Tokio,
     /// tidings on smol.
     Smol,
     /// tidings on async-std.
@@ -33,7 +40,7 @@ pub enum Kind {
 impl Kind {
     /// Whether the server speaks the tidings protocol (subscribe, publish envelopes).
     pub fn is_tidings(self) -> bool {
-        self != Kind::Bare
+        matches!(self, Kind::Smol | Kind::AsyncStd)
     }
 }
 
@@ -41,6 +48,7 @@ impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Kind::Bare => "bare",
+            Kind::Tokio => "tokio",
             Kind::Smol => "smol",
             Kind::AsyncStd => "async-std",
         })
@@ -53,9 +61,12 @@ impl FromStr for Kind {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "bare" => Ok(Kind::Bare),
+            "tokio" => Ok(Kind::Tokio),
             "smol" => Ok(Kind::Smol),
             "async-std" => Ok(Kind::AsyncStd),
-            other => Err(format!("unknown server {other:?} (bare, smol, async-std)")),
+            other => Err(format!(
+                "unknown server {other:?} (bare, tokio, smol, async-std)"
+            )),
         }
     }
 }
@@ -93,6 +104,7 @@ pub fn run(kind: Kind, listen: &str) -> io::Result<()> {
             })
             .await
         }),
+        Kind::Tokio => tokio_baseline::run(listen),
     }
 }
 
@@ -178,4 +190,77 @@ fn lock(peers: &Peers) -> std::sync::MutexGuard<'_, slab::Slab<Sender<Message>>>
     peers
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The multi-threaded baseline.
+mod tokio_baseline {
+    use std::io;
+
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::sync::broadcast::{self, error::RecvError};
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    use tokio_tungstenite::tungstenite::Message;
+
+    /// Messages the broadcast channel holds: a reader further behind loses messages (the
+    /// load generator then counts them missing), so it is deeper than any burst measured.
+    const CAPACITY: usize = 1 << 16;
+
+    pub fn run(listen: &str) -> io::Result<()> {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_io()
+            .build()?;
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            super::announce(&format!("ws://{}/ws", listener.local_addr()?));
+            let (tx, _) = broadcast::channel::<Message>(CAPACITY);
+            let accept = async {
+                loop {
+                    let (stream, _) = listener.accept().await?;
+                    stream.set_nodelay(true)?;
+                    tokio::spawn(connection(stream, tx.clone()));
+                }
+            };
+            futures_lite::future::or(accept, async {
+                super::wait_for_stdin_close().await;
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    async fn connection(stream: tokio::net::TcpStream, tx: broadcast::Sender<Message>) {
+        let config = WebSocketConfig::default().read_buffer_size(4096);
+        let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
+            return;
+        };
+        let (mut sender, mut receiver) = ws.split();
+        let mut rx = tx.subscribe();
+        let writer = tokio::spawn(async move {
+            loop {
+                let first = match rx.recv().await {
+                    Ok(message) => message,
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                };
+                let mut next = Some(first);
+                while let Some(message) = next.take() {
+                    if sender.feed(message).await.is_err() {
+                        return;
+                    }
+                    next = rx.try_recv().ok();
+                }
+                if sender.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+        while let Some(Ok(message)) = receiver.next().await {
+            if message.is_text() {
+                let _ = tx.send(message);
+            }
+        }
+        writer.abort();
+    }
 }
