@@ -27,7 +27,7 @@ fn codec(c: &mut Criterion) {
             let frame = frame.clone();
             hub.handle(now, Input::Frame { conn, frame });
             match hub.poll_output() {
-                Some(Output::Event(Event::Message { ack: None, .. })) => {}
+                Some(Output::Event(e)) if matches!(*e, Event::Message { ack: None, .. }) => {}
                 other => panic!("expected the message, got {other:?}"),
             }
         })
@@ -42,8 +42,11 @@ fn codec(c: &mut Criterion) {
             b.iter(|| {
                 let frame = frame.clone();
                 hub.handle(now, Input::Frame { conn, frame });
-                match hub.poll_output() {
-                    Some(Output::Event(Event::Message { ack: Some(ack), .. })) => {
+                match hub.poll_output().map(|o| match o {
+                    Output::Event(e) => Ok(*e),
+                    other => Err(other),
+                }) {
+                    Some(Ok(Event::Message { ack: Some(ack), .. })) => {
                         hub.reply_ack(now, conn, ack, Payload::Json(json!(true)))
                             .expect("reply");
                     }

@@ -180,7 +180,7 @@ impl Default for Config {
             max_queue_frames: 4096,
             max_queue_bytes: 4 * 1024 * 1024,
             slow_consumer_timeout: Duration::from_secs(5),
-            write_window: 64,
+            write_window: 512,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             max_rooms_per_connection: 128,
             max_pending_acks: 128,

@@ -40,8 +40,11 @@
 //!                 hub.handle(now, Input::Written { conn, frames: 1 });
 //!             }
 //!             Output::Close { conn, code, reason } => { /* send a close frame, drop the socket */ }
-//!             Output::Event(Event::Message { conn, event, .. }) => { /* application logic */ }
-//!             Output::Event(_) | Output::Cluster(_) | _ => {}
+//!             Output::Event(event) => match *event {
+//!                 Event::Message { conn, event, .. } => { /* application logic */ }
+//!                 _ => {}
+//!             },
+//!             Output::Cluster(_) | _ => {}
 //!         }
 //!     }
 //!     // Sleep until the next deadline (or an input arrives), then run the timers.
@@ -61,7 +64,12 @@
 //!   [`Hub::handle_timeout`], [`Hub::handle_remote`] for other nodes' publishes.
 //! - Application commands: [`Hub::publish`], [`Hub::emit`], [`Hub::emit_with_ack`],
 //!   [`Hub::publish_batched`], [`Hub::join`], [`Hub::close`], [`Hub::shutdown`], ...
-//! - Outputs: [`Output::Transmit`], [`Output::Close`], [`Output::Event`], [`Output::Cluster`].
+//! - Outputs: [`Output::Transmit`], [`Output::Close`], [`Output::PauseReading`] /
+//!   [`Output::ResumeReading`], [`Output::Event`], [`Output::Cluster`];
+//!   [`Hub::poll_transmits`] hands out a connection's frames together.
+//! - Flow control: a queue past its bound is *behind*; the clients feeding it are paused,
+//!   application publishes wait for [`Hub::can_take`], and a queue behind for
+//!   `Config::slow_consumer_timeout` is closed with 4000 (see `Config::max_queue_frames`).
 //!
 //! With the `sim` feature, `tidings_core::sim` runs a hub against many simulated clients and a faulty
 //! network from one seed, checking delivery, ack, heartbeat, batching and bound invariants as

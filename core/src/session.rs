@@ -225,6 +225,17 @@ impl Session {
         }
     }
 
+    /// How many frames can be handed to the driver now.
+    #[inline]
+    pub(crate) fn sendable(&self, window: usize) -> usize {
+        if !self.flushing() {
+            return 0;
+        }
+        self.queue
+            .len()
+            .min(window.saturating_sub(self.in_flight.len()))
+    }
+
     /// Hands the next frame to the driver, moving it in flight.
     #[inline]
     pub(crate) fn take_next(&mut self) -> Option<Frame> {

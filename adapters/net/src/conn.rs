@@ -349,12 +349,13 @@ async fn write<R, S>(
                 None => return linger(Instant::now() + options.close_delay).await,
             },
         };
-        let mut burst = Vec::new();
+        let mut burst: Vec<Frame> = Vec::new();
         let mut close = None;
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {
-                WriterCmd::Frame(frame) => burst.push(to_message(frame)),
+                WriterCmd::Frames(frames) if burst.is_empty() => burst = frames,
+                WriterCmd::Frames(mut frames) => burst.append(&mut frames),
                 WriterCmd::Close(code, reason) => {
                     close = Some((code, reason));
                     break;
@@ -370,8 +371,8 @@ async fn write<R, S>(
             let progress = AtomicUsize::new(0);
             let progress = &progress;
             let mut writing = pin!(async move {
-                for message in burst {
-                    sender.feed(message).await?;
+                for frame in burst {
+                    sender.feed(to_message(frame)).await?;
                     progress.fetch_add(1, Ordering::Relaxed);
                 }
                 sender.flush().await

@@ -47,7 +47,10 @@ pub(crate) type WriterRx = futures_channel::mpsc::UnboundedReceiver<WriterCmd>;
 
 /// What the hub asks of one connection's writer.
 pub(crate) enum WriterCmd {
-    Frame(Frame),
+    /// Frames to write, in order: all the hub handed this connection at once
+    /// ([`Hub::poll_transmits`]), so a fan-out costs one channel send per connection and
+    /// burst, not one per frame.
+    Frames(Vec<Frame>),
     Close(CloseCode, String),
 }
 
@@ -249,11 +252,21 @@ impl Driver {
         }
     }
 
+    /// Hands each connection's frames to its writer in one message (one channel send, one
+    /// flush), and everything else where it goes, in the hub's order.
     fn route_outputs(&mut self, now: Instant) {
-        while let Some(output) = self.hub.poll_output() {
+        loop {
+            let mut frames = Vec::new();
+            if let Some(conn) = self.hub.poll_transmits(&mut frames) {
+                self.send_to_writer(conn, WriterCmd::Frames(frames));
+                continue;
+            }
+            let Some(output) = self.hub.poll_output() else {
+                return;
+            };
             match output {
                 Output::Transmit { conn, frame } => {
-                    self.send_to_writer(conn, WriterCmd::Frame(frame))
+                    self.send_to_writer(conn, WriterCmd::Frames(vec![frame]))
                 }
                 Output::Close { conn, code, reason } => {
                     self.send_to_writer(conn, WriterCmd::Close(code, reason));
@@ -268,7 +281,7 @@ impl Driver {
                         slot.gate.resume();
                     }
                 }
-                Output::Event(event) => self.on_event(now, event),
+                Output::Event(event) => self.on_event(now, *event),
                 // `Output::Cluster`: no backplane is attached yet, so a single node has
                 // nothing to forward.
                 _ => {}

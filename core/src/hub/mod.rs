@@ -17,7 +17,7 @@ use slab::Slab;
 use crate::batch::Batches;
 use crate::config::Config;
 use crate::error::Error;
-use crate::frame::CloseCode;
+use crate::frame::{CloseCode, Frame};
 use crate::ids::ConnId;
 use crate::io::{AckOutcome, Event, Initiator, Input, Output};
 use crate::message::{ClusterMessage, Scope, Target};
@@ -240,6 +240,57 @@ impl Hub {
         None
     }
 
+    /// Frames a connection at a time: moves into `frames` every frame the next ready
+    /// connection may be handed now (up to `Config::write_window` in flight), in order, and
+    /// returns that connection; report them with [`Input::Written`] as they are written.
+    ///
+    /// It returns `None` while [`Hub::poll_output`] has an event, close or cluster message
+    /// to give first, so a driver that calls this until `None`, then `poll_output` once, and
+    /// repeats until both are `None`, sees outputs in the same order as with `poll_output`
+    /// alone. It spares a driver that writes each connection's frames together (one channel
+    /// send, one flush) an `Output` per frame.
+    #[must_use]
+    pub fn poll_transmits(&mut self, frames: &mut Vec<Frame>) -> Option<ConnId> {
+        if !self.outputs.is_empty() {
+            return None;
+        }
+        let window = self.config.write_window;
+        while let Some(conn) = self.ready.pop_front() {
+            let Some(s) = session_in(&mut self.sessions, conn) else {
+                continue;
+            };
+            s.ready = false;
+            let start = frames.len();
+            frames.reserve(s.sendable(window));
+            let mut bytes = 0;
+            while s.can_transmit(window) {
+                let Some(frame) = s.take_next() else { break };
+                bytes += frame.len() as u64;
+                frames.push(frame);
+            }
+            let count = frames.len() - start;
+            if count == 0 {
+                continue;
+            }
+            // The last queued frame of a closing connection: the close follows them.
+            let finish = match &s.state {
+                State::Closing {
+                    code,
+                    reason,
+                    flush: true,
+                } if s.queue_is_empty() => Some((*code, reason.clone())),
+                _ => None,
+            };
+            self.counters.frames_out += count as u64;
+            self.counters.bytes_out += bytes;
+            if let Some((code, reason)) = finish {
+                self.finalize(conn, code, reason, Initiator::Server, true);
+            }
+            return Some(conn);
+        }
+        None
+    }
+
     /// When the hub next needs [`Hub::handle_timeout`], if ever. O(log n).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -365,7 +416,7 @@ impl Hub {
     }
 
     fn event(&mut self, event: Event) {
-        self.outputs.push_back(Output::Event(event));
+        self.outputs.push_back(Output::Event(Box::new(event)));
     }
 
     /// A snapshot of the counters.

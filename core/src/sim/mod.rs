@@ -650,9 +650,23 @@ impl Sim {
         self.model.batches_flushed();
     }
 
-    /// Pulls every output of the hub and acts on it.
+    /// Pulls every output of the hub and acts on it. Odd seeds take frames a connection at a
+    /// time (`poll_transmits`), as tidings-net does; even seeds one by one.
     fn drain(&mut self) -> Result<(), String> {
-        while let Some(output) = self.hub.poll_output() {
+        loop {
+            if self.seed % 2 == 1 {
+                let mut frames = Vec::new();
+                if let Some(conn) = self.hub.poll_transmits(&mut frames) {
+                    for frame in frames {
+                        (0u8, conn, frame.as_text(), frame.len()).hash(&mut self.trace);
+                        self.send_down(conn, Down::Frame(frame));
+                    }
+                    continue;
+                }
+            }
+            let Some(output) = self.hub.poll_output() else {
+                break;
+            };
             match output {
                 Output::Transmit { conn, frame } => {
                     (0u8, conn, frame.as_text(), frame.len()).hash(&mut self.trace);
@@ -680,6 +694,7 @@ impl Sim {
                     }
                 }
                 Output::Event(event) => {
+                    let event = *event;
                     (2u8, format!("{event:?}")).hash(&mut self.trace);
                     match event {
                         Event::Ack { conn, ack, .. } => self.model.ack_resolved(conn, ack)?,

@@ -285,3 +285,48 @@ fn connections_take_turns_one_frame_each() {
     }
     assert_eq!(order.iter().collect::<String>(), "ababab");
 }
+
+#[test]
+fn poll_transmits_hands_out_a_connection_at_a_time_within_the_window_in_order() {
+    let mut sim = Sim::new(Sim::quiet().write_window(3));
+    let a = sim.open_path("/");
+    let b = sim.open_path("/");
+    for conn in [a, b] {
+        for i in 0..5 {
+            let _ = sim
+                .hub
+                .emit(sim.now, conn, Message::text("t", i.to_string()));
+        }
+    }
+    let mut frames = Vec::new();
+    assert_eq!(sim.hub.poll_transmits(&mut frames), Some(a));
+    assert_eq!(frames.len(), 3, "the write window");
+    assert_eq!(sim.hub.poll_transmits(&mut frames), Some(b));
+    assert_eq!(frames.len(), 6, "appended");
+    assert_eq!(
+        sim.hub.poll_transmits(&mut frames),
+        None,
+        "both windows are full"
+    );
+    let texts: Vec<&str> = frames.iter().filter_map(|f| f.as_text()).collect();
+    assert!(texts[0].contains(r#""data":"0""#) && texts[2].contains(r#""data":"2""#));
+    sim.hub
+        .handle(sim.now, tidings_core::Input::Written { conn: a, frames: 3 });
+    frames.clear();
+    // An event waits first: poll_transmits gives way to poll_output.
+    sim.hub
+        .close(sim.now, a, CloseCode::NORMAL, "bye")
+        .expect("close");
+    assert_eq!(sim.hub.poll_transmits(&mut frames), Some(a));
+    assert_eq!(frames.len(), 2, "the rest of a's queue");
+    assert_eq!(
+        sim.hub.poll_transmits(&mut frames),
+        None,
+        "the close and its events come before more frames"
+    );
+    assert!(matches!(
+        sim.hub.poll_output(),
+        Some(tidings_core::Output::Close { conn, .. }) if conn == a
+    ));
+    assert_eq!(sim.hub.counters().frames_out, 8);
+}

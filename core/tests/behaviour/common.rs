@@ -94,7 +94,7 @@ impl Sim {
                     }
                 }
                 Output::Close { conn, code, reason } => self.closes.push((conn, code, reason)),
-                Output::Event(e) => self.events.push(e),
+                Output::Event(e) => self.events.push(*e),
                 Output::Cluster(m) => self.cluster.push(*m),
                 Output::PauseReading { conn } => assert!(self.paused.insert(conn), "paused twice"),
                 Output::ResumeReading { conn } => assert!(self.paused.remove(&conn), "not paused"),
