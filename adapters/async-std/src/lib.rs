@@ -30,7 +30,7 @@ impl Runtime for AsyncStd {
         async_std::task::spawn(task);
     }
 
-    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + Sync + 'static {
         async_std::task::sleep(deadline.saturating_duration_since(Instant::now()))
     }
 

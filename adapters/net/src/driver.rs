@@ -24,7 +24,7 @@ use tidings_core::{
 };
 
 use crate::conn::ReadGate;
-use crate::router::{RouterEvent, Routes};
+use crate::router::Routes;
 use crate::Runtime;
 
 /// A command from a handle: runs on the hub task with the driver and the current time.
@@ -79,7 +79,7 @@ pub(crate) const BURST: usize = 256;
 /// The router task's end of the hub: which events it takes and how to reach it.
 pub(crate) struct RouterLink {
     pub routes: Arc<Routes>,
-    pub tx: Sender<RouterEvent>,
+    pub tx: Sender<Event>,
     pub room: Arc<event_listener::Event>,
 }
 
@@ -296,7 +296,28 @@ impl Driver {
         }
     }
 
+    /// Acts on a hub event: what the router asked for goes to it as the core's `Event`;
+    /// unrouted messages go to the connection's inbox.
     fn on_event(&mut self, now: Instant, event: Event) {
+        let routes = self.router.as_ref().map(|r| &r.routes);
+        let to_router = match &event {
+            Event::Message { event: name, .. } => routes.is_some_and(|r| r.takes(name)),
+            Event::Connected { .. } => routes.is_some_and(|r| r.on_connect),
+            Event::Disconnected { .. } => routes.is_some_and(|r| r.on_disconnect),
+            Event::Joined { .. } => routes.is_some_and(|r| r.on_join),
+            Event::Left { .. } => routes.is_some_and(|r| r.on_leave),
+            Event::SubscribeRequest { .. } => routes.is_some_and(|r| r.authorize),
+            _ => false,
+        };
+        if let Event::Disconnected { conn, .. } = &event {
+            self.forget(*conn);
+        }
+        if to_router {
+            if let Some(r) = &self.router {
+                let _ = r.tx.try_send(event);
+            }
+            return;
+        }
         match event {
             Event::Message {
                 conn,
@@ -312,49 +333,11 @@ impl Driver {
                     id,
                     ack,
                 };
-                match &self.router {
-                    Some(r) if r.routes.takes(&incoming.event) => {
-                        let _ = r.tx.try_send(RouterEvent::Message(incoming));
-                    }
-                    _ => self.deliver_to_inbox(now, incoming),
-                }
-            }
-            Event::Connected { conn } => {
-                self.send_to_router(|r| r.on_connect, RouterEvent::Connected(conn))
-            }
-            Event::Disconnected {
-                conn, code, reason, ..
-            } => {
-                // Dropping the senders ends the writer (after what it holds) and the inbox
-                // (after what it holds). The gate opens, so a paused reader sees its end.
-                if let Some(slot) = self.slots.get_mut(conn.index()) {
-                    if slot.as_ref().is_some_and(|s| s.conn == conn) {
-                        if let Some(s) = slot.take() {
-                            s.gate.resume();
-                        }
-                    }
-                }
-                self.inboxes.remove(&conn);
-                self.send_to_router(
-                    |r| r.on_disconnect,
-                    RouterEvent::Disconnected { conn, code, reason },
-                );
+                self.deliver_to_inbox(now, incoming);
             }
             Event::SubscribeRequest { conn, channel } => {
-                if self.router.as_ref().is_some_and(|r| r.routes.authorize) {
-                    self.send_to_router(|_| true, RouterEvent::SubscribeRequest { conn, channel });
-                } else {
-                    // Approve was configured without a hook to decide: nobody would answer.
-                    let _ = self.hub.approve_subscribe(now, conn, &channel);
-                }
-            }
-            Event::Joined { conn, room } => {
-                let room = room.to_string();
-                self.send_to_router(|r| r.on_join, RouterEvent::Joined { conn, room });
-            }
-            Event::Left { conn, room } => {
-                let room = room.to_string();
-                self.send_to_router(|r| r.on_leave, RouterEvent::Left { conn, room });
+                // Approve was configured without a hook to decide: nobody would answer.
+                let _ = self.hub.approve_subscribe(now, conn, &channel);
             }
             Event::Ack {
                 conn, ack, outcome, ..
@@ -373,12 +356,17 @@ impl Driver {
         }
     }
 
-    fn send_to_router(&self, wants: impl Fn(&Routes) -> bool, event: RouterEvent) {
-        if let Some(r) = &self.router {
-            if wants(&r.routes) {
-                let _ = r.tx.try_send(event);
+    /// A connection is gone. Dropping its senders ends the writer (after what it holds) and
+    /// the inbox (after what it holds); its gate opens, so a paused reader sees its end.
+    fn forget(&mut self, conn: ConnId) {
+        if let Some(slot) = self.slots.get_mut(conn.index()) {
+            if slot.as_ref().is_some_and(|s| s.conn == conn) {
+                if let Some(s) = slot.take() {
+                    s.gate.resume();
+                }
             }
         }
+        self.inboxes.remove(&conn);
     }
 
     fn deliver_to_inbox(&mut self, now: Instant, incoming: Incoming) {

@@ -28,6 +28,7 @@ mod conn;
 mod driver;
 mod error;
 mod handle;
+mod http;
 mod origin;
 mod router;
 mod runtime;

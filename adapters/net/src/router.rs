@@ -16,9 +16,8 @@ use async_channel::Receiver;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
-use tidings_core::{CloseCode, ConnId, Message, Payload};
+use tidings_core::{CloseCode, ConnId, Event, Message, Payload};
 
-use crate::driver::Incoming;
 use crate::{Handle, Result, Runtime};
 
 type BoxFuture<T = ()> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -90,29 +89,6 @@ impl Routes {
     pub fn takes(&self, event: &str) -> bool {
         self.fallback || self.events.contains(event)
     }
-}
-
-/// What the hub task hands the router task.
-pub(crate) enum RouterEvent {
-    Message(Incoming),
-    Connected(ConnId),
-    Disconnected {
-        conn: ConnId,
-        code: CloseCode,
-        reason: String,
-    },
-    SubscribeRequest {
-        conn: ConnId,
-        channel: String,
-    },
-    Joined {
-        conn: ConnId,
-        room: String,
-    },
-    Left {
-        conn: ConnId,
-        room: String,
-    },
 }
 
 impl<R: Runtime> Router<R> {
@@ -237,7 +213,7 @@ impl<R: Runtime> Router<R> {
     pub(crate) async fn run(
         self,
         handle: Handle<R>,
-        events: Receiver<RouterEvent>,
+        events: Receiver<Event>,
         room: Arc<event_listener::Event>,
     ) {
         while let Ok(event) = events.recv().await {
@@ -248,19 +224,27 @@ impl<R: Runtime> Router<R> {
                 ack,
             };
             match event {
-                RouterEvent::Message(m) => {
-                    if let Some(h) = self.handlers.get(&m.event) {
-                        h(ctx(m.conn, m.ack), m.data).await;
+                Event::Message {
+                    conn,
+                    event,
+                    data,
+                    ack,
+                    ..
+                } => {
+                    if let Some(h) = self.handlers.get(&event) {
+                        h(ctx(conn, ack), data).await;
                     } else if let Some(f) = &self.fallback {
-                        f(ctx(m.conn, m.ack), m.event, m.data).await;
+                        f(ctx(conn, ack), event, data).await;
                     }
                 }
-                RouterEvent::Connected(conn) => {
+                Event::Connected { conn } => {
                     if let Some(h) = &self.on_connect {
                         h(ctx(conn, None)).await;
                     }
                 }
-                RouterEvent::Disconnected { conn, code, reason } => {
+                Event::Disconnected {
+                    conn, code, reason, ..
+                } => {
                     if let Some(h) = &self.on_disconnect {
                         let handle = handle.clone();
                         h(Disconnect {
@@ -272,17 +256,17 @@ impl<R: Runtime> Router<R> {
                         .await;
                     }
                 }
-                RouterEvent::Joined { conn, room } => {
+                Event::Joined { conn, room } => {
                     if let Some(h) = &self.on_join {
-                        h(ctx(conn, None), room).await;
+                        h(ctx(conn, None), room.to_string()).await;
                     }
                 }
-                RouterEvent::Left { conn, room } => {
+                Event::Left { conn, room } => {
                     if let Some(h) = &self.on_leave {
-                        h(ctx(conn, None), room).await;
+                        h(ctx(conn, None), room.to_string()).await;
                     }
                 }
-                RouterEvent::SubscribeRequest { conn, channel } => {
+                Event::SubscribeRequest { conn, channel } => {
                     if let Some(h) = &self.authorize {
                         let verdict = h(ctx(conn, None), channel.clone()).await;
                         let _ = handle
@@ -293,6 +277,7 @@ impl<R: Runtime> Router<R> {
                             .await;
                     }
                 }
+                _ => {}
             }
         }
     }

@@ -21,8 +21,9 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// Runs `task` in the background until it finishes (detached: nobody awaits it).
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static);
 
-    /// Completes at `deadline` (at once if it has passed).
-    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static;
+    /// Completes at `deadline` (at once if it has passed). `Sync` as hyper's timer wants it
+    /// (smol's, async-std's and tokio's sleeps are).
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + Sync + 'static;
 
     /// Binds a listener to `addr` (`"127.0.0.1:8080"`, `"[::1]:0"`, `"localhost:80"`).
     fn bind(&self, addr: &str) -> impl Future<Output = io::Result<Self::TcpListener>> + Send;

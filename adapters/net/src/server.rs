@@ -1,45 +1,39 @@
-//! The server: a [`Builder`] for the hub and its HTTP front, and the accept loop.
-//!
-//! Every TCP connection is served by hyper (HTTP/1.1). Requests for a WebSocket path are
-//! checked (RFC 6455 handshake, origin, subprotocol, the application's connect hook), the
-//! connection is opened in the hub, and the 101 answer hands the socket to a connection
-//! task. Every other request goes to the application's HTTP handler, so a page and a REST
-//! endpoint live on the same port as the WebSocket.
+//! The server's configuration and start: a [`Builder`] for the hub and its HTTP front,
+//! [`Builder::launch`](Builder) (the hub task and the router task), and the running
+//! [`Server`]. The accept loop and HTTP serving are in `http.rs`, the upgrade in
+//! `upgrade.rs`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
-use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_tungstenite::WebSocketStream;
 use bytes::Bytes;
-use futures_lite::future::or;
-use futures_lite::{AsyncRead, AsyncWrite};
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::Value;
-use smol_hyper::rt::{FuturesIo, SmolTimer};
 use tidings_core::{Config, ConnectionInfo, SubscribePolicy};
-use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::protocol::WebSocketConfig;
 
 use crate::conn::{ConnOptions, TaskCount};
 use crate::driver::{self, Driver, RouterLink};
 use crate::handle::Inner;
+use crate::http::{accept_loop, Front, Shared};
+use crate::upgrade::ws_config;
 use crate::{Error, Handle, OriginPolicy, Router, Runtime};
 
 /// A response with the whole body in memory, as the HTTP handler returns it.
 pub type HttpResponse = Response<Full<Bytes>>;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type HttpHandler<R> =
+pub(crate) type HttpHandler<R> =
     Arc<dyn Fn(Handle<R>, Request<Incoming>) -> BoxFuture<HttpResponse> + Send + Sync>;
-type ConnectHook = Arc<dyn Fn(ConnectRequest) -> BoxFuture<Result<Accept, Refusal>> + Send + Sync>;
+pub(crate) type ConnectHook =
+    Arc<dyn Fn(ConnectRequest) -> BoxFuture<Result<Accept, Refusal>> + Send + Sync>;
 
 /// The subprotocol of PROTOCOL.md version 1.
 pub const SUBPROTOCOL_V1: &str = "tidings.v1";
@@ -75,10 +69,10 @@ impl ConnectRequest {
 /// The connect hook's yes: how to open the connection.
 #[derive(Clone, Debug, Default)]
 pub struct Accept {
-    name: Option<String>,
-    namespace: Option<String>,
-    meta: Vec<(String, Value)>,
-    authenticated: bool,
+    pub(crate) name: Option<String>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) meta: Vec<(String, Value)>,
+    pub(crate) authenticated: bool,
 }
 
 impl Accept {
@@ -120,8 +114,8 @@ impl Accept {
 /// The connect hook's no: the HTTP status and body the client gets instead of an upgrade.
 #[derive(Clone, Debug)]
 pub struct Refusal {
-    status: StatusCode,
-    body: String,
+    pub(crate) status: StatusCode,
+    pub(crate) body: String,
 }
 
 impl Refusal {
@@ -456,295 +450,5 @@ impl<R: Runtime> Server<R> {
     /// Completes once [`Handle::shutdown`] has been called.
     pub async fn stopped(&self) {
         self.handle.stopping().await;
-    }
-}
-
-/// The HTTP side of the server: what an upgrade is checked against.
-struct Front<R: Runtime> {
-    paths: Vec<String>,
-    origin: OriginPolicy,
-    subprotocols: Vec<String>,
-    connect: Option<ConnectHook>,
-    http: Option<HttpHandler<R>>,
-    handshake_timeout: Duration,
-    keep_headers: Vec<String>,
-    per_address: usize,
-    pending_handshakes: usize,
-    #[cfg(feature = "tls")]
-    tls: Option<futures_rustls::TlsAcceptor>,
-}
-
-struct Shared<R: Runtime> {
-    handle: Handle<R>,
-    front: Front<R>,
-    /// Connections in their HTTP phase.
-    pending: AtomicUsize,
-    /// WebSocket connections per remote address.
-    per_address: Mutex<HashMap<IpAddr, usize>>,
-}
-
-impl<R: Runtime> Shared<R> {
-    /// Counts one more connection from `ip`, unless it is at its limit.
-    fn claim_address(self: &Arc<Self>, ip: IpAddr) -> Option<AddressClaim<R>> {
-        let mut counts = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= self.front.per_address {
-            return None;
-        }
-        *count += 1;
-        Some(AddressClaim(self.clone(), ip))
-    }
-}
-
-/// One connection's share of its address's limit, given back when dropped.
-struct AddressClaim<R: Runtime>(Arc<Shared<R>>, IpAddr);
-
-impl<R: Runtime> Drop for AddressClaim<R> {
-    fn drop(&mut self) {
-        let mut counts = self.0.per_address.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.1) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.1);
-            }
-        }
-    }
-}
-
-/// A connection in its HTTP phase, counted until dropped.
-struct Pending<R: Runtime>(Arc<Shared<R>>);
-
-impl<R: Runtime> Drop for Pending<R> {
-    fn drop(&mut self) {
-        self.0.pending.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-async fn accept_loop<R: Runtime>(rt: R, listener: R::TcpListener, shared: Arc<Shared<R>>) {
-    loop {
-        let stop = async {
-            shared.handle.stopping().await;
-            None
-        };
-        let Some(accepted) = or(async { Some(rt.accept(&listener).await) }, stop).await else {
-            return; // shutting down: the listener closes with this task
-        };
-        match accepted {
-            Ok((tcp, remote)) => {
-                if shared.pending.fetch_add(1, Ordering::SeqCst) >= shared.front.pending_handshakes
-                {
-                    shared.pending.fetch_sub(1, Ordering::SeqCst);
-                    drop(tcp); // over the limit: the cheapest answer is none
-                    continue;
-                }
-                spawn_serve(&rt, Pending(shared.clone()), tcp, remote);
-            }
-            // Out of file descriptors or a connection reset before accept: keep serving.
-            Err(_) => {
-                rt.sleep_until(std::time::Instant::now() + Duration::from_millis(5))
-                    .await
-            }
-        }
-    }
-}
-
-/// Serves an accepted connection, after the TLS handshake if the server has TLS.
-fn spawn_serve<R: Runtime>(rt: &R, pending: Pending<R>, tcp: R::TcpStream, remote: SocketAddr) {
-    let shared = pending.0.clone();
-    #[cfg(feature = "tls")]
-    if let Some(acceptor) = shared.front.tls.clone() {
-        let rt2 = rt.clone();
-        rt.spawn(async move {
-            let until = std::time::Instant::now() + shared.front.handshake_timeout;
-            let handshake = async { acceptor.accept(tcp).await.ok() };
-            let timeout = async {
-                rt2.sleep_until(until).await;
-                None
-            };
-            if let Some(tls) = or(handshake, timeout).await {
-                serve(shared, tls, remote).await;
-            }
-            drop(pending);
-        });
-        return;
-    }
-    rt.spawn(async move {
-        serve(shared, tcp, remote).await;
-        drop(pending); // upgraded (the connection task owns the socket now) or closed
-    });
-}
-
-/// Serves one connection: HTTP requests until it upgrades or closes.
-async fn serve<R, S>(shared: Arc<Shared<R>>, io: S, remote: SocketAddr)
-where
-    R: Runtime,
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let timeout = shared.front.handshake_timeout;
-    let service = hyper::service::service_fn(move |req| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(respond::<R, S>(shared, remote, req).await) }
-    });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(SmolTimer::new())
-        .header_read_timeout(timeout)
-        .max_buf_size(16 * 1024)
-        .serve_connection(FuturesIo::new(io), service)
-        .with_upgrades();
-    let _ = connection.await;
-}
-
-fn plain(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-async fn respond<R, S>(
-    shared: Arc<Shared<R>>,
-    remote: SocketAddr,
-    req: Request<Incoming>,
-) -> HttpResponse
-where
-    R: Runtime,
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let front = &shared.front;
-    let path = req.uri().path();
-    if !front.paths.iter().any(|p| path_matches(p, path)) {
-        return match &front.http {
-            Some(handler) => handler(shared.handle.clone(), req).await,
-            None => plain(StatusCode::NOT_FOUND, "not found\n"),
-        };
-    }
-    match upgrade::<R, S>(&shared, remote, req).await {
-        Ok(response) | Err(response) => response,
-    }
-}
-
-fn path_matches(pattern: &str, path: &str) -> bool {
-    match pattern.strip_suffix("/*") {
-        Some(prefix) => path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1),
-        None => pattern == path,
-    }
-}
-
-async fn upgrade<R, S>(
-    shared: &Arc<Shared<R>>,
-    remote: SocketAddr,
-    mut req: Request<Incoming>,
-) -> Result<HttpResponse, HttpResponse>
-where
-    R: Runtime,
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let front = &shared.front;
-    let accept_key = crate::upgrade::check_request(&req)?;
-    if !front.origin.permits(req.headers()) {
-        return Err(plain(StatusCode::FORBIDDEN, "origin not allowed\n"));
-    }
-    let protocol = crate::upgrade::negotiate(req.headers(), &front.subprotocols)?;
-    let Some(claim) = shared.claim_address(remote.ip()) else {
-        let body = "too many connections from your address";
-        return Err(plain(StatusCode::SERVICE_UNAVAILABLE, format!("{body}\n")));
-    };
-    let request = ConnectRequest {
-        path: req.uri().path().to_owned(),
-        query: req.uri().query().unwrap_or_default().to_owned(),
-        headers: req.headers().clone(),
-        remote,
-    };
-    let accept = match &front.connect {
-        Some(hook) => hook(request.clone())
-            .await
-            .map_err(|r| plain(r.status, r.body))?,
-        None => Accept::new(),
-    };
-    let mut info = ConnectionInfo::new(request.path)
-        .query(request.query)
-        .remote(remote);
-    for name in &front.keep_headers {
-        if let Some(value) = request.headers.get(name).and_then(|v| v.to_str().ok()) {
-            info = info.header(name.clone(), value);
-        }
-    }
-    if let Some(name) = accept.name {
-        info = info.name(name);
-    }
-    if let Some(ns) = accept.namespace {
-        info = info.namespace(ns);
-    }
-    let handle = shared.handle.clone();
-    let admitted = handle
-        .admit(info, accept.meta, accept.authenticated)
-        .await
-        .map_err(crate::upgrade::refusal)?;
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let rt = handle.runtime().clone();
-    rt.spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(e) => return handle.abandon(admitted, e.to_string()).await,
-        };
-        let parts = match upgraded.downcast::<FuturesIo<S>>() {
-            Ok(parts) => parts,
-            Err(_) => {
-                return handle
-                    .abandon(admitted, "unexpected upgraded stream".into())
-                    .await
-            }
-        };
-        let options = handle.options();
-        // The bytes the client sent after its request, copied out: `read_buf` shares hyper's
-        // whole read buffer (8 KiB), which would otherwise live as long as the connection.
-        let pre_read = parts.read_buf.to_vec();
-        drop(parts.read_buf);
-        let ws = WebSocketStream::from_partially_read(
-            parts.io.into_inner(),
-            pre_read,
-            Role::Server,
-            Some(options.ws),
-        )
-        .await;
-        handle.run_connection(admitted, ws, options).await;
-        drop(claim); // the address's share is given back when the connection ends
-    });
-    Ok(crate::upgrade::switching(&accept_key, protocol))
-}
-
-/// tungstenite's limits for a hub config: messages up to the hub's limit (a larger one
-/// closes with 1009 before it is buffered whole), a 1 KiB read buffer (tungstenite
-/// allocates and zeroes the whole buffer per connection: its 128 KiB default costs 135 KiB
-/// per idle connection, 4 KiB about 4 KiB; a message larger than the buffer is still read
-/// whole, in reads of this size), writes gathered up to 16 KiB per syscall, and never more
-/// buffered than one burst the hub can hand out.
-fn ws_config(config: &Config) -> WebSocketConfig {
-    const WRITE_BUFFER: usize = 16 * 1024;
-    WebSocketConfig::default()
-        .read_buffer_size(1024)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(WRITE_BUFFER + config.max_queue_bytes + 1024)
-        .max_message_size(Some(config.max_message_size))
-        .max_frame_size(Some(config.max_message_size))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::path_matches;
-
-    #[test]
-    fn paths_match_exactly_or_under_a_prefix() {
-        assert!(path_matches("/ws", "/ws"));
-        assert!(!path_matches("/ws", "/ws/x"));
-        assert!(path_matches("/ws/*", "/ws/user123/notification"));
-        assert!(!path_matches("/ws/*", "/ws"));
-        assert!(!path_matches("/ws/*", "/ws/"));
-        assert!(!path_matches("/ws/*", "/wsx/a"));
     }
 }

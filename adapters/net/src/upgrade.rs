@@ -1,15 +1,27 @@
-//! The RFC 6455 server handshake over hyper: checking the upgrade request, choosing a
-//! subprotocol, and the answers (101, or a refusal with a status that says why).
+//! The upgrade: the RFC 6455 server handshake over hyper (checking the request, choosing a
+//! subprotocol, the answers: 101, or a refusal with a status that says why), then the
+//! origin policy, the per-address cap and the connect hook, the connection's opening in the
+//! hub, and the hand-over of the upgraded socket to a connection task.
 //!
 //! A refusal is the `Err` of these checks: it is the response itself, built once per
 //! refused request, so it is not boxed.
 #![allow(clippy::result_large_err)]
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_tungstenite::WebSocketStream;
+use futures_lite::{AsyncRead, AsyncWrite};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
+use hyper::body::Incoming;
+use smol_hyper::rt::FuturesIo;
+use tidings_core::{Config, ConnectionInfo};
+use tungstenite::protocol::{Role, WebSocketConfig};
 
-use crate::server::HttpResponse;
-use crate::Error;
+use crate::http::{plain, Shared};
+use crate::server::{Accept, ConnectRequest, HttpResponse};
+use crate::{Error, Runtime};
 
 fn refuse(status: StatusCode, body: &str) -> HttpResponse {
     let mut response = Response::new(Full::from(format!("{body}\n")));
@@ -145,6 +157,106 @@ pub(crate) fn switching(accept_key: &str, protocol: Option<String>) -> HttpRespo
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
     }
     response
+}
+
+/// Checks and answers a request for a WebSocket path; on 101, runs the connection.
+pub(crate) async fn upgrade<R, S>(
+    shared: &Arc<Shared<R>>,
+    remote: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<HttpResponse, HttpResponse>
+where
+    R: Runtime,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let front = &shared.front;
+    let accept_key = check_request(&req)?;
+    if !front.origin.permits(req.headers()) {
+        return Err(plain(StatusCode::FORBIDDEN, "origin not allowed\n"));
+    }
+    let protocol = negotiate(req.headers(), &front.subprotocols)?;
+    let Some(claim) = shared.claim_address(remote.ip()) else {
+        let body = "too many connections from your address";
+        return Err(plain(StatusCode::SERVICE_UNAVAILABLE, format!("{body}\n")));
+    };
+    let request = ConnectRequest {
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().unwrap_or_default().to_owned(),
+        headers: req.headers().clone(),
+        remote,
+    };
+    let accept = match &front.connect {
+        Some(hook) => hook(request.clone())
+            .await
+            .map_err(|r| plain(r.status, r.body))?,
+        None => Accept::new(),
+    };
+    let mut info = ConnectionInfo::new(request.path)
+        .query(request.query)
+        .remote(remote);
+    for name in &front.keep_headers {
+        if let Some(value) = request.headers.get(name).and_then(|v| v.to_str().ok()) {
+            info = info.header(name.clone(), value);
+        }
+    }
+    if let Some(name) = accept.name {
+        info = info.name(name);
+    }
+    if let Some(ns) = accept.namespace {
+        info = info.namespace(ns);
+    }
+    let handle = shared.handle.clone();
+    let admitted = handle
+        .admit(info, accept.meta, accept.authenticated)
+        .await
+        .map_err(refusal)?;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let rt = handle.runtime().clone();
+    rt.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return handle.abandon(admitted, e.to_string()).await,
+        };
+        let parts = match upgraded.downcast::<FuturesIo<S>>() {
+            Ok(parts) => parts,
+            Err(_) => {
+                return handle
+                    .abandon(admitted, "unexpected upgraded stream".into())
+                    .await
+            }
+        };
+        let options = handle.options();
+        // The bytes the client sent after its request, copied out: `read_buf` shares hyper's
+        // whole read buffer (8 KiB), which would otherwise live as long as the connection.
+        let pre_read = parts.read_buf.to_vec();
+        drop(parts.read_buf);
+        let ws = WebSocketStream::from_partially_read(
+            parts.io.into_inner(),
+            pre_read,
+            Role::Server,
+            Some(options.ws),
+        )
+        .await;
+        handle.run_connection(admitted, ws, options).await;
+        drop(claim); // the address's share is given back when the connection ends
+    });
+    Ok(switching(&accept_key, protocol))
+}
+
+/// tungstenite's limits for a hub config: messages up to the hub's limit (a larger one
+/// closes with 1009 before it is buffered whole), a 1 KiB read buffer (tungstenite
+/// allocates and zeroes the whole buffer per connection: its 128 KiB default costs 135 KiB
+/// per idle connection, 4 KiB about 4 KiB; a message larger than the buffer is still read
+/// whole, in reads of this size), writes gathered up to 16 KiB per syscall, and never more
+/// buffered than one burst the hub can hand out.
+pub(crate) fn ws_config(config: &Config) -> WebSocketConfig {
+    const WRITE_BUFFER: usize = 16 * 1024;
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(WRITE_BUFFER + config.max_queue_bytes + 1024)
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_message_size))
 }
 
 #[cfg(test)]
