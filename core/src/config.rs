@@ -97,9 +97,12 @@ pub struct Config {
     /// before the connection is closed with
     /// [`CloseCode::SLOW_CONSUMER`](crate::CloseCode::SLOW_CONSUMER). Default 5 s.
     pub slow_consumer_timeout: Duration,
-    /// Frames handed to the driver (by [`Output::Transmit`](crate::Output::Transmit)) that it
-    /// has not yet reported written. Beyond it, frames wait in the core, where volatile ones
-    /// can still be dropped. Default 64.
+    /// Frames handed to the driver (by [`Output::Transmit`](crate::Output::Transmit) or
+    /// [`Hub::poll_transmits`](crate::Hub::poll_transmits)) that it has not yet reported
+    /// written. Beyond it, frames wait in the core, where volatile ones can still be dropped.
+    /// A driver writes what it holds in one burst with one flush, so this is also the largest
+    /// burst: 64 cost a reader of a 2,000-message burst thirty round trips through the hub;
+    /// 512 and 4,096 measured the same (BENCHMARKS.md). Default 512.
     pub write_window: usize,
     /// What a queue at twice its bound does to a non-volatile message from a source that
     /// cannot wait. Default [`SlowConsumerPolicy::Disconnect`].
