@@ -1,5 +1,5 @@
 //! Fan-out cost per recipient: one 128-byte JSON frame published to a room of N members, every
-//! output drained and reported written, as a driver would. Criterion's throughput is in
+//! output drained and reported written, as tidings-net does (a connection's frames at a time). Criterion's throughput is in
 //! recipients, so time per element is the cost per recipient. Target: ≤ 50 ns.
 //!
 //! `cargo bench -p tidings-core --bench fanout`

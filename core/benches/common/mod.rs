@@ -27,11 +27,29 @@ pub fn open(hub: &mut Hub, now: Instant, n: usize) -> Vec<ConnId> {
     conns
 }
 
-/// Drains every output, reporting each frame written at once. Returns how many frames were
+/// Drains every output as tidings-net does (a connection's frames at a time, with
+/// `poll_transmits`), reporting them written at once. Returns how many frames were
 /// transmitted and how many events came out.
 pub fn drain(hub: &mut Hub, now: Instant) -> (usize, usize) {
     let (mut frames, mut events) = (0, 0);
-    while let Some(out) = hub.poll_output() {
+    let mut batch = Vec::new();
+    loop {
+        if let Some(conn) = hub.poll_transmits(&mut batch) {
+            frames += batch.len();
+            black_box(&batch);
+            hub.handle(
+                now,
+                Input::Written {
+                    conn,
+                    frames: batch.len(),
+                },
+            );
+            batch.clear();
+            continue;
+        }
+        let Some(out) = hub.poll_output() else {
+            break;
+        };
         match out {
             Output::Transmit { conn, frame } => {
                 black_box(&frame);
