@@ -276,6 +276,18 @@ impl Session {
         }
     }
 
+    /// The close of a connection closing with flush whose queue has just emptied.
+    pub(crate) fn flushed_close(&self) -> Option<(CloseCode, String)> {
+        match &self.state {
+            State::Closing {
+                code,
+                reason,
+                flush: true,
+            } if self.queue.is_empty() => Some((*code, reason.clone())),
+            _ => None,
+        }
+    }
+
     #[inline]
     pub(crate) fn queue_is_empty(&self) -> bool {
         self.queue.is_empty()
@@ -353,6 +365,7 @@ mod tests {
         let mut s = session();
         let b = bound(100, 4);
         assert_eq!(s.offer(Frame::text("aaaa"), b, Fill::Bound), Offer::Queued);
+        assert!(!s.over(b), "exactly the byte bound is not past it");
         assert_eq!(s.offer(Frame::text("a"), b, Fill::Bound), Offer::Full);
         assert_eq!(
             s.offer(Frame::text("aaaa"), b, Fill::Overflow),

@@ -222,14 +222,7 @@ impl Hub {
             let len = frame.len() as u64;
             s.wake(&mut self.ready, conn, window);
             // The last queued frame of a closing connection: the close follows it.
-            let finish = match &s.state {
-                State::Closing {
-                    code,
-                    reason,
-                    flush: true,
-                } if s.queue_is_empty() => Some((*code, reason.clone())),
-                _ => None,
-            };
+            let finish = s.flushed_close();
             self.counters.frames_out += 1;
             self.counters.bytes_out += len;
             if let Some((code, reason)) = finish {
@@ -273,14 +266,7 @@ impl Hub {
                 continue;
             }
             // The last queued frame of a closing connection: the close follows them.
-            let finish = match &s.state {
-                State::Closing {
-                    code,
-                    reason,
-                    flush: true,
-                } if s.queue_is_empty() => Some((*code, reason.clone())),
-                _ => None,
-            };
+            let finish = s.flushed_close();
             self.counters.frames_out += count as u64;
             self.counters.bytes_out += bytes;
             if let Some((code, reason)) = finish {

@@ -328,5 +328,61 @@ fn poll_transmits_hands_out_a_connection_at_a_time_within_the_window_in_order() 
         sim.hub.poll_output(),
         Some(tidings_core::Output::Close { conn, .. }) if conn == a
     ));
-    assert_eq!(sim.hub.counters().frames_out, 8);
+    let counters = sim.hub.counters();
+    let bytes: usize = frames.iter().map(|f| f.len()).sum::<usize>() * 8 / 2;
+    assert_eq!(counters.frames_out, 8);
+    assert_eq!(counters.bytes_out, bytes as u64, "8 frames of one size");
+}
+
+#[test]
+fn a_closing_connection_closes_after_its_last_frame_not_after_a_window() {
+    let mut sim = Sim::new(Sim::quiet().write_window(2));
+    let c = sim.open_path("/");
+    for i in 0..5 {
+        let _ = sim.hub.emit(sim.now, c, Message::text("t", i.to_string()));
+    }
+    sim.hub
+        .close(sim.now, c, CloseCode::NORMAL, "bye")
+        .expect("close");
+    let mut frames = Vec::new();
+    for expected in [2, 2, 1] {
+        frames.clear();
+        assert_eq!(sim.hub.poll_transmits(&mut frames), Some(c));
+        assert_eq!(frames.len(), expected);
+        let closed = std::iter::from_fn(|| sim.hub.poll_output())
+            .any(|o| matches!(o, tidings_core::Output::Close { .. }));
+        assert_eq!(
+            closed,
+            expected == 1,
+            "the close follows the last frame only"
+        );
+        sim.hub.handle(
+            sim.now,
+            tidings_core::Input::Written {
+                conn: c,
+                frames: expected,
+            },
+        );
+    }
+}
+
+#[test]
+fn can_take_asks_only_about_the_targets_recipients() {
+    let mut sim = Sim::new(Sim::quiet().max_queue_frames(2));
+    let slow = sim.open_path("/");
+    let other = sim.open_path("/");
+    // Someone in another namespace, so that namespace exists.
+    let _games = sim.open(tidings_core::ConnectionInfo::new("/").namespace("/games"));
+    sim.stalled.insert(slow);
+    assert!(sim.hub.can_take(&Target::all()), "nobody is behind");
+    for _ in 0..3 {
+        let _ = sim.hub.emit(sim.now, slow, Message::text("t", "x"));
+    }
+    sim.drain();
+    assert!(!sim.hub.can_take(&Target::conn(slow)));
+    assert!(sim.hub.can_take(&Target::conn(other)));
+    assert!(!sim.hub.can_take(&Target::namespace("/")));
+    assert!(sim.hub.can_take(&Target::namespace("/games")));
+    assert!(sim.hub.can_take(&Target::namespace("/nobody")));
+    assert!(!sim.hub.can_take(&Target::all()));
 }

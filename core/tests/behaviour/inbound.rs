@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::common::Sim;
 use bytes::Bytes;
 use serde_json::json;
-use tidings_core::{AppHeartbeat, CloseCode, Event, Frame, Input, Payload, Target};
+use tidings_core::{AppHeartbeat, CloseCode, Config, ConnId, Event, Frame, Input, Payload, Target};
 
 #[test]
 fn client_events_reach_the_application() {
@@ -313,24 +313,30 @@ fn a_client_publish_past_a_readers_bound_pauses_the_publisher_until_it_drains() 
     assert_eq!(published, 8, "every publish reached every member");
 }
 
-#[test]
-fn a_paused_publisher_is_resumed_when_the_reader_behind_is_cut() {
-    let timeout = Duration::from_secs(2);
-    let config = Sim::quiet()
-        .client_publish(true)
-        .max_queue_frames(2)
-        .slow_consumer_timeout(timeout);
-    let mut sim = Sim::new(config);
+/// A publisher and a stalled reader in `room`, under a bound of 2 frames: three publishes
+/// take the reader past it, and the publisher is paused.
+fn publisher_paused_by_a_stalled_reader(config: Config) -> (Sim, ConnId, ConnId) {
+    let mut sim = Sim::new(config.client_publish(true).max_queue_frames(2));
     let sender = sim.open_path("/");
     let stalled = sim.open_path("/");
     sim.subscribe(sender, "room");
     sim.subscribe(stalled, "room");
     sim.stalled.insert(stalled);
-    let say = r#"{"type":"publish","channel":"room","event":"say","data":"hi"}"#;
     for _ in 0..3 {
-        sim.send(sender, say);
+        sim.send(
+            sender,
+            r#"{"type":"publish","channel":"room","event":"say","data":"hi"}"#,
+        );
     }
     assert_eq!(sim.paused, [sender].into());
+    (sim, sender, stalled)
+}
+
+#[test]
+fn a_paused_publisher_is_resumed_when_the_reader_behind_is_cut() {
+    let timeout = Duration::from_secs(2);
+    let (mut sim, sender, stalled) =
+        publisher_paused_by_a_stalled_reader(Sim::quiet().slow_consumer_timeout(timeout));
     sim.advance(timeout - Duration::from_millis(1));
     assert!(sim.hub.is_connected(stalled), "not before the timeout");
     sim.advance(Duration::from_millis(1));
@@ -346,24 +352,10 @@ fn a_paused_publisher_is_resumed_when_the_reader_behind_is_cut() {
 #[test]
 fn a_paused_publisher_is_not_closed_for_its_silence() {
     let config = Sim::quiet()
-        .client_publish(true)
-        .max_queue_frames(2)
         .ping_period(Some(Duration::from_secs(1)))
         .pong_wait(Duration::from_secs(3))
         .slow_consumer_timeout(Duration::from_secs(60));
-    let mut sim = Sim::new(config);
-    let sender = sim.open_path("/");
-    let stalled = sim.open_path("/");
-    sim.subscribe(sender, "room");
-    sim.subscribe(stalled, "room");
-    sim.stalled.insert(stalled);
-    for _ in 0..3 {
-        sim.send(
-            sender,
-            r#"{"type":"publish","channel":"room","event":"say","data":"hi"}"#,
-        );
-    }
-    assert_eq!(sim.paused, [sender].into());
+    let (mut sim, sender, stalled) = publisher_paused_by_a_stalled_reader(config);
     for _ in 0..10 {
         sim.advance(Duration::from_secs(1));
         // The stalled reader still answers pings; the paused publisher is not read.
@@ -417,4 +409,30 @@ fn a_rate_limit_drops_and_answers_the_excess_then_closes_a_flood() {
     sim.drain();
     let (code, _) = sim.close_of(c).expect("closed");
     assert_eq!(code, CloseCode::RATE_LIMITED);
+}
+
+#[test]
+fn a_paused_publisher_waits_for_every_reader_behind_in_its_room() {
+    let (mut sim, sender, first) = publisher_paused_by_a_stalled_reader(Sim::quiet());
+    let second = sim.open_path("/");
+    sim.subscribe(second, "room");
+    sim.stalled.insert(second);
+    for _ in 0..3 {
+        let _ = sim
+            .hub
+            .emit(sim.now, second, tidings_core::Message::text("t", "x"));
+    }
+    sim.drain();
+    assert!(
+        !sim.hub.can_take(&Target::conn(second)),
+        "both readers are behind"
+    );
+    sim.unstall(first);
+    assert_eq!(
+        sim.paused,
+        [sender].into(),
+        "the second reader is still behind"
+    );
+    sim.unstall(second);
+    assert!(sim.paused.is_empty());
 }
