@@ -3,6 +3,12 @@
 //! Everything else (the hub task, connection tasks, the HTTP server, the client) is written
 //! once over this trait. `tidings-smol` and `tidings-async-std` each implement it in a few
 //! lines; a new runtime (tokio, glommio) implements it and gets the whole adapter.
+//!
+//! The public types are generic over it (`Handle<R>`), not over an `Arc<dyn Runtime>` as
+//! quinn's are: the trait hands out its own stream types and unboxed futures, which a trait
+//! object cannot, and the adapters name the generic types once (`runtime_api!`) so users
+//! never write the parameter. Going `dyn` would box every socket and every sleep to remove
+//! a parameter users do not see; it was considered and left.
 
 use std::future::Future;
 use std::io;
