@@ -8,8 +8,6 @@
 //! drains to half its bound leaves the set; one still behind when its timer fires is closed
 //! with [`CloseCode::SLOW_CONSUMER`].
 
-use std::time::Instant;
-
 use super::{session_in, Hub};
 use crate::frame::CloseCode;
 use crate::ids::ConnId;
@@ -62,8 +60,8 @@ impl Hub {
     pub(super) fn check_behind(&mut self, conn: ConnId) {
         let bound = self.config.bound();
         let timeout = self.config.slow_consumer_timeout;
-        let now = self.now.unwrap_or_else(Instant::now);
-        let Some(s) = session_in(&mut self.sessions, conn) else {
+        // A session exists only after `open(now, ..)` set the clock, so it is set.
+        let (Some(now), Some(s)) = (self.now, session_in(&mut self.sessions, conn)) else {
             return;
         };
         if s.behind || !s.over(bound) {
