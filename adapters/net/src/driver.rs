@@ -4,12 +4,14 @@
 //! Connection tasks send the hub's [`Input`] for what they read over a bounded channel (a full
 //! channel stops their reading, so TCP pushes back on a flooding peer) and their write reports
 //! over an unbounded one (bounded in practice by the core's `write_window`). The hub's
-//! [`Output::PauseReading`] closes a connection's reading gate until `ResumeReading`. Handles send commands as closures
-//! over the [`Driver`], so each handle method is a few lines and the hub has one owner.
+//! [`Output::PauseReading`] closes a connection's reading gate until `ResumeReading`.
+//! Handles send commands as closures over the [`Driver`], so each handle method is a few
+//! lines and the hub has one owner. Application publishes that wait for room wait here, in
+//! one queue, until [`Hub::can_take`] says their recipients have it.
 //! Outputs go to each connection's writer channel, to the router task, to a connection's
 //! inbox for [`Handle::receive`](crate::Handle::receive), or to whoever awaits an ack.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::pending;
 use std::sync::Arc;
 use std::time::Instant;
@@ -115,7 +117,7 @@ pub(crate) struct Driver {
     slots: Vec<Option<ConnSlot>>,
     /// Application publishes waiting for room, in the order they were made: one that waits
     /// holds back those behind it, so a handle's publishes keep their order.
-    waiting: std::collections::VecDeque<Waiting>,
+    waiting: VecDeque<Waiting>,
     inboxes: HashMap<ConnId, (Sender<Incoming>, Receiver<Incoming>)>,
     inbox_limit: usize,
     acks: HashMap<(ConnId, AckId), Sender<AckOutcome>>,
@@ -131,7 +133,7 @@ impl Driver {
         Driver {
             hub,
             slots: Vec::new(),
-            waiting: std::collections::VecDeque::new(),
+            waiting: VecDeque::new(),
             inboxes: HashMap::new(),
             inbox_limit,
             acks: HashMap::new(),

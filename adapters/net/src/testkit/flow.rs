@@ -37,8 +37,8 @@ where
         // the test's one thread, and must keep up for the test to mean anything.
         let Some(at) = text.find(r#""data":{"n":"#) else {
             assert!(
-                !text.contains(r#""type":"event""#),
-                "an event without data: {text}"
+                !text.contains(r#""event":"item""#),
+                "an item without its number: {text}"
             );
             continue;
         };
@@ -187,6 +187,22 @@ pub async fn an_application_publish_waits_for_room<R: Runtime>(rt: R) {
             handle.count().await.expect("count"),
             1,
             "the reader is not cut"
+        );
+        // try_publish does not wait: it queues past the bound and says so at once.
+        let now = Message::json("note", json!("past the bound"));
+        let delivery = handle
+            .try_publish(tidings_core::Target::room("/", "feed"), now)
+            .await
+            .expect("try_publish");
+        assert_eq!(
+            (delivery.queued, delivery.refused.len()),
+            (1, 0),
+            "queued though the reader is behind"
+        );
+        assert_eq!(
+            done.load(Ordering::SeqCst),
+            last,
+            "the waiting publish still waits"
         );
         // ...and finishes once it reads.
         read_items(&mut reader, COUNT).await;
