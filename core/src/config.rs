@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::error::Error;
 
-/// What happens to a non-volatile message when a recipient's outbound queue is full.
+/// What happens to a non-volatile message from a source that cannot wait when a recipient's
+/// outbound queue is at twice its bound (see [`Config::max_queue_frames`]).
 ///
 /// Volatile messages ([`Message::volatile`](crate::Message::volatile)) are always dropped for
 /// that recipient instead, whatever the policy.
@@ -121,7 +122,7 @@ pub struct Config {
     /// A batch flushes early once its items reach this many bytes. Default 64 KiB.
     pub max_batch_bytes: usize,
     /// Period of WebSocket pings; `None` sends none. A ping counts against the queue bounds
-    /// like any frame, so a connection whose queue is full skips that period's ping. Default
+    /// like any frame, so a connection whose queue is at its bound skips that period's ping. Default
     /// 25 s.
     pub ping_period: Option<Duration>,
     /// With pings on, a connection that sends nothing (no pong, no frame) for this long is

@@ -70,8 +70,8 @@ pub struct Message {
     pub reply_to: Option<String>,
     /// A timestamp chosen by the caller (the core reads no clock), e.g. Unix milliseconds.
     pub timestamp: Option<u64>,
-    /// A volatile message is dropped for a recipient whose queue is full, instead of the
-    /// recipient being disconnected or the message refused.
+    /// A volatile message is dropped for a recipient whose queue is at its bound, instead of
+    /// deepening a queue that is behind.
     pub volatile: bool,
 }
 
@@ -216,10 +216,10 @@ impl From<Scope> for Target {
 pub struct Delivery {
     /// Recipients whose queue took the message.
     pub queued: usize,
-    /// Recipients that skipped it because it was volatile and their queue was full.
+    /// Recipients that skipped it because it was volatile and their queue was at its bound.
     pub dropped: usize,
     /// Recipients that skipped it under [`SlowConsumerPolicy::Refuse`](crate::SlowConsumerPolicy::Refuse)
-    /// (queue full), or because they had too many pending acks.
+    /// (queue at twice its bound), or because they had too many pending acks.
     pub refused: Vec<ConnId>,
     /// Recipients closed as slow consumers because of it.
     pub disconnected: Vec<ConnId>,

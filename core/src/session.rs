@@ -201,7 +201,8 @@ impl Session {
     }
 
     /// Queues a WebSocket ping within the bound like any frame, unless one is waiting
-    /// already. A full queue skips this period's ping: the peer is not reading what it has.
+    /// already. A queue at its bound skips this period's ping: the peer is not reading what
+    /// it has.
     pub(crate) fn push_ping(&mut self, bound: Bound) {
         if !self.ping_queued
             && self.offer(Frame::Ping(bytes::Bytes::new()), bound, Fill::Bound) == Offer::Queued

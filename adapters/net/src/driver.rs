@@ -102,11 +102,18 @@ pub(crate) struct Opened {
 /// Where the outcome of a publish that waits for room is sent.
 pub(crate) type Answer = Sender<Result<Delivery, tidings_core::Error>>;
 
-/// An application publish waiting for room (see [`Hub::can_take`]).
+/// An application publish or emit waiting for room (see [`Hub::can_take`]).
 struct Waiting {
-    target: Target,
+    to: To,
     message: Message,
     answer: Answer,
+}
+
+/// Where a waiting message goes: a publish, or an emit, which fails (as [`Hub::emit`] does)
+/// if its connection is not open when it goes out.
+enum To {
+    Target(Target),
+    Conn(ConnId),
 }
 
 /// The hub and the tables that connect its outputs to tasks.
@@ -177,26 +184,41 @@ impl Driver {
         message: Message,
         answer: Answer,
     ) {
+        self.wait(now, To::Target(target), message, answer);
+    }
+
+    /// Emits `message` to `conn` once its queue is not behind, answering on `answer`.
+    pub fn emit_when_room(&mut self, now: Instant, conn: ConnId, message: Message, answer: Answer) {
+        self.wait(now, To::Conn(conn), message, answer);
+    }
+
+    fn wait(&mut self, now: Instant, to: To, message: Message, answer: Answer) {
         self.waiting.push_back(Waiting {
-            target,
+            to,
             message,
             answer,
         });
         self.publish_waiting(now);
     }
 
-    /// Publishes the waiting publishes that have room now, in order.
+    /// Sends the waiting messages that have room now, in order.
     fn publish_waiting(&mut self, now: Instant) {
         while let Some(first) = self.waiting.front() {
-            if !self.hub.can_take(&first.target) {
+            let has_room = match &first.to {
+                To::Target(target) => self.hub.can_take(target),
+                To::Conn(conn) => self.hub.can_take(&Target::conn(*conn)),
+            };
+            if !has_room {
                 return;
             }
             let Some(w) = self.waiting.pop_front() else {
                 return;
             };
-            let _ = w
-                .answer
-                .try_send(self.hub.publish(now, w.target, w.message));
+            let sent = match w.to {
+                To::Target(target) => self.hub.publish(now, target, w.message),
+                To::Conn(conn) => self.hub.emit(now, conn, w.message),
+            };
+            let _ = w.answer.try_send(sent);
         }
     }
 

@@ -149,17 +149,8 @@ impl<R: Runtime> Handle<R> {
 
     /// Sends `message` to one connection, waiting for room as [`Handle::publish`] does.
     pub async fn emit(&self, conn: ConnId, message: Message) -> Result<Delivery> {
-        self.when_room(move |d, now, answer| match d.hub.is_connected(conn) {
-            true => d.publish_when_room(now, Target::conn(conn), message, answer),
-            false => {
-                let gone = match d.hub.queue_depth(conn) {
-                    Some(_) => tidings_core::Error::Closing(conn),
-                    None => tidings_core::Error::UnknownConnection(conn),
-                };
-                let _ = answer.try_send(Err(gone));
-            }
-        })
-        .await
+        self.when_room(move |d, now, answer| d.emit_when_room(now, conn, message, answer))
+            .await
     }
 
     /// Sends `message` to one connection, asks it to acknowledge, and returns its answer:

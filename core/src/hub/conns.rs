@@ -316,22 +316,17 @@ impl Hub {
     /// Queues a protocol reply (welcome, subscribed, error, pong, ack answer). Each answers
     /// something the client sent, so it is never dropped: it is queued past the bound if need
     /// be, and a client whose queue that puts behind is paused until it reads its answers
-    /// (and cut if it stays behind for `slow_consumer_timeout`).
-    /// Returns whether the frame was queued.
-    pub(super) fn reply(&mut self, conn: ConnId, frame: Frame) -> bool {
+    /// (and cut if it stays behind for `slow_consumer_timeout`). Only a connection that is
+    /// closing or gone takes no reply.
+    pub(super) fn reply(&mut self, conn: ConnId, frame: Frame) {
         let (bound, window) = (self.config.bound(), self.config.write_window);
         let Some(s) = session_in(&mut self.sessions, conn) else {
-            return false;
+            return;
         };
-        match s.offer(frame, bound, Fill::Pushback) {
-            Offer::Queued => {
-                s.wake(&mut self.ready, conn, window);
-                self.check_behind(conn);
-                self.push_back(conn, None);
-                true
-            }
-            // A reply fills without limit: only a closing connection refuses it.
-            Offer::Full | Offer::NotOpen => false,
+        if s.offer(frame, bound, Fill::Pushback) == Offer::Queued {
+            s.wake(&mut self.ready, conn, window);
+            self.check_behind(conn);
+            self.push_back(conn, None);
         }
     }
 }

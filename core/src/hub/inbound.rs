@@ -166,7 +166,7 @@ impl Hub {
                 }
                 self.valid_name("event", &event)?;
                 let s = self.session(conn).ok_or(Refusal::gone())?;
-                // The interned name, taken before publishing: a full queue may close the sender.
+                // The interned name, taken before publishing, for the `Published` event.
                 let Some(room) = self
                     .registry
                     .room(s.namespace, &channel)

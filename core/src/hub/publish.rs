@@ -120,8 +120,8 @@ impl Hub {
         Ok(self.deliver(&target, &message, None, fill))
     }
 
-    /// Sends `message` to one connection. Fails if it is not open; a full queue shows in the
-    /// report (and closes it under [`SlowConsumerPolicy::Disconnect`]).
+    /// Sends `message` to one connection. Fails if it is not open; a queue at twice its bound
+    /// shows in the report (and closes it under [`SlowConsumerPolicy::Disconnect`]).
     pub fn emit(
         &mut self,
         now: Instant,
@@ -179,8 +179,9 @@ impl Hub {
     }
 
     /// Answers a client event that asked for an ack (its [`Event::Message`](crate::Event::Message)
-    /// had `ack: Some(id)`). Each request is answered once. A reply that finds the queue full
-    /// closes the connection as a slow consumer and returns [`Error::QueueFull`].
+    /// had `ack: Some(id)`). Each request is answered once. The answer is never dropped: past
+    /// the queue's bound it is still queued, and the client is paused until it reads (see
+    /// `hub/flow.rs`).
     pub fn reply_ack(
         &mut self,
         now: Instant,
@@ -204,11 +205,8 @@ impl Hub {
             },
             Some(&data),
         );
-        if self.reply(conn, frame) {
-            Ok(())
-        } else {
-            Err(Error::QueueFull(conn))
-        }
+        self.reply(conn, frame); // open (checked above), so it is queued
+        Ok(())
     }
 
     /// Encodes once and fans out; closes the recipients the policy disconnects.
