@@ -115,6 +115,12 @@ pub struct Config {
     pub max_pending_acks: usize,
     /// How long a server→client ack may take before it resolves as timed out. Default 5 s.
     pub ack_timeout: Duration,
+    /// How long the application has to answer a client `event` that asked for an ack. Past
+    /// it the server answers the ack itself, with an `ack` frame whose `error` has code
+    /// `no_answer`, and frees its slot (of `max_pending_acks`); a later answer from the
+    /// application is refused with [`Error::UnknownAck`](crate::Error::UnknownAck).
+    /// Default 10 s.
+    pub answer_timeout: Duration,
     /// Batches collecting at once, hub-wide. Default 10,000.
     pub max_pending_batches: usize,
     /// A batch flushes early once it holds this many items. Default 256.
@@ -189,6 +195,7 @@ impl Default for Config {
             max_rooms_per_connection: 128,
             max_pending_acks: 128,
             ack_timeout: Duration::from_secs(5),
+            answer_timeout: Duration::from_secs(10),
             max_pending_batches: 10_000,
             max_batch_items: 256,
             max_batch_bytes: 64 * 1024,
@@ -250,6 +257,8 @@ setters! {
     max_pending_acks: usize;
     /// Sets [`Config::ack_timeout`].
     ack_timeout: Duration;
+    /// Sets [`Config::answer_timeout`].
+    answer_timeout: Duration;
     /// Sets [`Config::max_pending_batches`].
     max_pending_batches: usize;
     /// Sets [`Config::max_batch_items`].
@@ -325,6 +334,9 @@ impl Config {
         }
         if self.slow_consumer_timeout.is_zero() {
             return fail("slow_consumer_timeout must be greater than zero");
+        }
+        if self.answer_timeout.is_zero() {
+            return fail("answer_timeout must be greater than zero");
         }
         if self.write_window == 0 {
             return fail("write_window must be at least 1");

@@ -42,6 +42,9 @@ pub struct Counters {
     pub acks_failed: u64,
     /// Ack replies for ids that were not pending (unknown or duplicate), ignored.
     pub acks_unknown: u64,
+    /// Client ack requests the application did not answer in time, which the server
+    /// answered with `no_answer` (`Config::answer_timeout`).
+    pub answers_timed_out: u64,
     /// Batches flushed.
     pub batches_flushed: u64,
     /// Publishes received from other nodes.

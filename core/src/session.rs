@@ -104,8 +104,12 @@ pub(crate) struct Session {
     /// Channels the client asked for that wait for the application's decision, with the
     /// request's `id` to answer with as `ref`.
     pub pending_subscribes: BTreeMap<String, Option<String>>,
-    /// Client→server ack requests the application has not answered.
-    pub acks_in: BTreeSet<u64>,
+    /// Client→server ack requests the application has not answered, with the deadline by
+    /// which the server answers them itself (`Config::answer_timeout`).
+    pub acks_in: BTreeMap<u64, Instant>,
+    /// Rooms the application put the connection in and keeps it in: its `unsubscribe` from
+    /// them is refused.
+    pub pinned: BTreeSet<usize>,
     pub metadata: BTreeMap<String, Value>,
     pub info: Box<ConnectionInfo>,
 }
@@ -133,7 +137,8 @@ impl Session {
             rooms: BTreeMap::new(),
             pending_subscribes: BTreeMap::new(),
             acks_out: BTreeMap::new(),
-            acks_in: BTreeSet::new(),
+            acks_in: BTreeMap::new(),
+            pinned: BTreeSet::new(),
             last_seen: now,
             timers: [None; ConnTimer::COUNT],
             authenticated: false,
@@ -184,6 +189,17 @@ impl Session {
             return Offer::Full;
         }
         self.queued_bytes += len;
+        self.queue.push_back(frame);
+        Offer::Queued
+    }
+
+    /// Queues an answer to a client request on a connection that is closing with flush
+    /// (without limit, as a reply: the requests it answers were bounded when they came in).
+    pub(crate) fn offer_answer(&mut self, frame: Frame) -> Offer {
+        if !self.flushing() {
+            return Offer::NotOpen;
+        }
+        self.queued_bytes += frame.len();
         self.queue.push_back(frame);
         Offer::Queued
     }
@@ -277,16 +293,24 @@ impl Session {
         }
     }
 
-    /// The close of a connection closing with flush whose queue has just emptied.
+    /// The close of a connection closing with flush whose queue has just emptied and whose
+    /// client requests are all answered (the close waits for the application's answers, each
+    /// of which has a deadline).
     pub(crate) fn flushed_close(&self) -> Option<(CloseCode, String)> {
         match &self.state {
             State::Closing {
                 code,
                 reason,
                 flush: true,
-            } if self.queue.is_empty() => Some((*code, reason.clone())),
+            } if self.queue.is_empty() && self.acks_in.is_empty() => Some((*code, reason.clone())),
             _ => None,
         }
+    }
+
+    /// Whether an answer to a client request may still be queued: open, or closing with the
+    /// queue still flushing.
+    pub(crate) fn takes_answers(&self) -> bool {
+        self.flushing()
     }
 
     #[inline]
@@ -326,6 +350,9 @@ impl Session {
         }
         for (&ack, &at) in &self.acks_out {
             timers.remove(at, TimerKey::Ack(id, ack));
+        }
+        for (&ack, &at) in &self.acks_in {
+            timers.remove(at, TimerKey::Answer(id, ack));
         }
     }
 }

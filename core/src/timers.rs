@@ -33,6 +33,8 @@ impl ConnTimer {
 pub(crate) enum TimerKey {
     Conn(ConnId, ConnTimer),
     Ack(ConnId, AckId),
+    /// A client's ack request the application must answer by then.
+    Answer(ConnId, u64),
     Batch(usize),
 }
 

@@ -15,6 +15,10 @@ use crate::message::Payload;
 /// The protocol version in the `welcome` frame.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The largest `ack` number a client may use: 2^53 - 1, the largest integer a JavaScript
+/// number holds exactly. Larger ones are refused as `malformed`.
+pub const MAX_ACK: u64 = (1 << 53) - 1;
+
 /// Machine-readable codes of `error` frames (the `code` field).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[non_exhaustive]
@@ -41,6 +45,8 @@ pub enum ErrorCode {
     PublishNotAllowed,
     /// The connection sent more messages than its rate limit allows; this one was dropped.
     TooManyRequests,
+    /// The client tried to leave a channel the application keeps it in.
+    UnsubscribeDenied,
 }
 
 impl ErrorCode {
@@ -58,6 +64,7 @@ impl ErrorCode {
             ErrorCode::DuplicateAck => "duplicate_ack",
             ErrorCode::PublishNotAllowed => "publish_not_allowed",
             ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::UnsubscribeDenied => "unsubscribe_denied",
         }
     }
 }
@@ -89,8 +96,24 @@ pub(crate) struct Envelope<'a> {
     pub message: Option<&'a str>,
     #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<&'a str>,
+    /// Set on `subscribed`/`unsubscribed` the application caused, not the client.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub server: bool,
+    /// Set on a server's `subscribed` to a channel the client may not leave.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
+    /// An `ack` frame's failure: the application's error, or its silence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Data<'a>>,
+}
+
+/// `{"code":...,"message":...}`: why an ack request failed.
+#[derive(Serialize)]
+pub(crate) struct Failure<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
 }
 
 /// A payload's JSON form, borrowed.
@@ -146,20 +169,39 @@ fn text_frame(json: Vec<u8>) -> Frame {
     }
 }
 
-/// `{"type":"error","code":...,"message":...}` with the client's `ref` and `channel` if any.
-pub(crate) fn encode_error(
-    code: ErrorCode,
-    message: &str,
-    reference: Option<&str>,
-    channel: Option<&str>,
-) -> Frame {
+/// What a refused frame asked, to answer it by: the client's `id` (echoed as `ref`), the
+/// `ack` number of an `event` that asked for one, and the channel it was about.
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct Asked<'a> {
+    pub reference: Option<&'a str>,
+    pub ack: Option<u64>,
+    pub channel: Option<&'a str>,
+}
+
+/// `{"type":"error","code":...,"message":...}` with the request's `ref`, `ack` and `channel`
+/// if any. An `ack` here answers the client's ack request of that number.
+pub(crate) fn encode_error(code: ErrorCode, message: &str, asked: Asked<'_>) -> Frame {
     encode(
         Envelope {
             kind: "error",
             code: Some(code.as_str()),
             message: Some(message),
-            reference,
-            channel,
+            reference: asked.reference,
+            ack: asked.ack,
+            channel: asked.channel,
+            ..Envelope::default()
+        },
+        None,
+    )
+}
+
+/// `{"type":"ack","ack":n,"error":{"code":...,"message":...}}`: an ack request that failed.
+pub(crate) fn encode_failed_ack(ack: u64, code: &str, message: &str) -> Frame {
+    encode(
+        Envelope {
+            kind: "ack",
+            ack: Some(ack),
+            error: Some(Failure { code, message }),
             ..Envelope::default()
         },
         None,
@@ -265,12 +307,14 @@ pub(crate) enum Body {
     Ping,
 }
 
-/// Why a client frame could not be decoded, with the client's `id` when it was readable.
+/// Why a client frame could not be decoded, with what it asked when that was readable: its
+/// `id`, and the `ack` number of an `event`.
 #[derive(Debug, PartialEq)]
 pub(crate) struct DecodeError {
     pub code: ErrorCode,
     pub message: String,
     pub id: Option<String>,
+    pub ack: Option<u64>,
 }
 
 /// The flat shape every client frame is read into; unknown fields are ignored so that newer
@@ -298,19 +342,83 @@ pub(crate) fn decode_binary(bytes: &Bytes) -> Result<Request, DecodeError> {
             code: ErrorCode::Malformed,
             message: "binary frame has no JSON header line".into(),
             id: None,
+            ack: None,
         });
     };
     decode(&bytes[..split], Some(bytes.slice(split + 1..)))
 }
 
+/// What a frame that is not decoded asked (its `id`, and the `ack` of an `event`), read
+/// leniently so that its refusal can be matched to it. `None`s if it is not a JSON object.
+pub(crate) fn peek(frame: &Frame) -> (Option<String>, Option<u64>) {
+    let header = match frame {
+        Frame::Text(text) => text.as_str().as_bytes(),
+        Frame::Binary(bytes) => {
+            let end = bytes
+                .iter()
+                .position(|&b| b == b'\n')
+                .unwrap_or(bytes.len());
+            &bytes[..end]
+        }
+        Frame::Ping(_) | Frame::Pong(_) => return (None, None),
+    };
+    peek_header(header)
+}
+
+fn peek_header(header: &[u8]) -> (Option<String>, Option<u64>) {
+    /// Every field as any JSON value, so that a wrong type elsewhere does not hide these.
+    #[derive(Deserialize)]
+    struct Loose {
+        #[serde(rename = "type")]
+        kind: Option<Value>,
+        id: Option<Value>,
+        ack: Option<Value>,
+    }
+    let Ok(loose) = serde_json::from_slice::<Loose>(header) else {
+        return (None, None);
+    };
+    let id = match loose.id {
+        Some(Value::String(id)) => Some(id),
+        _ => None,
+    };
+    let is_event = loose.kind.as_ref().and_then(Value::as_str) == Some("event");
+    let ack = loose
+        .ack
+        .as_ref()
+        .and_then(Value::as_u64)
+        .filter(|&ack| is_event && ack <= MAX_ACK);
+    (id, ack)
+}
+
 fn decode(header: &[u8], binary: Option<Bytes>) -> Result<Request, DecodeError> {
-    let raw: Raw = serde_json::from_slice(header).map_err(|e| DecodeError {
-        code: ErrorCode::Malformed,
-        message: format!("malformed frame: {e}"),
-        id: None,
+    let raw: Raw = serde_json::from_slice(header).map_err(|e| {
+        let (id, ack) = peek_header(header);
+        DecodeError {
+            code: ErrorCode::Malformed,
+            message: format!("malformed frame: {e}"),
+            id,
+            ack,
+        }
     })?;
     let id = raw.id;
-    let fail = |code, message: String, id: Option<String>| Err(DecodeError { code, message, id });
+    if raw.ack.is_some_and(|ack| ack > MAX_ACK) {
+        return Err(DecodeError {
+            code: ErrorCode::Malformed,
+            message: format!("`ack` must be an integer from 0 to {MAX_ACK} (2^53 - 1)"),
+            id,
+            ack: None,
+        });
+    }
+    // Only an `event`'s ack is a request of the client's that an error answers.
+    let asked_ack = raw.ack.filter(|_| raw.kind.as_deref() == Some("event"));
+    let fail = |code, message: String, id: Option<String>| {
+        Err(DecodeError {
+            code,
+            message,
+            id,
+            ack: asked_ack,
+        })
+    };
     let Some(kind) = raw.kind else {
         return fail(ErrorCode::MissingField, "missing field `type`".into(), id);
     };

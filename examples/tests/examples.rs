@@ -11,11 +11,15 @@ use common::{http, start};
 use serde_json::{json, Value};
 use tidings_smol::{Client, ClientEvent, Payload};
 
-/// The next event that is not a welcome, as (event name, JSON data).
+/// The next event that is not a welcome or a membership notice, as (event name, JSON data).
 async fn next_event(client: &Client) -> (String, Value) {
     loop {
         match client.next_timeout(Duration::from_secs(5)).await {
-            Some(ClientEvent::Welcome { .. }) => continue,
+            Some(
+                ClientEvent::Welcome { .. }
+                | ClientEvent::Subscribed { .. }
+                | ClientEvent::Unsubscribed { .. },
+            ) => continue,
             Some(ClientEvent::Event(e)) => match e.data {
                 Payload::Json(v) => return (e.event, v),
                 other => panic!("expected JSON, got {other:?}"),
@@ -182,7 +186,7 @@ fn lobby_routes_game_commands_and_refuses_unknown_ones() {
             next_event(&ann).await,
             (
                 "error".into(),
-                json!({"message": "unknown command \"teleport\""})
+                json!({"code": "application", "message": "unknown command \"teleport\""})
             )
         );
 

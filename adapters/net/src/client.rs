@@ -76,12 +76,16 @@ pub enum ClientEvent {
         /// The items, in order.
         messages: Vec<Value>,
     },
-    /// Joined a channel (when not in answer to [`Client::subscribe`]).
+    /// Joined a channel (when not in answer to [`Client::subscribe`]): the server put this
+    /// connection in it.
     Subscribed {
         /// The channel.
         channel: String,
+        /// Whether the server keeps the connection in it (an `unsubscribe` is refused).
+        pinned: bool,
     },
-    /// Left a channel (when not in answer to [`Client::unsubscribe`]).
+    /// Left a channel (when not in answer to [`Client::unsubscribe`]): the server took this
+    /// connection out of it.
     Unsubscribed {
         /// The channel.
         channel: String,
@@ -457,6 +461,18 @@ struct Raw {
     conn: Option<String>,
     ping_interval_ms: Option<u64>,
     timeout_ms: Option<u64>,
+    #[serde(default)]
+    pinned: bool,
+    error: Option<RawFailure>,
+}
+
+/// An `ack` frame's `error`: why the request failed.
+#[derive(Deserialize)]
+struct RawFailure {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
 }
 
 /// The background reader: answers pending requests, forwards the rest as events.
@@ -551,7 +567,14 @@ fn dispatch(raw: Raw, binary: Option<Bytes>, pending: &Mutex<Pending>) -> Option
         }),
         "ack" => {
             let n = raw.ack?;
-            p.resolve(&ack_key(n), Ok(data));
+            let answer = match raw.error {
+                Some(failure) => Err(Error::Server {
+                    code: failure.code,
+                    message: failure.message,
+                }),
+                None => Ok(data),
+            };
+            p.resolve(&ack_key(n), answer);
             None
         }
         "subscribed" | "unsubscribed" | "pong" => {
@@ -560,7 +583,10 @@ fn dispatch(raw: Raw, binary: Option<Bytes>, pending: &Mutex<Pending>) -> Option
             }
             let channel = raw.channel.clone().unwrap_or_default();
             match raw.kind.as_str() {
-                "subscribed" => Some(ClientEvent::Subscribed { channel }),
+                "subscribed" => Some(ClientEvent::Subscribed {
+                    channel,
+                    pinned: raw.pinned,
+                }),
                 "unsubscribed" => Some(ClientEvent::Unsubscribed { channel }),
                 _ => None,
             }
@@ -568,11 +594,18 @@ fn dispatch(raw: Raw, binary: Option<Bytes>, pending: &Mutex<Pending>) -> Option
         "error" => {
             let code = raw.code.clone().unwrap_or_default();
             let message = raw.message.clone().unwrap_or_default();
-            let error = Error::Server {
+            let error = || Error::Server {
                 code: code.clone(),
                 message: message.clone(),
             };
-            if answered(&mut p, Err(error)) {
+            // An `ack` answers the event that asked for it; else `ref` names the request.
+            if raw
+                .ack
+                .is_some_and(|n| p.resolve(&ack_key(n), Err(error())))
+            {
+                return None;
+            }
+            if answered(&mut p, Err(error())) {
                 return None;
             }
             Some(ClientEvent::Error {

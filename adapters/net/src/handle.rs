@@ -183,6 +183,22 @@ impl<R: Runtime> Handle<R> {
             .await
     }
 
+    /// Answers a client's event with the application's error: its ack, if it asked for one
+    /// (`ack`), with `{"code":..,"message":..}` as the ack's `error`; else an `error` event
+    /// carrying the event's `id` as `ref`. See [`Hub::answer_error`](tidings_core::Hub::answer_error).
+    pub async fn answer_error(
+        &self,
+        conn: ConnId,
+        id: Option<String>,
+        ack: Option<u64>,
+        code: &str,
+        message: &str,
+    ) -> Result<()> {
+        let (code, message) = (code.to_owned(), message.to_owned());
+        self.hub(move |hub, now| hub.answer_error(now, conn, id.as_deref(), ack, &code, &message))
+            .await
+    }
+
     /// Adds `data` to the batch `(target, ident)`: items collect for `ttl` after the first,
     /// then go out as one `batch` frame with event `event`.
     pub async fn publish_batched(
@@ -209,12 +225,20 @@ impl<R: Runtime> Handle<R> {
     // ---- membership ----
 
     /// Puts `conn` in `room` (of its namespace). Returns whether it was not there already.
+    /// The client is told (`subscribed` marked `"server":true`) and may leave it.
     pub async fn join(&self, conn: ConnId, room: &str) -> Result<bool> {
         let room = room.to_owned();
         self.hub(move |hub, _| hub.join(conn, &room)).await
     }
 
-    /// Takes `conn` out of `room`. Returns whether it was there.
+    /// Puts `conn` in `room` and keeps it there: its `unsubscribe` is refused until
+    /// [`Handle::leave`]. Returns whether it was not there already.
+    pub async fn join_pinned(&self, conn: ConnId, room: &str) -> Result<bool> {
+        let room = room.to_owned();
+        self.hub(move |hub, _| hub.join_pinned(conn, &room)).await
+    }
+
+    /// Takes `conn` out of `room` (the client is told). Returns whether it was there.
     pub async fn leave(&self, conn: ConnId, room: &str) -> Result<bool> {
         let room = room.to_owned();
         self.hub(move |hub, _| hub.leave(conn, &room)).await

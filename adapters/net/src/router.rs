@@ -5,24 +5,32 @@
 //! messages of a connection are handled in the order they were sent. A handler that does
 //! slow work should spawn it. While the router is more than a backlog behind, the hub stops
 //! reading connection input (see the driver), so a slow handler never grows memory.
+//!
+//! Every event that asked for an ack is answered once: by the handler ([`Ctx::reply`],
+//! [`Ctx::error`]), else with what the handler returned once it has returned and dropped its
+//! [`Ctx`], else (a `Ctx` kept by spawned work that never answers) by the server's answer
+//! deadline.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_channel::Receiver;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tidings_core::{CloseCode, ConnId, Event, Message, Payload};
 
 use crate::{Handle, Result, Runtime};
 
 type BoxFuture<T = ()> = Pin<Box<dyn Future<Output = T> + Send>>;
-type Handler<R> = Box<dyn Fn(Ctx<R>, Payload) -> BoxFuture + Send + Sync>;
-type Fallback<R> = Box<dyn Fn(Ctx<R>, String, Payload) -> BoxFuture + Send + Sync>;
+/// What a handler returned, as JSON, to answer an ack it left unanswered.
+type Outcome = std::result::Result<Value, String>;
+type Handler<R> = Box<dyn Fn(Ctx<R>, Payload) -> BoxFuture<Outcome> + Send + Sync>;
+type Fallback<R> = Box<dyn Fn(Ctx<R>, String, Payload) -> BoxFuture<Outcome> + Send + Sync>;
 type ConnectHook<R> = Box<dyn Fn(Ctx<R>) -> BoxFuture + Send + Sync>;
 type DisconnectHook<R> = Box<dyn Fn(Disconnect<R>) -> BoxFuture + Send + Sync>;
 type RoomHook<R> = Box<dyn Fn(Ctx<R>, String) -> BoxFuture + Send + Sync>;
@@ -98,20 +106,25 @@ impl<R: Runtime> Router<R> {
     }
 
     /// Handles event `event`, its data deserialised as `T`. Data that does not fit `T` is
-    /// answered with an `error` event (and the ack, if one was asked, with `{"error": ...}`).
-    pub fn on<T, F, Fut>(mut self, event: &str, handler: F) -> Self
+    /// answered with the error code `invalid_data` (see [`Ctx::error`]). What the handler
+    /// returns (`()` is `null`) answers the event's ack if the handler did not.
+    pub fn on<T, F, Fut, O>(mut self, event: &str, handler: F) -> Self
     where
         T: DeserializeOwned + Send + 'static,
         F: Fn(Ctx<R>, T) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
+        Fut: Future<Output = O> + Send + 'static,
+        O: Serialize + Send + 'static,
     {
         let handler = Arc::new(handler);
         let boxed: Handler<R> = Box::new(move |ctx, payload| {
             let handler = handler.clone();
             Box::pin(async move {
                 match decode::<T>(payload) {
-                    Ok(data) => handler(ctx, data).await,
-                    Err(why) => ctx.refuse(&why).await,
+                    Ok(data) => outcome(handler(ctx, data).await),
+                    Err(why) => {
+                        let _ = ctx.error_code("invalid_data", &why).await;
+                        Ok(Value::Null)
+                    }
                 }
             })
         });
@@ -119,27 +132,37 @@ impl<R: Runtime> Router<R> {
         self
     }
 
-    /// Handles event `event` with its raw [`Payload`] (binary data included).
-    pub fn on_raw<F, Fut>(mut self, event: &str, handler: F) -> Self
+    /// Handles event `event` with its raw [`Payload`] (binary data included). What the
+    /// handler returns answers the ack as with [`Router::on`].
+    pub fn on_raw<F, Fut, O>(mut self, event: &str, handler: F) -> Self
     where
         F: Fn(Ctx<R>, Payload) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
+        Fut: Future<Output = O> + Send + 'static,
+        O: Serialize + Send + 'static,
     {
-        self.handlers.insert(
-            event.to_owned(),
-            Box::new(move |c, p| Box::pin(handler(c, p))),
-        );
+        let handler = Arc::new(handler);
+        let boxed: Handler<R> = Box::new(move |c, p| {
+            let handler = handler.clone();
+            Box::pin(async move { outcome(handler(c, p).await) })
+        });
+        self.handlers.insert(event.to_owned(), boxed);
         self
     }
 
     /// Handles every event without a handler of its own (gets the event name too). Without
-    /// one, such messages wait in the connection's inbox for [`Handle::receive`].
-    pub fn fallback<F, Fut>(mut self, handler: F) -> Self
+    /// one, such messages wait in the connection's inbox for [`Handle::receive`]. What the
+    /// handler returns answers the ack as with [`Router::on`].
+    pub fn fallback<F, Fut, O>(mut self, handler: F) -> Self
     where
         F: Fn(Ctx<R>, String, Payload) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
+        Fut: Future<Output = O> + Send + 'static,
+        O: Serialize + Send + 'static,
     {
-        self.fallback = Some(Box::new(move |c, e, p| Box::pin(handler(c, e, p))));
+        let handler = Arc::new(handler);
+        self.fallback = Some(Box::new(move |c, e, p| {
+            let handler = handler.clone();
+            Box::pin(async move { outcome(handler(c, e, p).await) })
+        }));
         self
     }
 
@@ -218,10 +241,12 @@ impl<R: Runtime> Router<R> {
     ) {
         while let Ok(event) = events.recv().await {
             room.notify(usize::MAX);
-            let ctx = |conn, ack| Ctx {
+            let ctx = |conn, ack, id| Ctx {
                 handle: handle.clone(),
                 conn,
                 ack,
+                id,
+                answered: Arc::new(AtomicBool::new(false)),
             };
             match event {
                 Event::Message {
@@ -229,17 +254,35 @@ impl<R: Runtime> Router<R> {
                     event,
                     data,
                     ack,
-                    ..
+                    id,
                 } => {
-                    if let Some(h) = self.handlers.get(&event) {
-                        h(ctx(conn, ack), data).await;
+                    let ctx = ctx(conn, ack, id);
+                    let answered = ctx.answered.clone();
+                    let result = if let Some(h) = self.handlers.get(&event) {
+                        h(ctx, data).await
                     } else if let Some(f) = &self.fallback {
-                        f(ctx(conn, ack), event, data).await;
+                        f(ctx, event, data).await
+                    } else {
+                        continue;
+                    };
+                    // Unanswered, and no `Ctx` left to answer it (a handler that handed its
+                    // `Ctx` to spawned work leaves the answer to that work).
+                    let unanswered = !answered.load(Ordering::Acquire);
+                    if let (Some(ack), true) =
+                        (ack, unanswered && Arc::strong_count(&answered) == 1)
+                    {
+                        let _ = match result {
+                            Ok(value) => handle.reply_ack(conn, ack, value).await,
+                            Err(why) => {
+                                let code = "internal";
+                                handle.answer_error(conn, None, Some(ack), code, &why).await
+                            }
+                        };
                     }
                 }
                 Event::Connected { conn } => {
                     if let Some(h) = &self.on_connect {
-                        h(ctx(conn, None)).await;
+                        h(ctx(conn, None, None)).await;
                     }
                 }
                 Event::Disconnected {
@@ -258,17 +301,17 @@ impl<R: Runtime> Router<R> {
                 }
                 Event::Joined { conn, room } => {
                     if let Some(h) = &self.on_join {
-                        h(ctx(conn, None), room.to_string()).await;
+                        h(ctx(conn, None, None), room.to_string()).await;
                     }
                 }
                 Event::Left { conn, room } => {
                     if let Some(h) = &self.on_leave {
-                        h(ctx(conn, None), room.to_string()).await;
+                        h(ctx(conn, None, None), room.to_string()).await;
                     }
                 }
                 Event::SubscribeRequest { conn, channel } => {
                     if let Some(h) = &self.authorize {
-                        let verdict = h(ctx(conn, None), channel.clone()).await;
+                        let verdict = h(ctx(conn, None, None), channel.clone()).await;
                         let _ = handle
                             .call(move |d, now| match verdict {
                                 Ok(()) => d.hub.approve_subscribe(now, conn, &channel),
@@ -283,6 +326,11 @@ impl<R: Runtime> Router<R> {
     }
 }
 
+/// A handler's result as JSON.
+fn outcome(value: impl Serialize) -> Outcome {
+    serde_json::to_value(value).map_err(|e| format!("the handler's result is not JSON: {e}"))
+}
+
 fn decode<T: DeserializeOwned>(payload: Payload) -> Result<T, String> {
     let value = match payload {
         Payload::Json(v) => v,
@@ -293,11 +341,15 @@ fn decode<T: DeserializeOwned>(payload: Payload) -> Result<T, String> {
     serde_json::from_value(value).map_err(|e| format!("invalid data: {e}"))
 }
 
-/// What a handler gets besides the data: the connection, a handle, and the ack to answer.
+/// What a handler gets besides the data: the connection, a handle, and the request to answer
+/// (its `id` and ack).
 pub struct Ctx<R: Runtime> {
     handle: Handle<R>,
     conn: ConnId,
     ack: Option<u64>,
+    id: Option<String>,
+    /// Set once the ack is answered; shared with the router, which answers it otherwise.
+    answered: Arc<AtomicBool>,
 }
 
 impl<R: Runtime> Ctx<R> {
@@ -316,14 +368,19 @@ impl<R: Runtime> Ctx<R> {
         self.ack.is_some()
     }
 
+    /// The event's `id`, if the client gave one.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
     /// Answers the client's ack request. `Ok(false)` if it asked for none.
     pub async fn reply(&self, data: impl Serialize) -> Result<bool> {
         match self.ack {
-            Some(ack) => self
-                .handle
-                .reply_ack(self.conn, ack, data)
-                .await
-                .map(|_| true),
+            Some(ack) => {
+                self.handle.reply_ack(self.conn, ack, data).await?;
+                self.answered.store(true, Ordering::Release);
+                Ok(true)
+            }
             None => Ok(false),
         }
     }
@@ -334,9 +391,26 @@ impl<R: Runtime> Ctx<R> {
         self.handle.emit(self.conn, message).await.map(|_| ())
     }
 
-    /// Sends this connection an `error` event: `{"message": message}`.
+    /// Answers the event with an application error of code `application`; see
+    /// [`Ctx::error_code`].
     pub async fn error(&self, message: &str) -> Result<()> {
-        self.emit("error", json!({ "message": message })).await
+        self.error_code("application", message).await
+    }
+
+    /// Answers the event with an application error: if it asked for an ack (and that is not
+    /// answered yet), the ack, `{"type":"ack","ack":n,"error":{"code":..,"message":..}}`;
+    /// else an `error` event, `{"type":"event","event":"error","ref":id,"data":{"code":..,
+    /// "message":..}}`, with the event's `id` as `ref`.
+    pub async fn error_code(&self, code: &str, message: &str) -> Result<()> {
+        let ack = self.ack.filter(|_| !self.answered.load(Ordering::Acquire));
+        let id = self.id.clone();
+        self.handle
+            .answer_error(self.conn, id, ack, code, message)
+            .await?;
+        if ack.is_some() {
+            self.answered.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Asks this connection a question and waits for its ack.
@@ -373,12 +447,6 @@ impl<R: Runtime> Ctx<R> {
     /// Sets this connection's metadata value `key`.
     pub async fn set_meta(&self, key: &str, value: impl Serialize) -> Result<()> {
         self.handle.set_meta(self.conn, key, value).await
-    }
-
-    /// Answers data a handler could not take: an `error` event, and the ack if one was asked.
-    async fn refuse(&self, why: &str) {
-        let _ = self.error(why).await;
-        let _ = self.reply(json!({ "error": why })).await;
     }
 }
 

@@ -65,6 +65,7 @@ macro_rules! loopback_suite {
             a_silent_http_client_is_cut_at_the_handshake_timeout,
             unauthenticated_peers_are_closed_with_4005,
             ping_floods_and_event_spam_are_rate_limited,
+            a_rate_limited_burst_still_gets_every_accepted_answer,
             stray_and_duplicate_acks_are_never_a_success,
             one_address_and_slow_handshakes_cannot_take_everything,
             soak_returns_every_table_and_memory_to_baseline,

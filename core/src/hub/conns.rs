@@ -208,7 +208,7 @@ impl Hub {
         s.set_timer(&mut self.timers, conn, ConnTimer::Ping, None);
         s.set_timer(&mut self.timers, conn, ConnTimer::Silence, None);
         s.set_timer(&mut self.timers, conn, ConnTimer::Close, Some(now + grace));
-        if s.queue_is_empty() {
+        if s.queue_is_empty() && s.acks_in.is_empty() {
             self.finalize(conn, code, reason, Initiator::Server, true);
         }
     }
@@ -318,6 +318,21 @@ impl Hub {
     /// be, and a client whose queue that puts behind is paused until it reads its answers
     /// (and cut if it stays behind for `slow_consumer_timeout`). Only a connection that is
     /// closing or gone takes no reply.
+    /// Queues the answer to a client's ack request, also on a connection closing with flush
+    /// (whose close waits for these answers). Otherwise as [`Hub::reply`].
+    pub(super) fn answer(&mut self, conn: ConnId, frame: Frame) {
+        let window = self.config.write_window;
+        let Some(s) = session_in(&mut self.sessions, conn) else {
+            return;
+        };
+        if s.is_open() {
+            return self.reply(conn, frame);
+        }
+        if s.offer_answer(frame) == Offer::Queued {
+            s.wake(&mut self.ready, conn, window);
+        }
+    }
+
     pub(super) fn reply(&mut self, conn: ConnId, frame: Frame) {
         let (bound, window) = (self.config.bound(), self.config.write_window);
         let Some(s) = session_in(&mut self.sessions, conn) else {

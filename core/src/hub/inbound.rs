@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use super::rooms::Subscribed;
 use super::{session_in, Hub};
 use crate::config::SubscribePolicy;
 use crate::frame::{CloseCode, Frame};
@@ -12,7 +13,7 @@ use crate::io::{AckOutcome, Event};
 use crate::message::{Message, Target};
 use crate::session::Fill;
 use crate::timers::TimerKey;
-use crate::wire::{self, Body, Envelope, ErrorCode, Request};
+use crate::wire::{self, Asked, Body, Envelope, ErrorCode, Request};
 
 impl Hub {
     pub(super) fn on_frame(&mut self, now: Instant, conn: ConnId, frame: Frame) {
@@ -41,10 +42,17 @@ impl Hub {
             }
             s.rate_count = s.rate_count.saturating_add(1);
             if s.rate_count > limit {
-                // Dropped undecoded: a flood costs a counter, not a parse.
+                // Dropped undecoded: only its `id` and `ack` are read, to match the refusal to
+                // the request. At most `max_errors` of these are read before 4002.
                 let message = format!("more than {limit} messages in {} ms", window.as_millis());
                 let code = ErrorCode::TooManyRequests;
-                return self.protocol_error(now, conn, code, &message, None, None);
+                let (id, ack) = wire::peek(&frame);
+                let asked = Asked {
+                    reference: id.as_deref(),
+                    ack,
+                    channel: None,
+                };
+                return self.protocol_error(now, conn, code, &message, asked);
             }
         }
         let decoded = match &frame {
@@ -70,20 +78,27 @@ impl Hub {
         };
         match decoded {
             Ok(request) => self.on_request(now, conn, request),
-            Err(e) => self.protocol_error(now, conn, e.code, &e.message, e.id.as_deref(), None),
+            Err(e) => {
+                let asked = Asked {
+                    reference: e.id.as_deref(),
+                    ack: e.ack,
+                    channel: None,
+                };
+                self.protocol_error(now, conn, e.code, &e.message, asked);
+            }
         }
     }
 
     /// Answers a client's fault with an `error` frame, or closes the connection once it has
-    /// made more than `max_errors` within `error_window`.
+    /// made more than `max_errors` within `error_window`: with 4003 if the fault that crossed
+    /// the limit was a subscription past `max_rooms_per_connection`, else 4002.
     pub(super) fn protocol_error(
         &mut self,
         now: Instant,
         conn: ConnId,
         code: ErrorCode,
         message: &str,
-        reference: Option<&str>,
-        channel: Option<&str>,
+        asked: Asked<'_>,
     ) {
         let (window, max) = (self.config.error_window, self.config.max_errors);
         let Some(s) = self.session_mut(conn) else {
@@ -96,27 +111,37 @@ impl Hub {
         s.errors += 1;
         let over = s.errors > max;
         self.counters.protocol_errors += 1;
-        self.reply(conn, wire::encode_error(code, message, reference, channel));
+        self.reply(conn, wire::encode_error(code, message, asked));
         if over {
             // Gracefully: the client reads why each request failed, then why it is closed.
-            // It takes no more frames meanwhile, and `close_grace` bounds the flush.
+            // It takes no more frames meanwhile; the application's answers to the requests
+            // it did accept still go out first, and `close_grace` bounds the whole flush.
             let reason = format!("more than {max} protocol errors in {} s", window.as_secs());
-            self.begin_close(now, conn, CloseCode::RATE_LIMITED, reason);
+            let close = if code == ErrorCode::TooManySubscriptions {
+                CloseCode::TOO_MANY_SUBSCRIPTIONS
+            } else {
+                CloseCode::RATE_LIMITED
+            };
+            self.begin_close(now, conn, close, reason);
         }
     }
 
-    /// Serves one decoded request; a refusal becomes one `error` frame echoing its `id`.
+    /// Serves one decoded request; a refusal becomes one `error` frame echoing its `id` (and
+    /// answering its ack, if it was an event that asked for one).
     fn on_request(&mut self, now: Instant, conn: ConnId, request: Request) {
         let Request { id, body } = request;
+        let ack = match &body {
+            Body::Event { ack, .. } => *ack,
+            _ => None,
+        };
         if let Err(r) = self.serve(now, conn, body, id.as_deref()) {
-            self.protocol_error(
-                now,
-                conn,
-                r.code,
-                &r.message,
-                id.as_deref(),
-                r.channel.as_deref(),
-            );
+            let asked = Asked {
+                reference: id.as_deref(),
+                // A duplicate's number belongs to the request still pending: not answered.
+                ack: ack.filter(|_| r.code != ErrorCode::DuplicateAck),
+                channel: r.channel.as_deref(),
+            };
+            self.protocol_error(now, conn, r.code, &r.message, asked);
         }
     }
 
@@ -133,10 +158,17 @@ impl Hub {
                 self.on_subscribe(conn, &channel, id)
             }
             Body::Unsubscribe { channel } => {
+                if self.is_pinned(conn, &channel) {
+                    let refusal = Refusal::new(
+                        ErrorCode::UnsubscribeDenied,
+                        "the application keeps you in this channel",
+                    );
+                    return Err(refusal.on(&channel));
+                }
                 let pending = self
                     .session_mut(conn)
                     .is_some_and(|s| s.pending_subscribes.remove(&channel).is_some());
-                if !pending && !self.leave(conn, &channel).unwrap_or(false) {
+                if !pending && !self.leave_quietly(conn, &channel).unwrap_or(false) {
                     let refusal = Refusal::new(ErrorCode::NotSubscribed, "not subscribed");
                     // Only a valid name is echoed back.
                     return Err(match self.valid_name("channel", &channel) {
@@ -204,8 +236,9 @@ impl Hub {
                 self.valid_name("event", &event)?;
                 if let Some(ack) = ack {
                     let max = self.config.max_pending_acks;
+                    let deadline = now + self.config.answer_timeout;
                     let s = self.session_mut(conn).ok_or(Refusal::gone())?;
-                    if s.acks_in.contains(&ack) {
+                    if s.acks_in.contains_key(&ack) {
                         return Err(Refusal::new(
                             ErrorCode::DuplicateAck,
                             "ack id already pending",
@@ -217,7 +250,8 @@ impl Hub {
                             "too many unanswered ack requests",
                         ));
                     }
-                    s.acks_in.insert(ack);
+                    s.acks_in.insert(ack, deadline);
+                    self.timers.insert(deadline, TimerKey::Answer(conn, ack));
                 }
                 let id = id.map(str::to_owned);
                 self.event(Event::Message {
@@ -265,7 +299,7 @@ impl Hub {
         reference: Option<&str>,
     ) -> Result<(), Refusal> {
         if self.in_room(conn, channel) {
-            self.send_subscribed(conn, channel, reference); // idempotent
+            self.send_subscribed(conn, channel, Subscribed::Client(reference)); // idempotent
             return Ok(());
         }
         let (limit, policy, max_id) = (
@@ -283,8 +317,8 @@ impl Hub {
         }
         match policy {
             SubscribePolicy::Open => {
-                if self.join(conn, channel).is_ok() {
-                    self.send_subscribed(conn, channel, reference);
+                if self.join_quietly(conn, channel, false).is_ok() {
+                    self.send_subscribed(conn, channel, Subscribed::Client(reference));
                 }
             }
             SubscribePolicy::Approve => {

@@ -25,6 +25,7 @@ use crate::metrics::Counters;
 use crate::rooms::Registry;
 use crate::session::{Fill, Session, State};
 use crate::timers::{ConnTimer, TimerKey, Timers};
+use crate::wire;
 
 /// A connection's outbound queue, as [`Hub::queue_depth`] reports it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -301,6 +302,21 @@ impl Hub {
                             ack,
                             outcome: AckOutcome::TimedOut,
                         });
+                    }
+                }
+                TimerKey::Answer(conn, ack) => {
+                    let limit = self.config.answer_timeout;
+                    let Some(s) = self.session_mut(conn) else {
+                        continue;
+                    };
+                    if s.acks_in.remove(&ack).is_some() {
+                        self.counters.answers_timed_out += 1;
+                        let message = format!(
+                            "the application did not answer within {} ms",
+                            limit.as_millis()
+                        );
+                        let frame = wire::encode_failed_ack(ack, "no_answer", &message);
+                        self.answer(conn, frame);
                     }
                 }
                 TimerKey::Batch(id) => self.flush_batch(id),

@@ -179,9 +179,11 @@ impl Hub {
     }
 
     /// Answers a client event that asked for an ack (its [`Event::Message`](crate::Event::Message)
-    /// had `ack: Some(id)`). Each request is answered once. The answer is never dropped: past
-    /// the queue's bound it is still queued, and the client is paused until it reads (see
-    /// `hub/flow.rs`).
+    /// had `ack: Some(id)`) with `{"type":"ack","ack":id,"data":...}`. Each request is
+    /// answered once, by this, [`Hub::answer_error`] or its deadline
+    /// (`Config::answer_timeout`). The answer is never dropped: past the queue's bound it is
+    /// still queued, and the client is paused until it reads (see `hub/flow.rs`); a connection
+    /// the server is closing gracefully sends it before its close frame.
     pub fn reply_ack(
         &mut self,
         now: Instant,
@@ -190,13 +192,7 @@ impl Hub {
         data: Payload,
     ) -> Result<(), Error> {
         self.clock(now);
-        self.open_session(conn)?;
-        let s = self
-            .session_mut(conn)
-            .ok_or(Error::UnknownConnection(conn))?;
-        if !s.acks_in.remove(&ack) {
-            return Err(Error::UnknownAck { conn, ack });
-        }
+        self.take_ack_in(conn, ack)?;
         let frame = wire::encode(
             Envelope {
                 kind: "ack",
@@ -205,7 +201,63 @@ impl Hub {
             },
             Some(&data),
         );
-        self.reply(conn, frame); // open (checked above), so it is queued
+        self.answer(conn, frame);
+        Ok(())
+    }
+
+    /// Answers a client event with the application's error `code` and `message`. An event
+    /// that asked for an ack (`ack`) has it answered:
+    /// `{"type":"ack","ack":n,"error":{"code":...,"message":...}}`. Any other gets an `error`
+    /// event, `{"type":"event","event":"error","ref":id,"data":{"code":...,"message":...}}`,
+    /// with the event's `id` as `ref` if it had one. (Protocol errors are `error` frames; these
+    /// are the application's.)
+    pub fn answer_error(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: Option<&str>,
+        ack: Option<u64>,
+        code: &str,
+        message: &str,
+    ) -> Result<(), Error> {
+        self.clock(now);
+        let frame = match ack {
+            Some(ack) => {
+                self.take_ack_in(conn, ack)?;
+                wire::encode_failed_ack(ack, code, message)
+            }
+            None => {
+                self.open_session(conn)?;
+                let data = Payload::Json(serde_json::json!({ "code": code, "message": message }));
+                wire::encode(
+                    Envelope {
+                        kind: "event",
+                        event: Some("error"),
+                        reference: id,
+                        ..Envelope::default()
+                    },
+                    Some(&data),
+                )
+            }
+        };
+        self.answer(conn, frame);
+        Ok(())
+    }
+
+    /// Takes a pending client ack request off its connection (and its deadline off the
+    /// timers), for its one answer.
+    fn take_ack_in(&mut self, conn: ConnId, ack: u64) -> Result<(), Error> {
+        let s = self
+            .session_mut(conn)
+            .ok_or(Error::UnknownConnection(conn))?;
+        if !s.takes_answers() {
+            return Err(Error::Closing(conn));
+        }
+        let deadline = s
+            .acks_in
+            .remove(&ack)
+            .ok_or(Error::UnknownAck { conn, ack })?;
+        self.timers.remove(deadline, TimerKey::Answer(conn, ack));
         Ok(())
     }
 

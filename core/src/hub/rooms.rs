@@ -1,5 +1,7 @@
-//! Rooms from the application's side: join and leave on a connection's behalf, membership
-//! queries, deleting a room, and deciding client subscribe requests.
+//! Rooms from the application's side: join and leave on a connection's behalf (the client is
+//! told, with `subscribed`/`unsubscribed` marked `"server":true`), pinned memberships the
+//! client may not leave, membership queries, deleting a room, and deciding client subscribe
+//! requests.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,21 +10,55 @@ use super::Hub;
 use crate::error::Error;
 use crate::ids::ConnId;
 use crate::io::Event;
-use crate::wire::{self, Envelope, ErrorCode};
+use crate::wire::{self, Asked, Envelope, ErrorCode};
 
 impl Hub {
     /// Puts `conn` in `room` of its namespace. Returns whether it was not a member before.
-    /// [`Event::Joined`] follows a new membership.
+    /// A new member is told with `{"type":"subscribed",...,"server":true}` and
+    /// [`Event::Joined`] follows. The client may leave it with `unsubscribe`; see
+    /// [`Hub::join_pinned`] for a membership it may not leave.
     pub fn join(&mut self, conn: ConnId, room: &str) -> Result<bool, Error> {
+        let joined = self.join_quietly(conn, room, false)?;
+        if joined {
+            self.send_subscribed(conn, room, Subscribed::Server { pinned: false });
+        }
+        Ok(joined)
+    }
+
+    /// Like [`Hub::join`], but the client may not leave: its `unsubscribe` is refused with
+    /// `unsubscribe_denied` until the application calls [`Hub::leave`]. Pins an existing
+    /// membership too. The client is told with `subscribed` marked `"server":true` and
+    /// `"pinned":true`. Returns whether `conn` was not a member before.
+    pub fn join_pinned(&mut self, conn: ConnId, room: &str) -> Result<bool, Error> {
+        let was_pinned = self.is_pinned(conn, room);
+        let joined = self.join_quietly(conn, room, true)?;
+        if !was_pinned {
+            self.send_subscribed(conn, room, Subscribed::Server { pinned: true });
+        }
+        Ok(joined)
+    }
+
+    /// Joins without telling the client (its own `subscribe` is answered by the caller).
+    pub(super) fn join_quietly(
+        &mut self,
+        conn: ConnId,
+        room: &str,
+        pin: bool,
+    ) -> Result<bool, Error> {
         wire::check_name(room, self.config.max_name_len)
             .map_err(|why| Error::InvalidName { what: "room", why })?;
         let s = self.open_session(conn)?;
         let ns = s.namespace;
-        if self
+        let existing = self
             .registry
             .room(ns, room)
-            .is_some_and(|id| s.rooms.contains_key(&id))
-        {
+            .filter(|id| s.rooms.contains_key(id));
+        if let Some(id) = existing {
+            if pin {
+                if let Some(s) = self.session_mut(conn) {
+                    s.pinned.insert(id);
+                }
+            }
             return Ok(false);
         }
         let limit = self.config.max_rooms_per_connection;
@@ -32,24 +68,56 @@ impl Hub {
         let (id, name, _) = self.registry.join(ns, room, conn);
         if let Some(s) = self.session_mut(conn) {
             s.rooms.insert(id, name.clone());
+            if pin {
+                s.pinned.insert(id);
+            }
         }
         self.event(Event::Joined { conn, room: name });
         Ok(true)
     }
 
-    /// Takes `conn` out of `room`. Returns whether it was a member. [`Event::Left`] follows.
-    /// An emptied room is freed.
+    /// Takes `conn` out of `room`. Returns whether it was a member. An open connection is
+    /// told with `{"type":"unsubscribed",...,"server":true}`; [`Event::Left`] follows. An
+    /// emptied room is freed.
     pub fn leave(&mut self, conn: ConnId, room: &str) -> Result<bool, Error> {
+        let left = self.leave_quietly(conn, room)?;
+        if left {
+            let envelope = Envelope {
+                kind: "unsubscribed",
+                channel: Some(room),
+                server: true,
+                ..Envelope::default()
+            };
+            self.reply(conn, wire::encode(envelope, None));
+        }
+        Ok(left)
+    }
+
+    /// Leaves without telling the client (its own `unsubscribe` is answered by the caller).
+    pub(super) fn leave_quietly(&mut self, conn: ConnId, room: &str) -> Result<bool, Error> {
         let s = self.session(conn).ok_or(Error::UnknownConnection(conn))?;
         let Some(id) = self.registry.room(s.namespace, room) else {
             return Ok(false);
         };
-        let Some(name) = self.session_mut(conn).and_then(|s| s.rooms.remove(&id)) else {
+        let Some(s) = self.session_mut(conn) else {
+            return Ok(false);
+        };
+        s.pinned.remove(&id);
+        let Some(name) = s.rooms.remove(&id) else {
             return Ok(false);
         };
         self.registry.leave(id, conn);
         self.event(Event::Left { conn, room: name });
         Ok(true)
+    }
+
+    /// Whether `conn` is in `room` on a membership the client may not leave.
+    pub fn is_pinned(&self, conn: ConnId, room: &str) -> bool {
+        self.session(conn).is_some_and(|s| {
+            self.registry
+                .room(s.namespace, room)
+                .is_some_and(|id| s.pinned.contains(&id))
+        })
     }
 
     /// Whether `conn` is in `room` of its namespace.
@@ -121,8 +189,8 @@ impl Hub {
     ) -> Result<(), Error> {
         self.clock(now);
         let reference = self.take_request(conn, channel)?;
-        self.join(conn, channel)?;
-        self.send_subscribed(conn, channel, reference.as_deref());
+        self.join_quietly(conn, channel, false)?;
+        self.send_subscribed(conn, channel, Subscribed::Client(reference.as_deref()));
         Ok(())
     }
 
@@ -138,7 +206,12 @@ impl Hub {
         self.clock(now);
         let reference = self.take_request(conn, channel)?;
         let error = ErrorCode::SubscribeDenied;
-        let frame = wire::encode_error(error, reason, reference.as_deref(), Some(channel));
+        let asked = Asked {
+            reference: reference.as_deref(),
+            ack: None,
+            channel: Some(channel),
+        };
+        let frame = wire::encode_error(error, reason, asked);
         self.reply(conn, frame);
         Ok(())
     }
@@ -158,7 +231,11 @@ impl Hub {
 
     /// `{"type":"subscribed","channel":...,"offset":...,"epoch":...}`: the room's position,
     /// so a client can later ask to recover from it.
-    pub(super) fn send_subscribed(&mut self, conn: ConnId, channel: &str, reference: Option<&str>) {
+    pub(super) fn send_subscribed(&mut self, conn: ConnId, channel: &str, why: Subscribed<'_>) {
+        let (reference, server, pinned) = match why {
+            Subscribed::Client(reference) => (reference, false, false),
+            Subscribed::Server { pinned } => (None, true, pinned),
+        };
         let Some(s) = self.session(conn) else { return };
         let position = self.registry.room(s.namespace, channel).map(|id| {
             let r = &self.registry.rooms[id];
@@ -171,10 +248,20 @@ impl Hub {
                 reference,
                 offset: position.map(|p| p.0),
                 epoch: position.map(|p| p.1),
+                server,
+                pinned,
                 ..Envelope::default()
             },
             None,
         );
         self.reply(conn, frame);
     }
+}
+
+/// Who caused a `subscribed`: the client's request (answered with its `id` as `ref`), or the
+/// application.
+#[derive(Clone, Copy)]
+pub(super) enum Subscribed<'a> {
+    Client(Option<&'a str>),
+    Server { pinned: bool },
 }

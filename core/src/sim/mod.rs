@@ -61,6 +61,7 @@ impl Default for SimConfig {
                 .ping_period(Some(Duration::from_millis(500)))
                 .pong_wait(Duration::from_millis(1500))
                 .ack_timeout(Duration::from_secs(1))
+                .answer_timeout(Duration::from_secs(1))
                 .max_queue_frames(24)
                 .max_queue_bytes(8 * 1024)
                 .slow_consumer_timeout(Duration::from_secs(2))
@@ -143,6 +144,10 @@ struct Client {
     /// Read slowly or was stalled during this connection: a graceful close may be cut.
     lagged: bool,
     next_ack: u64,
+    /// Ack numbers this connection asked of the server and has not seen answered. Each must
+    /// be answered exactly once (an `ack` frame, or an `error` carrying it) while it stays
+    /// connected, by the application or by the answer deadline.
+    asked: BTreeSet<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -213,6 +218,7 @@ impl Sim {
                 stall_until: start,
                 lagged: false,
                 next_ack: 0,
+                asked: BTreeSet::new(),
             })
             .collect();
         Sim {
@@ -398,6 +404,7 @@ impl Sim {
                 self.connections += 1;
                 let client = &mut self.clients[c];
                 client.conn = Some(conn);
+                client.asked.clear();
                 client.mode = Mode::Reading;
                 client.lagged = false;
                 client.unread.clear();
@@ -421,6 +428,9 @@ impl Sim {
                     self.clients[c].next_ack += 1;
                     self.clients[c].next_ack
                 });
+                if let Some(ack) = ack {
+                    self.clients[c].asked.insert(ack);
+                }
                 self.send_text(
                     c,
                     json!({"type": "event", "event": "chat", "data": {"n": roll}, "ack": ack}),
@@ -711,7 +721,25 @@ impl Sim {
                             ack: Some(ack),
                             ..
                         } => {
-                            let _ = self.hub.reply_ack(self.now, conn, ack, json!("ok").into());
+                            // The application answers most, fails some, forgets the rest
+                            // (the answer deadline answers those).
+                            let _ = match self.rng.u32(0..10) {
+                                0..=5 => {
+                                    self.hub.reply_ack(self.now, conn, ack, json!("ok").into())
+                                }
+                                6..=7 => {
+                                    let now = self.now;
+                                    self.hub.answer_error(
+                                        now,
+                                        conn,
+                                        None,
+                                        Some(ack),
+                                        "no",
+                                        "refused",
+                                    )
+                                }
+                                _ => Ok(()),
+                            };
                         }
                         _ => {}
                     }
@@ -863,6 +891,19 @@ impl Sim {
             Frame::Text(text) => {
                 let value: Value = serde_json::from_str(text.as_str())
                     .map_err(|e| format!("{conn:?} got a frame that is not JSON: {e}"))?;
+                let answered = match value["type"].as_str() {
+                    Some("ack") => value["ack"].as_u64(),
+                    Some("error") => value["ack"].as_u64(),
+                    _ => None,
+                };
+                if let Some(ack) = answered {
+                    if !self.clients[c].asked.remove(&ack) {
+                        return Err(format!(
+                            "{conn:?} got an answer to ack {ack}, which it did not ask or \
+                             was answered already: {value}"
+                        ));
+                    }
+                }
                 match value["type"].as_str() {
                     Some("event") => {
                         // Room publishes and broadcasts carry an id; direct questions do not.
@@ -959,7 +1000,7 @@ impl Sim {
             }
         }
         let cfg = &self.cfg.hub;
-        let settle = cfg.ack_timeout
+        let settle = cfg.ack_timeout.max(cfg.answer_timeout)
             + cfg.close_grace
             + cfg.silence_limit().unwrap_or_default()
             + Duration::from_secs(1);
@@ -970,6 +1011,11 @@ impl Sim {
                 .filter(|&conn| self.hub.is_connected(conn))
             {
                 self.model.settled(conn).map_err(|m| self.violation(m))?;
+                if let Some(ack) = self.clients[c].asked.first() {
+                    return Err(
+                        self.violation(format!("{conn:?}'s ack request {ack} was never answered"))
+                    );
+                }
             }
         }
         if self.model.pending_acks() > 0 {

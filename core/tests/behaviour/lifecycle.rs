@@ -337,6 +337,9 @@ fn every_table_is_empty_once_every_connection_is_gone() {
         }
         sim.drain();
     }
+    // The application's close waits for its answer to the acked event, up to the answer
+    // deadline, which answers it.
+    sim.advance(Sim::quiet().answer_timeout);
     assert_eq!(sim.hub.footprint(), empty);
     assert_eq!(sim.hub.poll_timeout(), None);
 }

@@ -4,6 +4,7 @@
 mod common;
 
 mod acks;
+mod answers;
 mod backpressure;
 mod batching;
 mod connections;

@@ -111,6 +111,7 @@ fn a_broadcast_is_encoded_once_and_shared_by_every_recipient() {
     for &c in &ids {
         sim.hub.join(c, "big").expect("join");
     }
+    sim.drain();
     sim.clear();
     let _ = sim
         .hub

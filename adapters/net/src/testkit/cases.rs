@@ -61,6 +61,14 @@ pub async fn handle_publishes_to_rooms_namespaces_and_all_but_one<R: Runtime>(rt
     assert_eq!(e.channel.as_deref(), Some("news"));
 
     assert!(handle.join(b_id, "news").await.expect("join"));
+    // The client is told that the server put it in the channel.
+    assert_eq!(
+        event(&b).await,
+        ClientEvent::Subscribed {
+            channel: "news".into(),
+            pinned: false
+        }
+    );
     assert_eq!(handle.members("news").await.expect("members").len(), 2);
     assert_eq!(handle.rooms_of(b_id).await.expect("rooms"), vec!["news"]);
     let all_but_a = Target::room("/", "news").except(a_id);
@@ -334,6 +342,11 @@ pub async fn router_handlers_fallback_hooks_and_subscribe_authorization<R: Runti
             .await
             .expect("emit");
         })
+        .on(
+            "sum",
+            |_, xs: Vec<i64>| async move { xs.iter().sum::<i64>() },
+        )
+        .on("forget", |_, _: Value| async {})
         .fallback(|ctx, event, _| async move {
             ctx.error(&format!("unknown command {event:?}"))
                 .await
@@ -385,6 +398,14 @@ pub async fn router_handlers_fallback_hooks_and_subscribe_authorization<R: Runti
         .await
         .expect("emit");
     assert_eq!(
+        event(&a).await,
+        ClientEvent::Subscribed {
+            channel: "g1".into(),
+            pinned: false
+        },
+        "the server's join is announced"
+    );
+    assert_eq!(
         data(&event(&a).await),
         ("joined", &json!({"game": "g1", "role": "player"}))
     );
@@ -397,21 +418,32 @@ pub async fn router_handlers_fallback_hooks_and_subscribe_authorization<R: Runti
         why.starts_with("invalid data") && why.contains("game"),
         "{why}"
     );
-    let answer = a
-        .emit_with_ack("join_game", json!(7), None)
-        .await
-        .expect("ack");
+    assert_eq!(body["code"], "invalid_data");
+    // An acked event's error answers its ack, and nothing else is sent.
+    let answer = a.emit_with_ack("join_game", json!(7), None).await;
     assert!(
-        matches!(answer, Payload::Json(v) if v["error"].is_string()),
-        "bad data still answers the ack"
+        matches!(&answer, Err(Error::Server { code, .. }) if code == "invalid_data"),
+        "bad data answers the ack with an error: {answer:?}"
     );
-    assert_eq!(data(&event(&a).await).0, "error");
     a.emit("teleport", json!({})).await.expect("emit");
     let got = event(&a).await;
     assert_eq!(
         data(&got),
-        ("error", &json!({"message": "unknown command \"teleport\""}))
+        (
+            "error",
+            &json!({"code": "application", "message": "unknown command \"teleport\""})
+        )
     );
+    let answer = a.emit_with_ack("teleport", json!({}), None).await;
+    assert!(
+        matches!(&answer, Err(Error::Server { code, .. }) if code == "application"),
+        "{answer:?}"
+    );
+    // A handler that returns without replying answers with what it returned, or null.
+    let sum = a.emit_with_ack("sum", json!([1, 2, 3]), None).await;
+    assert_eq!(sum.expect("answered"), Payload::Json(json!(6)));
+    let forgot = a.emit_with_ack("forget", json!(0), None).await;
+    assert_eq!(forgot.expect("answered"), Payload::Json(Value::Null));
 
     a.subscribe("public").await.expect("allowed");
     match a.subscribe("private-x").await {
@@ -1067,10 +1099,19 @@ pub async fn handler_context_namespaces_and_client_details<R: Runtime>(rt: R) {
     );
 
     assert!(handle.join(red_id, "r").await.expect("join"));
+    let joined = ClientEvent::Subscribed {
+        channel: "r".into(),
+        pinned: false,
+    };
+    assert_eq!(event(&red).await, joined);
     let quit = red.emit_with_ack("quit", "r", None).await.expect("ack");
     assert_eq!(quit, Payload::Json(json!({"left": true})));
     let again = red.emit_with_ack("quit", "r", None).await.expect("ack");
     assert_eq!(again, Payload::Json(json!({"left": false})));
+    let left = ClientEvent::Unsubscribed {
+        channel: "r".into(),
+    };
+    assert_eq!(event(&red).await, left, "the server's leave is announced");
     assert_eq!(
         handle.meta(red_id, "quit").await.expect("meta"),
         Some(json!("r"))
@@ -1088,7 +1129,8 @@ pub async fn handler_context_namespaces_and_client_details<R: Runtime>(rt: R) {
     assert_eq!(
         event(&red).await,
         ClientEvent::Subscribed {
-            channel: "x".into()
+            channel: "x".into(),
+            pinned: false
         }
     );
     red.send_text(r#"{"type":"unsubscribe","channel":"x"}"#)

@@ -349,12 +349,12 @@ pub async fn a_subscription_flood_is_refused_then_closed_and_freed<R: Runtime>(r
     assert_eq!(refused, 11, "each refusal answered, up to the error limit");
     assert_eq!(
         close,
-        Some(4002),
-        "then the flood is closed as rate limited"
+        Some(4003),
+        "then the flood is closed as too many subscriptions"
     );
     let c = handle.counters().await.expect("counters");
     assert_eq!(c.protocol_errors, 11);
-    assert_eq!(c.closes.get(&CloseCode::RATE_LIMITED), Some(&1));
+    assert_eq!(c.closes.get(&CloseCode::TOO_MANY_SUBSCRIPTIONS), Some(&1));
     eventually(&rt, "every room of the flood is freed", || async {
         let c = handle.counters().await.expect("counters");
         c.connections == 1 && c.rooms == 0
@@ -487,6 +487,56 @@ pub async fn ping_floods_and_event_spam_are_rate_limited<R: Runtime>(rt: R) {
     }
     assert!(too_many >= 1, "the excess is answered before the close");
     assert_eq!(close, Some(4002), "event spam");
+}
+
+/// A client author's finding: of 111 acked events in a burst, only some answers arrived before
+/// the 4002 close. Every event the server accepted is answered, every one it refused is
+/// answered by its error, and then the close comes.
+pub async fn a_rate_limited_burst_still_gets_every_accepted_answer<R: Runtime>(rt: R) {
+    let router = crate::Router::new().on("save", |_, n: u64| async move { json!({ "saved": n }) });
+    let server = start(Builder::new(rt.clone()).router(router)).await; // 100 per second
+    let mut ws = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+    for n in 1..=111u64 {
+        let frame = json!({"type": "event", "event": "save", "data": n, "ack": n});
+        futures_util::SinkExt::send(&mut ws, tungstenite::Message::text(frame.to_string()))
+            .await
+            .expect("the burst is read before the close");
+    }
+    let (mut answered, mut refused, mut close) = (Vec::new(), Vec::new(), None);
+    while let Some(message) = raw_next(&rt, &mut ws).await {
+        match message {
+            tungstenite::Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(&t).expect("JSON");
+                match v["type"].as_str() {
+                    Some("ack") => {
+                        assert_eq!(v["data"]["saved"], v["ack"], "{v}");
+                        answered.push(v["ack"].as_u64().expect("ack"));
+                    }
+                    Some("error") => {
+                        assert_eq!(v["code"], "too_many_requests", "{v}");
+                        refused.push(v["ack"].as_u64().expect("the refusal answers the ack"));
+                    }
+                    _ => {}
+                }
+            }
+            tungstenite::Message::Close(f) => {
+                close = f.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(close, Some(4002));
+    assert_eq!(
+        answered,
+        (1..=100).collect::<Vec<_>>(),
+        "every accepted event"
+    );
+    assert_eq!(
+        refused,
+        (101..=111).collect::<Vec<_>>(),
+        "every refused one"
+    );
 }
 
 pub async fn stray_and_duplicate_acks_are_never_a_success<R: Runtime>(rt: R) {
