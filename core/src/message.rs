@@ -71,7 +71,7 @@ pub struct Message {
     /// A timestamp chosen by the caller (the core reads no clock), e.g. Unix milliseconds.
     pub timestamp: Option<u64>,
     /// A volatile message is dropped for a recipient whose queue is at its bound, instead of
-    /// deepening a queue that is behind.
+    /// deepening a queue that is behind. It carries no channel `offset`.
     pub volatile: bool,
 }
 
@@ -124,7 +124,8 @@ impl Message {
         self
     }
 
-    /// Marks the message droppable for slow readers.
+    /// Marks the message droppable for slow readers. A volatile channel publication is not
+    /// part of the channel's numbered stream: it carries no `offset`.
     #[must_use]
     pub fn volatile(mut self) -> Self {
         self.volatile = true;
@@ -185,7 +186,8 @@ impl Target {
         Scope::All.into()
     }
 
-    /// Leaves `conn` out.
+    /// Leaves `conn` out. A channel publication that leaves someone out is not part of the
+    /// channel's numbered stream (every member sees every offset): it carries no `offset`.
     #[must_use]
     pub fn except(mut self, conn: ConnId) -> Self {
         self.except = Some(conn);

@@ -274,9 +274,14 @@ impl Hub {
             let Some(id) = self.registry.room_by_names(namespace, room) else {
                 return Delivery::default(); // nobody is in it
             };
-            let room = &mut self.registry.rooms[id];
-            position = Some((room.next_offset, room.epoch));
-            room.next_offset += 1;
+            // The channel's stream, numbered without gaps, holds only what every member gets:
+            // a publication that leaves someone out, or that may be dropped for a member that
+            // is behind, carries no offset (PROTOCOL.md, "Offsets and epochs").
+            if target.except.is_none() && !message.volatile {
+                let room = &mut self.registry.rooms[id];
+                position = Some((room.next_offset, room.epoch));
+                room.next_offset += 1;
+            }
         }
         let frame = wire::encode(
             Envelope {

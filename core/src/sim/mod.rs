@@ -148,6 +148,9 @@ struct Client {
     /// be answered exactly once (an `ack` frame, or an `error` carrying it) while it stays
     /// connected, by the application or by the answer deadline.
     asked: BTreeSet<u64>,
+    /// The offset each subscribed channel's next publication must carry: the stream has no
+    /// gaps for a member (from its `subscribed` offset on).
+    next_offset: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -219,6 +222,7 @@ impl Sim {
                 lagged: false,
                 next_ack: 0,
                 asked: BTreeSet::new(),
+                next_offset: BTreeMap::new(),
             })
             .collect();
         Sim {
@@ -405,6 +409,7 @@ impl Sim {
                 let client = &mut self.clients[c];
                 client.conn = Some(conn);
                 client.asked.clear();
+                client.next_offset.clear();
                 client.mode = Mode::Reading;
                 client.lagged = false;
                 client.unread.clear();
@@ -520,7 +525,11 @@ impl Sim {
                 let volatile = self.chance(25);
                 let mut message = Message::json("news", json!({ "id": id }));
                 message.volatile = volatile;
-                let target = Target::room("/", room.as_str());
+                let mut target = Target::room("/", room.as_str());
+                // Sometimes all but one member, as a chat relays someone's message.
+                let left_out = (self.chance(20) && !members.is_empty())
+                    .then(|| members[self.rng.usize(0..members.len())]);
+                target.except = left_out;
                 // An application publish waits for room (Handle::publish): here, it is
                 // skipped while a member is behind.
                 if !volatile && !self.hub.can_take(&target) {
@@ -531,7 +540,10 @@ impl Sim {
                     .publish(self.now, target, message)
                     .map_err(|e| e.to_string())?;
                 for conn in members {
-                    if d.disconnected.contains(&conn) || d.refused.contains(&conn) {
+                    if d.disconnected.contains(&conn)
+                        || d.refused.contains(&conn)
+                        || Some(conn) == left_out
+                    {
                         continue;
                     }
                     if volatile {
@@ -903,6 +915,28 @@ impl Sim {
                              was answered already: {value}"
                         ));
                     }
+                }
+                let channel = value["channel"].as_str().map(str::to_owned);
+                match (value["type"].as_str(), channel, value["offset"].as_u64()) {
+                    (Some("subscribed"), Some(channel), Some(offset)) => {
+                        self.clients[c].next_offset.insert(channel, offset);
+                    }
+                    (Some("unsubscribed"), Some(channel), _) => {
+                        self.clients[c].next_offset.remove(&channel);
+                    }
+                    (Some("event"), Some(channel), Some(offset)) => {
+                        let next = self.clients[c].next_offset.get_mut(&channel);
+                        let Some(next) = next else {
+                            return Err(format!("{conn:?} got {channel} before subscribed"));
+                        };
+                        if offset != *next {
+                            return Err(format!(
+                                "{conn:?} got offset {offset} of {channel} where {next} was due"
+                            ));
+                        }
+                        *next += 1;
+                    }
+                    _ => {}
                 }
                 match value["type"].as_str() {
                     Some("event") => {

@@ -138,6 +138,74 @@ fn a_broadcast_is_encoded_once_and_shared_by_every_recipient() {
     );
 }
 
+/// A client author's finding: a publish that left the sender out used an offset the sender
+/// never saw (`subscribed` said 0, its first event was 1). Offsets number only what every
+/// member gets, so each member sees them without a gap from its `subscribed` offset on.
+#[test]
+fn every_member_sees_the_offsets_without_gaps_from_its_subscribed_offset() {
+    let mut sim = Sim::new(Sim::quiet());
+    let (a, b) = (sim.open_path("/"), sim.open_path("/"));
+    sim.subscribe(a, "room");
+    sim.subscribe(b, "room");
+    let joined = sim.of_type(b, "subscribed")[0]["offset"].clone();
+    let publish = |sim: &mut Sim, target: Target, message: Message| {
+        let d = sim.hub.publish(sim.now, target, message).expect("publish");
+        assert!(d.queued > 0);
+    };
+    // What a chat does when someone joins: tell everyone else.
+    publish(
+        &mut sim,
+        Target::room("/", "room").except(b),
+        Message::text("joined", "b"),
+    );
+    publish(
+        &mut sim,
+        Target::room("/", "room"),
+        Message::text("say", "1"),
+    );
+    publish(
+        &mut sim,
+        Target::room("/", "room"),
+        Message::text("cursor", "x").volatile(),
+    );
+    publish(
+        &mut sim,
+        Target::room("/", "room"),
+        Message::text("say", "2"),
+    );
+    sim.drain();
+    let numbered = |sim: &Sim, c| -> Vec<(String, Option<u64>)> {
+        events(sim, c)
+            .iter()
+            .map(|e| {
+                (
+                    e["event"].as_str().unwrap_or("").to_owned(),
+                    e["offset"].as_u64(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(joined, 0);
+    assert_eq!(
+        numbered(&sim, b),
+        [("say", Some(0)), ("cursor", None), ("say", Some(1))].map(|(e, o)| (e.to_owned(), o))
+    );
+    assert_eq!(
+        numbered(&sim, a),
+        [
+            ("joined", None),
+            ("say", Some(0)),
+            ("cursor", None),
+            ("say", Some(1))
+        ]
+        .map(|(e, o)| (e.to_owned(), o))
+    );
+    // A later member starts where the stream is.
+    let c = sim.open_path("/");
+    sim.subscribe(c, "room");
+    assert_eq!(sim.of_type(c, "subscribed")[0]["offset"], 2);
+}
+
 #[test]
 fn room_offsets_only_grow_and_a_new_room_gets_a_new_epoch() {
     let (mut sim, [a, ..]) = three_in_a_room();
