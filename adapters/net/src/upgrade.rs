@@ -19,17 +19,29 @@ use smol_hyper::rt::FuturesIo;
 use tidings_core::{Config, ConnectionInfo};
 use tungstenite::protocol::{Role, WebSocketConfig};
 
-use crate::http::{plain, Shared};
+use crate::http::Shared;
 use crate::server::{Accept, ConnectRequest, HttpResponse};
 use crate::{Error, Runtime};
 
+/// The header that says who refused an upgrade, so that a client can tell the application's
+/// 400 or 403 from the server's own: `server` or `application`.
+pub(crate) const REFUSED_BY: &str = "tidings-refused-by";
+
+/// A refusal by the server itself (the handshake, the origin, a limit): status and reason.
 fn refuse(status: StatusCode, body: &str) -> HttpResponse {
+    refusal_by("server", status, body)
+}
+
+/// A refusal as a plain-text reason, marked with who refused.
+fn refusal_by(who: &'static str, status: StatusCode, body: &str) -> HttpResponse {
     let mut response = Response::new(Full::from(format!("{body}\n")));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    headers.insert(REFUSED_BY, HeaderValue::from_static(who));
     response
 }
 
@@ -50,9 +62,12 @@ pub(crate) fn check_request<B>(req: &Request<B>) -> Result<String, HttpResponse>
         || !has_token(headers, header::CONNECTION, "upgrade")
     {
         let mut response = refuse(StatusCode::UPGRADE_REQUIRED, "this is a WebSocket endpoint");
-        response
-            .headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let headers = response.headers_mut();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         return Err(response);
     }
     if req.method() != http::Method::GET {
@@ -172,12 +187,12 @@ where
     let front = &shared.front;
     let accept_key = check_request(&req)?;
     if !front.origin.permits(req.headers()) {
-        return Err(plain(StatusCode::FORBIDDEN, "origin not allowed\n"));
+        return Err(refuse(StatusCode::FORBIDDEN, "origin not allowed"));
     }
     let protocol = negotiate(req.headers(), &front.subprotocols)?;
     let Some(claim) = shared.claim_address(remote.ip()) else {
         let body = "too many connections from your address";
-        return Err(plain(StatusCode::SERVICE_UNAVAILABLE, format!("{body}\n")));
+        return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, body));
     };
     let request = ConnectRequest {
         path: req.uri().path().to_owned(),
@@ -188,7 +203,7 @@ where
     let accept = match &front.connect {
         Some(hook) => hook(request.clone())
             .await
-            .map_err(|r| plain(r.status, r.body))?,
+            .map_err(|r| refusal_by("application", r.status, &r.body))?,
         None => Accept::new(),
     };
     let mut info = ConnectionInfo::new(request.path)
@@ -299,6 +314,9 @@ mod tests {
             let r = check_request(&request(&h)).expect_err("not an upgrade");
             assert_eq!(r.status(), StatusCode::UPGRADE_REQUIRED);
             assert_eq!(r.headers()[header::UPGRADE], "websocket");
+            // RFC 6455 4.4: the version this server speaks, on every 426.
+            assert_eq!(r.headers()[header::SEC_WEBSOCKET_VERSION], "13");
+            assert_eq!(r.headers()[REFUSED_BY], "server");
         }
         let mut h = GOOD.to_vec();
         h[0] = ("upgrade", "h2c");

@@ -261,7 +261,16 @@ pub async fn connection_cap_refuses_with_503<R: Runtime>(rt: R) {
 }
 
 pub async fn bad_handshakes_get_their_http_status<R: Runtime>(rt: R) {
-    let server = start(Builder::new(rt.clone())).await;
+    let hook = |req: crate::ConnectRequest| async move {
+        match req.query_param("deny") {
+            Some(_) => Err(crate::Refusal::new(
+                http::StatusCode::BAD_REQUEST,
+                "the application says no",
+            )),
+            None => Ok(crate::Accept::new()),
+        }
+    };
+    let server = start(Builder::new(rt.clone()).on_connect(hook)).await;
     let addr = server.local_addr().to_string();
     let ask = |request: String| {
         let rt = rt.clone();
@@ -287,6 +296,31 @@ pub async fn bad_handshakes_get_their_http_status<R: Runtime>(rt: R) {
     );
     let keyless = ask(upgrade("Sec-WebSocket-Version: 13\r\n")).await;
     assert!(keyless.starts_with("HTTP/1.1 400"), "{keyless}");
+    // A client author's findings: a plain GET was not told the version to speak; the two
+    // kinds of 400 could not be told apart; unknown paths answer 404.
+    let plain_get = ask("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n".into()).await;
+    assert!(plain_get.starts_with("HTTP/1.1 426"), "{plain_get}");
+    let lower = plain_get.to_ascii_lowercase();
+    assert!(lower.contains("sec-websocket-version: 13"), "{plain_get}");
+    assert!(lower.contains("tidings-refused-by: server"), "{plain_get}");
+    assert!(keyless
+        .to_ascii_lowercase()
+        .contains("tidings-refused-by: server"));
+    let denied = ask(
+        "GET /ws?deny=1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            .into(),
+    )
+    .await;
+    assert!(denied.starts_with("HTTP/1.1 400"), "{denied}");
+    assert!(
+        denied
+            .to_ascii_lowercase()
+            .contains("tidings-refused-by: application"),
+        "{denied}"
+    );
+    let elsewhere = ask("GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n".into()).await;
+    assert!(elsewhere.starts_with("HTTP/1.1 404"), "{elsewhere}");
     let huge = format!(
         "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(64 * 1024)
