@@ -245,12 +245,19 @@ pub(crate) fn encode_text_batch(header: &str, lines: &str) -> Frame {
     Frame::Text(Text::from(s))
 }
 
-/// The `welcome` frame greeting a new connection.
+/// The `welcome` frame greeting a new connection; `heartbeat` is the application heartbeat's
+/// `(ping, pong)` texts, if one is configured.
 pub(crate) fn encode_welcome(
     conn: &str,
     ping_interval_ms: Option<u64>,
     silence_ms: Option<u64>,
+    heartbeat: Option<(&str, &str)>,
 ) -> Frame {
+    #[derive(Serialize)]
+    struct Heartbeat<'a> {
+        ping: &'a str,
+        pong: &'a str,
+    }
     #[derive(Serialize)]
     struct Welcome<'a> {
         #[serde(rename = "type")]
@@ -261,6 +268,8 @@ pub(crate) fn encode_welcome(
         ping_interval_ms: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        heartbeat: Option<Heartbeat<'a>>,
     }
     text_frame(json_bytes(
         &Welcome {
@@ -269,6 +278,7 @@ pub(crate) fn encode_welcome(
             conn,
             ping_interval_ms,
             timeout_ms: silence_ms,
+            heartbeat: heartbeat.map(|(ping, pong)| Heartbeat { ping, pong }),
         },
         0,
     ))

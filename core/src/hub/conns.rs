@@ -109,10 +109,12 @@ impl Hub {
         self.event(Event::Connected { conn });
         if self.config.welcome {
             let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            let heartbeat = self.config.app_heartbeat.as_ref();
             let frame = wire::encode_welcome(
                 &conn.to_string(),
                 self.config.ping_period.map(ms),
                 self.config.silence_limit().map(ms),
+                heartbeat.map(|hb| (hb.ping.as_str(), hb.pong.as_str())),
             );
             self.reply(conn, frame);
         }

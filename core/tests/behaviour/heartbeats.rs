@@ -146,3 +146,27 @@ fn pings_never_push_a_queue_past_its_bound() {
     sim.advance(Duration::from_secs(10));
     assert_eq!(pings(&sim, c), 3, "and resume when the peer reads");
 }
+
+/// A client cannot answer an application heartbeat it was never told of: the welcome names
+/// its texts, and only when one is configured.
+#[test]
+fn the_welcome_announces_the_application_heartbeat() {
+    let hb = tidings_core::AppHeartbeat {
+        ping: "2".into(),
+        pong: "3".into(),
+        alive_timeout: Duration::from_secs(30),
+    };
+    let mut sim = Sim::new(Config::default().ping_period(None).app_heartbeat(Some(hb)));
+    let c = sim.open_path("/");
+    let welcome = &sim.json(c)[0];
+    assert_eq!(
+        welcome["heartbeat"],
+        serde_json::json!({"ping": "2", "pong": "3"})
+    );
+    assert_eq!(welcome["timeout_ms"], 30_000);
+    sim.send(c, "2");
+    assert_eq!(sim.frames[&c].last().and_then(Frame::as_text), Some("3"));
+    let mut plain = Sim::new(Config::default());
+    let d = plain.open_path("/");
+    assert!(plain.json(d)[0].get("heartbeat").is_none());
+}
