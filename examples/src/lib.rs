@@ -1,6 +1,9 @@
 //! What the example programs share: the `--listen` flag, the line that tells a person (and
-//! the tests) where to go, and small HTTP answers. Each program is one file in `src/bin/`.
+//! the tests) where to go, serving until a signal with a graceful shutdown, and small HTTP
+//! answers. Each program is one file in `src/bin/`.
 
+use async_signal::{Signal, Signals};
+use futures_lite::StreamExt;
 use serde_json::Value;
 use tidings_smol::reexports::bytes::Bytes;
 use tidings_smol::reexports::http::{header, Response, StatusCode};
@@ -24,9 +27,43 @@ pub fn listen_addr(default: &str) -> String {
     default.to_owned()
 }
 
-/// Prints where the program listens: `NAME: open http://ADDR/`. The tests read this line.
-pub fn announce(name: &str, server: &Server) {
-    println!("{name}: open {}", server.http_url("/"));
+/// What a person opens first: the program's page, or (for programs without one) its
+/// WebSocket endpoint.
+pub enum Entry<'a> {
+    /// A page at `/` that connects by itself.
+    Page,
+    /// Only a WebSocket, at this path (with any query it needs).
+    Socket(&'a str),
+}
+
+/// Announces where the program listens, then serves until SIGINT or SIGTERM (or until
+/// something calls [`Handle::shutdown`](tidings_smol::Handle::shutdown)), then shuts down
+/// gracefully: what is queued is delivered, every client gets 1001, and the program can
+/// exit with 0.
+///
+/// The line is `NAME: open http://ADDR/` for a page, `NAME: WebSocket at ws://ADDR/PATH`
+/// otherwise: each names what answers there. The signals are caught before it is printed,
+/// so a signal sent as soon as the line appears is handled.
+pub async fn serve(name: &str, server: &Server, entry: Entry<'_>) -> std::io::Result<()> {
+    let mut signals = Signals::new([Signal::Int, Signal::Term])?;
+    match entry {
+        Entry::Page => println!("{name}: open {}", server.http_url("/")),
+        Entry::Socket(path) => println!("{name}: WebSocket at {}", server.ws_url(path)),
+    }
+    let signalled = async {
+        signals.next().await;
+        true
+    };
+    let stopped = async {
+        server.stopped().await;
+        false
+    };
+    if futures_lite::future::or(signalled, stopped).await {
+        println!("{name}: shutting down");
+        // Already stopping if it fails: either way every connection is closed.
+        let _ = server.handle().shutdown().await;
+    }
+    Ok(())
 }
 
 /// A page of HTML.

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{http, start};
+use common::{http, start, start_with};
 use serde_json::{json, Value};
 use tidings_smol::{Client, ClientEvent, Payload};
 
@@ -58,25 +58,45 @@ fn echo_sends_every_event_back_and_answers_acks() {
     });
 }
 
+/// The user's own channel, joined by the server as the connection opens.
+async fn joined_own_channel(client: &Client, user: &str) {
+    loop {
+        match client.next_timeout(Duration::from_secs(5)).await {
+            Some(ClientEvent::Welcome { .. }) => continue,
+            Some(ClientEvent::Subscribed { channel, pinned }) => {
+                assert_eq!(
+                    (channel.as_str(), pinned),
+                    (format!("user:{user}").as_str(), true)
+                );
+                return;
+            }
+            other => panic!("expected the user's channel, got {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn notify_delivers_to_one_user_or_everyone_and_counts() {
-    let notify = start(env!("CARGO_BIN_EXE_notify"));
+    let users = ["--user", "42:t42", "--user", "7:t7"];
+    let notify = start_with(env!("CARGO_BIN_EXE_notify"), &users);
     let addr = notify.addr();
     smol::block_on(async {
-        let refused = tidings_smol::connect(&notify.ws("/ws/notifications")).await;
-        assert!(
-            matches!(
-                &refused,
-                Err(tidings_smol::Error::Refused { status: 400, .. })
-            ),
-            "{refused:?}"
-        );
-        let u42 = connect(&notify.ws("/ws/notifications?user_id=42")).await;
-        let u42b = connect(&notify.ws("/ws/notifications?user_id=42")).await;
-        let u7 = connect(&notify.ws("/ws/notifications?user_id=7")).await;
-        for c in [&u42, &u42b, &u7] {
-            c.ping().await.expect("connected and joined");
+        for path in ["/ws/notifications", "/ws/notifications?token=wrong"] {
+            let refused = tidings_smol::connect(&notify.ws(path)).await;
+            assert!(
+                matches!(
+                    &refused,
+                    Err(tidings_smol::Error::Refused { status: 401, .. })
+                ),
+                "{path}: {refused:?}"
+            );
         }
+        let u42 = connect(&notify.ws("/ws/notifications?token=t42")).await;
+        let u42b = connect(&notify.ws("/ws/notifications?token=t42")).await;
+        let u7 = connect(&notify.ws("/ws/notifications?token=t7")).await;
+        joined_own_channel(&u42, "42").await;
+        joined_own_channel(&u42b, "42").await;
+        joined_own_channel(&u7, "7").await;
         let (status, body) = http(
             &addr,
             "POST",
@@ -120,6 +140,110 @@ fn notify_delivers_to_one_user_or_everyone_and_counts() {
     });
 }
 
+/// A client author's finding: any client could subscribe to `user:1` and read another
+/// user's notifications.
+#[test]
+fn notify_refuses_another_users_channel() {
+    let users = ["--user", "42:t42", "--user", "7:t7"];
+    let notify = start_with(env!("CARGO_BIN_EXE_notify"), &users);
+    let addr = notify.addr();
+    smol::block_on(async {
+        let spy = connect(&notify.ws("/ws/notifications?token=t7")).await;
+        joined_own_channel(&spy, "7").await;
+        match spy.subscribe("user:42").await {
+            Err(tidings_smol::Error::Server { code, .. }) => assert_eq!(code, "subscribe_denied"),
+            other => panic!("another user's channel must be refused, got {other:?}"),
+        }
+        match spy.unsubscribe("user:7").await {
+            Err(tidings_smol::Error::Server { code, .. }) => {
+                assert_eq!(code, "unsubscribe_denied")
+            }
+            other => panic!("the server keeps it in its own channel, got {other:?}"),
+        }
+        let (status, body) = http(
+            &addr,
+            "POST",
+            "/api/notify",
+            r#"{"user_id": "42", "title": "secret", "body": "for 42 only"}"#,
+        );
+        assert_eq!((status, body.as_str()), (200, r#"{"delivered":0}"#));
+        // A broadcast still arrives, and the secret never did.
+        http(
+            &addr,
+            "POST",
+            "/api/notify",
+            r#"{"title": "all", "body": "x"}"#,
+        );
+        assert_eq!(next_event(&spy).await.1["title"], "all");
+    });
+}
+
+/// A client author's finding: echo and lobby printed a page URL that answered 404. Each
+/// example prints what answers there: a page (200) or a WebSocket (a client connects).
+#[test]
+fn every_example_prints_what_answers_there() {
+    for (bin, kind) in [
+        (env!("CARGO_BIN_EXE_chat"), "page"),
+        (env!("CARGO_BIN_EXE_notify"), "page"),
+        (env!("CARGO_BIN_EXE_cursors"), "page"),
+        (env!("CARGO_BIN_EXE_echo"), "socket"),
+        (env!("CARGO_BIN_EXE_lobby"), "socket"),
+    ] {
+        let running = start(bin);
+        if kind == "page" {
+            assert!(running.url.starts_with("http://"), "{bin}: {}", running.url);
+            let (status, _) = http(&running.addr(), "GET", "/", "");
+            assert_eq!(status, 200, "{bin}: {}", running.url);
+        } else {
+            assert!(running.url.starts_with("ws://"), "{bin}: {}", running.url);
+            smol::block_on(async {
+                let client = connect(&running.url).await;
+                client.ping().await.expect("the printed WebSocket answers");
+            });
+        }
+    }
+}
+
+/// A client author's finding: on SIGINT or SIGTERM the examples died and clients saw 1006.
+/// Each now closes every client with 1001 and exits with 0.
+#[test]
+fn every_example_shuts_down_gracefully_on_sigint_and_sigterm() {
+    let examples = [
+        (env!("CARGO_BIN_EXE_chat"), "/ws?name=ann"),
+        (env!("CARGO_BIN_EXE_notify"), "/ws/notifications?token=t42"),
+        (env!("CARGO_BIN_EXE_lobby"), "/ws?name=ann"),
+        (env!("CARGO_BIN_EXE_cursors"), "/ws"),
+        (env!("CARGO_BIN_EXE_echo"), "/ws"),
+    ];
+    for (bin, path) in examples {
+        for signal in ["INT", "TERM"] {
+            let mut running = start_with(bin, &["--user", "42:t42"]);
+            let client = smol::block_on(connect(&running.ws(path)));
+            smol::block_on(client.ping()).expect("connected");
+            running.signal(signal);
+            let closed = smol::block_on(async {
+                loop {
+                    match client.next_timeout(Duration::from_secs(10)).await {
+                        Some(ClientEvent::Closed { code, .. }) => return code,
+                        Some(_) => continue,
+                        None => panic!("{bin}: no close within 10 s of SIG{signal}"),
+                    }
+                }
+            });
+            assert_eq!(
+                closed.map(|c| c.0),
+                Some(1001),
+                "{bin} on SIG{signal}: going away"
+            );
+            let status = running.wait_exit(Duration::from_secs(10));
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "{bin} on SIG{signal}: {status:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn lobby_routes_game_commands_and_refuses_unknown_ones() {
     let lobby = start(env!("CARGO_BIN_EXE_lobby"));
@@ -133,6 +257,13 @@ fn lobby_routes_game_commands_and_refuses_unknown_ones() {
             joined.expect("ack"),
             Payload::Json(json!({"game": "g1", "players": 1}))
         );
+        // The game keeps its players until `leave_game`, which tells the others.
+        match ann.unsubscribe("game:g1").await {
+            Err(tidings_smol::Error::Server { code, .. }) => {
+                assert_eq!(code, "unsubscribe_denied")
+            }
+            other => panic!("a player leaves with leave_game, got {other:?}"),
+        }
         assert_eq!(
             next_event(&ann).await,
             (
@@ -280,6 +411,17 @@ fn cursors_batch_moves_per_document() {
         };
         a.subscribe("doc:x").await.expect("subscribe");
         b.subscribe("doc:x").await.expect("subscribe");
+        // A client author's finding: a tab not on the document moved cursors in it.
+        let outsider = connect(&cursors.ws("/ws")).await;
+        outsider
+            .emit("move", json!({"doc": "x", "x": 0.9, "y": 0.9}))
+            .await
+            .expect("move");
+        let (event, data) = next_event(&outsider).await;
+        assert_eq!(
+            (event.as_str(), &data["code"]),
+            ("error", &json!("not_a_member"))
+        );
         for i in 0..5 {
             a.emit(
                 "move",
@@ -291,7 +433,10 @@ fn cursors_batch_moves_per_document() {
         let (event, moves) = next_batch(&b).await;
         assert_eq!(event, "cursors");
         assert!(!moves.is_empty() && moves.len() <= 5, "{moves:?}");
-        assert!(moves.iter().all(|m| m["id"] == json!(a_id)));
+        assert!(
+            moves.iter().all(|m| m["id"] == json!(a_id)),
+            "the outsider's move is not among them: {moves:?}"
+        );
         a.unsubscribe("doc:x").await.expect("leave");
         loop {
             let (event, data) = next_event(&b).await;

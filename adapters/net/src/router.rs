@@ -429,9 +429,14 @@ impl<R: Runtime> Ctx<R> {
         self.handle.authenticate(self.conn).await
     }
 
-    /// Puts this connection in `room`.
+    /// Puts this connection in `room` (the client is told, and may leave it).
     pub async fn join(&self, room: &str) -> Result<bool> {
         self.handle.join(self.conn, room).await
+    }
+
+    /// Puts this connection in `room` and keeps it there: its `unsubscribe` is refused.
+    pub async fn join_pinned(&self, room: &str) -> Result<bool> {
+        self.handle.join_pinned(self.conn, room).await
     }
 
     /// Takes this connection out of `room`.

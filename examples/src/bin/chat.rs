@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tidings_examples::{html, not_found};
+use tidings_examples::{html, not_found, Entry};
 use tidings_smol::reexports::http::{Method, StatusCode};
 use tidings_smol::{Accept, ConnId, Ctx, Message, Refusal, Router, Target};
 
@@ -158,8 +158,7 @@ fn main() -> Result<(), tidings_smol::Error> {
             })
             .bind(&listen)
             .await?;
-        tidings_examples::announce("chat", &server);
-        server.stopped().await;
+        tidings_examples::serve("chat", &server, Entry::Page).await?;
         Ok(())
     })
 }

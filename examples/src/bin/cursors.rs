@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
-use tidings_examples::{html, not_found};
+use tidings_examples::{html, not_found, Entry};
 use tidings_smol::reexports::http::Method;
 use tidings_smol::{Ctx, Message, Router, Target};
 
@@ -30,6 +30,13 @@ fn main() -> Result<(), tidings_smol::Error> {
         let router = Router::new()
             .on("move", |ctx: Ctx, m: Move| async move {
                 if !(m.x.is_finite() && m.y.is_finite()) {
+                    return;
+                }
+                // Only a tab on the document moves a cursor in it.
+                let rooms = ctx.handle().rooms_of(ctx.conn()).await.unwrap_or_default();
+                if !rooms.contains(&room(&m.doc)) {
+                    let why = format!("subscribe to {:?} first", room(&m.doc));
+                    let _ = ctx.error_code("not_a_member", &why).await;
                     return;
                 }
                 let target = Target::room("/", room(&m.doc));
@@ -56,8 +63,7 @@ fn main() -> Result<(), tidings_smol::Error> {
             })
             .bind(&listen)
             .await?;
-        tidings_examples::announce("cursors", &server);
-        server.stopped().await;
+        tidings_examples::serve("cursors", &server, Entry::Page).await?;
         Ok(())
     })
 }

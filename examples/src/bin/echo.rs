@@ -3,6 +3,7 @@
 //!
 //! `cargo run -p tidings-examples --bin echo [-- --listen 127.0.0.1:8081]`
 
+use tidings_examples::Entry;
 use tidings_smol::{Message, Payload, Router};
 
 fn main() -> Result<(), tidings_smol::Error> {
@@ -19,9 +20,7 @@ fn main() -> Result<(), tidings_smol::Error> {
         });
         let listen = tidings_examples::listen_addr("127.0.0.1:8081");
         let server = tidings_smol::builder().router(router).bind(&listen).await?;
-        tidings_examples::announce("echo", &server);
-        println!("echo: WebSocket at {}", server.ws_url("/ws"));
-        server.stopped().await;
+        tidings_examples::serve("echo", &server, Entry::Socket("/ws")).await?;
         Ok(())
     })
 }

@@ -7,6 +7,7 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tidings_examples::Entry;
 use tidings_smol::{Accept, Ctx, Message, Router, Target};
 
 #[derive(Deserialize)]
@@ -62,7 +63,8 @@ fn main() -> Result<(), tidings_smol::Error> {
     smol::block_on(async {
         let router = Router::new()
             .on("join_game", |ctx: Ctx, g: Game| async move {
-                if let Err(e) = ctx.join(&room(&g.game)).await {
+                // Pinned: a player leaves with `leave_game`, which tells the others.
+                if let Err(e) = ctx.join_pinned(&room(&g.game)).await {
                     let _ = ctx.error(&e.to_string()).await;
                     return;
                 }
@@ -129,9 +131,7 @@ fn main() -> Result<(), tidings_smol::Error> {
             .http(|_, _| async { tidings_examples::not_found() })
             .bind(&listen)
             .await?;
-        tidings_examples::announce("lobby", &server);
-        println!("lobby: WebSocket at {}", server.ws_url("/ws?name=you"));
-        server.stopped().await;
+        tidings_examples::serve("lobby", &server, Entry::Socket("/ws?name=you")).await?;
         Ok(())
     })
 }

@@ -4,30 +4,58 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 /// A running example; killed when dropped.
 pub struct Running {
     child: Child,
     /// Its stdout, kept open so it can go on printing.
     stdout: BufReader<ChildStdout>,
-    /// The `http://127.0.0.1:PORT/` it printed.
+    /// The URL it printed: `http://127.0.0.1:PORT/` for a page, `ws://...` for a socket.
     pub url: String,
 }
 
 impl Running {
     /// `host:port`.
     pub fn addr(&self) -> String {
-        self.url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned()
+        let rest = self.url.split_once("://").map_or("", |(_, rest)| rest);
+        rest.split('/').next().unwrap_or_default().to_owned()
     }
 
     /// `ws://host:port{path}`.
     pub fn ws(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr())
+    }
+
+    /// Sends the process signal `name` (`INT`, `TERM`) as a person's Ctrl-C or a service
+    /// manager would.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The next line it prints.
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read stdout");
+        line
     }
 }
 
@@ -41,8 +69,14 @@ impl Drop for Running {
 /// Starts the example binary at `path` on an ephemeral port and waits for the line that
 /// says where it listens.
 pub fn start(path: &str) -> Running {
+    start_with(path, &[])
+}
+
+/// [`start`] with more arguments.
+pub fn start_with(path: &str, args: &[&str]) -> Running {
     let mut child = Command::new(path)
         .args(["--listen", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .expect("the example starts");
@@ -53,13 +87,15 @@ pub fn start(path: &str) -> Running {
         stdout: BufReader::new(stdout),
         url: String::new(),
     };
-    let mut line = String::new();
     loop {
-        line.clear();
-        let n = running.stdout.read_line(&mut line).expect("read stdout");
-        assert!(n > 0, "{path} exited before printing its URL");
-        if let Some((_, url)) = line.trim().split_once(": open ") {
-            running.url = url.to_owned();
+        let line = running.line();
+        assert!(!line.is_empty(), "{path} exited before printing its URL");
+        // `NAME: open http://ADDR/` or `NAME: WebSocket at ws://ADDR/PATH`.
+        let printed = ["http://", "ws://"]
+            .iter()
+            .find_map(|scheme| line.find(scheme).map(|at| line[at..].trim().to_owned()));
+        if let Some(url) = printed {
+            running.url = url;
             return running;
         }
     }
