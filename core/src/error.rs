@@ -68,6 +68,9 @@ pub enum Error {
         /// The kind it collects.
         existing: &'static str,
     },
+    /// A text batch item holds a line break, which would split it in two on the wire.
+    #[error("a text batch item may not contain a line break")]
+    LineBreakInItem,
     /// The client never asked for this ack, or it was answered already.
     #[error("connection {conn} has no pending ack request {ack}")]
     UnknownAck {

@@ -374,7 +374,8 @@ impl Hub {
     }
 
     /// Adds a line to the text batch `(target, ident)`, which goes out as one text frame: the
-    /// `header` line, then one line per item.
+    /// `header` line, then one line per item. A `line` with a line break (`\n` or `\r`) is
+    /// refused with [`Error::LineBreakInItem`]: it would read as two items.
     pub fn publish_batched_text(
         &mut self,
         now: Instant,
@@ -385,6 +386,9 @@ impl Hub {
         ttl: Duration,
     ) -> Result<(), Error> {
         let now = self.clock(now);
+        if line.contains(['\n', '\r']) {
+            return Err(Error::LineBreakInItem);
+        }
         self.batch_item(
             now,
             target,

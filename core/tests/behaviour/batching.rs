@@ -93,6 +93,20 @@ fn the_text_variant_joins_lines_under_a_header() {
             ..
         })
     ));
+    // A line break in an item would read as two items: refused, the batch untouched.
+    for bad in ["two\nlines", "cr\r"] {
+        assert!(matches!(
+            sim.hub.publish_batched_text(
+                sim.now,
+                Target::room("/", "doc"),
+                "log",
+                "log-lines",
+                bad,
+                TTL
+            ),
+            Err(Error::LineBreakInItem)
+        ));
+    }
     sim.advance(TTL);
     let texts: Vec<_> = sim.frames[&c].iter().filter_map(|f| f.as_text()).collect();
     assert_eq!(texts, vec!["log-lines\nfirst\nsecond"]);
