@@ -215,6 +215,22 @@ impl<R: Runtime> Handle<R> {
             .await
     }
 
+    /// Adds `line` to the text batch `(target, ident)`: lines collect for `ttl` after the
+    /// first, then go out as one text frame, the `header` line and one line per item (see
+    /// [`Hub::publish_batched_text`](tidings_core::Hub::publish_batched_text)).
+    pub async fn publish_batched_text(
+        &self,
+        target: Target,
+        ident: &str,
+        header: &str,
+        line: &str,
+        ttl: Duration,
+    ) -> Result<()> {
+        let (ident, header, line) = (ident.to_owned(), header.to_owned(), line.to_owned());
+        self.hub(move |hub, now| hub.publish_batched_text(now, target, &ident, &header, &line, ttl))
+            .await
+    }
+
     /// Drops the pending batch `(target, ident)` unsent. Returns whether there was one.
     pub async fn cancel_batch(&self, target: Target, ident: &str) -> Result<bool> {
         let ident = ident.to_owned();

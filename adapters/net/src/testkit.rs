@@ -19,6 +19,7 @@ use tungstenite::Message as Ws;
 use crate::{Builder, Client, ClientBuilder, ClientEvent, Runtime, Server};
 
 pub mod cases;
+pub mod conformance;
 pub mod flow;
 pub mod hostile;
 
@@ -51,6 +52,9 @@ macro_rules! loopback_suite {
         $crate::loopback_suite!(@in flow $runtime, $block_on;
             a_burst_is_pushed_back_to_its_publisher_and_only_the_stalled_reader_is_cut,
             an_application_publish_waits_for_room,
+        );
+        $crate::loopback_suite!(@in conformance $runtime, $block_on;
+            protocol_md_transcripts_hold,
         );
         $crate::loopback_suite!(@in hostile $runtime, $block_on;
             protocol_violations_close_with_1002,

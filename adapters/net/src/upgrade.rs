@@ -28,13 +28,13 @@ use crate::{Error, Runtime};
 pub(crate) const REFUSED_BY: &str = "tidings-refused-by";
 
 /// A refusal by the server itself (the handshake, the origin, a limit): status and reason.
-fn refuse(status: StatusCode, body: &str) -> HttpResponse {
-    refusal_by("server", status, body)
+fn refuse(status: StatusCode, reason: &str) -> HttpResponse {
+    refusal_by("server", status, format!("{reason}\n"))
 }
 
-/// A refusal as a plain-text reason, marked with who refused.
-fn refusal_by(who: &'static str, status: StatusCode, body: &str) -> HttpResponse {
-    let mut response = Response::new(Full::from(format!("{body}\n")));
+/// A refusal with a plain-text body, marked with who refused.
+fn refusal_by(who: &'static str, status: StatusCode, body: String) -> HttpResponse {
+    let mut response = Response::new(Full::from(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -203,7 +203,7 @@ where
     let accept = match &front.connect {
         Some(hook) => hook(request.clone())
             .await
-            .map_err(|r| refusal_by("application", r.status, &r.body))?,
+            .map_err(|r| refusal_by("application", r.status, r.body))?,
         None => Accept::new(),
     };
     let mut info = ConnectionInfo::new(request.path)
