@@ -322,3 +322,55 @@ fn ack_numbers_stop_at_2_pow_53_minus_1() {
         .is_some_and(|m| m.contains("9007199254740991")));
     assert!(acked_messages(&mut sim).is_empty());
 }
+
+#[test]
+fn a_failed_connection_takes_no_answers() {
+    let mut sim = Sim::new(Sim::quiet().error_close_delay(Duration::from_secs(5)));
+    let c = sim.open_path("/");
+    sim.send(c, &event_with_ack(1));
+    sim.hub.handle(
+        sim.now,
+        tidings_core::Input::TransportError {
+            conn: c,
+            error: "reset".into(),
+        },
+    );
+    sim.drain();
+    // Its state lingers for the close delay, but nothing can reach it any more.
+    assert!(matches!(
+        sim.hub.reply_ack(sim.now, c, 1, Payload::Json(json!(1))),
+        Err(Error::Closing(_))
+    ));
+    assert!(sim.of_type(c, "ack").is_empty());
+}
+
+#[test]
+fn a_rate_limited_binary_frame_is_answered_by_its_header() {
+    let mut sim = Sim::new(Sim::quiet().max_inbound_rate(Some(1)));
+    let c = sim.open_path("/");
+    sim.send(c, r#"{"type":"ping"}"#);
+    sim.send_frame(
+        c,
+        tidings_core::Frame::Binary(bytes::Bytes::from_static(
+            b"{\"type\":\"event\",\"event\":\"up\",\"id\":\"b\",\"ack\":4}\n\x00\x01",
+        )),
+    );
+    let e = sim.of_type(c, "error").pop().expect("refused");
+    assert_eq!(e["code"], "too_many_requests");
+    assert_eq!((e["ref"].clone(), e["ack"].clone()), (json!("b"), json!(4)));
+}
+
+#[test]
+fn a_malformed_frame_echoes_only_an_events_ack_it_can_hold() {
+    let mut sim = Sim::new(Sim::quiet());
+    let c = sim.open_path("/");
+    // An `ack` frame's number is the server's own request: not echoed.
+    sim.send(c, r#"{"type":"ack","ack":5,"event":9}"#);
+    // An event's ack past 2^53 - 1 cannot be echoed as a number the client holds.
+    sim.send(c, r#"{"type":"event","event":7,"ack":9007199254740992}"#);
+    let errors = sim.of_type(c, "error");
+    assert_eq!(errors.len(), 2);
+    assert!(errors
+        .iter()
+        .all(|e| e["code"] == "malformed" && e.get("ack").is_none()));
+}
