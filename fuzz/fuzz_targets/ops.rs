@@ -181,10 +181,12 @@ impl State {
             }
         }
         // Sources that cannot wait fill a queue to twice its bound; a client, paused as soon
-        // as it pushes a queue past its bound, adds at most what one operation sent.
+        // as it pushes a queue past its bound, adds at most what one operation sent; and each
+        // of its requests not yet answered may still be answered past the bound (answers are
+        // never dropped).
         let config = self.hub.config();
-        let slack = 8;
         for &conn in &self.conns {
+            let slack = 8 + self.client_acks.get(&conn).map_or(0, Vec::len);
             if let Some(d) = self.hub.queue_depth(conn) {
                 assert!(
                     d.frames <= 2 * config.max_queue_frames + slack,

@@ -335,6 +335,28 @@ impl Hub {
         }
     }
 
+    /// Tells a connection of a membership change the application made (`subscribed` or
+    /// `unsubscribed` marked `server`). Bounded as the application's publishes that cannot
+    /// wait are (twice the queue's bound): a connection that cannot take it is not reading,
+    /// and is closed as a slow consumer rather than left with a wrong view of its channels.
+    pub(super) fn notice(&mut self, conn: ConnId, frame: Frame) {
+        let (bound, window) = (self.config.bound(), self.config.write_window);
+        let Some(s) = session_in(&mut self.sessions, conn) else {
+            return;
+        };
+        match s.offer(frame, bound, Fill::Overflow) {
+            Offer::Queued => {
+                s.wake(&mut self.ready, conn, window);
+                self.check_behind(conn);
+            }
+            Offer::Full => {
+                let reason = super::publish::OVERFLOW.to_owned();
+                self.close_now(conn, CloseCode::SLOW_CONSUMER, reason);
+            }
+            Offer::NotOpen => {}
+        }
+    }
+
     pub(super) fn reply(&mut self, conn: ConnId, frame: Frame) {
         let (bound, window) = (self.config.bound(), self.config.write_window);
         let Some(s) = session_in(&mut self.sessions, conn) else {

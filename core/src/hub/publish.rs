@@ -20,7 +20,7 @@ use crate::timers::{TimerKey, Timers};
 use crate::wire::{self, Envelope};
 
 /// The close reason of a queue that reached twice its bound.
-const OVERFLOW: &str = "outbound queue overflow: the client reads too slowly";
+pub(super) const OVERFLOW: &str = "outbound queue overflow: the client reads too slowly";
 
 /// Offers one encoded frame to many sessions. Holds the hub's tables by field so the room's
 /// member set can be read while sessions are written.

@@ -88,7 +88,7 @@ impl Hub {
                 server: true,
                 ..Envelope::default()
             };
-            self.reply(conn, wire::encode(envelope, None));
+            self.notice(conn, wire::encode(envelope, None));
         }
         Ok(left)
     }
@@ -254,7 +254,10 @@ impl Hub {
             },
             None,
         );
-        self.reply(conn, frame);
+        match why {
+            Subscribed::Client(_) => self.reply(conn, frame),
+            Subscribed::Server { .. } => self.notice(conn, frame),
+        }
     }
 }
 

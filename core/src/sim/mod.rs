@@ -1008,10 +1008,12 @@ impl Sim {
             }
         }
         // Sources that cannot wait fill a queue to twice its bound; a publishing client adds
-        // at most one frame more before it is paused.
+        // at most one frame more before it is paused; and each request the client made that
+        // is not answered yet may still be answered past the bound (by the application, or
+        // by its deadline), as answers are never dropped.
         let cfg = &self.cfg.hub;
-        let slack = self.clients.len();
-        for &conn in self.owner.keys() {
+        for (&conn, &c) in &self.owner {
+            let slack = self.clients.len() + self.clients[c].asked.len();
             if let Some(d) = self.hub.queue_depth(conn) {
                 let frames_ok = d.frames <= 2 * cfg.max_queue_frames + slack;
                 let bytes_ok = d.bytes <= 2 * cfg.max_queue_bytes + slack * cfg.max_message_size

@@ -374,3 +374,22 @@ fn a_malformed_frame_echoes_only_an_events_ack_it_can_hold() {
         .iter()
         .all(|e| e["code"] == "malformed" && e.get("ack").is_none()));
 }
+
+/// Membership notices are the application's doing, so a connection that reads nothing cannot
+/// make them pile up: past twice the bound it is cut as a slow consumer, like a publish that
+/// cannot wait.
+#[test]
+fn membership_notices_to_a_reader_that_reads_nothing_stay_bounded() {
+    let mut sim = Sim::new(Sim::quiet().max_queue_frames(4));
+    let c = sim.open_path("/");
+    sim.stalled.insert(c);
+    for _ in 0..20 {
+        let _ = sim.hub.join(c, "room");
+        let _ = sim.hub.leave(c, "room");
+        sim.drain();
+        if let Some(d) = sim.hub.queue_depth(c) {
+            assert!(d.frames <= 8, "{d:?}");
+        }
+    }
+    assert_eq!(sim.close_of(c).map(|c| c.0), Some(CloseCode::SLOW_CONSUMER));
+}
