@@ -21,10 +21,11 @@ use event_listener::EventListener;
 use futures_lite::future::or;
 use futures_lite::FutureExt;
 use tidings_core::{
-    AckId, AckOutcome, CloseCode, ConnId, ConnectionInfo, Delivery, Event, Frame, Hub, Input,
-    Message, Output, Payload, Target,
+    AckId, AckOutcome, CloseCode, ClusterMessage, ConnId, ConnectionInfo, Delivery, Event, Frame,
+    Hub, Input, Message, Output, Payload, Target,
 };
 
+use crate::backplane::Stats;
 use crate::conn::ReadGate;
 use crate::router::Routes;
 use crate::Runtime;
@@ -36,6 +37,8 @@ pub(crate) type Command = Box<dyn FnOnce(&mut Driver, Instant) + Send>;
 pub(crate) enum Control {
     Written(ConnId, usize),
     Command(Command),
+    /// A message another node published, from the backplane.
+    Remote(ClusterMessage),
 }
 
 /// The hub task's end of a connection's writer channel.
@@ -131,6 +134,8 @@ pub(crate) struct Driver {
     shutdown_waiters: Vec<Sender<()>>,
     shutdown_done: bool,
     router: Option<RouterLink>,
+    /// Where this node's publishes go for the other nodes, if it has a backplane.
+    backplane: Option<(Sender<ClusterMessage>, Arc<Stats>)>,
     /// Set after shutdown: the hub task ends, and with it the router task.
     pub stopped: bool,
 }
@@ -147,8 +152,15 @@ impl Driver {
             shutdown_waiters: Vec::new(),
             shutdown_done: false,
             router,
+            backplane: None,
             stopped: false,
         }
+    }
+
+    /// Forwards this node's publishes to `outgoing`, the backplane's end of the link.
+    pub fn with_backplane(mut self, outgoing: Sender<ClusterMessage>, stats: Arc<Stats>) -> Self {
+        self.backplane = Some((outgoing, stats));
+        self
     }
 
     /// Opens a connection in the hub and gives it a writer channel and a reading gate.
@@ -264,6 +276,10 @@ impl Driver {
         match control {
             Control::Written(conn, frames) => self.hub.handle(now, Input::Written { conn, frames }),
             Control::Command(command) => command(self, now),
+            Control::Remote(message) => {
+                // Refused only for a name this node's limits do not allow: nothing to answer.
+                let _ = self.hub.handle_remote(now, message);
+            }
         }
     }
 
@@ -306,9 +322,20 @@ impl Driver {
                     }
                 }
                 Output::Event(event) => self.on_event(now, *event),
-                // `Output::Cluster`: no backplane is attached yet, so a single node has
-                // nothing to forward.
+                Output::Cluster(message) => self.forward(*message),
                 _ => {}
+            }
+        }
+    }
+
+    /// Hands a publish to the backplane for the other nodes. One that cannot wait there (the
+    /// backplane is down or behind by `OUTGOING_LIMIT` messages) is counted as lost.
+    fn forward(&self, message: ClusterMessage) {
+        if let Some((outgoing, stats)) = &self.backplane {
+            if outgoing.try_send(message).is_err() {
+                stats
+                    .lost
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }

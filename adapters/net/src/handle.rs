@@ -53,6 +53,8 @@ pub(crate) struct Inner<R> {
     pub tasks: Arc<TaskCount>,
     pub stopping: AtomicBool,
     pub stop: event_listener::Event,
+    /// The backplane's counters, if the hub has one.
+    pub backplane: Option<Arc<crate::backplane::Stats>>,
 }
 
 impl<R: Runtime> Handle<R> {
@@ -64,6 +66,10 @@ impl<R: Runtime> Handle<R> {
 
     pub(crate) fn runtime(&self) -> &R {
         &self.inner.rt
+    }
+
+    pub(crate) fn backplane_stats(&self) -> Option<Arc<crate::backplane::Stats>> {
+        self.inner.backplane.clone()
     }
 
     pub(crate) fn options(&self) -> ConnOptions {
@@ -348,6 +354,12 @@ impl<R: Runtime> Handle<R> {
     /// The hub's counters.
     pub async fn counters(&self) -> Result<Counters> {
         self.call(|d, _| d.hub.counters()).await
+    }
+
+    /// How the backplane is doing, if the hub has one (see
+    /// [`Builder::backplane`](crate::Builder::backplane)).
+    pub fn backplane(&self) -> Option<crate::BackplaneStats> {
+        self.inner.backplane.as_ref().map(|s| s.snapshot())
     }
 
     // ---- receiving ----

@@ -23,6 +23,7 @@
 //! writer writes what the hub hands out and reports it written, which is what lets the
 //! core bound each connection's queue. The router, if any, is one more task.
 
+mod backplane;
 mod client;
 mod conn;
 mod driver;
@@ -40,6 +41,7 @@ mod upgrade;
 #[doc(hidden)]
 pub mod testkit;
 
+pub use backplane::{Backplane, BackplaneStats, Link};
 pub use client::{Client, ClientBuilder, ClientEvent, Io, ServerEvent};
 pub use driver::Incoming;
 pub use error::{Error, Result};

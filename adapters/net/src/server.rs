@@ -19,6 +19,7 @@ use serde_json::Value;
 use tidings_core::{Config, ConnectionInfo, SubscribePolicy};
 use tungstenite::protocol::WebSocketConfig;
 
+use crate::backplane::{Backplane, Link, OUTGOING_LIMIT};
 use crate::conn::{ConnOptions, TaskCount};
 use crate::driver::{self, Driver, RouterLink};
 use crate::handle::Inner;
@@ -148,6 +149,7 @@ pub struct Builder<R: Runtime> {
     connect: Option<ConnectHook>,
     http: Option<HttpHandler<R>>,
     router: Option<Router<R>>,
+    backplane: Option<Box<dyn Backplane>>,
     options: ConnOptions,
     handshake_timeout: Duration,
     inbox_limit: usize,
@@ -172,6 +174,7 @@ impl<R: Runtime> Builder<R> {
             connect: None,
             http: None,
             router: None,
+            backplane: None,
             options: ConnOptions {
                 ws: ws_config(&config),
                 write_timeout: Duration::from_secs(10),
@@ -285,6 +288,15 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
+    /// Makes this node one of a cluster: publishes to a room, a namespace or everyone also
+    /// reach the members on the other nodes of the backplane, and theirs reach this node's
+    /// (e.g. `tidings_redis::Redis::new("redis://127.0.0.1/")`). Turns on `Config::cluster`.
+    #[must_use]
+    pub fn backplane(mut self, backplane: impl Backplane) -> Self {
+        self.backplane = Some(Box::new(backplane));
+        self
+    }
+
     /// A burst of writes that takes longer fails the connection. Default 10 s.
     #[must_use]
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
@@ -346,6 +358,7 @@ impl<R: Runtime> Builder<R> {
             self.config.subscribe_policy = SubscribePolicy::Approve;
         }
         let close_grace = self.config.close_grace;
+        self.config.cluster |= self.backplane.is_some();
         let hub = tidings_core::Hub::new(self.config)?;
         // What connection tasks have read and the hub has not handled: a client paused by
         // flow control may still have this much on its way, so it stays small (one burst).
@@ -353,13 +366,14 @@ impl<R: Runtime> Builder<R> {
         let (control_tx, control_rx) = async_channel::unbounded();
         let handle = Handle::new(Inner {
             rt: self.rt.clone(),
-            control: control_tx,
+            control: control_tx.clone(),
             inbound: inbound_tx,
             options: self.options,
             close_grace,
             tasks: Arc::new(TaskCount::default()),
             stopping: AtomicBool::new(false),
             stop: event_listener::Event::new(),
+            backplane: self.backplane.as_ref().map(|_| Arc::default()),
         });
         let link = self.router.map(|router| {
             let (tx, rx) = async_channel::unbounded();
@@ -372,7 +386,17 @@ impl<R: Runtime> Builder<R> {
             self.rt.spawn(router.run(handle.clone(), rx, room));
             link
         });
-        let driver = Driver::new(hub, self.inbox_limit, link);
+        let mut driver = Driver::new(hub, self.inbox_limit, link);
+        if let (Some(backplane), Some(stats)) = (self.backplane, handle.backplane_stats()) {
+            let (outgoing_tx, outgoing_rx) = async_channel::bounded(OUTGOING_LIMIT);
+            driver = driver.with_backplane(outgoing_tx, stats.clone());
+            let link = Link {
+                outgoing: outgoing_rx,
+                control: control_tx.downgrade(),
+                stats,
+            };
+            self.rt.spawn(backplane.run(link));
+        }
         self.rt
             .spawn(driver::run(self.rt.clone(), driver, inbound_rx, control_rx));
         let front = Front {
