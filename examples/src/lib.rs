@@ -14,17 +14,22 @@ use tidings_smol::{HttpResponse, Server};
 
 /// The address from `--listen ADDR` (or `--listen=ADDR`), else `default`.
 pub fn listen_addr(default: &str) -> String {
+    flag("listen").unwrap_or_else(|| default.to_owned())
+}
+
+/// The value of `--NAME VALUE` (or `--NAME=VALUE`), if given.
+pub fn flag(name: &str) -> Option<String> {
+    let long = format!("--{name}");
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--listen" {
-            if let Some(addr) = args.next() {
-                return addr;
-            }
-        } else if let Some(addr) = arg.strip_prefix("--listen=") {
-            return addr.to_owned();
+        if arg == long {
+            return args.next();
+        }
+        if let Some(value) = arg.strip_prefix(&long).and_then(|v| v.strip_prefix('=')) {
+            return Some(value.to_owned());
         }
     }
-    default.to_owned()
+    None
 }
 
 /// What a person opens first: the program's page, or (for programs without one) its
@@ -46,6 +51,16 @@ pub enum Entry<'a> {
 /// so a signal sent as soon as the line appears is handled.
 pub async fn serve(name: &str, server: &Server, entry: Entry<'_>) -> std::io::Result<()> {
     let mut signals = Signals::new([Signal::Int, Signal::Term])?;
+    // With a backplane, ready means subscribed: what is published from then on reaches the
+    // other nodes. A backplane that is not up within 10 s keeps trying in the background.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.handle().backplane().is_some_and(|b| !b.up) {
+        if std::time::Instant::now() > until {
+            println!("{name}: the backplane is not up yet; it keeps trying");
+            break;
+        }
+        smol::Timer::after(std::time::Duration::from_millis(10)).await;
+    }
     match entry {
         Entry::Page => println!("{name}: open {}", server.http_url("/")),
         Entry::Socket(path) => println!("{name}: WebSocket at {}", server.ws_url(path)),

@@ -447,3 +447,42 @@ fn cursors_batch_moves_per_document() {
         }
     });
 }
+
+/// Two chat processes over one `redis-server` (started here): a room's messages reach its
+/// members on both nodes, once.
+#[test]
+fn two_chat_nodes_share_a_room_through_redis() {
+    let Some(redis) = tidings_redis::testing::RedisServer::start_or_skip() else {
+        return;
+    };
+    let url = redis.url();
+    let one = start_with(env!("CARGO_BIN_EXE_chat"), &["--redis", &url]);
+    let two = start_with(env!("CARGO_BIN_EXE_chat"), &["--redis", &url]);
+    smol::block_on(async {
+        let ann = connect(&one.ws("/ws?name=ann")).await;
+        let bob = connect(&two.ws("/ws?name=bob")).await;
+        ann.subscribe("lobby").await.expect("join");
+        bob.subscribe("lobby").await.expect("join");
+        // Each is shown the room's members on its own node.
+        assert_eq!(next_event(&ann).await.0, "members");
+        assert_eq!(next_event(&bob).await.0, "members");
+        assert_eq!(
+            next_event(&ann).await,
+            ("joined".into(), json!({"room": "lobby", "name": "bob"})),
+            "bob's arrival crossed nodes"
+        );
+        for (from, text) in [(&ann, "hi from one"), (&bob, "hi from two")] {
+            from.emit("say", json!({"room": "lobby", "text": text}))
+                .await
+                .expect("say");
+            for c in [&ann, &bob] {
+                // Ann's arrival may reach bob's node after bob joined: told, then messages.
+                let mut got = next_event(c).await;
+                if got.0 == "joined" {
+                    got = next_event(c).await;
+                }
+                assert_eq!((got.0.as_str(), &got.1["text"]), ("message", &json!(text)));
+            }
+        }
+    });
+}

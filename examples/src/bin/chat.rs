@@ -3,7 +3,9 @@
 //! costs one frame per 400 ms, not one per keystroke).
 //!
 //! `cargo run --release -p tidings-examples --bin chat [-- --listen 127.0.0.1:8080]`, then
-//! open the printed URL in two tabs.
+//! open the printed URL in two tabs. With `--redis redis://127.0.0.1/`, several chat
+//! processes share their rooms through Redis: messages reach the members on every node (the
+//! member list a newcomer is shown is still the local node's).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -137,7 +139,11 @@ fn router(names: Names) -> Router {
 fn main() -> Result<(), tidings_smol::Error> {
     smol::block_on(async {
         let listen = tidings_examples::listen_addr("127.0.0.1:8080");
-        let server = tidings_smol::builder()
+        let mut builder = tidings_smol::builder();
+        if let Some(url) = tidings_examples::flag("redis") {
+            builder = builder.backplane(tidings_redis::Redis::new(url));
+        }
+        let server = builder
             .on_connect(|req| async move {
                 let name = req.query_param("name").unwrap_or_default();
                 let name = name.trim();
