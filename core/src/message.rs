@@ -150,6 +150,10 @@ pub enum Scope {
     Namespace(String),
     /// Every connection.
     All,
+    /// The connection opened under this name (`ConnectionInfo::name`), if any. Unlike a
+    /// connection id, a name means the same on every node: with a backplane, a publish to a
+    /// name reaches it on whichever node holds it.
+    Name(String),
 }
 
 /// Where a publish goes: a [`Scope`], optionally minus one connection (usually the sender).
@@ -179,6 +183,11 @@ impl Target {
     /// Every connection in `namespace`.
     pub fn namespace(namespace: impl Into<String>) -> Self {
         Scope::Namespace(namespace.into()).into()
+    }
+
+    /// The connection opened under `name`, on whichever node holds it.
+    pub fn name(name: impl Into<String>) -> Self {
+        Scope::Name(name.into()).into()
     }
 
     /// Every connection.

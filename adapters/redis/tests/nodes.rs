@@ -192,3 +192,34 @@ fn nodes_ride_out_a_redis_restart() {
     });
     drop(redis);
 }
+
+#[test]
+fn a_publish_to_a_name_finds_it_on_another_node() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    smol::block_on(async {
+        let a = node(&redis).await;
+        let b = tidings_smol::builder()
+            .on_connect(|req| async move {
+                let name = req.query_param("name").unwrap_or_default();
+                Ok(tidings_smol::Accept::new().name(name))
+            })
+            .backplane(Redis::new(redis.url()))
+            .bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        until_up(&b).await;
+        let ann = tidings_smol::connect(&b.ws_url("/ws?name=ann"))
+            .await
+            .expect("connect");
+        ann.ping().await.expect("connected");
+        let d = a
+            .handle()
+            .publish(Target::name("ann"), Message::json("dm", json!("for ann")))
+            .await
+            .expect("publish");
+        assert_eq!(d.queued, 0, "not on node a");
+        assert_eq!(next(&ann).await, ("dm".to_owned(), json!("for ann")));
+    });
+}

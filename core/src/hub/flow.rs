@@ -43,6 +43,7 @@ impl Hub {
                     .any(|&b| self.session(b).is_some_and(|s| s.namespace == id))
             }),
             Scope::All => false,
+            Scope::Name(name) => self.by_name(name).is_none_or(|c| !self.behind.contains(&c)),
         }
     }
 

@@ -310,7 +310,7 @@ impl Hub {
         ack: Option<(AckId, Instant)>,
         fill: Fill,
     ) -> Delivery {
-        let registry = &self.registry;
+        let (registry, names) = (&self.registry, &self.names);
         let mut f = Fanout {
             sessions: &mut self.sessions,
             ready: &mut self.ready,
@@ -344,6 +344,11 @@ impl Hub {
             Scope::All => {
                 for (_, ns) in registry.namespaces.iter() {
                     ns.members.iter().for_each(|&c| f.offer(c));
+                }
+            }
+            Scope::Name(name) => {
+                if let Some(&conn) = names.get(name.as_str()) {
+                    f.offer(conn);
                 }
             }
         }
@@ -502,7 +507,11 @@ impl Hub {
                 check("namespace", namespace).and(check("room", room))
             }
             Scope::Namespace(ns) => check("namespace", ns),
-            Scope::Conn(_) | Scope::All => Ok(()),
+            Scope::Name(name) if name.is_empty() => Err(Error::InvalidName {
+                what: "connection name",
+                why: "empty",
+            }),
+            Scope::Conn(_) | Scope::All | Scope::Name(_) => Ok(()),
         }
     }
 }

@@ -383,3 +383,36 @@ fn remote_messages_never_address_local_connection_ids() {
     assert_eq!(events(&sim, b).len(), 1);
     assert_eq!(sim.hub.counters().remote_publishes, 1);
 }
+
+/// A name means the same on every node, so a publish to it is forwarded to the cluster and
+/// delivered by whichever node holds it.
+#[test]
+fn a_publish_to_a_name_reaches_that_connection_here_and_is_forwarded() {
+    let mut sim = Sim::new(Sim::quiet().cluster(true));
+    let ann = sim.open(tidings_core::ConnectionInfo::new("/").name("ann"));
+    let other = sim.open_path("/");
+    let to_ann = |sim: &mut Sim, name: &str| {
+        sim.hub
+            .publish(sim.now, Target::name(name), Message::text("dm", "hi"))
+            .expect("publish")
+    };
+    assert_eq!(to_ann(&mut sim, "ann").queued, 1);
+    assert_eq!(
+        to_ann(&mut sim, "bob").queued,
+        0,
+        "not here; another node may hold it"
+    );
+    sim.drain();
+    assert_eq!(events(&sim, ann).len(), 1);
+    assert!(events(&sim, other).is_empty());
+    assert_eq!(sim.cluster.len(), 2, "both go to the other nodes");
+    // From another node: delivered if held here.
+    let remote = sim.cluster[0].clone();
+    sim.hub.handle_remote(sim.now, remote).expect("remote");
+    sim.drain();
+    assert_eq!(events(&sim, ann).len(), 2);
+    assert!(sim
+        .hub
+        .publish(sim.now, Target::name(""), Message::text("dm", "x"))
+        .is_err());
+}
