@@ -1,5 +1,7 @@
 //! The chat page in a real browser: two headless Chromium pages join the same room, one
-//! sends a message, the other shows it. A screenshot is saved under `target/`.
+//! sends a message, the other shows it; then the same with each page on its own chat
+//! process, the two sharing a `redis-server` (skipped where none is installed, as the
+//! backplane's other tests are). Screenshots are saved under `target/`.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `chromium`, `chromium-driver`). Without
 //! them the test says so loudly and passes, unless `TIDINGS_REQUIRE_BROWSER` is set (as
@@ -120,47 +122,74 @@ fn two_browser_pages_chat_in_the_same_room() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let ann = page(&driver_url, &chromium).await;
-        let bob = page(&driver_url, &chromium).await;
-        enter(&ann, &chat.url, "ann").await;
-        enter(&bob, &chat.url, "bob").await;
-        ann.wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::XPath(
-                "//ul[@id='messages']/li[contains(., 'bob joined')]",
-            ))
-            .await
-            .expect("ann sees bob join");
-
-        let text = ann.find(Locator::Id("text")).await.expect("message field");
-        text.send_keys("hello from ann").await.expect("type");
-        ann.find(Locator::Id("send"))
-            .await
-            .expect("send")
-            .click()
-            .await
-            .expect("send");
-        let shown = bob
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::XPath(
-                "//ul[@id='messages']/li[contains(., 'hello from ann')]",
-            ))
-            .await
-            .expect("bob sees ann's message");
-        let line = shown.text().await.expect("text");
-        assert!(
-            line.starts_with("ann") && line.contains("hello from ann"),
-            "{line}"
-        );
-
-        let png = bob.screenshot().await.expect("screenshot");
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-        std::fs::create_dir_all(&dir).expect("target dir");
-        let path = dir.join("chat-browser-test.png");
-        std::fs::write(&path, png).expect("save the screenshot");
-        eprintln!("screenshot: {}", path.display());
-        ann.close().await.expect("close");
-        bob.close().await.expect("close");
+        two_pages_chat(
+            &driver_url,
+            &chromium,
+            &chat.url,
+            &chat.url,
+            "chat-browser-test",
+        )
+        .await;
+        // Two chat processes over one Redis: a page on each, and the messages cross.
+        if let Some(redis) = tidings_redis::testing::RedisServer::start_or_skip() {
+            let flags = ["--redis", &redis.url()].map(str::to_owned);
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            let one = common::start_with(env!("CARGO_BIN_EXE_chat"), &flags);
+            let two = common::start_with(env!("CARGO_BIN_EXE_chat"), &flags);
+            two_pages_chat(&driver_url, &chromium, &one.url, &two.url, "chat-two-nodes").await;
+        }
     });
+}
+
+/// Ann opens `url_ann`, bob `url_bob`; bob sees ann join the lobby and then her message. A
+/// screenshot of bob's page is saved as `target/{shot}.png`.
+async fn two_pages_chat(
+    driver_url: &str,
+    chromium: &Path,
+    url_ann: &str,
+    url_bob: &str,
+    shot: &str,
+) {
+    let ann = page(driver_url, chromium).await;
+    let bob = page(driver_url, chromium).await;
+    enter(&ann, url_ann, "ann").await;
+    enter(&bob, url_bob, "bob").await;
+    ann.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//ul[@id='messages']/li[contains(., 'bob joined')]",
+        ))
+        .await
+        .expect("ann sees bob join");
+
+    let text = ann.find(Locator::Id("text")).await.expect("message field");
+    text.send_keys("hello from ann").await.expect("type");
+    ann.find(Locator::Id("send"))
+        .await
+        .expect("send")
+        .click()
+        .await
+        .expect("send");
+    let shown = bob
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//ul[@id='messages']/li[contains(., 'hello from ann')]",
+        ))
+        .await
+        .expect("bob sees ann's message");
+    let line = shown.text().await.expect("text");
+    assert!(
+        line.starts_with("ann") && line.contains("hello from ann"),
+        "{line}"
+    );
+
+    let png = bob.screenshot().await.expect("screenshot");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    std::fs::create_dir_all(&dir).expect("target dir");
+    let path = dir.join(format!("{shot}.png"));
+    std::fs::write(&path, png).expect("save the screenshot");
+    eprintln!("screenshot: {}", path.display());
+    ann.close().await.expect("close");
+    bob.close().await.expect("close");
 }
