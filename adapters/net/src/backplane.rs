@@ -6,13 +6,18 @@
 //! [`Hub::handle_remote`](tidings_core::Hub::handle_remote) delivers what another node
 //! published to this node's members. This module only moves those messages between the hub
 //! task and the backplane's own task, through a [`Link`].
+//!
+//! Questions about the whole cluster ([`Query`]: a room's members, the connection count, the
+//! names) go the same way: a handle asks its backplane, which asks every live node and
+//! gathers their [`Answer`]s, each node answering from its own hub ([`Link::answer`]).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use async_channel::{Receiver, WeakSender};
+use async_channel::{Receiver, Sender, WeakSender};
+use serde::{Deserialize, Serialize};
 use tidings_core::ClusterMessage;
 
 use crate::driver::Control;
@@ -36,6 +41,7 @@ pub trait Backplane: Send + 'static {
 /// messages go.
 pub struct Link {
     pub(crate) outgoing: Receiver<ClusterMessage>,
+    pub(crate) questions: Receiver<Question>,
     /// Weak: the hub task ends when every handle and connection is gone, backplane or not.
     pub(crate) control: WeakSender<Control>,
     pub(crate) stats: Arc<Stats>,
@@ -46,6 +52,25 @@ impl Link {
     /// stopped.
     pub async fn outgoing(&self) -> Option<ClusterMessage> {
         self.outgoing.recv().await.ok()
+    }
+
+    /// The next question a handle asks of the whole cluster; `None` once every handle is
+    /// gone. Answer it with [`Question::reply`].
+    pub async fn question(&self) -> Option<Question> {
+        self.questions.recv().await.ok()
+    }
+
+    /// This node's own answer to `query`, from its hub, its members marked with `node`.
+    /// `None` once the hub has stopped.
+    pub async fn answer(&self, node: &str, query: &Query) -> Option<Answer> {
+        let control = self.control.upgrade()?;
+        let (tx, rx) = async_channel::bounded(1);
+        let (node, query) = (node.to_owned(), query.clone());
+        let command: crate::driver::Command = Box::new(move |driver, _| {
+            let _ = tx.try_send(local_answer(&driver.hub, &node, &query));
+        });
+        control.send(Control::Command(command)).await.ok()?;
+        rx.recv().await.ok()
     }
 
     /// Delivers a message another node published to this node's members. `false` once the
@@ -119,4 +144,78 @@ pub struct BackplaneStats {
     pub outages: u64,
     /// Whether the transport is up now.
     pub up: bool,
+}
+
+/// A question about the whole cluster, asked of every node
+/// ([`Handle::cluster_members`](crate::Handle::cluster_members) and the like).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Query {
+    /// The connections in `room` of `namespace`.
+    Members {
+        /// The namespace, e.g. `/`.
+        namespace: String,
+        /// The room.
+        room: String,
+    },
+    /// How many connections are open.
+    Count,
+    /// The names of the connections that have one.
+    Names,
+}
+
+/// One node's answer to a [`Query`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Answer {
+    /// The room's members on that node.
+    Members(Vec<Member>),
+    /// The connections open on that node.
+    Count(usize),
+    /// The names held on that node.
+    Names(Vec<String>),
+}
+
+/// A connection somewhere in the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Member {
+    /// The node that holds it (its backplane's id).
+    pub node: String,
+    /// Its id on that node (`ConnId`'s text form): meaningful there only.
+    pub conn: String,
+    /// Its name, if it has one.
+    pub name: Option<String>,
+}
+
+/// A handle's question on its way to the backplane, with where the answer goes.
+pub struct Question {
+    /// What is asked.
+    pub query: Query,
+    pub(crate) reply: Sender<Result<Vec<Answer>, String>>,
+}
+
+impl Question {
+    /// Answers the handle that asked: every node's answer, or why the cluster could not
+    /// answer (a node that did not answer in time, Redis unreachable, ...).
+    pub fn reply(self, answers: Result<Vec<Answer>, String>) {
+        let _ = self.reply.try_send(answers);
+    }
+}
+
+/// A hub's own answer to `query`.
+pub(crate) fn local_answer(hub: &tidings_core::Hub, node: &str, query: &Query) -> Answer {
+    match query {
+        Query::Members { namespace, room } => Answer::Members(
+            hub.members(namespace, room)
+                .into_iter()
+                .map(|conn| Member {
+                    node: node.to_owned(),
+                    conn: conn.to_string(),
+                    name: hub.info(conn).and_then(|i| i.name.clone()),
+                })
+                .collect(),
+        ),
+        Query::Count => Answer::Count(hub.connection_count()),
+        Query::Names => Answer::Names(hub.names().map(str::to_owned).collect()),
+    }
 }

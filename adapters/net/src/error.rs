@@ -21,6 +21,10 @@ pub enum Error {
     /// No answer within this time.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The cluster could not answer a question about all its nodes (the text says why: a
+    /// node that did not answer in time, the backplane down, ...).
+    #[error("the cluster could not answer: {0}")]
+    Cluster(String),
     /// A socket operation failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

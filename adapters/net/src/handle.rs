@@ -55,6 +55,8 @@ pub(crate) struct Inner<R> {
     pub stop: event_listener::Event,
     /// The backplane's counters, if the hub has one.
     pub backplane: Option<Arc<crate::backplane::Stats>>,
+    /// Where questions for the whole cluster go, if the hub has a backplane.
+    pub questions: Option<async_channel::Sender<crate::backplane::Question>>,
 }
 
 impl<R: Runtime> Handle<R> {
@@ -354,6 +356,75 @@ impl<R: Runtime> Handle<R> {
     /// The hub's counters.
     pub async fn counters(&self) -> Result<Counters> {
         self.call(|d, _| d.hub.counters()).await
+    }
+
+    /// The members of `room` (namespace `/`) on every node of the cluster, sorted; this
+    /// node's alone without a backplane. Fails with [`Error::Cluster`] if a live node does not
+    /// answer within the backplane's time (a node that died stops being expected once its
+    /// presence expires; see the backplane's documentation).
+    pub async fn cluster_members(&self, room: &str) -> Result<Vec<crate::Member>> {
+        let query = crate::Query::Members {
+            namespace: "/".into(),
+            room: room.to_owned(),
+        };
+        let mut members: Vec<crate::Member> = self
+            .ask_cluster(query)
+            .await?
+            .into_iter()
+            .flat_map(|a| match a {
+                crate::Answer::Members(m) => m,
+                _ => Vec::new(),
+            })
+            .collect();
+        members.sort();
+        Ok(members)
+    }
+
+    /// How many connections are open on every node of the cluster (this node's alone
+    /// without a backplane). Fails as [`Handle::cluster_members`] does.
+    pub async fn cluster_count(&self) -> Result<usize> {
+        let answers = self.ask_cluster(crate::Query::Count).await?;
+        Ok(answers
+            .into_iter()
+            .map(|a| match a {
+                crate::Answer::Count(n) => n,
+                _ => 0,
+            })
+            .sum())
+    }
+
+    /// The names held on every node of the cluster, sorted (this node's alone without a
+    /// backplane). Fails as [`Handle::cluster_members`] does.
+    pub async fn cluster_names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .ask_cluster(crate::Query::Names)
+            .await?
+            .into_iter()
+            .flat_map(|a| match a {
+                crate::Answer::Names(n) => n,
+                _ => Vec::new(),
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Every node's answer to `query`: through the backplane, or this hub's alone.
+    async fn ask_cluster(&self, query: crate::Query) -> Result<Vec<crate::Answer>> {
+        let Some(questions) = &self.inner.questions else {
+            let answer = self
+                .call(move |d, _| crate::backplane::local_answer(&d.hub, "", &query))
+                .await?;
+            return Ok(vec![answer]);
+        };
+        let (reply, answers) = async_channel::bounded(1);
+        let question = crate::Question { query, reply };
+        questions.send(question).await.map_err(|_| Error::Stopped)?;
+        answers
+            .recv()
+            .await
+            .map_err(|_| Error::Stopped)?
+            .map_err(Error::Cluster)
     }
 
     /// How the backplane is doing, if the hub has one (see

@@ -41,7 +41,7 @@ mod upgrade;
 #[doc(hidden)]
 pub mod testkit;
 
-pub use backplane::{Backplane, BackplaneStats, Link};
+pub use backplane::{Answer, Backplane, BackplaneStats, Link, Member, Query, Question};
 pub use client::{Client, ClientBuilder, ClientEvent, Io, ServerEvent};
 pub use driver::Incoming;
 pub use error::{Error, Result};

@@ -22,6 +22,16 @@
 //! messages in order), at the price of every node reading every message, including those for
 //! rooms it has no member of.
 //!
+//! # Questions about the whole cluster
+//!
+//! `Handle::cluster_members`, `cluster_count` and `cluster_names` ask every live node: the
+//! asking node publishes the question on the shared channel and each other node answers from
+//! its own hub on the asker's reply channel (`tidings:reply:<node>`). A node is live while
+//! its presence key (`tidings:node:<node>`) exists: it renews it every 2 s for 6 s
+//! ([`Redis::presence_ttl`]). An answer missing after 1 s fails the question with the nodes
+//! that did not answer; a node that died is no longer asked once its key expires, so its
+//! connections and memberships leave the answers within the presence TTL, without a goodbye.
+//!
 //! # Faults
 //!
 //! When Redis goes away, the node keeps serving its own clients; the backplane reconnects with
@@ -33,15 +43,17 @@
 //! [`BackplaneStats`](tidings_net::BackplaneStats) (`Handle::backplane`) has the messages
 //! sent, received and lost, the outages, and whether the link is up.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::future::or;
 use futures_lite::StreamExt;
+use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use tidings_core::ClusterMessage;
-use tidings_net::{Backplane, Link};
+use tidings_net::{Answer, Backplane, Link, Query, Question};
 
 pub mod testing;
 
@@ -55,6 +67,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct Redis {
     url: String,
     channel: String,
+    presence_ttl: Duration,
 }
 
 impl Redis {
@@ -64,6 +77,7 @@ impl Redis {
         Redis {
             url: url.into(),
             channel: "tidings".into(),
+            presence_ttl: PRESENCE_TTL,
         }
     }
 
@@ -74,6 +88,15 @@ impl Redis {
         self.channel = channel.into();
         self
     }
+
+    /// How long a node that stopped renewing its presence (it died, or lost Redis) is still
+    /// asked cluster-wide questions, which fail meanwhile for want of its answer. Default
+    /// 6 s; renewed every third of it. At least 300 ms.
+    #[must_use]
+    pub fn presence_ttl(mut self, ttl: Duration) -> Self {
+        self.presence_ttl = ttl.max(Duration::from_millis(300));
+        self
+    }
 }
 
 impl Backplane for Redis {
@@ -82,11 +105,29 @@ impl Backplane for Redis {
     }
 }
 
-/// What travels between nodes: the core's message and the node that sent it.
+/// How long a node's presence key outlives its last renewal, by default: a node that died
+/// stops being asked after at most this long. It is renewed three times as often.
+const PRESENCE_TTL: Duration = Duration::from_secs(6);
+/// How long a question waits for the other live nodes' answers.
+const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+
+/// What travels between nodes, with the node that sent it.
 #[derive(Serialize, Deserialize)]
-struct Envelope<N, M> {
+struct Envelope<N, W> {
     node: N,
-    message: M,
+    wire: W,
+}
+
+/// The three kinds of message between nodes.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Wire {
+    /// A publish for every other node's members.
+    Publish(ClusterMessage),
+    /// A question every other node answers to the asker's reply channel.
+    Ask { id: u64, query: Query },
+    /// One node's answer to question `id`.
+    Reply { id: u64, answer: Answer },
 }
 
 /// Why a session with Redis ended.
@@ -107,64 +148,271 @@ async fn run(redis: Redis, link: Link) {
         link.set_up(false);
         // Up to half again, so nodes that lost Redis together do not come back in step.
         let wait = backoff + backoff.mul_f64(fastrand::f64() / 2.0);
-        async_io::Timer::after(wait).await;
+        let until = Instant::now() + wait;
+        // Questions asked meanwhile are answered at once: the cluster cannot be asked.
+        loop {
+            let timer = async {
+                async_io::Timer::at(until).await;
+                None
+            };
+            let Some(question) = or(timer, async { link.question().await }).await else {
+                break;
+            };
+            question.reply(Err("the backplane cannot reach Redis".into()));
+        }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
-/// One connection to Redis: subscribes, then forwards both ways until the hub stops or the
-/// link fails.
-async fn session(redis: &Redis, node: &str, link: &Link, backoff: &mut Duration) -> Ended {
+/// A question this node asked, waiting for the other nodes' answers.
+struct Pending {
+    question: Question,
+    answers: Vec<Answer>,
+    waiting: BTreeSet<String>,
+    deadline: Instant,
+}
+
+/// The Redis side of one node: its channels, keys and connection.
+struct Node<'a> {
+    redis: &'a Redis,
+    id: &'a str,
+    publisher: MultiplexedConnection,
+}
+
+impl Node<'_> {
+    fn reply_channel(&self, node: &str) -> String {
+        format!("{}:reply:{node}", self.redis.channel)
+    }
+
+    fn presence_key(&self, node: &str) -> String {
+        format!("{}:node:{node}", self.redis.channel)
+    }
+
+    async fn publish(&mut self, channel: &str, wire: Wire) -> redis::RedisResult<()> {
+        let envelope = Envelope {
+            node: self.id,
+            wire,
+        };
+        let Ok(bytes) = serde_json::to_vec(&envelope) else {
+            return Ok(()); // core messages are always JSON; nothing to send otherwise
+        };
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(bytes)
+            .query_async::<()>(&mut self.publisher)
+            .await
+    }
+
+    async fn heartbeat(&mut self) -> redis::RedisResult<()> {
+        let ttl = u64::try_from(self.redis.presence_ttl.as_millis()).unwrap_or(u64::MAX);
+        redis::cmd("SET")
+            .arg(self.presence_key(self.id))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl)
+            .query_async::<()>(&mut self.publisher)
+            .await
+    }
+
+    /// The other nodes whose presence has not expired.
+    async fn live_others(&mut self) -> redis::RedisResult<BTreeSet<String>> {
+        let prefix = self.presence_key("");
+        let pattern = format!("{prefix}*");
+        let mut nodes = BTreeSet::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut self.publisher)
+                .await?;
+            nodes.extend(
+                keys.iter()
+                    .filter_map(|k| k.strip_prefix(&prefix))
+                    .map(str::to_owned),
+            );
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        nodes.remove(self.id);
+        Ok(nodes)
+    }
+}
+
+/// One connection to Redis: subscribes, then forwards publishes both ways and asks and
+/// answers questions, until the hub stops or the link fails.
+async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -> Ended {
     enum Next {
         Out(Option<ClusterMessage>),
         In(Option<redis::Msg>),
+        Ask(Option<Question>),
+        Tick,
     }
     let connected = async {
         let client = redis::Client::open(redis.url.as_str())?;
         let publisher = client.get_multiplexed_async_connection().await?;
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(&redis.channel).await?;
+        pubsub
+            .subscribe(format!("{}:reply:{id}", redis.channel))
+            .await?;
         Ok::<_, redis::RedisError>((publisher, pubsub.into_on_message()))
     };
-    let Ok((mut publisher, mut messages)) = connected.await else {
+    let Ok((publisher, mut messages)) = connected.await else {
         return Ended::Failed;
     };
+    let mut node = Node {
+        redis,
+        id,
+        publisher,
+    };
+    if node.heartbeat().await.is_err() {
+        return Ended::Failed;
+    }
     link.set_up(true);
     *backoff = MIN_BACKOFF;
-    loop {
+    let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+    let mut next_id = 0u64;
+    let beat = redis.presence_ttl / 3;
+    let mut next_beat = Instant::now() + beat;
+    let ended = loop {
+        let wake = pending
+            .values()
+            .map(|p| p.deadline)
+            .fold(next_beat, Instant::min);
         let out = async { Next::Out(link.outgoing().await) };
         let incoming = async { Next::In(messages.next().await) };
-        match or(out, incoming).await {
-            Next::Out(None) => return Ended::Stopped,
+        let ask = async { Next::Ask(link.question().await) };
+        let tick = async {
+            async_io::Timer::at(wake).await;
+            Next::Tick
+        };
+        match or(out, or(incoming, or(ask, tick))).await {
+            Next::Out(None) => break Ended::Stopped,
             Next::Out(Some(message)) => {
-                let envelope = Envelope { node, message };
-                let Ok(bytes) = serde_json::to_vec(&envelope) else {
-                    link.lost(1); // not JSON-representable: cannot happen for core messages
-                    continue;
-                };
-                let published = redis::cmd("PUBLISH")
-                    .arg(&redis.channel)
-                    .arg(bytes)
-                    .query_async::<()>(&mut publisher)
-                    .await;
-                if published.is_err() {
+                let channel = redis.channel.clone();
+                if node
+                    .publish(&channel, Wire::Publish(message))
+                    .await
+                    .is_err()
+                {
                     link.lost(1);
-                    return Ended::Failed;
+                    break Ended::Failed;
                 }
                 link.sent();
             }
-            Next::In(None) => return Ended::Failed,
+            Next::In(None) => break Ended::Failed,
             Next::In(Some(msg)) => {
-                // Not ours, and readable: a message another node of this cluster sent.
-                let Ok(envelope) = serde_json::from_slice::<Envelope<String, ClusterMessage>>(
-                    msg.get_payload_bytes(),
-                ) else {
-                    continue;
+                let Ok(envelope) =
+                    serde_json::from_slice::<Envelope<String, Wire>>(msg.get_payload_bytes())
+                else {
+                    continue; // not a message of this cluster's nodes
                 };
-                if envelope.node != node && !link.deliver(envelope.message).await {
-                    return Ended::Stopped;
+                if envelope.node == id {
+                    continue;
+                }
+                match envelope.wire {
+                    Wire::Publish(message) => {
+                        if !link.deliver(message).await {
+                            break Ended::Stopped;
+                        }
+                    }
+                    Wire::Ask { id: ask, query } => {
+                        let Some(answer) = link.answer(id, &query).await else {
+                            break Ended::Stopped;
+                        };
+                        let to = node.reply_channel(&envelope.node);
+                        if node
+                            .publish(&to, Wire::Reply { id: ask, answer })
+                            .await
+                            .is_err()
+                        {
+                            break Ended::Failed;
+                        }
+                    }
+                    Wire::Reply { id: ask, answer } => {
+                        let done = pending.get_mut(&ask).is_some_and(|p| {
+                            if p.waiting.remove(&envelope.node) {
+                                p.answers.push(answer);
+                            }
+                            p.waiting.is_empty()
+                        });
+                        if let Some(p) = done.then(|| pending.remove(&ask)).flatten() {
+                            p.question.reply(Ok(p.answers));
+                        }
+                    }
+                }
+            }
+            Next::Ask(None) => {} // every handle is gone; the hub's stop ends the session
+            Next::Ask(Some(question)) => {
+                let Some(local) = link.answer(id, &question.query).await else {
+                    break Ended::Stopped;
+                };
+                let others = match node.live_others().await {
+                    Ok(others) => others,
+                    Err(_) => {
+                        question.reply(Err("the backplane lost Redis".into()));
+                        break Ended::Failed;
+                    }
+                };
+                if others.is_empty() {
+                    question.reply(Ok(vec![local]));
+                    continue;
+                }
+                next_id += 1;
+                let ask = Wire::Ask {
+                    id: next_id,
+                    query: question.query.clone(),
+                };
+                let channel = redis.channel.clone();
+                if node.publish(&channel, ask).await.is_err() {
+                    question.reply(Err("the backplane lost Redis".into()));
+                    break Ended::Failed;
+                }
+                let deadline = Instant::now() + ANSWER_WITHIN;
+                pending.insert(
+                    next_id,
+                    Pending {
+                        question,
+                        answers: vec![local],
+                        waiting: others,
+                        deadline,
+                    },
+                );
+            }
+            Next::Tick => {
+                let now = Instant::now();
+                if now >= next_beat {
+                    if node.heartbeat().await.is_err() {
+                        break Ended::Failed;
+                    }
+                    next_beat = now + beat;
+                }
+                let late: Vec<u64> = pending
+                    .iter()
+                    .filter(|(_, p)| p.deadline <= now)
+                    .map(|(&id, _)| id)
+                    .collect();
+                for ask in late {
+                    if let Some(p) = pending.remove(&ask) {
+                        let missing: Vec<&str> = p.waiting.iter().map(String::as_str).collect();
+                        p.question.reply(Err(format!(
+                            "no answer within {} ms from node(s) {}",
+                            ANSWER_WITHIN.as_millis(),
+                            missing.join(", ")
+                        )));
+                    }
                 }
             }
         }
+    };
+    for (_, p) in pending {
+        p.question.reply(Err("the backplane lost Redis".into()));
     }
+    ended
 }

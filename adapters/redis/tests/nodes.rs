@@ -223,3 +223,142 @@ fn a_publish_to_a_name_finds_it_on_another_node() {
         assert_eq!(next(&ann).await, ("dm".to_owned(), json!("for ann")));
     });
 }
+
+/// A TCP relay to Redis that can be cut: a node behind it stops reaching Redis at once, as a
+/// node that died would, without a goodbye.
+struct Relay {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    streams: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    fn to(upstream: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let relay = Relay {
+            port,
+            cut: Default::default(),
+            streams: Default::default(),
+        };
+        let (cut, streams) = (relay.cut.clone(), relay.streams.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if cut.load(Ordering::SeqCst) {
+                    continue; // dropped at once: refused from here on
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let mut held = streams.lock().expect("lock");
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (mut from, mut to) = (
+                        from.try_clone().expect("clone"),
+                        to.try_clone().expect("clone"),
+                    );
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                held.extend([client, server]);
+            }
+        });
+        relay
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.streams.lock().expect("lock").iter() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+async fn named_node(url: String, ttl: Duration) -> Server {
+    let server = tidings_smol::builder()
+        .on_connect(|req| async move {
+            let name = req.query_param("name").unwrap_or_default();
+            Ok(tidings_smol::Accept::new().name(name))
+        })
+        .backplane(Redis::new(url).presence_ttl(ttl))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    until_up(&server).await;
+    server
+}
+
+async fn named_member(server: &Server, name: &str, room: &str) -> Client {
+    let url = server.ws_url(&format!("/ws?name={name}"));
+    let client = tidings_smol::connect(&url).await.expect("connect");
+    client.subscribe(room).await.expect("subscribe");
+    client
+}
+
+#[test]
+fn members_count_and_names_answer_for_the_cluster_and_a_dead_node_leaves_them() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let relay = Relay::to(redis.port());
+    let ttl = Duration::from_millis(600);
+    smol::block_on(async {
+        let a = named_node(redis.url(), ttl).await;
+        let b = named_node(redis.url(), ttl).await;
+        let doomed = named_node(relay.url(), ttl).await;
+        let _ann = named_member(&a, "ann", "room").await;
+        let _bob = named_member(&b, "bob", "room").await;
+        let _cy = named_member(&doomed, "cy", "room").await;
+        let _dee = named_member(&doomed, "dee", "elsewhere").await;
+        let names = |members: Vec<tidings_net::Member>| -> Vec<String> {
+            let mut names: Vec<String> = members.into_iter().filter_map(|m| m.name).collect();
+            names.sort();
+            names
+        };
+        for asker in [&a, &b, &doomed] {
+            let members = asker
+                .handle()
+                .cluster_members("room")
+                .await
+                .expect("members");
+            assert_eq!(names(members), ["ann", "bob", "cy"]);
+            assert_eq!(asker.handle().cluster_count().await.expect("count"), 4);
+            let all = asker.handle().cluster_names().await.expect("names");
+            assert_eq!(all, ["ann", "bob", "cy", "dee"]);
+        }
+        // Without a goodbye: the doomed node is cut off from Redis. Until its presence
+        // expires a question fails, naming it; then its connections are gone from answers.
+        relay.cut();
+        let started = Instant::now();
+        let mut refused = 0;
+        loop {
+            match a.handle().cluster_members("room").await {
+                Ok(members) => {
+                    assert_eq!(names(members), ["ann", "bob"]);
+                    break;
+                }
+                Err(tidings_net::Error::Cluster(why)) => {
+                    assert!(why.contains("no answer"), "{why}");
+                    refused += 1;
+                }
+                Err(other) => panic!("{other}"),
+            }
+            assert!(
+                started.elapsed() < ttl + Duration::from_secs(3),
+                "the dead node is still asked"
+            );
+        }
+        assert!(
+            refused >= 1,
+            "while it was still present, its silence was an error"
+        );
+        assert_eq!(a.handle().cluster_count().await.expect("count"), 2);
+    });
+}
