@@ -49,6 +49,8 @@ pub struct Target {
     pub kind: Kind,
     /// Source addresses used round-robin: 127.0.0.2 .. 127.0.0.(1 + sources).
     pub sources: u8,
+    /// A second node of the same cluster: odd-numbered clients connect to it.
+    pub second: Option<(String, SocketAddr)>,
 }
 
 impl Target {
@@ -60,7 +62,11 @@ impl Target {
     /// Opens WebSocket `i`, bound to its source address; on tidings, subscribes it to
     /// `channel` and waits for the answer.
     async fn open(&self, i: usize, channel: Option<&str>) -> io::Result<Ws> {
-        let (from, to) = (self.source(i), self.addr);
+        let (url, to) = match &self.second {
+            Some((url, addr)) if i % 2 == 1 => (url.as_str(), *addr),
+            _ => (self.url.as_str(), self.addr),
+        };
+        let from = self.source(i);
         let tcp = smol::unblock(move || -> io::Result<TcpStream> {
             let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
             socket.bind(&SocketAddr::new(from, 0).into())?;
@@ -72,7 +78,7 @@ impl Target {
         // A small read buffer: 10,000 idle clients should not cost the machine gigabytes.
         let config = WebSocketConfig::default().read_buffer_size(4096);
         let (mut ws, _) =
-            async_tungstenite::client_async_with_config(&self.url, Async::new(tcp)?, Some(config))
+            async_tungstenite::client_async_with_config(url, Async::new(tcp)?, Some(config))
                 .await
                 .map_err(io::Error::other)?;
         if let (true, Some(channel)) = (self.kind.is_tidings(), channel) {
@@ -391,6 +397,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().expect("addr"),
             kind: Kind::Bare,
             sources: 3,
+            second: None,
         };
         let got: Vec<_> = (0..4).map(|i| t.source(i).to_string()).collect();
         assert_eq!(got, ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.2"]);

@@ -5,7 +5,7 @@
 //!                      [--messages 2000] [--size 128] [--window 0] [--rate 0] [--sources 8]
 //! tidings-bench idle   [--servers tokio,bare,smol,async-std] [--runs 3] [--connections 10000]
 //!                      [--sources 16] [--settle 2] [--hold 10]
-//! tidings-bench server --kind tokio|bare|smol|async-std [--listen 127.0.0.1:0]
+//! tidings-bench server --kind tokio|bare|smol|async-std|smol-redis [--listen 127.0.0.1:0]
 //! ```
 //!
 //! Each run starts a fresh server process (`server`), drives it from this process, reads
@@ -133,6 +133,8 @@ struct ServerProcess {
     child: Child,
     stdin: Option<ChildStdin>,
     target: Target,
+    /// The `redis-server` a two-node server started, whose CPU counts as the server's.
+    redis: Option<u32>,
 }
 
 impl ServerProcess {
@@ -159,17 +161,22 @@ impl ServerProcess {
             .ok_or_else(|| io::Error::other("no stdout"))?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
-        let url = line
+        // `ready URL [URL2] [redis=PID]`.
+        let words = line
             .strip_prefix("ready ")
-            .ok_or_else(|| io::Error::other(format!("server said {line:?}")))?
-            .trim()
-            .to_owned();
-        let host = url
-            .trim_start_matches("ws://")
-            .split('/')
+            .ok_or_else(|| io::Error::other(format!("server said {line:?}")))?;
+        let mut urls = Vec::new();
+        let mut redis = None;
+        for word in words.split_whitespace() {
+            match word.strip_prefix("redis=") {
+                Some(pid) => redis = Some(pid.parse().map_err(io::Error::other)?),
+                None => urls.push((word.to_owned(), addr_of(word)?)),
+            }
+        }
+        let mut urls = urls.into_iter();
+        let (url, addr) = urls
             .next()
-            .unwrap_or_default();
-        let addr = host.parse().map_err(io::Error::other)?;
+            .ok_or_else(|| io::Error::other(format!("no URL in {line:?}")))?;
         Ok(ServerProcess {
             child,
             stdin,
@@ -178,13 +185,37 @@ impl ServerProcess {
                 addr,
                 kind,
                 sources: o.sources,
+                second: urls.next(),
             },
+            redis,
         })
     }
 
+    /// The server's CPU and memory, with its Redis's CPU added if it has one.
     fn usage(&self) -> io::Result<Usage> {
-        procfs::usage(self.child.id())
+        let mut usage = procfs::usage(self.child.id())?;
+        if let Some(pid) = self.redis {
+            usage.cpu_seconds += procfs::usage(pid)?.cpu_seconds;
+        }
+        Ok(usage)
     }
+
+    /// Its Redis's CPU seconds so far, if it has one.
+    fn redis_cpu(&self) -> io::Result<Option<f64>> {
+        self.redis
+            .map(|pid| procfs::usage(pid).map(|u| u.cpu_seconds))
+            .transpose()
+    }
+}
+
+/// The socket address in `ws://HOST:PORT/path`.
+fn addr_of(url: &str) -> io::Result<std::net::SocketAddr> {
+    let host = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    host.parse().map_err(io::Error::other)
 }
 
 impl Drop for ServerProcess {
@@ -197,7 +228,10 @@ impl Drop for ServerProcess {
 /// One fan-out run with the server's CPU seconds and peak RSS.
 struct FanoutRun {
     result: FanoutResult,
+    /// The server's CPU, its Redis's included.
     cpu_seconds: f64,
+    /// Of which Redis's, for a two-node server.
+    redis_cpu_seconds: Option<f64>,
     peak_rss_kib: u64,
 }
 
@@ -221,8 +255,10 @@ fn fanout(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         for (i, &kind) in o.servers.iter().enumerate() {
             let server = ServerProcess::start(kind, o)?;
             let before = server.usage()?;
+            let redis_before = server.redis_cpu()?;
             let result = load::fanout(&server.target, w)?;
             let after = server.usage()?;
+            let redis_after = server.redis_cpu()?;
             eprintln!(
                 "run {run} {kind}: {:.0} deliveries/s, last after {:.3} s, p99 {:.0} µs, {}/{}",
                 result.rate(),
@@ -234,6 +270,7 @@ fn fanout(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             runs[i].push(FanoutRun {
                 result,
                 cpu_seconds: after.cpu_seconds - before.cpu_seconds,
+                redis_cpu_seconds: redis_after.zip(redis_before).map(|(a, b)| a - b),
                 peak_rss_kib: after.peak_rss_kib,
             });
         }
@@ -259,6 +296,15 @@ fn fanout(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             of(&FanoutRun::cpu_per_delivery_us).show(3),
             of(&|r| r.peak_rss_kib as f64 / 1024.0).show(1),
         );
+    }
+    for (kind, runs) in o.servers.iter().zip(&runs) {
+        let redis: Vec<f64> = runs.iter().filter_map(|r| r.redis_cpu_seconds).collect();
+        if !redis.is_empty() {
+            println!(
+                "\n{kind}: of its server CPU, Redis's own: {} s",
+                Spread::of(&redis).show(2)
+            );
+        }
     }
     // Ratios are taken run by run (each tidings run against the baseline run beside it),
     // then summarised: a drift of the machine between runs touches both sides of a ratio.

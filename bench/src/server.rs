@@ -35,12 +35,15 @@ pub enum Kind {
     Smol,
     /// tidings on async-std.
     AsyncStd,
+    /// Two tidings nodes on smol over a Redis backplane (a `redis-server` of the benchmark's
+    /// own), in one process: subscribers are split between them.
+    SmolRedis,
 }
 
 impl Kind {
     /// Whether the server speaks the tidings protocol (subscribe, publish envelopes).
     pub fn is_tidings(self) -> bool {
-        matches!(self, Kind::Smol | Kind::AsyncStd)
+        matches!(self, Kind::Smol | Kind::AsyncStd | Kind::SmolRedis)
     }
 }
 
@@ -51,6 +54,7 @@ impl fmt::Display for Kind {
             Kind::Tokio => "tokio",
             Kind::Smol => "smol",
             Kind::AsyncStd => "async-std",
+            Kind::SmolRedis => "smol-redis",
         })
     }
 }
@@ -64,8 +68,9 @@ impl FromStr for Kind {
             "tokio" => Ok(Kind::Tokio),
             "smol" => Ok(Kind::Smol),
             "async-std" => Ok(Kind::AsyncStd),
+            "smol-redis" => Ok(Kind::SmolRedis),
             other => Err(format!(
-                "unknown server {other:?} (bare, tokio, smol, async-std)"
+                "unknown server {other:?} (bare, tokio, smol, async-std, smol-redis)"
             )),
         }
     }
@@ -105,7 +110,32 @@ pub fn run(kind: Kind, listen: &str) -> io::Result<()> {
             .await
         }),
         Kind::Tokio => tokio_baseline::run(listen),
+        Kind::SmolRedis => smol::block_on(two_nodes(listen)),
     }
+}
+
+/// Two tidings nodes over a Redis of their own; announces both URLs and Redis's pid.
+async fn two_nodes(listen: &str) -> io::Result<()> {
+    let redis = tidings_redis::testing::RedisServer::start();
+    let mut urls = Vec::new();
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let server = tidings_smol::builder()
+            .config(config())
+            .max_connections_per_address(usize::MAX)
+            .backplane(tidings_redis::Redis::new(redis.url()))
+            .bind(listen)
+            .await
+            .map_err(io::Error::other)?;
+        while !server.handle().backplane().is_some_and(|b| b.up) {
+            smol::Timer::after(std::time::Duration::from_millis(10)).await;
+        }
+        urls.push(server.ws_url("/ws"));
+        servers.push(server);
+    }
+    announce(&format!("{} redis={}", urls.join(" "), redis.pid()));
+    wait_for_stdin_close().await;
+    Ok(())
 }
 
 /// tidings with the benchmark's config, on whichever runtime `builder` is for.

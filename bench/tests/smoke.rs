@@ -85,3 +85,35 @@ fn a_bad_option_is_an_error_not_a_panic() {
     let help = bench(&["--help"]);
     assert!(help.contains("tidings-bench idle") && help.contains("--wrap"));
 }
+
+#[test]
+fn fanout_through_two_nodes_over_redis_delivers_everything() {
+    let installed = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        assert!(
+            std::env::var_os("TIDINGS_REQUIRE_REDIS").is_none(),
+            "TIDINGS_REQUIRE_REDIS is set but redis-server is missing"
+        );
+        eprintln!("\n*** SKIPPED: install redis-server (Debian package) to run this test ***\n");
+        return;
+    }
+    let out = bench(&[
+        "fanout",
+        "--servers",
+        "smol,smol-redis",
+        "--runs",
+        "1",
+        "--subscribers",
+        "20",
+        "--messages",
+        "50",
+    ]);
+    assert_eq!(row(&out, "smol-redis")[7], "1 of 1 runs", "{out}");
+    assert!(
+        out.contains("smol-redis: of its server CPU, Redis's own"),
+        "{out}"
+    );
+}

@@ -92,6 +92,11 @@ impl RedisServer {
             && &answer == b"+PONG\r\n"
     }
 
+    /// Its process id (to measure its CPU).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its port.
     pub fn port(&self) -> u16 {
         self.port
