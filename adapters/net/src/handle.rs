@@ -367,46 +367,49 @@ impl<R: Runtime> Handle<R> {
             namespace: "/".into(),
             room: room.to_owned(),
         };
-        let mut members: Vec<crate::Member> = self
-            .ask_cluster(query)
-            .await?
-            .into_iter()
-            .flat_map(|a| match a {
-                crate::Answer::Members(m) => m,
-                _ => Vec::new(),
-            })
-            .collect();
-        members.sort();
-        Ok(members)
+        self.gather(query, |answer| match answer {
+            crate::Answer::Members(members) => members,
+            _ => Vec::new(),
+        })
+        .await
     }
 
     /// How many connections are open on every node of the cluster (this node's alone
     /// without a backplane). Fails as [`Handle::cluster_members`] does.
     pub async fn cluster_count(&self) -> Result<usize> {
-        let answers = self.ask_cluster(crate::Query::Count).await?;
-        Ok(answers
-            .into_iter()
-            .map(|a| match a {
-                crate::Answer::Count(n) => n,
-                _ => 0,
+        let counts = self
+            .gather(crate::Query::Count, |answer| match answer {
+                crate::Answer::Count(n) => vec![n],
+                _ => Vec::new(),
             })
-            .sum())
+            .await?;
+        Ok(counts.into_iter().sum())
     }
 
     /// The names held on every node of the cluster, sorted (this node's alone without a
     /// backplane). Fails as [`Handle::cluster_members`] does.
     pub async fn cluster_names(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self
-            .ask_cluster(crate::Query::Names)
+        self.gather(crate::Query::Names, |answer| match answer {
+            crate::Answer::Names(names) => names,
+            _ => Vec::new(),
+        })
+        .await
+    }
+
+    /// Every node's items of the answer to `query`, together and sorted.
+    async fn gather<T: Ord>(
+        &self,
+        query: crate::Query,
+        items: impl Fn(crate::Answer) -> Vec<T>,
+    ) -> Result<Vec<T>> {
+        let mut all: Vec<T> = self
+            .ask_cluster(query)
             .await?
             .into_iter()
-            .flat_map(|a| match a {
-                crate::Answer::Names(n) => n,
-                _ => Vec::new(),
-            })
+            .flat_map(items)
             .collect();
-        names.sort();
-        Ok(names)
+        all.sort();
+        Ok(all)
     }
 
     /// Every node's answer to `query`: through the backplane, or this hub's alone.
