@@ -7,9 +7,10 @@
 //! published to this node's members. This module only moves those messages between the hub
 //! task and the backplane's own task, through a [`Link`].
 //!
-//! Questions about the whole cluster ([`Query`]: a room's members, the connection count, the
-//! names) go the same way: a handle asks its backplane, which asks every live node and
-//! gathers their [`Answer`]s, each node answering from its own hub ([`Link::answer`]).
+//! A handle's [`Request`]s go the same way: questions about the whole cluster ([`Query`]: a
+//! room's members, the connection count, the names), which the backplane asks of every live
+//! node, each answering from its own hub ([`Link::answer`]); and emits to a [`Member`] on
+//! whichever node holds it ([`Link::emit`] on that node).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 use async_channel::{Receiver, Sender, WeakSender};
 use serde::{Deserialize, Serialize};
-use tidings_core::ClusterMessage;
+use tidings_core::{ClusterMessage, ConnId, Message};
 
 use crate::driver::Control;
 
@@ -41,7 +42,7 @@ pub trait Backplane: Send + 'static {
 /// messages go.
 pub struct Link {
     pub(crate) outgoing: Receiver<ClusterMessage>,
-    pub(crate) questions: Receiver<Question>,
+    pub(crate) requests: Receiver<Request>,
     /// Weak: the hub task ends when every handle and connection is gone, backplane or not.
     pub(crate) control: WeakSender<Control>,
     pub(crate) stats: Arc<Stats>,
@@ -54,10 +55,28 @@ impl Link {
         self.outgoing.recv().await.ok()
     }
 
-    /// The next question a handle asks of the whole cluster; `None` once every handle is
-    /// gone. Answer it with [`Question::reply`].
-    pub async fn question(&self) -> Option<Question> {
-        self.questions.recv().await.ok()
+    /// The next request of a handle for the cluster; `None` once every handle is gone.
+    /// Answer it with its `reply`.
+    pub async fn request(&self) -> Option<Request> {
+        self.requests.recv().await.ok()
+    }
+
+    /// Emits `message` to connection `conn` (a [`Member::conn`]) of this node.
+    pub async fn emit(&self, conn: &str, message: Message) -> Result<(), String> {
+        let conn: ConnId = conn
+            .parse()
+            .map_err(|_| format!("{conn:?} is not a connection id"))?;
+        let control = self.control.upgrade().ok_or("the hub has stopped")?;
+        let (tx, rx) = async_channel::bounded(1);
+        let command: crate::driver::Command = Box::new(move |driver, now| {
+            let sent = driver.hub.emit(now, conn, message).map(|_| ());
+            let _ = tx.try_send(sent.map_err(|e| e.to_string()));
+        });
+        control
+            .send(Control::Command(command))
+            .await
+            .map_err(|_| "the hub has stopped")?;
+        rx.recv().await.map_err(|_| "the hub has stopped")?
     }
 
     /// This node's own answer to `query`, from its hub, its members marked with `node`.
@@ -185,6 +204,31 @@ pub struct Member {
     pub conn: String,
     /// Its name, if it has one.
     pub name: Option<String>,
+}
+
+/// What a handle asks of its backplane.
+#[non_exhaustive]
+pub enum Request {
+    /// A question for every node.
+    Ask(Question),
+    /// An emit to a connection on some node.
+    Emit(Emit),
+}
+
+/// An emit to a [`Member`], on its way to the node that holds it.
+pub struct Emit {
+    /// The recipient.
+    pub member: Member,
+    /// What it gets.
+    pub message: Message,
+    pub(crate) reply: Sender<Result<(), String>>,
+}
+
+impl Emit {
+    /// Tells the handle that emitted: sent on (to its node, or delivered here), or why not.
+    pub fn reply(self, sent: Result<(), String>) {
+        let _ = self.reply.try_send(sent);
+    }
 }
 
 /// A handle's question on its way to the backplane, with where the answer goes.

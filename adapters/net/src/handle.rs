@@ -55,8 +55,8 @@ pub(crate) struct Inner<R> {
     pub stop: event_listener::Event,
     /// The backplane's counters, if the hub has one.
     pub backplane: Option<Arc<crate::backplane::Stats>>,
-    /// Where questions for the whole cluster go, if the hub has a backplane.
-    pub questions: Option<async_channel::Sender<crate::backplane::Question>>,
+    /// Where requests for the cluster go, if the hub has a backplane.
+    pub requests: Option<async_channel::Sender<crate::Request>>,
 }
 
 impl<R: Runtime> Handle<R> {
@@ -396,6 +396,34 @@ impl<R: Runtime> Handle<R> {
         .await
     }
 
+    /// Emits `message` to `member` (from [`Handle::cluster_members`]) on whichever node holds
+    /// it. Without a backplane, `member` is this node's. It fails with [`Error::Cluster`] if
+    /// its node is not in the cluster; once handed to that node, delivery is at most once (the
+    /// connection may have closed meanwhile).
+    pub async fn emit_to(&self, member: &crate::Member, message: Message) -> Result<()> {
+        let Some(requests) = &self.inner.requests else {
+            let conn: ConnId = member
+                .conn
+                .parse()
+                .map_err(|_| Error::Cluster(format!("{:?} is not a connection id", member.conn)))?;
+            return self.emit(conn, message).await.map(|_| ());
+        };
+        let (reply, sent) = async_channel::bounded(1);
+        let emit = crate::Emit {
+            member: member.clone(),
+            message,
+            reply,
+        };
+        requests
+            .send(crate::Request::Emit(emit))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        sent.recv()
+            .await
+            .map_err(|_| Error::Stopped)?
+            .map_err(Error::Cluster)
+    }
+
     /// Every node's items of the answer to `query`, together and sorted.
     async fn gather<T: Ord>(
         &self,
@@ -414,15 +442,15 @@ impl<R: Runtime> Handle<R> {
 
     /// Every node's answer to `query`: through the backplane, or this hub's alone.
     async fn ask_cluster(&self, query: crate::Query) -> Result<Vec<crate::Answer>> {
-        let Some(questions) = &self.inner.questions else {
+        let Some(requests) = &self.inner.requests else {
             let answer = self
                 .call(move |d, _| crate::backplane::local_answer(&d.hub, "", &query))
                 .await?;
             return Ok(vec![answer]);
         };
         let (reply, answers) = async_channel::bounded(1);
-        let question = crate::Question { query, reply };
-        questions.send(question).await.map_err(|_| Error::Stopped)?;
+        let question = crate::Request::Ask(crate::Question { query, reply });
+        requests.send(question).await.map_err(|_| Error::Stopped)?;
         answers
             .recv()
             .await

@@ -41,7 +41,9 @@ mod upgrade;
 #[doc(hidden)]
 pub mod testkit;
 
-pub use backplane::{Answer, Backplane, BackplaneStats, Link, Member, Query, Question};
+pub use backplane::{
+    Answer, Backplane, BackplaneStats, Emit, Link, Member, Query, Question, Request,
+};
 pub use client::{Client, ClientBuilder, ClientEvent, Io, ServerEvent};
 pub use driver::Incoming;
 pub use error::{Error, Result};

@@ -364,9 +364,9 @@ impl<R: Runtime> Builder<R> {
         // flow control may still have this much on its way, so it stays small (one burst).
         let (inbound_tx, inbound_rx) = async_channel::bounded(driver::BURST);
         let (control_tx, control_rx) = async_channel::unbounded();
-        // A handle's questions for the whole cluster wait here for the backplane (a few at
-        // most: each caller waits for its answer).
-        let (questions_tx, questions_rx) = match self.backplane {
+        // A handle's requests for the cluster wait here for the backplane (a few at most:
+        // each caller waits for its answer).
+        let (requests_tx, requests_rx) = match self.backplane {
             Some(_) => {
                 let (tx, rx) = async_channel::bounded(64);
                 (Some(tx), Some(rx))
@@ -383,7 +383,7 @@ impl<R: Runtime> Builder<R> {
             stopping: AtomicBool::new(false),
             stop: event_listener::Event::new(),
             backplane: self.backplane.as_ref().map(|_| Arc::default()),
-            questions: questions_tx,
+            requests: requests_tx,
         });
         let link = self.router.map(|router| {
             let (tx, rx) = async_channel::unbounded();
@@ -397,14 +397,14 @@ impl<R: Runtime> Builder<R> {
             link
         });
         let mut driver = Driver::new(hub, self.inbox_limit, link);
-        if let (Some(backplane), Some(stats), Some(questions)) =
-            (self.backplane, handle.backplane_stats(), questions_rx)
+        if let (Some(backplane), Some(stats), Some(requests)) =
+            (self.backplane, handle.backplane_stats(), requests_rx)
         {
             let (outgoing_tx, outgoing_rx) = async_channel::bounded(OUTGOING_LIMIT);
             driver = driver.with_backplane(outgoing_tx, stats.clone());
             let link = Link {
                 outgoing: outgoing_rx,
-                questions,
+                requests,
                 control: control_tx.downgrade(),
                 stats,
             };

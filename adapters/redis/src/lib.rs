@@ -26,11 +26,14 @@
 //!
 //! `Handle::cluster_members`, `cluster_count` and `cluster_names` ask every live node: the
 //! asking node publishes the question on the shared channel and each other node answers from
-//! its own hub on the asker's reply channel (`tidings:reply:<node>`). A node is live while
-//! its presence key (`tidings:node:<node>`) exists: it renews it every 2 s for 6 s
+//! its own hub on the asker's own channel (`tidings:to:<node>`). A node is live while its
+//! presence key (`tidings:node:<node>`) exists: it renews it every 2 s for 6 s
 //! ([`Redis::presence_ttl`]). An answer missing after 1 s fails the question with the nodes
 //! that did not answer; a node that died is no longer asked once its key expires, so its
 //! connections and memberships leave the answers within the presence TTL, without a goodbye.
+//!
+//! `Handle::emit_to(member, ..)` sends to a member from those answers on its node's own
+//! channel; a node that is not live is an error, and delivery after that is at most once.
 //!
 //! # Faults
 //!
@@ -53,7 +56,8 @@ use futures_lite::StreamExt;
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use tidings_core::ClusterMessage;
-use tidings_net::{Answer, Backplane, Link, Query, Question};
+use tidings_core::Message;
+use tidings_net::{Answer, Backplane, Emit, Link, Query, Question, Request};
 
 pub mod testing;
 
@@ -128,6 +132,8 @@ enum Wire {
     Ask { id: u64, query: Query },
     /// One node's answer to question `id`.
     Reply { id: u64, answer: Answer },
+    /// A message for one connection of the node this is sent to.
+    Emit { conn: String, message: Message },
 }
 
 /// Why a session with Redis ended.
@@ -149,16 +155,18 @@ async fn run(redis: Redis, link: Link) {
         // Up to half again, so nodes that lost Redis together do not come back in step.
         let wait = backoff + backoff.mul_f64(fastrand::f64() / 2.0);
         let until = Instant::now() + wait;
-        // Questions asked meanwhile are answered at once: the cluster cannot be asked.
+        // Requests made meanwhile are answered at once: the cluster cannot be reached.
         loop {
             let timer = async {
                 async_io::Timer::at(until).await;
                 None
             };
-            let Some(question) = or(timer, async { link.question().await }).await else {
-                break;
-            };
-            question.reply(Err("the backplane cannot reach Redis".into()));
+            let down = "the backplane cannot reach Redis".to_owned();
+            match or(timer, async { link.request().await }).await {
+                Some(Request::Ask(question)) => question.reply(Err(down)),
+                Some(Request::Emit(emit)) => emit.reply(Err(down)),
+                _ => break,
+            }
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -180,8 +188,10 @@ struct Node<'a> {
 }
 
 impl Node<'_> {
-    fn reply_channel(&self, node: &str) -> String {
-        format!("{}:reply:{node}", self.redis.channel)
+    /// The channel of messages for one node: answers to its questions, emits to its
+    /// connections.
+    fn node_channel(&self, node: &str) -> String {
+        format!("{}:to:{node}", self.redis.channel)
     }
 
     fn presence_key(&self, node: &str) -> String {
@@ -212,6 +222,37 @@ impl Node<'_> {
             .arg(ttl)
             .query_async::<()>(&mut self.publisher)
             .await
+    }
+
+    /// Sends an emit to the node that holds its member (or delivers it here). `false` if the
+    /// link to Redis failed.
+    async fn emit(&mut self, link: &Link, emit: Emit) -> bool {
+        let Emit {
+            member, message, ..
+        } = &emit;
+        if member.node == self.id {
+            let sent = link.emit(&member.conn, message.clone()).await;
+            emit.reply(sent);
+            return true;
+        }
+        let Ok(live) = self.live_others().await else {
+            emit.reply(Err("the backplane lost Redis".into()));
+            return false;
+        };
+        if !live.contains(&member.node) {
+            let why = format!("node {} is not in the cluster", member.node);
+            emit.reply(Err(why));
+            return true;
+        }
+        let to = self.node_channel(&member.node);
+        let wire = Wire::Emit {
+            conn: member.conn.clone(),
+            message: message.clone(),
+        };
+        let sent = self.publish(&to, wire).await;
+        let ok = sent.is_ok();
+        emit.reply(sent.map_err(|_| "the backplane lost Redis".to_owned()));
+        ok
     }
 
     /// The other nodes whose presence has not expired.
@@ -250,7 +291,7 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
     enum Next {
         Out(Option<ClusterMessage>),
         In(Option<redis::Msg>),
-        Ask(Option<Question>),
+        Ask(Option<Request>),
         Tick,
     }
     let connected = async {
@@ -259,7 +300,7 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(&redis.channel).await?;
         pubsub
-            .subscribe(format!("{}:reply:{id}", redis.channel))
+            .subscribe(format!("{}:to:{id}", redis.channel))
             .await?;
         Ok::<_, redis::RedisError>((publisher, pubsub.into_on_message()))
     };
@@ -287,7 +328,7 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
             .fold(next_beat, Instant::min);
         let out = async { Next::Out(link.outgoing().await) };
         let incoming = async { Next::In(messages.next().await) };
-        let ask = async { Next::Ask(link.question().await) };
+        let ask = async { Next::Ask(link.request().await) };
         let tick = async {
             async_io::Timer::at(wake).await;
             Next::Tick
@@ -326,7 +367,7 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
                         let Some(answer) = link.answer(id, &query).await else {
                             break Ended::Stopped;
                         };
-                        let to = node.reply_channel(&envelope.node);
+                        let to = node.node_channel(&envelope.node);
                         if node
                             .publish(&to, Wire::Reply { id: ask, answer })
                             .await
@@ -334,6 +375,10 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
                         {
                             break Ended::Failed;
                         }
+                    }
+                    Wire::Emit { conn, message } => {
+                        // At most once: the connection may have closed since it was listed.
+                        let _ = link.emit(&conn, message).await;
                     }
                     Wire::Reply { id: ask, answer } => {
                         let done = pending.get_mut(&ask).is_some_and(|p| {
@@ -348,8 +393,12 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
                     }
                 }
             }
-            Next::Ask(None) => {} // every handle is gone; the hub's stop ends the session
-            Next::Ask(Some(question)) => {
+            Next::Ask(Some(Request::Emit(emit))) => {
+                if !node.emit(link, emit).await {
+                    break Ended::Failed;
+                }
+            }
+            Next::Ask(Some(Request::Ask(question))) => {
                 let Some(local) = link.answer(id, &question.query).await else {
                     break Ended::Stopped;
                 };
@@ -385,6 +434,9 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
                     },
                 );
             }
+            // Every handle is gone (the hub's stop ends the session), or a request of a kind
+            // this backplane does not serve.
+            Next::Ask(_) => {}
             Next::Tick => {
                 let now = Instant::now();
                 if now >= next_beat {

@@ -362,3 +362,48 @@ fn members_count_and_names_answer_for_the_cluster_and_a_dead_node_leaves_them() 
         assert_eq!(a.handle().cluster_count().await.expect("count"), 2);
     });
 }
+
+#[test]
+fn an_emit_to_a_member_reaches_it_on_its_node() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    smol::block_on(async {
+        let ttl = Duration::from_secs(6);
+        let (a, b) = (
+            named_node(redis.url(), ttl).await,
+            named_node(redis.url(), ttl).await,
+        );
+        let ann = named_member(&a, "ann", "room").await;
+        let bob = named_member(&b, "bob", "room").await;
+        let members = a.handle().cluster_members("room").await.expect("members");
+        let member = |name: &str| {
+            members
+                .iter()
+                .find(|m| m.name.as_deref() == Some(name))
+                .cloned()
+                .expect("listed")
+        };
+        // To the other node, and to this one.
+        let hello = Message::json("dm", json!("hello bob"));
+        a.handle()
+            .emit_to(&member("bob"), hello)
+            .await
+            .expect("sent");
+        assert_eq!(next(&bob).await, ("dm".to_owned(), json!("hello bob")));
+        let own = Message::json("dm", json!("hello ann"));
+        a.handle().emit_to(&member("ann"), own).await.expect("sent");
+        assert_eq!(next(&ann).await, ("dm".to_owned(), json!("hello ann")));
+        // A node that is not in the cluster is an error, not a silent loss.
+        let mut ghost = member("bob");
+        ghost.node = "0000000000000000".into();
+        let lost = a
+            .handle()
+            .emit_to(&ghost, Message::json("dm", json!("?")))
+            .await;
+        assert!(
+            matches!(&lost, Err(tidings_net::Error::Cluster(why)) if why.contains("not in the cluster")),
+            "{lost:?}"
+        );
+    });
+}
