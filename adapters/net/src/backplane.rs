@@ -23,9 +23,8 @@ use tidings_core::{ClusterMessage, ConnId, Message};
 
 use crate::driver::Control;
 
-/// Messages this node publishes that wait for the backplane. Past this many (the backplane
-/// is down or slower than the node publishes) a publish is not forwarded and counted in
-/// [`BackplaneStats::lost`], rather than held in memory without bound.
+/// Messages this node publishes that may wait for the backplane, by default
+/// ([`Builder::backplane_backlog`](crate::Builder::backplane_backlog)).
 pub(crate) const OUTGOING_LIMIT: usize = 65_536;
 
 /// Carries publishes between the nodes of a cluster. Give one to

@@ -103,7 +103,7 @@ pub(crate) struct Opened {
 }
 
 /// Where the outcome of a publish that waits for room is sent.
-pub(crate) type Answer = Sender<Result<Delivery, tidings_core::Error>>;
+pub(crate) type Answer = Sender<Result<Delivery, crate::Error>>;
 
 /// An application publish or emit waiting for room (see [`Hub::can_take`]).
 struct Waiting {
@@ -227,11 +227,32 @@ impl Driver {
                 return;
             };
             let sent = match w.to {
-                To::Target(target) => self.hub.publish(now, target, w.message),
-                To::Conn(conn) => self.hub.emit(now, conn, w.message),
+                To::Target(target) => self.publish_now(now, target, w.message),
+                To::Conn(conn) => self.hub.emit(now, conn, w.message).map_err(Into::into),
             };
             let _ = w.answer.try_send(sent);
         }
+    }
+
+    /// Publishes `message` to `target` now. With a backplane, a publish for the other nodes
+    /// that their backlog cannot take is refused whole, before it reaches anyone here: the
+    /// caller learns it was not carried, rather than the cluster losing it silently.
+    pub fn publish_now(
+        &mut self,
+        now: Instant,
+        target: Target,
+        message: Message,
+    ) -> Result<Delivery, crate::Error> {
+        if let Some((outgoing, _)) = &self.backplane {
+            let forwarded = !matches!(target.scope, tidings_core::Scope::Conn(_));
+            if forwarded && outgoing.is_full() {
+                return Err(crate::Error::Cluster(format!(
+                    "the backplane is {} messages behind (is Redis down?): not published",
+                    outgoing.len()
+                )));
+            }
+        }
+        Ok(self.hub.publish(now, target, message)?)
     }
 
     /// The live slot of `conn`: a slot reused by a newer connection holds another id.
@@ -329,7 +350,8 @@ impl Driver {
     }
 
     /// Hands a publish to the backplane for the other nodes. One that cannot wait there (the
-    /// backplane is down or behind by `OUTGOING_LIMIT` messages) is counted as lost.
+    /// backlog is full; application publishes are refused before that, but a client's publish
+    /// or a batch item is not) is counted as lost.
     fn forward(&self, message: ClusterMessage) {
         if let Some((outgoing, stats)) = &self.backplane {
             if outgoing.try_send(message).is_err() {

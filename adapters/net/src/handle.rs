@@ -115,6 +115,10 @@ impl<R: Runtime> Handle<R> {
     /// after it wait behind it. A recipient that stays behind is cut after
     /// `Config::slow_consumer_timeout`, so the wait is bounded. A burst published this way
     /// reaches every reader that reads; use [`Handle::try_publish`] not to wait.
+    ///
+    /// With a backplane whose backlog is full (Redis down for long; see
+    /// [`Builder::backplane_backlog`](crate::Builder::backplane_backlog)), a publish that would
+    /// reach other nodes fails with [`Error::Cluster`] and reaches no one.
     pub async fn publish(&self, target: Target, message: Message) -> Result<Delivery> {
         self.when_room(move |d, now, answer| d.publish_when_room(now, target, message, answer))
             .await
@@ -133,7 +137,7 @@ impl<R: Runtime> Handle<R> {
                 rx
             })
             .await?;
-        Ok(answer.recv().await.map_err(|_| Error::Stopped)??)
+        answer.recv().await.map_err(|_| Error::Stopped)?
     }
 
     /// Publishes `message` to `target` now, without waiting for room. A recipient whose
@@ -141,8 +145,8 @@ impl<R: Runtime> Handle<R> {
     /// as refused or disconnected (`Config::slow_consumer`), and volatile messages are
     /// dropped for a queue past its bound (see [`Delivery`]).
     pub async fn try_publish(&self, target: Target, message: Message) -> Result<Delivery> {
-        self.hub(move |hub, now| hub.publish(now, target, message))
-            .await
+        self.call(move |d, now| d.publish_now(now, target, message))
+            .await?
     }
 
     /// Publishes `message` to `room` in the default namespace `/`.

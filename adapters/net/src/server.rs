@@ -153,6 +153,7 @@ pub struct Builder<R: Runtime> {
     options: ConnOptions,
     handshake_timeout: Duration,
     inbox_limit: usize,
+    backplane_backlog: usize,
     keep_headers: Vec<String>,
     per_address: usize,
     pending_handshakes: usize,
@@ -183,6 +184,7 @@ impl<R: Runtime> Builder<R> {
             config,
             handshake_timeout: Duration::from_secs(10),
             inbox_limit: 1024,
+            backplane_backlog: OUTGOING_LIMIT,
             keep_headers: Vec::new(),
             per_address: 1000,
             pending_handshakes: 1024,
@@ -319,6 +321,16 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
+    /// Publishes for the other nodes that may wait for the backplane (while Redis is down or
+    /// slower than this node publishes). With the backlog full, a publish that would reach
+    /// other nodes fails with [`Error::Cluster`] before it reaches anyone, and the
+    /// backplane's `lost` counts a message it could not take. Default 65,536.
+    #[must_use]
+    pub fn backplane_backlog(mut self, messages: usize) -> Self {
+        self.backplane_backlog = messages.max(1);
+        self
+    }
+
     /// Unrouted messages a connection may have waiting for [`Handle::receive`]; beyond it
     /// the connection is closed with 1008. Default 1,024.
     #[must_use]
@@ -400,7 +412,7 @@ impl<R: Runtime> Builder<R> {
         if let (Some(backplane), Some(stats), Some(requests)) =
             (self.backplane, handle.backplane_stats(), requests_rx)
         {
-            let (outgoing_tx, outgoing_rx) = async_channel::bounded(OUTGOING_LIMIT);
+            let (outgoing_tx, outgoing_rx) = async_channel::bounded(self.backplane_backlog);
             driver = driver.with_backplane(outgoing_tx, stats.clone());
             let link = Link {
                 outgoing: outgoing_rx,
