@@ -252,7 +252,12 @@ impl Driver {
                 )));
             }
         }
-        Ok(self.hub.publish(now, target, message)?)
+        let delivery = self.hub.publish(now, target, message)?;
+        if self.backplane.is_some() {
+            // Into the backlog now, so the next publish sees it there.
+            self.route_outputs(now);
+        }
+        Ok(delivery)
     }
 
     /// The live slot of `conn`: a slot reused by a newer connection holds another id.
