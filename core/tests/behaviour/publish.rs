@@ -416,3 +416,22 @@ fn a_publish_to_a_name_reaches_that_connection_here_and_is_forwarded() {
         .publish(sim.now, Target::name(""), Message::text("dm", "x"))
         .is_err());
 }
+
+#[test]
+fn a_name_whose_connection_is_behind_cannot_take_more() {
+    let mut sim = Sim::new(Sim::quiet().max_queue_frames(2));
+    let ann = sim.open(tidings_core::ConnectionInfo::new("/").name("ann"));
+    let _bob = sim.open(tidings_core::ConnectionInfo::new("/").name("bob"));
+    sim.stalled.insert(ann);
+    for _ in 0..3 {
+        let d = sim
+            .hub
+            .publish(sim.now, Target::name("ann"), Message::text("dm", "x"))
+            .expect("publish");
+        assert_eq!(d.queued, 1);
+        sim.drain();
+    }
+    assert!(!sim.hub.can_take(&Target::name("ann")), "ann is behind");
+    assert!(sim.hub.can_take(&Target::name("bob")));
+    assert!(sim.hub.can_take(&Target::name("nobody")));
+}
