@@ -41,6 +41,7 @@ pub trait Backplane: Send + 'static {
 /// messages go.
 pub struct Link {
     pub(crate) outgoing: Receiver<ClusterMessage>,
+    pub(crate) presence: Receiver<Presence>,
     pub(crate) requests: Receiver<Request>,
     /// Weak: the hub task ends when every handle and connection is gone, backplane or not.
     pub(crate) control: WeakSender<Control>,
@@ -52,6 +53,24 @@ impl Link {
     /// stopped.
     pub async fn outgoing(&self) -> Option<ClusterMessage> {
         self.outgoing.recv().await.ok()
+    }
+
+    /// The next change of membership on this node (a connection joined or left a room), for
+    /// the other nodes; `None` once the hub has stopped. Its member's `node` is empty: the
+    /// backplane names itself.
+    pub async fn presence(&self) -> Option<Presence> {
+        self.presence.recv().await.ok()
+    }
+
+    /// Tells this node's listeners ([`Handle::cluster_presence`](crate::Handle::cluster_presence))
+    /// of a change of membership on another node.
+    pub async fn presence_arrived(&self, change: Presence) -> bool {
+        let Some(control) = self.control.upgrade() else {
+            return false;
+        };
+        let command: crate::driver::Command =
+            Box::new(move |driver, _| driver.tell_presence(&change));
+        control.send(Control::Command(command)).await.is_ok()
     }
 
     /// The next request of a handle for the cluster; `None` once every handle is gone.
@@ -261,4 +280,15 @@ pub(crate) fn local_answer(hub: &tidings_core::Hub, node: &str, query: &Query) -
         Query::Count => Answer::Count(hub.connection_count()),
         Query::Names => Answer::Names(hub.names().map(str::to_owned).collect()),
     }
+}
+
+/// A connection joined or left a room, somewhere in the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// Who (its name may be absent for a leave caused by its close).
+    pub member: Member,
+    /// The room, in the member's namespace.
+    pub room: String,
+    /// Joined (`true`) or left.
+    pub joined: bool,
 }

@@ -78,6 +78,8 @@ pub struct Incoming {
 /// Events waiting for the router beyond this many stop the reading of connection input
 /// until the router catches up: a slow handler slows the peers, never grows memory.
 const ROUTER_BACKLOG: usize = 1024;
+/// Membership changes from other nodes a presence listener may have waiting.
+const PRESENCE_BACKLOG: usize = 4096;
 /// Inputs handled per wake-up before outputs are drained.
 pub(crate) const BURST: usize = 256;
 
@@ -136,6 +138,10 @@ pub(crate) struct Driver {
     router: Option<RouterLink>,
     /// Where this node's publishes go for the other nodes, if it has a backplane.
     backplane: Option<(Sender<ClusterMessage>, Arc<Stats>)>,
+    /// Where this node's membership changes go for the other nodes (with a backplane), and
+    /// who listens to the other nodes' ([`Handle::cluster_presence`](crate::Handle::cluster_presence)).
+    presence_out: Option<Sender<crate::Presence>>,
+    presence_listeners: Vec<Sender<crate::Presence>>,
     /// Set after shutdown: the hub task ends, and with it the router task.
     pub stopped: bool,
 }
@@ -153,14 +159,60 @@ impl Driver {
             shutdown_done: false,
             router,
             backplane: None,
+            presence_out: None,
+            presence_listeners: Vec::new(),
             stopped: false,
         }
     }
 
-    /// Forwards this node's publishes to `outgoing`, the backplane's end of the link.
-    pub fn with_backplane(mut self, outgoing: Sender<ClusterMessage>, stats: Arc<Stats>) -> Self {
+    /// Forwards this node's publishes to `outgoing` and its membership changes to `presence`,
+    /// the backplane's ends of the link.
+    pub fn with_backplane(
+        mut self,
+        outgoing: Sender<ClusterMessage>,
+        presence: Sender<crate::Presence>,
+        stats: Arc<Stats>,
+    ) -> Self {
         self.backplane = Some((outgoing, stats));
+        self.presence_out = Some(presence);
         self
+    }
+
+    /// A listener for the other nodes' membership changes.
+    pub fn listen_presence(&mut self) -> Receiver<crate::Presence> {
+        let (tx, rx) = async_channel::bounded(PRESENCE_BACKLOG);
+        self.presence_listeners.push(tx);
+        rx
+    }
+
+    /// Tells every listener of a membership change on another node. A listener that is
+    /// `PRESENCE_BACKLOG` behind misses it (and one that is gone is forgotten).
+    pub fn tell_presence(&mut self, change: &crate::Presence) {
+        self.presence_listeners.retain(|l| {
+            !matches!(
+                l.try_send(change.clone()),
+                Err(async_channel::TrySendError::Closed(_))
+            )
+        });
+    }
+
+    /// Sends this node's membership change to the backplane.
+    fn share_presence(&self, conn: ConnId, room: &str, joined: bool) {
+        if let Some(out) = &self.presence_out {
+            let name = self.hub.info(conn).and_then(|i| i.name.clone());
+            let member = crate::Member {
+                node: String::new(),
+                conn: conn.to_string(),
+                name,
+            };
+            let room = room.to_owned();
+            // Full: the backplane is far behind; a presence change is not worth memory.
+            let _ = out.try_send(crate::Presence {
+                member,
+                room,
+                joined,
+            });
+        }
     }
 
     /// Opens a connection in the hub and gives it a writer channel and a reading gate.
@@ -389,6 +441,11 @@ impl Driver {
         };
         if let Event::Disconnected { conn, .. } = &event {
             self.forget(*conn);
+        }
+        match &event {
+            Event::Joined { conn, room } => self.share_presence(*conn, room, true),
+            Event::Left { conn, room } => self.share_presence(*conn, room, false),
+            _ => {}
         }
         if to_router {
             if let Some(r) = &self.router {

@@ -428,6 +428,14 @@ impl<R: Runtime> Handle<R> {
             .map_err(Error::Cluster)
     }
 
+    /// The membership changes of the other nodes, as they arrive: a connection there joined
+    /// or left a room. (This node's are the router's `on_join`/`on_leave`.) Without a
+    /// backplane nothing arrives. A listener that falls 4,096 changes behind misses the
+    /// newest; read it, or drop it.
+    pub async fn cluster_presence(&self) -> Result<async_channel::Receiver<crate::Presence>> {
+        self.call(|d, _| d.listen_presence()).await
+    }
+
     /// Every node's items of the answer to `query`, together and sorted.
     async fn gather<T: Ord>(
         &self,

@@ -42,7 +42,7 @@ mod upgrade;
 pub mod testkit;
 
 pub use backplane::{
-    Answer, Backplane, BackplaneStats, Emit, Link, Member, Query, Question, Request,
+    Answer, Backplane, BackplaneStats, Emit, Link, Member, Presence, Query, Question, Request,
 };
 pub use client::{Client, ClientBuilder, ClientEvent, Io, ServerEvent};
 pub use driver::Incoming;

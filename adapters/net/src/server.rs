@@ -413,9 +413,11 @@ impl<R: Runtime> Builder<R> {
             (self.backplane, handle.backplane_stats(), requests_rx)
         {
             let (outgoing_tx, outgoing_rx) = async_channel::bounded(self.backplane_backlog);
-            driver = driver.with_backplane(outgoing_tx, stats.clone());
+            let (presence_tx, presence_rx) = async_channel::bounded(self.backplane_backlog);
+            driver = driver.with_backplane(outgoing_tx, presence_tx, stats.clone());
             let link = Link {
                 outgoing: outgoing_rx,
+                presence: presence_rx,
                 requests,
                 control: control_tx.downgrade(),
                 stats,

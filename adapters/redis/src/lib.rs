@@ -34,6 +34,8 @@
 //!
 //! `Handle::emit_to(member, ..)` sends to a member from those answers on its node's own
 //! channel; a node that is not live is an error, and delivery after that is at most once.
+//! Each node also publishes its connections' joins and leaves on the shared channel, which
+//! the others hand to `Handle::cluster_presence` listeners.
 //!
 //! # Faults
 //!
@@ -57,7 +59,7 @@ use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use tidings_core::ClusterMessage;
 use tidings_core::Message;
-use tidings_net::{Answer, Backplane, Emit, Link, Query, Question, Request};
+use tidings_net::{Answer, Backplane, Emit, Link, Presence, Query, Question, Request};
 
 pub mod testing;
 
@@ -134,6 +136,8 @@ enum Wire {
     Reply { id: u64, answer: Answer },
     /// A message for one connection of the node this is sent to.
     Emit { conn: String, message: Message },
+    /// A connection of the sending node joined or left a room.
+    Presence(Presence),
 }
 
 /// Why a session with Redis ended.
@@ -292,6 +296,7 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
         Out(Option<ClusterMessage>),
         In(Option<redis::Msg>),
         Ask(Option<Request>),
+        Presence(Option<Presence>),
         Tick,
     }
     let connected = async {
@@ -329,11 +334,12 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
         let out = async { Next::Out(link.outgoing().await) };
         let incoming = async { Next::In(messages.next().await) };
         let ask = async { Next::Ask(link.request().await) };
+        let presence = async { Next::Presence(link.presence().await) };
         let tick = async {
             async_io::Timer::at(wake).await;
             Next::Tick
         };
-        match or(out, or(incoming, or(ask, tick))).await {
+        match or(out, or(incoming, or(ask, or(presence, tick)))).await {
             Next::Out(None) => break Ended::Stopped,
             Next::Out(Some(message)) => {
                 let channel = redis.channel.clone();
@@ -374,6 +380,11 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
                             .is_err()
                         {
                             break Ended::Failed;
+                        }
+                    }
+                    Wire::Presence(change) => {
+                        if !link.presence_arrived(change).await {
+                            break Ended::Stopped;
                         }
                     }
                     Wire::Emit { conn, message } => {
@@ -437,6 +448,18 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
             // Every handle is gone (the hub's stop ends the session), or a request of a kind
             // this backplane does not serve.
             Next::Ask(_) => {}
+            Next::Presence(None) => break Ended::Stopped,
+            Next::Presence(Some(mut change)) => {
+                change.member.node = id.to_owned();
+                let channel = redis.channel.clone();
+                if node
+                    .publish(&channel, Wire::Presence(change))
+                    .await
+                    .is_err()
+                {
+                    break Ended::Failed;
+                }
+            }
             Next::Tick => {
                 let now = Instant::now();
                 if now >= next_beat {

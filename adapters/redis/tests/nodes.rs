@@ -471,3 +471,47 @@ fn a_publish_the_backplane_cannot_take_is_an_error_for_its_caller() {
         assert_eq!(a.handle().backplane().map(|s| s.lost), Some(0));
     });
 }
+
+#[test]
+fn joins_and_leaves_on_one_node_are_told_on_the_others() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    smol::block_on(async {
+        let ttl = Duration::from_secs(6);
+        let (a, b) = (
+            named_node(redis.url(), ttl).await,
+            named_node(redis.url(), ttl).await,
+        );
+        let changes = b.handle().cluster_presence().await.expect("listen");
+        let ann = named_member(&a, "ann", "room").await;
+        let next_change = || async {
+            smol::future::or(async { changes.recv().await.ok() }, async {
+                smol::Timer::after(Duration::from_secs(5)).await;
+                None
+            })
+            .await
+            .expect("a change within 5 s")
+        };
+        let joined = next_change().await;
+        assert_eq!(
+            (
+                joined.room.as_str(),
+                joined.joined,
+                joined.member.name.as_deref()
+            ),
+            ("room", true, Some("ann"))
+        );
+        // The member it names is one an emit can reach.
+        let sent = b
+            .handle()
+            .emit_to(&joined.member, Message::json("hi", json!(1)))
+            .await;
+        assert!(sent.is_ok(), "{sent:?}");
+        assert_eq!(next(&ann).await, ("hi".to_owned(), json!(1)));
+        ann.unsubscribe("room").await.expect("leave");
+        let left = next_change().await;
+        assert_eq!((left.room.as_str(), left.joined), ("room", false));
+        assert_eq!(left.member.conn, joined.member.conn);
+    });
+}
