@@ -62,14 +62,14 @@ impl Link {
         self.presence.recv().await.ok()
     }
 
-    /// Tells this node's listeners ([`Handle::cluster_presence`](crate::Handle::cluster_presence))
+    /// Tells this node's listeners ([`Handle::cluster_events`](crate::Handle::cluster_events))
     /// of a change of membership on another node.
     pub async fn presence_arrived(&self, change: Presence) -> bool {
         let Some(control) = self.control.upgrade() else {
             return false;
         };
-        let command: crate::driver::Command =
-            Box::new(move |driver, _| driver.tell_presence(&change));
+        let event = ClusterEvent::Presence(change);
+        let command: crate::driver::Command = Box::new(move |driver, _| driver.tell(&event));
         control.send(Control::Command(command)).await.is_ok()
     }
 
@@ -135,11 +135,26 @@ impl Link {
     }
 
     /// Reports whether the transport is up (connected and subscribed) or down; each change
-    /// to down counts as an outage.
+    /// to down counts as an outage, and each change is a [`ClusterEvent`] for this node's
+    /// listeners.
     pub fn set_up(&self, up: bool) {
-        let was = self.stats.up.swap(u64::from(up), Ordering::Relaxed);
-        if was == 1 && !up {
+        let was = self.stats.up.swap(u64::from(up), Ordering::Relaxed) == 1;
+        if was == up {
+            return;
+        }
+        if !up {
             self.stats.outages.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(control) = self.control.upgrade() {
+            let event = if up {
+                ClusterEvent::Up
+            } else {
+                ClusterEvent::Down
+            };
+            let command: crate::driver::Command = Box::new(move |driver, _| driver.tell(&event));
+            // The control channel is unbounded: this never waits, and fails only once the
+            // hub has stopped.
+            let _ = control.try_send(Control::Command(command));
         }
     }
 }
@@ -291,4 +306,16 @@ pub struct Presence {
     pub room: String,
     /// Joined (`true`) or left.
     pub joined: bool,
+}
+
+/// What a node's [`Handle::cluster_events`](crate::Handle::cluster_events) listeners hear.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterEvent {
+    /// A connection on another node joined or left a room.
+    Presence(Presence),
+    /// The backplane reached its transport (connected and subscribed).
+    Up,
+    /// The backplane lost its transport: until `Up`, this node serves its own clients only.
+    Down,
 }

@@ -78,8 +78,8 @@ pub struct Incoming {
 /// Events waiting for the router beyond this many stop the reading of connection input
 /// until the router catches up: a slow handler slows the peers, never grows memory.
 const ROUTER_BACKLOG: usize = 1024;
-/// Membership changes from other nodes a presence listener may have waiting.
-const PRESENCE_BACKLOG: usize = 4096;
+/// Cluster events a listener may have waiting.
+const CLUSTER_BACKLOG: usize = 4096;
 /// Inputs handled per wake-up before outputs are drained.
 pub(crate) const BURST: usize = 256;
 
@@ -139,9 +139,9 @@ pub(crate) struct Driver {
     /// Where this node's publishes go for the other nodes, if it has a backplane.
     backplane: Option<(Sender<ClusterMessage>, Arc<Stats>)>,
     /// Where this node's membership changes go for the other nodes (with a backplane), and
-    /// who listens to the other nodes' ([`Handle::cluster_presence`](crate::Handle::cluster_presence)).
+    /// who listens to the cluster's events ([`Handle::cluster_events`](crate::Handle::cluster_events)).
     presence_out: Option<Sender<crate::Presence>>,
-    presence_listeners: Vec<Sender<crate::Presence>>,
+    cluster_listeners: Vec<Sender<crate::ClusterEvent>>,
     /// Set after shutdown: the hub task ends, and with it the router task.
     pub stopped: bool,
 }
@@ -160,7 +160,7 @@ impl Driver {
             router,
             backplane: None,
             presence_out: None,
-            presence_listeners: Vec::new(),
+            cluster_listeners: Vec::new(),
             stopped: false,
         }
     }
@@ -178,19 +178,19 @@ impl Driver {
         self
     }
 
-    /// A listener for the other nodes' membership changes.
-    pub fn listen_presence(&mut self) -> Receiver<crate::Presence> {
-        let (tx, rx) = async_channel::bounded(PRESENCE_BACKLOG);
-        self.presence_listeners.push(tx);
+    /// A listener for the cluster's events.
+    pub fn listen_cluster(&mut self) -> Receiver<crate::ClusterEvent> {
+        let (tx, rx) = async_channel::bounded(CLUSTER_BACKLOG);
+        self.cluster_listeners.push(tx);
         rx
     }
 
-    /// Tells every listener of a membership change on another node. A listener that is
-    /// `PRESENCE_BACKLOG` behind misses it (and one that is gone is forgotten).
-    pub fn tell_presence(&mut self, change: &crate::Presence) {
-        self.presence_listeners.retain(|l| {
+    /// Tells every listener of a cluster event. A listener that is `CLUSTER_BACKLOG` behind
+    /// misses it (and one that is gone is forgotten).
+    pub fn tell(&mut self, event: &crate::ClusterEvent) {
+        self.cluster_listeners.retain(|l| {
             !matches!(
-                l.try_send(change.clone()),
+                l.try_send(event.clone()),
                 Err(async_channel::TrySendError::Closed(_))
             )
         });

@@ -428,12 +428,12 @@ impl<R: Runtime> Handle<R> {
             .map_err(Error::Cluster)
     }
 
-    /// The membership changes of the other nodes, as they arrive: a connection there joined
-    /// or left a room. (This node's are the router's `on_join`/`on_leave`.) Without a
-    /// backplane nothing arrives. A listener that falls 4,096 changes behind misses the
-    /// newest; read it, or drop it.
-    pub async fn cluster_presence(&self) -> Result<async_channel::Receiver<crate::Presence>> {
-        self.call(|d, _| d.listen_presence()).await
+    /// The cluster's events, as they happen: a connection on another node joined or left a
+    /// room (this node's are the router's `on_join`/`on_leave`), and the backplane losing or
+    /// regaining its transport. Without a backplane nothing arrives. A listener that falls
+    /// 4,096 events behind misses the newest; read it, or drop it.
+    pub async fn cluster_events(&self) -> Result<async_channel::Receiver<crate::ClusterEvent>> {
+        self.call(|d, _| d.listen_cluster()).await
     }
 
     /// Every node's items of the answer to `query`, together and sorted.

@@ -42,7 +42,8 @@ mod upgrade;
 pub mod testkit;
 
 pub use backplane::{
-    Answer, Backplane, BackplaneStats, Emit, Link, Member, Presence, Query, Question, Request,
+    Answer, Backplane, BackplaneStats, ClusterEvent, Emit, Link, Member, Presence, Query, Question,
+    Request,
 };
 pub use client::{Client, ClientBuilder, ClientEvent, Io, ServerEvent};
 pub use driver::Incoming;

@@ -35,7 +35,7 @@
 //! `Handle::emit_to(member, ..)` sends to a member from those answers on its node's own
 //! channel; a node that is not live is an error, and delivery after that is at most once.
 //! Each node also publishes its connections' joins and leaves on the shared channel, which
-//! the others hand to `Handle::cluster_presence` listeners.
+//! the others hand to `Handle::cluster_events` listeners.
 //!
 //! # Faults
 //!

@@ -166,7 +166,17 @@ fn nodes_ride_out_a_redis_restart() {
             .expect("publish");
         assert_eq!(next(&on_b).await.0, "before");
 
+        let events = a.handle().cluster_events().await.expect("listen");
         redis.kill();
+        let event = smol::future::or(async { events.recv().await.ok() }, async {
+            smol::Timer::after(Duration::from_secs(10)).await;
+            None
+        });
+        assert_eq!(
+            event.await,
+            Some(tidings_net::ClusterEvent::Down),
+            "the outage is told"
+        );
         let until = Instant::now() + Duration::from_secs(10);
         while a.handle().backplane().is_some_and(|s| s.up) {
             assert!(Instant::now() < until, "the outage was not noticed");
@@ -183,6 +193,10 @@ fn nodes_ride_out_a_redis_restart() {
 
         redis = RedisServer::start_on(port);
         until_up(&a).await;
+        assert_eq!(
+            events.recv().await.ok(),
+            Some(tidings_net::ClusterEvent::Up)
+        );
         until_up(&b).await;
         // What node A published meanwhile waited for the link and went out as soon as A was
         // back: B has it if it was subscribed again by then (at most once between nodes).
@@ -483,15 +497,18 @@ fn joins_and_leaves_on_one_node_are_told_on_the_others() {
             named_node(redis.url(), ttl).await,
             named_node(redis.url(), ttl).await,
         );
-        let changes = b.handle().cluster_presence().await.expect("listen");
+        let events = b.handle().cluster_events().await.expect("listen");
         let ann = named_member(&a, "ann", "room").await;
         let next_change = || async {
-            smol::future::or(async { changes.recv().await.ok() }, async {
+            let event = smol::future::or(async { events.recv().await.ok() }, async {
                 smol::Timer::after(Duration::from_secs(5)).await;
                 None
             })
-            .await
-            .expect("a change within 5 s")
+            .await;
+            match event {
+                Some(tidings_net::ClusterEvent::Presence(change)) => change,
+                other => panic!("expected a change within 5 s, got {other:?}"),
+            }
         };
         let joined = next_change().await;
         assert_eq!(
