@@ -25,7 +25,7 @@ use tidings_core::{
     Hub, Input, Message, Output, Payload, Target,
 };
 
-use crate::backplane::Stats;
+use crate::cluster::Stats;
 use crate::conn::ReadGate;
 use crate::router::Routes;
 use crate::Runtime;

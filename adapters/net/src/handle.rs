@@ -54,7 +54,7 @@ pub(crate) struct Inner<R> {
     pub stopping: AtomicBool,
     pub stop: event_listener::Event,
     /// The backplane's counters, if the hub has one.
-    pub backplane: Option<Arc<crate::backplane::Stats>>,
+    pub backplane: Option<Arc<crate::cluster::Stats>>,
     /// Where requests for the cluster go, if the hub has a backplane.
     pub requests: Option<async_channel::Sender<crate::Request>>,
 }
@@ -70,7 +70,7 @@ impl<R: Runtime> Handle<R> {
         &self.inner.rt
     }
 
-    pub(crate) fn backplane_stats(&self) -> Option<Arc<crate::backplane::Stats>> {
+    pub(crate) fn backplane_stats(&self) -> Option<Arc<crate::cluster::Stats>> {
         self.inner.backplane.clone()
     }
 
@@ -456,7 +456,7 @@ impl<R: Runtime> Handle<R> {
     async fn ask_cluster(&self, query: crate::Query) -> Result<Vec<crate::Answer>> {
         let Some(requests) = &self.inner.requests else {
             let answer = self
-                .call(move |d, _| crate::backplane::local_answer(&d.hub, "", &query))
+                .call(move |d, _| crate::cluster::local_answer(&d.hub, "", &query))
                 .await?;
             return Ok(vec![answer]);
         };

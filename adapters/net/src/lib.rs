@@ -25,6 +25,7 @@
 
 mod backplane;
 mod client;
+mod cluster;
 mod conn;
 mod driver;
 mod error;
@@ -41,11 +42,11 @@ mod upgrade;
 #[doc(hidden)]
 pub mod testkit;
 
-pub use backplane::{
-    Answer, Backplane, BackplaneStats, ClusterEvent, Emit, Link, Member, Presence, Query, Question,
-    Request,
-};
+pub use backplane::{Backplane, Link};
 pub use client::{Client, ClientBuilder, ClientEvent, Io, ServerEvent};
+pub use cluster::{
+    Answer, BackplaneStats, ClusterEvent, Emit, Member, Presence, Query, Question, Request,
+};
 pub use driver::Incoming;
 pub use error::{Error, Result};
 pub use handle::Handle;
