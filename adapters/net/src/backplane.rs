@@ -18,9 +18,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_channel::{Receiver, WeakSender};
-use tidings_core::{ClusterMessage, ConnId, Message};
+use std::time::Duration;
 
-use crate::cluster::{local_answer, Answer, ClusterEvent, Presence, Query, Request, Stats};
+use tidings_core::{AckOutcome, ClusterMessage, ConnId, Message, Payload};
+
+use crate::cluster::{
+    local_answer, AckFailure, Answer, ClusterEvent, Presence, Query, Request, Stats,
+};
 use crate::driver::Control;
 
 /// Messages this node publishes that may wait for the backplane, by default
@@ -95,6 +99,48 @@ impl Link {
             .await
             .map_err(|_| "the hub has stopped")?;
         rx.recv().await.map_err(|_| "the hub has stopped")?
+    }
+
+    /// Emits `message` to connection `conn` of this node, asking it to acknowledge within
+    /// `timeout` (the hub's `Config::ack_timeout` if `None`). The future resolves with its
+    /// answer; it owns what it needs, so a backplane can hold many while it does other work.
+    pub fn emit_with_ack(
+        &self,
+        conn: &str,
+        message: Message,
+        timeout: Option<Duration>,
+    ) -> Pin<Box<dyn Future<Output = Result<Payload, AckFailure>> + Send>> {
+        let conn: Result<ConnId, _> = conn.parse();
+        let control = self.control.upgrade();
+        Box::pin(async move {
+            let closed = || AckFailure::Closed;
+            let (Ok(conn), Some(control)) = (conn, control) else {
+                return Err(closed());
+            };
+            let (tx, rx) = async_channel::bounded(1);
+            let command: crate::driver::Command = Box::new(move |driver, now| {
+                let wait = timeout.unwrap_or(driver.hub.config().ack_timeout);
+                let asked = driver
+                    .hub
+                    .emit_with_ack(now, conn, message, timeout)
+                    .map(|ack| (driver.await_ack(conn, ack), wait));
+                let _ = tx.try_send(asked);
+            });
+            control
+                .send(Control::Command(command))
+                .await
+                .map_err(|_| closed())?;
+            let (outcome, wait) = rx
+                .recv()
+                .await
+                .map_err(|_| closed())?
+                .map_err(|_| closed())?;
+            match outcome.recv().await {
+                Ok(AckOutcome::Reply(payload)) => Ok(payload),
+                Ok(AckOutcome::TimedOut) => Err(AckFailure::TimedOut(wait)),
+                _ => Err(closed()),
+            }
+        })
     }
 
     /// This node's own answer to `query`, from its hub, its members marked with `node`.

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_channel::Sender;
 use serde::{Deserialize, Serialize};
-use tidings_core::Message;
+use std::time::Duration;
+
+use tidings_core::{Message, Payload};
 
 /// The backplane's counters, shared by the link and the handle.
 #[derive(Default, Debug)]
@@ -96,6 +98,38 @@ pub enum Request {
     Ask(Question),
     /// An emit to a connection on some node.
     Emit(Emit),
+    /// An emit to a connection on some node that asks it to acknowledge.
+    EmitAck(EmitAck),
+}
+
+/// An emit with an ack to a [`Member`], on its way to the node that holds it.
+pub struct EmitAck {
+    /// The recipient.
+    pub member: Member,
+    /// What it gets.
+    pub message: Message,
+    /// How long it has to answer (that node's `Config::ack_timeout` if `None`).
+    pub timeout: Option<Duration>,
+    pub(crate) reply: Sender<Result<Payload, AckFailure>>,
+}
+
+impl EmitAck {
+    /// Tells the handle that asked: the member's answer, or why there is none.
+    pub fn reply(self, answer: Result<Payload, AckFailure>) {
+        let _ = self.reply.try_send(answer);
+    }
+}
+
+/// Why an ack asked of a [`Member`] brought no answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum AckFailure {
+    /// The member did not answer within this time.
+    TimedOut(Duration),
+    /// The member's connection closed (or was not open) first.
+    Closed,
+    /// The cluster could not carry the question or its answer.
+    Cluster(String),
 }
 
 /// An emit to a [`Member`], on its way to the node that holds it.

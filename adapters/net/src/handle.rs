@@ -436,6 +436,43 @@ impl<R: Runtime> Handle<R> {
         self.call(|d, _| d.listen_cluster()).await
     }
 
+    /// Emits `message` to `member` on whichever node holds it and waits for its ack, as
+    /// [`Handle::emit_with_ack`] does for a connection of this node: the answer,
+    /// [`Error::Timeout`], [`Error::ConnectionClosed`] (with the id it has on its node), or
+    /// [`Error::Cluster`] if the question or its answer could not cross the cluster.
+    pub async fn emit_with_ack_to(
+        &self,
+        member: &crate::Member,
+        message: Message,
+        timeout: Option<Duration>,
+    ) -> Result<Payload> {
+        let closed = |member: &crate::Member| match member.conn.parse() {
+            Ok(conn) => Error::ConnectionClosed(conn),
+            Err(_) => Error::Cluster(format!("{:?} is not a connection id", member.conn)),
+        };
+        let Some(requests) = &self.inner.requests else {
+            let conn: ConnId = member.conn.parse().map_err(|_| closed(member))?;
+            return self.emit_with_ack(conn, message, timeout).await;
+        };
+        let (reply, answer) = async_channel::bounded(1);
+        let ask = crate::EmitAck {
+            member: member.clone(),
+            message,
+            timeout,
+            reply,
+        };
+        requests
+            .send(crate::Request::EmitAck(ask))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        match answer.recv().await.map_err(|_| Error::Stopped)? {
+            Ok(payload) => Ok(payload),
+            Err(crate::AckFailure::TimedOut(wait)) => Err(Error::Timeout(wait)),
+            Err(crate::AckFailure::Closed) => Err(closed(member)),
+            Err(crate::AckFailure::Cluster(why)) => Err(Error::Cluster(why)),
+        }
+    }
+
     /// Every node's items of the answer to `query`, together and sorted.
     async fn gather<T: Ord>(
         &self,

@@ -45,7 +45,8 @@ pub mod testkit;
 pub use backplane::{Backplane, Link};
 pub use client::{Client, ClientBuilder, ClientEvent, Io, ServerEvent};
 pub use cluster::{
-    Answer, BackplaneStats, ClusterEvent, Emit, Member, Presence, Query, Question, Request,
+    AckFailure, Answer, BackplaneStats, ClusterEvent, Emit, EmitAck, Member, Presence, Query,
+    Question, Request,
 };
 pub use driver::Incoming;
 pub use error::{Error, Result};

@@ -34,6 +34,9 @@
 //!
 //! `Handle::emit_to(member, ..)` sends to a member from those answers on its node's own
 //! channel; a node that is not live is an error, and delivery after that is at most once.
+//! `emit_with_ack_to` asks the same way, and that node sends the outcome (the answer, a
+//! timeout, a close) back on the asker's channel; the asker gives up 1 s after the ack's
+//! own timeout if nothing comes back.
 //! Each node also publishes its connections' joins and leaves on the shared channel, which
 //! the others hand to `Handle::cluster_events` listeners.
 //!
@@ -59,7 +62,10 @@ use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use tidings_core::ClusterMessage;
 use tidings_core::Message;
-use tidings_net::{Answer, Backplane, Emit, Link, Presence, Query, Question, Request};
+use tidings_core::Payload;
+use tidings_net::{
+    AckFailure, Answer, Backplane, Emit, EmitAck, Link, Presence, Query, Question, Request,
+};
 
 pub mod testing;
 
@@ -138,6 +144,39 @@ enum Wire {
     Emit { conn: String, message: Message },
     /// A connection of the sending node joined or left a room.
     Presence(Presence),
+    /// Emit to one connection of the node this is sent to, asking for an ack, and send the
+    /// outcome back as `AckDone` with the same `id`.
+    AckAsk {
+        id: u64,
+        conn: String,
+        message: Message,
+        timeout_ms: Option<u64>,
+    },
+    /// The outcome of `AckAsk` number `id`.
+    AckDone {
+        id: u64,
+        result: Result<Payload, AckFailure>,
+    },
+}
+
+/// How long an ack asked of another node may take beyond its own timeout before the asker
+/// gives up on the answer crossing back.
+const ACK_MARGIN: Duration = Duration::from_secs(1);
+/// The ack timeout assumed for a remote ack asked without one (the core's default).
+const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An ack this node waits for from a connection of its own, for itself or another node.
+struct AckRun {
+    outcome: Pin<Box<dyn Future<Output = Result<Payload, AckFailure>> + Send>>,
+    to: AckTo,
+}
+
+/// Who an ack's outcome goes to.
+enum AckTo {
+    /// A handle of this node.
+    Here(EmitAck),
+    /// The node that asked, under its id for the question.
+    Node { node: String, id: u64 },
 }
 
 /// Why a session with Redis ended.
@@ -169,6 +208,7 @@ async fn run(redis: Redis, link: Link) {
             match or(timer, async { link.request().await }).await {
                 Some(Request::Ask(question)) => question.reply(Err(down)),
                 Some(Request::Emit(emit)) => emit.reply(Err(down)),
+                Some(Request::EmitAck(ask)) => ask.reply(Err(AckFailure::Cluster(down))),
                 _ => break,
             }
         }
@@ -297,6 +337,7 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
         In(Option<redis::Msg>),
         Ask(Option<Request>),
         Presence(Option<Presence>),
+        AckDone(usize, Result<Payload, AckFailure>),
         Tick,
     }
     let connected = async {
@@ -323,6 +364,10 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
     link.set_up(true);
     *backoff = MIN_BACKOFF;
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+    // Acks this node asked of other nodes' connections, with when to give up; and acks its
+    // own connections owe (to a handle here, or to another node).
+    let mut acks_asked: BTreeMap<u64, (EmitAck, Instant, String)> = BTreeMap::new();
+    let mut acks_running: Vec<AckRun> = Vec::new();
     let mut next_id = 0u64;
     let beat = redis.presence_ttl / 3;
     let mut next_beat = Instant::now() + beat;
@@ -330,6 +375,7 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
         let wake = pending
             .values()
             .map(|p| p.deadline)
+            .chain(acks_asked.values().map(|a| a.1))
             .fold(next_beat, Instant::min);
         let out = async { Next::Out(link.outgoing().await) };
         let incoming = async { Next::In(messages.next().await) };
@@ -339,7 +385,16 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
             async_io::Timer::at(wake).await;
             Next::Tick
         };
-        match or(out, or(incoming, or(ask, or(presence, tick)))).await {
+        let done = futures_lite::future::poll_fn(|cx| {
+            for (i, run) in acks_running.iter_mut().enumerate() {
+                if let std::task::Poll::Ready(result) = run.outcome.as_mut().poll(cx) {
+                    return std::task::Poll::Ready(Next::AckDone(i, result));
+                }
+            }
+            std::task::Poll::Pending
+        });
+        let next = or(out, or(incoming, or(ask, or(presence, or(done, tick))))).await;
+        match next {
             Next::Out(None) => break Ended::Stopped,
             Next::Out(Some(message)) => {
                 let channel = redis.channel.clone();
@@ -382,6 +437,26 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
                             break Ended::Failed;
                         }
                     }
+                    Wire::AckAsk {
+                        id: ask,
+                        conn,
+                        message,
+                        timeout_ms,
+                    } => {
+                        let timeout = timeout_ms.map(Duration::from_millis);
+                        acks_running.push(AckRun {
+                            outcome: link.emit_with_ack(&conn, message, timeout),
+                            to: AckTo::Node {
+                                node: envelope.node,
+                                id: ask,
+                            },
+                        });
+                    }
+                    Wire::AckDone { id: ask, result } => {
+                        if let Some((asked, _, _)) = acks_asked.remove(&ask) {
+                            asked.reply(result);
+                        }
+                    }
                     Wire::Presence(change) => {
                         if !link.presence_arrived(change).await {
                             break Ended::Stopped;
@@ -403,6 +478,57 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
                         }
                     }
                 }
+            }
+            Next::AckDone(i, result) => match acks_running.swap_remove(i).to {
+                AckTo::Here(ask) => ask.reply(result),
+                AckTo::Node {
+                    node: asker,
+                    id: ask,
+                } => {
+                    let to = node.node_channel(&asker);
+                    let done = Wire::AckDone { id: ask, result };
+                    if node.publish(&to, done).await.is_err() {
+                        break Ended::Failed;
+                    }
+                }
+            },
+            Next::Ask(Some(Request::EmitAck(ask))) => {
+                let (member, message) = (ask.member.clone(), ask.message.clone());
+                if member.node == id {
+                    let outcome = link.emit_with_ack(&member.conn, message, ask.timeout);
+                    acks_running.push(AckRun {
+                        outcome,
+                        to: AckTo::Here(ask),
+                    });
+                    continue;
+                }
+                let Ok(live) = node.live_others().await else {
+                    ask.reply(Err(AckFailure::Cluster("the backplane lost Redis".into())));
+                    break Ended::Failed;
+                };
+                if !live.contains(&member.node) {
+                    let why = format!("node {} is not in the cluster", member.node);
+                    ask.reply(Err(AckFailure::Cluster(why)));
+                    continue;
+                }
+                next_id += 1;
+                let timeout_ms = ask
+                    .timeout
+                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+                let wire = Wire::AckAsk {
+                    id: next_id,
+                    conn: member.conn.clone(),
+                    message,
+                    timeout_ms,
+                };
+                let to = node.node_channel(&member.node);
+                if node.publish(&to, wire).await.is_err() {
+                    ask.reply(Err(AckFailure::Cluster("the backplane lost Redis".into())));
+                    break Ended::Failed;
+                }
+                let give_up =
+                    Instant::now() + ask.timeout.unwrap_or(DEFAULT_ACK_TIMEOUT) + ACK_MARGIN;
+                acks_asked.insert(next_id, (ask, give_up, member.node));
             }
             Next::Ask(Some(Request::Emit(emit))) => {
                 if !node.emit(link, emit).await {
@@ -473,6 +599,17 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
                     .filter(|(_, p)| p.deadline <= now)
                     .map(|(&id, _)| id)
                     .collect();
+                let late_acks: Vec<u64> = acks_asked
+                    .iter()
+                    .filter(|(_, a)| a.1 <= now)
+                    .map(|(&id, _)| id)
+                    .collect();
+                for ask in late_acks {
+                    if let Some((asked, _, from)) = acks_asked.remove(&ask) {
+                        let why = format!("no ack outcome came back from node {from}");
+                        asked.reply(Err(AckFailure::Cluster(why)));
+                    }
+                }
                 for ask in late {
                     if let Some(p) = pending.remove(&ask) {
                         let missing: Vec<&str> = p.waiting.iter().map(String::as_str).collect();
@@ -488,6 +625,15 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
     };
     for (_, p) in pending {
         p.question.reply(Err("the backplane lost Redis".into()));
+    }
+    let lost = || AckFailure::Cluster("the backplane lost Redis".into());
+    for (_, (asked, _, _)) in acks_asked {
+        asked.reply(Err(lost()));
+    }
+    for run in acks_running {
+        if let AckTo::Here(ask) = run.to {
+            ask.reply(Err(lost()));
+        }
     }
     ended
 }

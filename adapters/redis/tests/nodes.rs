@@ -168,13 +168,9 @@ fn nodes_ride_out_a_redis_restart() {
 
         let events = a.handle().cluster_events().await.expect("listen");
         redis.kill();
-        let event = smol::future::or(async { events.recv().await.ok() }, async {
-            smol::Timer::after(Duration::from_secs(10)).await;
-            None
-        });
         assert_eq!(
-            event.await,
-            Some(tidings_net::ClusterEvent::Down),
+            link_event(&events).await,
+            tidings_net::ClusterEvent::Down,
             "the outage is told"
         );
         let until = Instant::now() + Duration::from_secs(10);
@@ -193,10 +189,7 @@ fn nodes_ride_out_a_redis_restart() {
 
         redis = RedisServer::start_on(port);
         until_up(&a).await;
-        assert_eq!(
-            events.recv().await.ok(),
-            Some(tidings_net::ClusterEvent::Up)
-        );
+        assert_eq!(link_event(&events).await, tidings_net::ClusterEvent::Up);
         until_up(&b).await;
         // What node A published meanwhile waited for the link and went out as soon as A was
         // back: B has it if it was subscribed again by then (at most once between nodes).
@@ -531,4 +524,95 @@ fn joins_and_leaves_on_one_node_are_told_on_the_others() {
         assert_eq!((left.room.as_str(), left.joined), ("room", false));
         assert_eq!(left.member.conn, joined.member.conn);
     });
+}
+
+#[test]
+fn an_ack_asked_of_a_member_on_another_node_comes_back() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    smol::block_on(async {
+        let ttl = Duration::from_secs(6);
+        let (a, b) = (
+            named_node(redis.url(), ttl).await,
+            named_node(redis.url(), ttl).await,
+        );
+        let bob = named_member(&b, "bob", "room").await;
+        let ann = named_member(&a, "ann", "room").await;
+        let members = a.handle().cluster_members("room").await.expect("members");
+        let member = |name: &str| {
+            members
+                .iter()
+                .find(|m| m.name.as_deref() == Some(name))
+                .cloned()
+                .expect("listed")
+        };
+        // Bob (node b) answers node a's question.
+        let question = Message::json("q", json!("ready?"));
+        let (answer, ()) = futures_lite::future::zip(
+            a.handle()
+                .emit_with_ack_to(&member("bob"), question, Some(Duration::from_secs(3))),
+            answer_once(&bob, json!("yes")),
+        )
+        .await;
+        assert_eq!(answer.expect("bob's answer"), Payload::Json(json!("yes")));
+        // The same for a member of this node.
+        let question = Message::json("q", json!("and you?"));
+        let (answer, ()) = futures_lite::future::zip(
+            a.handle()
+                .emit_with_ack_to(&member("ann"), question, Some(Duration::from_secs(3))),
+            answer_once(&ann, json!("me too")),
+        )
+        .await;
+        assert_eq!(
+            answer.expect("ann's answer"),
+            Payload::Json(json!("me too"))
+        );
+        // A member that does not answer times out, as on one node.
+        let silent = a
+            .handle()
+            .emit_with_ack_to(
+                &member("bob"),
+                Message::json("q", json!("?")),
+                Some(Duration::from_millis(300)),
+            )
+            .await;
+        assert!(
+            matches!(silent, Err(tidings_net::Error::Timeout(t)) if t == Duration::from_millis(300)),
+            "{silent:?}"
+        );
+    });
+}
+
+/// Reads `client`'s events until a question asks for an ack, and answers it with `answer`.
+async fn answer_once(client: &Client, answer: Value) {
+    loop {
+        match client.next_timeout(Duration::from_secs(5)).await {
+            Some(ClientEvent::Event(e)) if e.ack.is_some() => {
+                let ack = e.ack.expect("asked");
+                client.ack(ack, answer).await.expect("ack");
+                return;
+            }
+            Some(_) => continue,
+            None => panic!("no question within 5 s"),
+        }
+    }
+}
+
+/// The next event about the backplane's link (other nodes' presence changes skipped).
+async fn link_event(
+    events: &async_channel::Receiver<tidings_net::ClusterEvent>,
+) -> tidings_net::ClusterEvent {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let next = smol::future::or(async { events.recv().await.ok() }, async {
+            smol::Timer::at(until).await;
+            None
+        });
+        match next.await {
+            Some(tidings_net::ClusterEvent::Presence(_)) => continue,
+            Some(event) => return event,
+            None => panic!("no link event within 10 s"),
+        }
+    }
 }
