@@ -17,8 +17,14 @@
 //! The network delivers each connection's packets in order (as TCP does) after a random
 //! latency, and a write completes only when the client reads it: a client that stops reading
 //! makes its queue in the hub grow, as a real socket's would.
+//!
+//! [`ClusterSim`] does the same for several hubs joined by a lossy, partitionable backplane
+//! link (`cluster.rs`).
 
+mod cluster;
 mod model;
+
+pub use cluster::{ClusterConfig, ClusterReport, ClusterSim};
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
