@@ -405,27 +405,23 @@ impl<R: Runtime> Handle<R> {
     /// its node is not in the cluster; once handed to that node, delivery is at most once (the
     /// connection may have closed meanwhile).
     pub async fn emit_to(&self, member: &crate::Member, message: Message) -> Result<()> {
-        let Some(requests) = &self.inner.requests else {
+        if self.inner.requests.is_none() {
             let conn: ConnId = member
                 .conn
                 .parse()
                 .map_err(|_| Error::Cluster(format!("{:?} is not a connection id", member.conn)))?;
             return self.emit(conn, message).await.map(|_| ());
-        };
-        let (reply, sent) = async_channel::bounded(1);
-        let emit = crate::Emit {
-            member: member.clone(),
-            message,
-            reply,
-        };
-        requests
-            .send(crate::Request::Emit(emit))
-            .await
-            .map_err(|_| Error::Stopped)?;
-        sent.recv()
-            .await
-            .map_err(|_| Error::Stopped)?
-            .map_err(Error::Cluster)
+        }
+        let member = member.clone();
+        self.through_backplane(|reply| {
+            crate::Request::Emit(crate::Emit {
+                member,
+                message,
+                reply,
+            })
+        })
+        .await?
+        .map_err(Error::Cluster)
     }
 
     /// The cluster's events, as they happen: a connection on another node joined or left a
@@ -450,22 +446,22 @@ impl<R: Runtime> Handle<R> {
             Ok(conn) => Error::ConnectionClosed(conn),
             Err(_) => Error::Cluster(format!("{:?} is not a connection id", member.conn)),
         };
-        let Some(requests) = &self.inner.requests else {
+        if self.inner.requests.is_none() {
             let conn: ConnId = member.conn.parse().map_err(|_| closed(member))?;
             return self.emit_with_ack(conn, message, timeout).await;
-        };
-        let (reply, answer) = async_channel::bounded(1);
-        let ask = crate::EmitAck {
-            member: member.clone(),
-            message,
-            timeout,
-            reply,
-        };
-        requests
-            .send(crate::Request::EmitAck(ask))
-            .await
-            .map_err(|_| Error::Stopped)?;
-        match answer.recv().await.map_err(|_| Error::Stopped)? {
+        }
+        let to = member.clone();
+        let answer = self
+            .through_backplane(|reply| {
+                crate::Request::EmitAck(crate::EmitAck {
+                    member: to,
+                    message,
+                    timeout,
+                    reply,
+                })
+            })
+            .await?;
+        match answer {
             Ok(payload) => Ok(payload),
             Err(crate::AckFailure::TimedOut(wait)) => Err(Error::Timeout(wait)),
             Err(crate::AckFailure::Closed) => Err(closed(member)),
@@ -491,20 +487,30 @@ impl<R: Runtime> Handle<R> {
 
     /// Every node's answer to `query`: through the backplane, or this hub's alone.
     async fn ask_cluster(&self, query: crate::Query) -> Result<Vec<crate::Answer>> {
-        let Some(requests) = &self.inner.requests else {
+        if self.inner.requests.is_none() {
             let answer = self
                 .call(move |d, _| crate::cluster::local_answer(&d.hub, "", &query))
                 .await?;
             return Ok(vec![answer]);
-        };
-        let (reply, answers) = async_channel::bounded(1);
-        let question = crate::Request::Ask(crate::Question { query, reply });
-        requests.send(question).await.map_err(|_| Error::Stopped)?;
-        answers
-            .recv()
-            .await
-            .map_err(|_| Error::Stopped)?
+        }
+        self.through_backplane(|reply| crate::Request::Ask(crate::Question { query, reply }))
+            .await?
             .map_err(Error::Cluster)
+    }
+
+    /// Hands the backplane the request `make` builds around a reply channel, and waits for
+    /// the reply. Only with a backplane ([`Error::Stopped`] otherwise, or once it is gone).
+    async fn through_backplane<T>(
+        &self,
+        make: impl FnOnce(async_channel::Sender<T>) -> crate::Request,
+    ) -> Result<T> {
+        let requests = self.inner.requests.as_ref().ok_or(Error::Stopped)?;
+        let (reply, answer) = async_channel::bounded(1);
+        requests
+            .send(make(reply))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        answer.recv().await.map_err(|_| Error::Stopped)
     }
 
     /// How the backplane is doing, if the hub has one (see

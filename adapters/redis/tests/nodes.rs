@@ -385,21 +385,7 @@ fn an_emit_to_a_member_reaches_it_on_its_node() {
         return;
     };
     smol::block_on(async {
-        let ttl = Duration::from_secs(6);
-        let (a, b) = (
-            named_node(redis.url(), ttl).await,
-            named_node(redis.url(), ttl).await,
-        );
-        let ann = named_member(&a, "ann", "room").await;
-        let bob = named_member(&b, "bob", "room").await;
-        let members = a.handle().cluster_members("room").await.expect("members");
-        let member = |name: &str| {
-            members
-                .iter()
-                .find(|m| m.name.as_deref() == Some(name))
-                .cloned()
-                .expect("listed")
-        };
+        let (a, _b, ann, bob, member) = ann_on_a_bob_on_b(&redis).await;
         // To the other node, and to this one.
         let hello = Message::json("dm", json!("hello bob"));
         a.handle()
@@ -532,21 +518,7 @@ fn an_ack_asked_of_a_member_on_another_node_comes_back() {
         return;
     };
     smol::block_on(async {
-        let ttl = Duration::from_secs(6);
-        let (a, b) = (
-            named_node(redis.url(), ttl).await,
-            named_node(redis.url(), ttl).await,
-        );
-        let bob = named_member(&b, "bob", "room").await;
-        let ann = named_member(&a, "ann", "room").await;
-        let members = a.handle().cluster_members("room").await.expect("members");
-        let member = |name: &str| {
-            members
-                .iter()
-                .find(|m| m.name.as_deref() == Some(name))
-                .cloned()
-                .expect("listed")
-        };
+        let (a, _b, ann, bob, member) = ann_on_a_bob_on_b(&redis).await;
         // Bob (node b) answers node a's question.
         let question = Message::json("q", json!("ready?"));
         let (answer, ()) = futures_lite::future::zip(
@@ -615,4 +587,33 @@ async fn link_event(
             None => panic!("no link event within 10 s"),
         }
     }
+}
+
+/// Two nodes; ann in `room` on the first, bob on the second; and a lookup of the members the
+/// first node lists, by name.
+async fn ann_on_a_bob_on_b(
+    redis: &RedisServer,
+) -> (
+    Server,
+    Server,
+    Client,
+    Client,
+    impl Fn(&str) -> tidings_net::Member,
+) {
+    let ttl = Duration::from_secs(6);
+    let (a, b) = (
+        named_node(redis.url(), ttl).await,
+        named_node(redis.url(), ttl).await,
+    );
+    let ann = named_member(&a, "ann", "room").await;
+    let bob = named_member(&b, "bob", "room").await;
+    let members = a.handle().cluster_members("room").await.expect("members");
+    let member = move |name: &str| {
+        members
+            .iter()
+            .find(|m| m.name.as_deref() == Some(name))
+            .cloned()
+            .expect("listed")
+    };
+    (a, b, ann, bob, member)
 }
