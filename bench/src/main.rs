@@ -5,7 +5,7 @@
 //!                      [--messages 2000] [--size 128] [--window 0] [--rate 0] [--sources 8]
 //! tidings-bench idle   [--servers tokio,bare,smol,async-std] [--runs 3] [--connections 10000]
 //!                      [--sources 16] [--settle 2] [--hold 10]
-//! tidings-bench server --kind tokio|bare|smol|async-std|smol-redis [--listen 127.0.0.1:0]
+//! tidings-bench server --kind tokio|bare|smol|async-std|smol-redis|smol-redis-idle|smol-redis-solo [--listen 127.0.0.1:0]
 //! ```
 //!
 //! Each run starts a fresh server process (`server`), drives it from this process, reads
@@ -177,6 +177,8 @@ impl ServerProcess {
         let (url, addr) = urls
             .next()
             .ok_or_else(|| io::Error::other(format!("no URL in {line:?}")))?;
+        // The idle variant keeps every client on the first node.
+        let second = urls.next().filter(|_| kind != Kind::SmolRedisIdle);
         Ok(ServerProcess {
             child,
             stdin,
@@ -185,7 +187,7 @@ impl ServerProcess {
                 addr,
                 kind,
                 sources: o.sources,
-                second: urls.next(),
+                second,
             },
             redis,
         })

@@ -38,12 +38,25 @@ pub enum Kind {
     /// Two tidings nodes on smol over a Redis backplane (a `redis-server` of the benchmark's
     /// own), in one process: subscribers are split between them.
     SmolRedis,
+    /// The same two nodes with every client on the first: the second reads every message
+    /// from Redis and has no member to give it to (what the shared channel costs a node).
+    SmolRedisIdle,
+    /// One node with the Redis backplane and no other node: what publishing through Redis
+    /// costs the publishing node alone.
+    SmolRedisSolo,
 }
 
 impl Kind {
     /// Whether the server speaks the tidings protocol (subscribe, publish envelopes).
     pub fn is_tidings(self) -> bool {
-        matches!(self, Kind::Smol | Kind::AsyncStd | Kind::SmolRedis)
+        matches!(
+            self,
+            Kind::Smol
+                | Kind::AsyncStd
+                | Kind::SmolRedis
+                | Kind::SmolRedisIdle
+                | Kind::SmolRedisSolo
+        )
     }
 }
 
@@ -55,6 +68,8 @@ impl fmt::Display for Kind {
             Kind::Smol => "smol",
             Kind::AsyncStd => "async-std",
             Kind::SmolRedis => "smol-redis",
+            Kind::SmolRedisIdle => "smol-redis-idle",
+            Kind::SmolRedisSolo => "smol-redis-solo",
         })
     }
 }
@@ -69,8 +84,10 @@ impl FromStr for Kind {
             "smol" => Ok(Kind::Smol),
             "async-std" => Ok(Kind::AsyncStd),
             "smol-redis" => Ok(Kind::SmolRedis),
+            "smol-redis-idle" => Ok(Kind::SmolRedisIdle),
+            "smol-redis-solo" => Ok(Kind::SmolRedisSolo),
             other => Err(format!(
-                "unknown server {other:?} (bare, tokio, smol, async-std, smol-redis)"
+                "unknown server {other:?} (bare, tokio, smol, async-std, smol-redis, smol-redis-idle, smol-redis-solo)"
             )),
         }
     }
@@ -110,16 +127,17 @@ pub fn run(kind: Kind, listen: &str) -> io::Result<()> {
             .await
         }),
         Kind::Tokio => tokio_baseline::run(listen),
-        Kind::SmolRedis => smol::block_on(two_nodes(listen)),
+        Kind::SmolRedis | Kind::SmolRedisIdle => smol::block_on(nodes(2, listen)),
+        Kind::SmolRedisSolo => smol::block_on(nodes(1, listen)),
     }
 }
 
-/// Two tidings nodes over a Redis of their own; announces both URLs and Redis's pid.
-async fn two_nodes(listen: &str) -> io::Result<()> {
+/// `count` tidings nodes over a Redis of their own; announces their URLs and Redis's pid.
+async fn nodes(count: usize, listen: &str) -> io::Result<()> {
     let redis = tidings_redis::testing::RedisServer::start();
     let mut urls = Vec::new();
     let mut servers = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..count {
         let server = tidings_smol::builder()
             .config(config())
             .max_connections_per_address(usize::MAX)

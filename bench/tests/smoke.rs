@@ -103,7 +103,7 @@ fn fanout_through_two_nodes_over_redis_delivers_everything() {
     let out = bench(&[
         "fanout",
         "--servers",
-        "smol,smol-redis",
+        "smol-redis,smol-redis-idle,smol-redis-solo",
         "--runs",
         "1",
         "--subscribers",
@@ -111,7 +111,9 @@ fn fanout_through_two_nodes_over_redis_delivers_everything() {
         "--messages",
         "50",
     ]);
-    assert_eq!(row(&out, "smol-redis")[7], "1 of 1 runs", "{out}");
+    for server in ["smol-redis", "smol-redis-idle", "smol-redis-solo"] {
+        assert_eq!(row(&out, server)[7], "1 of 1 runs", "{server}:\n{out}");
+    }
     assert!(
         out.contains("smol-redis: of its server CPU, Redis's own"),
         "{out}"
