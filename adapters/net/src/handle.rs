@@ -400,6 +400,13 @@ impl<R: Runtime> Handle<R> {
         .await
     }
 
+    /// Whether a connection named `name` is open on any node of the cluster (this node alone
+    /// without a backplane). Fails as [`Handle::cluster_members`] does.
+    pub async fn cluster_exists(&self, name: &str) -> Result<bool> {
+        let names = self.cluster_names().await?;
+        Ok(names.binary_search_by(|n| n.as_str().cmp(name)).is_ok())
+    }
+
     /// Emits `message` to `member` (from [`Handle::cluster_members`]) on whichever node holds
     /// it. Without a backplane, `member` is this node's. It fails with [`Error::Cluster`] if
     /// its node is not in the cluster; once handed to that node, delivery is at most once (the

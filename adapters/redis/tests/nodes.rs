@@ -70,6 +70,10 @@ fn a_publish_on_any_node_reaches_every_member_once() {
         for n in &nodes {
             members.push(member(n, "room").await);
         }
+        let mut raws = Vec::new();
+        for n in &nodes {
+            raws.push(raw_member(n, "room").await);
+        }
         let outsider = tidings_smol::connect(&nodes[1].ws_url("/ws"))
             .await
             .expect("connect");
@@ -86,8 +90,8 @@ fn a_publish_on_any_node_reaches_every_member_once() {
             .await
             .expect("publish");
         assert_eq!(
-            d.queued, 1,
-            "the local member; remote ones are the other nodes'"
+            d.queued, 2,
+            "the local members (ours and the raw one); remote ones are the other nodes'"
         );
         let c = nodes[2].handle();
         let _ = c
@@ -117,6 +121,19 @@ fn a_publish_on_any_node_reaches_every_member_once() {
             );
         }
         assert_eq!(next(&outsider).await, ("all".to_owned(), json!(4)));
+        // Plain tungstenite clients on each node see the same, each once.
+        for (i, raw) in raws.iter_mut().enumerate() {
+            let mut got = Vec::new();
+            for _ in 0..4 {
+                got.push(raw_event(raw).await["data"].clone());
+            }
+            got.sort_by_key(|v| v.as_u64());
+            assert_eq!(
+                got,
+                [json!(1), json!(2), json!(3), json!(4)],
+                "raw client on node {i}"
+            );
+        }
         // Nothing more came: a marker sent now is each member's next event.
         let _ = nodes[0]
             .handle()
@@ -348,6 +365,8 @@ fn members_count_and_names_answer_for_the_cluster_and_a_dead_node_leaves_them() 
             assert_eq!(asker.handle().cluster_count().await.expect("count"), 4);
             let all = asker.handle().cluster_names().await.expect("names");
             assert_eq!(all, ["ann", "bob", "cy", "dee"]);
+            assert!(asker.handle().cluster_exists("dee").await.expect("exists"));
+            assert!(!asker.handle().cluster_exists("eve").await.expect("exists"));
         }
         // Without a goodbye: the doomed node is cut off from Redis. Until its presence
         // expires a question fails, naming it; then its connections are gone from answers.
@@ -616,4 +635,51 @@ async fn ann_on_a_bob_on_b(
             .expect("listed")
     };
     (a, b, ann, bob, member)
+}
+
+type Raw = async_tungstenite::WebSocketStream<smol::net::TcpStream>;
+
+/// A plain tungstenite client on `server`, subscribed to `room` (answer awaited).
+async fn raw_member(server: &Server, room: &str) -> Raw {
+    let tcp = smol::net::TcpStream::connect(server.local_addr())
+        .await
+        .expect("tcp");
+    let (mut ws, _) = async_tungstenite::client_async(server.ws_url("/ws"), tcp)
+        .await
+        .expect("handshake");
+    let subscribe = json!({"type": "subscribe", "channel": room, "id": "s"}).to_string();
+    ws.send(async_tungstenite::tungstenite::Message::text(subscribe))
+        .await
+        .expect("send");
+    loop {
+        let frame = raw_json(&mut ws).await;
+        if frame["type"] == "subscribed" {
+            return ws;
+        }
+    }
+}
+
+/// The next JSON text frame of a raw client, within 5 s.
+async fn raw_json(ws: &mut Raw) -> Value {
+    use futures_lite::StreamExt;
+    let next = smol::future::or(async { ws.next().await }, async {
+        smol::Timer::after(Duration::from_secs(5)).await;
+        None
+    });
+    match next.await {
+        Some(Ok(async_tungstenite::tungstenite::Message::Text(t))) => {
+            serde_json::from_str(t.as_str()).expect("JSON")
+        }
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+/// The next `event` frame of a raw client.
+async fn raw_event(ws: &mut Raw) -> Value {
+    loop {
+        let frame = raw_json(ws).await;
+        if frame["type"] == "event" {
+            return frame;
+        }
+    }
 }
