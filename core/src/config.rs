@@ -118,7 +118,7 @@ pub struct Config {
     /// How long the application has to answer a client `event` that asked for an ack. Past
     /// it the server answers the ack itself, with an `ack` frame whose `error` has code
     /// `no_answer`, and frees its slot (of `max_pending_acks`); a later answer from the
-    /// application is refused with [`Error::UnknownAck`](crate::Error::UnknownAck).
+    /// application is refused with [`Error::UnknownAck`].
     /// Default 10 s.
     pub answer_timeout: Duration,
     /// Batches collecting at once, hub-wide. Default 10,000.

@@ -315,11 +315,6 @@ impl Hub {
         }
     }
 
-    /// Queues a protocol reply (welcome, subscribed, error, pong, ack answer). Each answers
-    /// something the client sent, so it is never dropped: it is queued past the bound if need
-    /// be, and a client whose queue that puts behind is paused until it reads its answers
-    /// (and cut if it stays behind for `slow_consumer_timeout`). Only a connection that is
-    /// closing or gone takes no reply.
     /// Queues the answer to a client's ack request, also on a connection closing with flush
     /// (whose close waits for these answers). Otherwise as [`Hub::reply`].
     pub(super) fn answer(&mut self, conn: ConnId, frame: Frame) {
@@ -357,6 +352,11 @@ impl Hub {
         }
     }
 
+    /// Queues a protocol reply (welcome, subscribed, error, pong, ack answer). Each answers
+    /// something the client sent, so it is never dropped: it is queued past the bound if need
+    /// be, and a client whose queue that puts behind is paused until it reads its answers
+    /// (and cut if it stays behind for `slow_consumer_timeout`). Only a connection that is
+    /// closing or gone takes no reply (but see [`Hub::answer`] for answers to its requests).
     pub(super) fn reply(&mut self, conn: ConnId, frame: Frame) {
         let (bound, window) = (self.config.bound(), self.config.write_window);
         let Some(s) = session_in(&mut self.sessions, conn) else {
