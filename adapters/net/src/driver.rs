@@ -9,7 +9,9 @@
 //! lines and the hub has one owner. Application publishes that wait for room wait here, in
 //! one queue, until [`Hub::can_take`] says their recipients have it.
 //! Outputs go to each connection's writer channel, to the router task, to a connection's
-//! inbox for [`Handle::receive`](crate::Handle::receive), or to whoever awaits an ack.
+//! inbox for [`Handle::receive`](crate::Handle::receive), to whoever awaits an ack, or (with a
+//! backplane: `backplane.rs`) to the other nodes, whose messages come back as
+//! [`Control::Remote`].
 
 use std::collections::{HashMap, VecDeque};
 use std::future::pending;
@@ -299,7 +301,7 @@ impl Driver {
             let forwarded = !matches!(target.scope, tidings_core::Scope::Conn(_));
             if forwarded && outgoing.is_full() {
                 return Err(crate::Error::Cluster(format!(
-                    "the backplane is {} messages behind (is Redis down?): not published",
+                    "the backplane is {} messages behind (is its transport down?): not published",
                     outgoing.len()
                 )));
             }
