@@ -123,6 +123,9 @@ impl Backplane for Redis {
 /// How long a node's presence key outlives its last renewal, by default: a node that died
 /// stops being asked after at most this long. It is renewed three times as often.
 const PRESENCE_TTL: Duration = Duration::from_secs(6);
+/// Why a request fails when the link to Redis broke while it was served.
+const LOST_REDIS: &str = "the backplane lost Redis";
+
 /// How long a question waits for the other live nodes' answers.
 const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
@@ -260,6 +263,12 @@ impl Node<'_> {
             .await
     }
 
+    /// Publishes on the channel every node of the cluster reads.
+    async fn publish_shared(&mut self, wire: Wire) -> redis::RedisResult<()> {
+        let channel = self.redis.channel.clone();
+        self.publish(&channel, wire).await
+    }
+
     async fn heartbeat(&mut self) -> redis::RedisResult<()> {
         let ttl = u64::try_from(self.redis.presence_ttl.as_millis()).unwrap_or(u64::MAX);
         redis::cmd("SET")
@@ -283,7 +292,7 @@ impl Node<'_> {
             return true;
         }
         let Ok(live) = self.live_others().await else {
-            emit.reply(Err("the backplane lost Redis".into()));
+            emit.reply(Err(LOST_REDIS.into()));
             return false;
         };
         if !live.contains(&member.node) {
@@ -298,7 +307,7 @@ impl Node<'_> {
         };
         let sent = self.publish(&to, wire).await;
         let ok = sent.is_ok();
-        emit.reply(sent.map_err(|_| "the backplane lost Redis".to_owned()));
+        emit.reply(sent.map_err(|_| LOST_REDIS.to_owned()));
         ok
     }
 
@@ -338,7 +347,7 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
     enum Next {
         Out(Option<ClusterMessage>),
         In(Option<redis::Msg>),
-        Ask(Option<Request>),
+        Request(Option<Request>),
         Presence(Option<Presence>),
         AckDone(usize, Result<Payload, AckFailure>),
         Tick,
@@ -382,7 +391,7 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
             .fold(next_beat, Instant::min);
         let out = async { Next::Out(link.outgoing().await) };
         let incoming = async { Next::In(messages.next().await) };
-        let ask = async { Next::Ask(link.request().await) };
+        let request = async { Next::Request(link.request().await) };
         let presence = async { Next::Presence(link.presence().await) };
         let tick = async {
             async_io::Timer::at(wake).await;
@@ -396,16 +405,11 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
             }
             std::task::Poll::Pending
         });
-        let next = or(out, or(incoming, or(ask, or(presence, or(done, tick))))).await;
+        let next = or(out, or(incoming, or(request, or(presence, or(done, tick))))).await;
         match next {
             Next::Out(None) => break Ended::Stopped,
             Next::Out(Some(message)) => {
-                let channel = redis.channel.clone();
-                if node
-                    .publish(&channel, Wire::Publish(message))
-                    .await
-                    .is_err()
-                {
+                if node.publish_shared(Wire::Publish(message)).await.is_err() {
                     link.lost(1);
                     break Ended::Failed;
                 }
@@ -495,7 +499,7 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
                     }
                 }
             },
-            Next::Ask(Some(Request::EmitAck(ask))) => {
+            Next::Request(Some(Request::EmitAck(ask))) => {
                 let (member, message) = (ask.member.clone(), ask.message.clone());
                 if member.node == id {
                     let outcome = link.emit_with_ack(&member.conn, message, ask.timeout);
@@ -506,7 +510,7 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
                     continue;
                 }
                 let Ok(live) = node.live_others().await else {
-                    ask.reply(Err(AckFailure::Cluster("the backplane lost Redis".into())));
+                    ask.reply(Err(AckFailure::Cluster(LOST_REDIS.into())));
                     break Ended::Failed;
                 };
                 if !live.contains(&member.node) {
@@ -526,26 +530,26 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
                 };
                 let to = node.node_channel(&member.node);
                 if node.publish(&to, wire).await.is_err() {
-                    ask.reply(Err(AckFailure::Cluster("the backplane lost Redis".into())));
+                    ask.reply(Err(AckFailure::Cluster(LOST_REDIS.into())));
                     break Ended::Failed;
                 }
                 let give_up =
                     Instant::now() + ask.timeout.unwrap_or(DEFAULT_ACK_TIMEOUT) + ACK_MARGIN;
                 acks_asked.insert(next_id, (ask, give_up, member.node));
             }
-            Next::Ask(Some(Request::Emit(emit))) => {
+            Next::Request(Some(Request::Emit(emit))) => {
                 if !node.emit(link, emit).await {
                     break Ended::Failed;
                 }
             }
-            Next::Ask(Some(Request::Ask(question))) => {
+            Next::Request(Some(Request::Ask(question))) => {
                 let Some(local) = link.answer(id, &question.query).await else {
                     break Ended::Stopped;
                 };
                 let others = match node.live_others().await {
                     Ok(others) => others,
                     Err(_) => {
-                        question.reply(Err("the backplane lost Redis".into()));
+                        question.reply(Err(LOST_REDIS.into()));
                         break Ended::Failed;
                     }
                 };
@@ -558,9 +562,8 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
                     id: next_id,
                     query: question.query.clone(),
                 };
-                let channel = redis.channel.clone();
-                if node.publish(&channel, ask).await.is_err() {
-                    question.reply(Err("the backplane lost Redis".into()));
+                if node.publish_shared(ask).await.is_err() {
+                    question.reply(Err(LOST_REDIS.into()));
                     break Ended::Failed;
                 }
                 let deadline = Instant::now() + ANSWER_WITHIN;
@@ -576,16 +579,11 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
             }
             // Every handle is gone (the hub's stop ends the session), or a request of a kind
             // this backplane does not serve.
-            Next::Ask(_) => {}
+            Next::Request(_) => {}
             Next::Presence(None) => break Ended::Stopped,
             Next::Presence(Some(mut change)) => {
                 change.member.node = id.to_owned();
-                let channel = redis.channel.clone();
-                if node
-                    .publish(&channel, Wire::Presence(change))
-                    .await
-                    .is_err()
-                {
+                if node.publish_shared(Wire::Presence(change)).await.is_err() {
                     break Ended::Failed;
                 }
             }
@@ -627,9 +625,9 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
         }
     };
     for (_, p) in pending {
-        p.question.reply(Err("the backplane lost Redis".into()));
+        p.question.reply(Err(LOST_REDIS.into()));
     }
-    let lost = || AckFailure::Cluster("the backplane lost Redis".into());
+    let lost = || AckFailure::Cluster(LOST_REDIS.into());
     for (_, (asked, _, _)) in acks_asked {
         asked.reply(Err(lost()));
     }
