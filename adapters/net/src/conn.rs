@@ -495,10 +495,24 @@ async fn write<R, S>(
                 }
                 Wrote::Closing(code, reason) => {
                     // The hub has already forgotten the connection. Give the stuck write
-                    // the close delay to finish; the close frame follows if it does.
+                    // the close delay to finish, then the frames handed out after it and
+                    // before the close (the answers a flushing close waits for); the close
+                    // frame follows if they all went out.
                     let until = Instant::now() + options.close_delay;
                     let sleep = rt.sleep_until(until);
-                    let finished = or(async { (&mut writing).await.is_ok() }, async {
+                    let rest: Vec<Frame> = held
+                        .drain(..)
+                        .flat_map(|cmd| match cmd {
+                            WriterCmd::Frames(frames) => frames,
+                            WriterCmd::Close(..) => Vec::new(),
+                        })
+                        .collect();
+                    let flushed = async {
+                        (&mut writing).await.is_ok()
+                            && (rest.is_empty()
+                                || ws.write_burst(rest, &AtomicUsize::new(0)).await.is_ok())
+                    };
+                    let finished = or(flushed, async {
                         sleep.await;
                         false
                     })
