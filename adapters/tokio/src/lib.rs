@@ -1,0 +1,82 @@
+//! # tidings-tokio
+//!
+//! tidings on [tokio](https://docs.rs/tokio): a WebSocket messaging server (rooms, fan-out,
+//! acks, batching, heartbeats, backpressure) with an application handle, a router and a
+//! client. The work is done by `tidings-core` (the state machine) and `tidings-net` (the
+//! runtime-neutral driver); this crate is the [`Runtime`] for tokio and names for its types.
+//!
+//! Every call that starts tasks (`builder().bind`, `start`, `connect`) must be made inside a
+//! tokio runtime, multi-threaded or current-thread; tidings' tasks run on that runtime.
+//!
+//! ```no_run
+//! use tidings_tokio::{Message, Router};
+//!
+//! #[tokio::main]
+//! async fn main() {
+//!     let router = Router::new().on("say", |ctx, text: String| async move {
+//!         let _ = ctx.handle().to_room("lobby", Message::text("said", text)).await;
+//!     });
+//!     let server = tidings_tokio::builder()
+//!         .router(router)
+//!         .bind("127.0.0.1:8080")
+//!         .await
+//!         .expect("bind");
+//!     println!("listening on {}", server.ws_url("/ws"));
+//!     server.stopped().await;
+//! }
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+
+/// The tokio runtime: tasks spawned on the runtime the call is made in (`tokio::spawn`),
+/// tokio's timers and sockets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tokio;
+
+impl Runtime for Tokio {
+    type TcpStream = Compat<tokio::net::TcpStream>;
+    type TcpListener = tokio::net::TcpListener;
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        // Detached: dropping the `JoinHandle` does not cancel the task.
+        drop(tokio::spawn(task));
+    }
+
+    // Not an `async fn`: that would borrow `self`, and the trait wants a `'static` future.
+    #[allow(clippy::manual_async_fn)]
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + Sync + 'static {
+        async move {
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+
+    async fn bind(&self, addr: &str) -> io::Result<Self::TcpListener> {
+        tokio::net::TcpListener::bind(addr).await
+    }
+
+    async fn accept(
+        &self,
+        listener: &Self::TcpListener,
+    ) -> io::Result<(Self::TcpStream, SocketAddr)> {
+        let (stream, addr) = listener.accept().await?;
+        stream.set_nodelay(true)?; // frames are small and latency matters
+        Ok((stream.compat(), addr))
+    }
+
+    fn local_addr(&self, listener: &Self::TcpListener) -> io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    async fn connect(&self, addr: &str) -> io::Result<Self::TcpStream> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream.compat())
+    }
+}
+
+tidings_net::runtime_api!(Tokio, "tokio");
