@@ -50,6 +50,15 @@ pub(crate) struct Shared<R: Runtime> {
 }
 
 impl<R: Runtime> Shared<R> {
+    pub fn new(handle: Handle<R>, front: Front<R>) -> Self {
+        Shared {
+            handle,
+            front,
+            pending: AtomicUsize::new(0),
+            per_address: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Counts one more connection from `ip`, unless it is at its limit.
     pub fn claim_address(self: &Arc<Self>, ip: IpAddr) -> Option<AddressClaim<R>> {
         let mut counts = self.per_address.lock().unwrap_or_else(|e| e.into_inner());

@@ -55,6 +55,7 @@ pub use origin::OriginPolicy;
 pub use router::{Ctx, Disconnect, Router};
 pub use runtime::Runtime;
 pub use server::{Accept, Builder, ConnectRequest, HttpResponse, Refusal, Server, SUBPROTOCOL_V1};
+pub use upgrade::Upgrader;
 
 /// Names this crate's API for one runtime: `builder()`, `client(url)`, `connect(url)`, type
 /// aliases (`Handle`, `Router`, `Client`, ...) and the re-exports an application needs. Each
@@ -93,6 +94,8 @@ macro_rules! runtime_api {
         pub type Client = $crate::Client<$runtime>;
         #[doc = concat!("[`tidings_net::ClientBuilder`] on ", $name, ".")]
         pub type ClientBuilder = $crate::ClientBuilder<$runtime>;
+        #[doc = concat!("[`tidings_net::Upgrader`] on ", $name, ".")]
+        pub type Upgrader = $crate::Upgrader<$runtime>;
 
         pub use $crate::reexports::tidings_core::{
             CloseCode, Config, ConnId, ConnectionInfo, Delivery, Message, Payload, Target,

@@ -3,12 +3,11 @@
 //! [`Server`]. The accept loop and HTTP serving are in `http.rs`, the upgrade in
 //! `upgrade.rs`.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,7 +23,7 @@ use crate::conn::{ConnOptions, TaskCount};
 use crate::driver::{self, Driver, RouterLink};
 use crate::handle::Inner;
 use crate::http::{accept_loop, Front, Shared};
-use crate::upgrade::ws_config;
+use crate::upgrade::{ws_config, Upgrader};
 use crate::{Error, Handle, OriginPolicy, Router, Runtime};
 
 /// A response with the whole body in memory, as the HTTP handler returns it.
@@ -365,6 +364,16 @@ impl<R: Runtime> Builder<R> {
         Ok(self.launch()?.0)
     }
 
+    /// Starts the hub for another HTTP server's WebSocket route (axum's, say): the
+    /// [`Upgrader`] answers its upgrade requests with this builder's origin policy,
+    /// subprotocols, per-address cap and connect hook. The settings of the built-in server's
+    /// listener (paths, plain-HTTP handler, handshake timeout, TLS) are the other server's
+    /// business and are not used.
+    pub fn upgrader(self) -> Result<Upgrader<R>, Error> {
+        let (handle, front) = self.launch()?;
+        Ok(Upgrader::new(Arc::new(Shared::new(handle, front))))
+    }
+
     fn launch(mut self) -> Result<(Handle<R>, Front<R>), Error> {
         if self.router.as_ref().is_some_and(|r| r.routes().authorize) {
             self.config.subscribe_policy = SubscribePolicy::Approve;
@@ -452,12 +461,7 @@ impl<R: Runtime> Builder<R> {
         let secure = front.tls.is_some();
         #[cfg(not(feature = "tls"))]
         let secure = false;
-        let shared = Arc::new(Shared {
-            handle: handle.clone(),
-            front,
-            pending: AtomicUsize::new(0),
-            per_address: Mutex::new(HashMap::new()),
-        });
+        let shared = Arc::new(Shared::new(handle.clone(), front));
         rt.spawn(accept_loop(rt.clone(), listener, shared));
         Ok(Server {
             handle,

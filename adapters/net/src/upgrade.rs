@@ -15,13 +15,15 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
 use smol_hyper::rt::FuturesIo;
 use tidings_core::{Config, ConnectionInfo};
 use tungstenite::protocol::{Role, WebSocketConfig};
 
-use crate::http::Shared;
+use crate::handle::Admitted;
+use crate::http::{AddressClaim, Shared};
 use crate::server::{Accept, ConnectRequest, HttpResponse};
-use crate::{Error, Runtime};
+use crate::{Error, Handle, Runtime};
 
 /// The header that says who refused an upgrade, so that a client can tell the application's
 /// 400 or 403 from the server's own: `server` or `application`.
@@ -174,18 +176,24 @@ pub(crate) fn switching(accept_key: &str, protocol: Option<String>) -> HttpRespo
     response
 }
 
-/// Checks and answers a request for a WebSocket path; on 101, runs the connection.
-pub(crate) async fn upgrade<R, S>(
+/// A request that passed every check and whose connection the hub has opened: what the
+/// 101 answers with, and what the connection needs once the socket is upgraded.
+struct Admission<R: Runtime> {
+    accept_key: String,
+    protocol: Option<String>,
+    admitted: Admitted,
+    claim: AddressClaim<R>,
+}
+
+/// The checks of an upgrade request, in order: RFC 6455, the origin policy, the
+/// subprotocol, the per-address cap, the connect hook, the hub's own limits.
+async fn admit<R: Runtime, B>(
     shared: &Arc<Shared<R>>,
     remote: SocketAddr,
-    mut req: Request<Incoming>,
-) -> Result<HttpResponse, HttpResponse>
-where
-    R: Runtime,
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+    req: &Request<B>,
+) -> Result<Admission<R>, HttpResponse> {
     let front = &shared.front;
-    let accept_key = check_request(&req)?;
+    let accept_key = check_request(req)?;
     if !front.origin.permits(req.headers()) {
         return Err(refuse(StatusCode::FORBIDDEN, "origin not allowed"));
     }
@@ -220,42 +228,141 @@ where
     if let Some(ns) = accept.namespace {
         info = info.namespace(ns);
     }
-    let handle = shared.handle.clone();
-    let admitted = handle
+    let admitted = shared
+        .handle
         .admit(info, accept.meta, accept.authenticated)
         .await
         .map_err(refusal)?;
+    Ok(Admission {
+        accept_key,
+        protocol,
+        admitted,
+        claim,
+    })
+}
+
+/// Answers 101 for an admitted request, and runs its connection once hyper has upgraded the
+/// socket and `socket` has made a stream of it (with the bytes the client sent after its
+/// request, if hyper read any).
+fn open<R, S, F>(
+    shared: &Arc<Shared<R>>,
+    mut req: Request<impl Sized>,
+    admission: Admission<R>,
+    socket: F,
+) -> HttpResponse
+where
+    R: Runtime,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce(Upgraded) -> Result<(S, Vec<u8>), String> + Send + 'static,
+{
+    let Admission {
+        accept_key,
+        protocol,
+        admitted,
+        claim,
+    } = admission;
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let handle = shared.handle.clone();
     let rt = handle.runtime().clone();
     rt.spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => return handle.abandon(admitted, e.to_string()).await,
         };
-        let parts = match upgraded.downcast::<FuturesIo<S>>() {
+        let (stream, pre_read) = match socket(upgraded) {
             Ok(parts) => parts,
-            Err(_) => {
-                return handle
-                    .abandon(admitted, "unexpected upgraded stream".into())
-                    .await
-            }
+            Err(e) => return handle.abandon(admitted, e).await,
         };
         let options = handle.options();
-        // The bytes the client sent after its request, copied out: `read_buf` shares hyper's
-        // whole read buffer (8 KiB), which would otherwise live as long as the connection.
-        let pre_read = parts.read_buf.to_vec();
-        drop(parts.read_buf);
-        let ws = WebSocketStream::from_partially_read(
-            parts.io.into_inner(),
-            pre_read,
-            Role::Server,
-            Some(options.ws),
-        )
-        .await;
+        let ws =
+            WebSocketStream::from_partially_read(stream, pre_read, Role::Server, Some(options.ws))
+                .await;
         handle.run_connection(admitted, ws, options).await;
         drop(claim); // the address's share is given back when the connection ends
     });
-    Ok(switching(&accept_key, protocol))
+    switching(&accept_key, protocol)
+}
+
+/// Checks and answers a request for a WebSocket path of the built-in server; on 101, runs
+/// the connection.
+pub(crate) async fn upgrade<R, S>(
+    shared: &Arc<Shared<R>>,
+    remote: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, HttpResponse>
+where
+    R: Runtime,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let admission = admit(shared, remote, &req).await?;
+    Ok(open(shared, req, admission, |upgraded| {
+        let parts = upgraded
+            .downcast::<FuturesIo<S>>()
+            .map_err(|_| "unexpected upgraded stream".to_owned())?;
+        // The bytes the client sent after its request, copied out: `read_buf` shares hyper's
+        // whole read buffer (8 KiB), which would otherwise live as long as the connection.
+        Ok((parts.io.into_inner(), parts.read_buf.to_vec()))
+    }))
+}
+
+/// tidings on a route of another HTTP server (axum, a hyper service of the application's):
+/// the same checks and answers as the built-in server's WebSocket paths (RFC 6455, origin
+/// policy, subprotocols, per-address cap, connect hook), without a listener of its own.
+/// Made by [`Builder::upgrader`](crate::Builder::upgrader); cheap to clone.
+///
+/// The HTTP server must be hyper's (axum's is), whose upgrade [`Upgrader::upgrade`] takes
+/// over; a runtime adapter supplies how hyper's upgraded socket becomes a stream
+/// (`tidings_tokio::upgrade` for tokio).
+pub struct Upgrader<R: Runtime> {
+    shared: Arc<Shared<R>>,
+}
+
+impl<R: Runtime> Clone for Upgrader<R> {
+    fn clone(&self) -> Self {
+        Upgrader {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<R: Runtime> Upgrader<R> {
+    pub(crate) fn new(shared: Arc<Shared<R>>) -> Self {
+        Upgrader { shared }
+    }
+
+    /// The hub's handle: publish, emit, close, shut down.
+    pub fn handle(&self) -> &Handle<R> {
+        &self.shared.handle
+    }
+
+    /// Answers `req`, a request on the application's WebSocket route from `remote`: a
+    /// refusal (426, 400, 403, 405, 409, 503, or the connect hook's answer, marked with
+    /// `tidings-refused-by`), or 101, after which the connection runs in the hub once hyper
+    /// has upgraded the socket and `socket` has made a stream of it.
+    pub async fn upgrade<B, S, F>(
+        &self,
+        req: Request<B>,
+        remote: SocketAddr,
+        socket: F,
+    ) -> HttpResponse
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        F: FnOnce(Upgraded) -> S + Send + 'static,
+    {
+        // The checks see the head only: a body need not be `Sync` (axum's is not) to be
+        // held across the connect hook.
+        let (parts, body) = req.into_parts();
+        let head = Request::from_parts(parts, ());
+        match admit(&self.shared, remote, &head).await {
+            Ok(admission) => {
+                let req = Request::from_parts(head.into_parts().0, body);
+                open(&self.shared, req, admission, |upgraded| {
+                    Ok((socket(upgraded), Vec::new()))
+                })
+            }
+            Err(refusal) => refusal,
+        }
+    }
 }
 
 /// tungstenite's limits for a hub config: messages up to the hub's limit (a larger one

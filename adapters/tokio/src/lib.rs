@@ -5,8 +5,36 @@
 //! client. The work is done by `tidings-core` (the state machine) and `tidings-net` (the
 //! runtime-neutral driver); this crate is the [`Runtime`] for tokio and names for its types.
 //!
-//! Every call that starts tasks (`builder().bind`, `start`, `connect`) must be made inside a
-//! tokio runtime, multi-threaded or current-thread; tidings' tasks run on that runtime.
+//! Every call that starts tasks (`builder().bind`, `start`, `upgrader`, `connect`) must be
+//! made inside a tokio runtime, multi-threaded or current-thread; tidings' tasks run on that
+//! runtime.
+//!
+//! ## Inside axum
+//!
+//! An axum application serves tidings on one of its own routes, without a second listener:
+//! [`Builder::upgrader`](tidings_net::Builder::upgrader) starts the hub with the builder's
+//! origin policy, subprotocols, per-address cap and connect hook, and [`upgrade`] answers
+//! each request of the route with them, as the built-in server does on its WebSocket paths.
+//! The route needs the client's address, which axum gives when served with
+//! `into_make_service_with_connect_info::<SocketAddr>()`:
+//!
+//! ```ignore
+//! let tidings = tidings_tokio::builder().upgrader()?;
+//! let app = axum::Router::new()
+//!     .route("/ws", axum::routing::get(ws))
+//!     .with_state(tidings);
+//!
+//! async fn ws(
+//!     State(tidings): State<tidings_tokio::Upgrader>,
+//!     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+//!     req: axum::extract::Request,
+//! ) -> tidings_tokio::HttpResponse {
+//!     tidings_tokio::upgrade(&tidings, req, remote).await
+//! }
+//! ```
+//!
+//! The `axum-notify` example is a whole application (a JSON endpoint that publishes, and
+//! the WebSocket route).
 //!
 //! ```no_run
 //! use tidings_tokio::{Message, Router};
@@ -31,6 +59,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use hyper_util::rt::TokioIo;
+use tidings_net::reexports::http::Request;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 /// The tokio runtime: tasks spawned on the runtime the call is made in (`tokio::spawn`),
@@ -80,3 +110,13 @@ impl Runtime for Tokio {
 }
 
 tidings_net::runtime_api!(Tokio, "tokio");
+
+/// Answers `req`, an upgrade request from `remote` on a route of the application's own
+/// hyper or axum server, as the built-in server answers on its WebSocket paths: a refusal,
+/// or 101 and the connection in the hub (see [`Upgrader::upgrade`]). An axum handler
+/// returns the response as it is.
+pub async fn upgrade<B>(upgrader: &Upgrader, req: Request<B>, remote: SocketAddr) -> HttpResponse {
+    upgrader
+        .upgrade(req, remote, |upgraded| TokioIo::new(upgraded).compat())
+        .await
+}
