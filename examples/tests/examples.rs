@@ -75,10 +75,20 @@ async fn joined_own_channel(client: &Client, user: &str) {
     }
 }
 
+/// The two notification servers: on tidings' own server, and inside an axum application.
+const NOTIFY: [&str; 2] = [
+    env!("CARGO_BIN_EXE_notify"),
+    env!("CARGO_BIN_EXE_axum-notify"),
+];
+
 #[test]
 fn notify_delivers_to_one_user_or_everyone_and_counts() {
+    NOTIFY.iter().for_each(|bin| notify_delivers(bin));
+}
+
+fn notify_delivers(bin: &str) {
     let users = ["--user", "42:t42", "--user", "7:t7"];
-    let notify = start_with(env!("CARGO_BIN_EXE_notify"), &users);
+    let notify = start_with(bin, &users);
     let addr = notify.addr();
     smol::block_on(async {
         for path in ["/ws/notifications", "/ws/notifications?token=wrong"] {
@@ -88,7 +98,7 @@ fn notify_delivers_to_one_user_or_everyone_and_counts() {
                     &refused,
                     Err(tidings_smol::Error::Refused { status: 401, .. })
                 ),
-                "{path}: {refused:?}"
+                "{bin} {path}: {refused:?}"
             );
         }
         let u42 = connect(&notify.ws("/ws/notifications?token=t42")).await;
@@ -144,8 +154,12 @@ fn notify_delivers_to_one_user_or_everyone_and_counts() {
 /// user's notifications.
 #[test]
 fn notify_refuses_another_users_channel() {
+    NOTIFY.iter().for_each(|bin| notify_refuses(bin));
+}
+
+fn notify_refuses(bin: &str) {
     let users = ["--user", "42:t42", "--user", "7:t7"];
-    let notify = start_with(env!("CARGO_BIN_EXE_notify"), &users);
+    let notify = start_with(bin, &users);
     let addr = notify.addr();
     smol::block_on(async {
         let spy = connect(&notify.ws("/ws/notifications?token=t7")).await;
@@ -185,6 +199,7 @@ fn every_example_prints_what_answers_there() {
     for (bin, kind) in [
         (env!("CARGO_BIN_EXE_chat"), "page"),
         (env!("CARGO_BIN_EXE_notify"), "page"),
+        (env!("CARGO_BIN_EXE_axum-notify"), "page"),
         (env!("CARGO_BIN_EXE_cursors"), "page"),
         (env!("CARGO_BIN_EXE_echo"), "socket"),
         (env!("CARGO_BIN_EXE_lobby"), "socket"),
@@ -211,6 +226,10 @@ fn every_example_shuts_down_gracefully_on_sigint_and_sigterm() {
     let examples = [
         (env!("CARGO_BIN_EXE_chat"), "/ws?name=ann"),
         (env!("CARGO_BIN_EXE_notify"), "/ws/notifications?token=t42"),
+        (
+            env!("CARGO_BIN_EXE_axum-notify"),
+            "/ws/notifications?token=t42",
+        ),
         (env!("CARGO_BIN_EXE_lobby"), "/ws?name=ann"),
         (env!("CARGO_BIN_EXE_cursors"), "/ws"),
         (env!("CARGO_BIN_EXE_echo"), "/ws"),
