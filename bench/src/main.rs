@@ -1,11 +1,11 @@
 //! `tidings-bench`: the end-to-end benchmarks of BENCHMARKS.md.
 //!
 //! ```text
-//! tidings-bench fanout [--servers tokio,bare,smol,async-std] [--runs 5] [--subscribers 1000]
+//! tidings-bench fanout [--servers tokio,bare,smol,async-std,tidings-tokio] [--runs 5] [--subscribers 1000]
 //!                      [--messages 2000] [--size 128] [--window 0] [--rate 0] [--sources 8]
-//! tidings-bench idle   [--servers tokio,bare,smol,async-std] [--runs 3] [--connections 10000]
+//! tidings-bench idle   [--servers tokio,bare,smol,async-std,tidings-tokio] [--runs 3] [--connections 10000]
 //!                      [--sources 16] [--settle 2] [--hold 10]
-//! tidings-bench server --kind tokio|bare|smol|async-std|smol-redis|smol-redis-idle|smol-redis-solo [--listen 127.0.0.1:0]
+//! tidings-bench server --kind tokio|bare|smol|async-std|tidings-tokio|smol-redis|smol-redis-idle|smol-redis-solo [--listen 127.0.0.1:0]
 //! ```
 //!
 //! Each run starts a fresh server process (`server`), drives it from this process, reads
@@ -65,7 +65,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     let idle = command == "idle";
     let mut o = Options {
-        servers: vec![Kind::Tokio, Kind::Bare, Kind::Smol, Kind::AsyncStd],
+        servers: vec![
+            Kind::Tokio,
+            Kind::Bare,
+            Kind::Smol,
+            Kind::AsyncStd,
+            Kind::TidingsTokio,
+        ],
         runs: if idle { 3 } else { 5 },
         sources: if idle { 16 } else { 8 },
         fanout: Fanout {

@@ -35,6 +35,8 @@ pub enum Kind {
     Smol,
     /// tidings on async-std.
     AsyncStd,
+    /// tidings on tokio's multi-threaded runtime (a worker per core).
+    TidingsTokio,
     /// Two tidings nodes on smol over a Redis backplane (a `redis-server` of the benchmark's
     /// own), in one process: subscribers are split between them.
     SmolRedis,
@@ -53,6 +55,7 @@ impl Kind {
             self,
             Kind::Smol
                 | Kind::AsyncStd
+                | Kind::TidingsTokio
                 | Kind::SmolRedis
                 | Kind::SmolRedisIdle
                 | Kind::SmolRedisSolo
@@ -67,6 +70,7 @@ impl fmt::Display for Kind {
             Kind::Tokio => "tokio",
             Kind::Smol => "smol",
             Kind::AsyncStd => "async-std",
+            Kind::TidingsTokio => "tidings-tokio",
             Kind::SmolRedis => "smol-redis",
             Kind::SmolRedisIdle => "smol-redis-idle",
             Kind::SmolRedisSolo => "smol-redis-solo",
@@ -83,11 +87,12 @@ impl FromStr for Kind {
             "tokio" => Ok(Kind::Tokio),
             "smol" => Ok(Kind::Smol),
             "async-std" => Ok(Kind::AsyncStd),
+            "tidings-tokio" => Ok(Kind::TidingsTokio),
             "smol-redis" => Ok(Kind::SmolRedis),
             "smol-redis-idle" => Ok(Kind::SmolRedisIdle),
             "smol-redis-solo" => Ok(Kind::SmolRedisSolo),
             other => Err(format!(
-                "unknown server {other:?} (bare, tokio, smol, async-std, smol-redis, smol-redis-idle, smol-redis-solo)"
+                "unknown server {other:?} (bare, tokio, smol, async-std, tidings-tokio, smol-redis, smol-redis-idle, smol-redis-solo)"
             )),
         }
     }
@@ -127,6 +132,11 @@ pub fn run(kind: Kind, listen: &str) -> io::Result<()> {
             .await
         }),
         Kind::Tokio => tokio_baseline::run(listen),
+        Kind::TidingsTokio => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .enable_all()
+            .build()?
+            .block_on(serve_tidings(tidings_tokio::builder(), listen)),
         Kind::SmolRedis | Kind::SmolRedisIdle => smol::block_on(nodes(2, listen)),
         Kind::SmolRedisSolo => smol::block_on(nodes(1, listen)),
     }

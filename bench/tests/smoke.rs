@@ -39,7 +39,7 @@ fn fanout_delivers_everything_on_every_server_open_loop_and_windowed() {
     ];
     for extra in [&[][..], &["--window", "8"][..]] {
         let out = bench(&[&small[..], extra].concat());
-        for server in ["tokio", "bare", "smol", "async-std"] {
+        for server in ["tokio", "bare", "smol", "async-std", "tidings-tokio"] {
             let cells = row(&out, server);
             assert_eq!(cells[7], "1 of 1 runs", "{server} lost deliveries:\n{out}");
         }
@@ -68,7 +68,7 @@ fn idle_opens_every_connection_from_several_addresses() {
         "--hold",
         "0",
     ]);
-    for server in ["tokio", "bare", "smol", "async-std"] {
+    for server in ["tokio", "bare", "smol", "async-std", "tidings-tokio"] {
         let cells = row(&out, server);
         assert_eq!(cells[2], "60 (60–60)", "{server} did not open all:\n{out}");
     }
