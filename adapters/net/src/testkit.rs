@@ -41,6 +41,8 @@ macro_rules! loopback_suite {
             oversized_message_is_closed_with_1009,
             client_that_stops_answering_pings_is_closed_in_time,
             client_that_stops_reading_is_cut_while_others_get_everything,
+            a_reader_that_reads_slowly_is_not_cut_by_the_write_timeout,
+            frames_handed_out_before_a_close_go_out_even_while_a_write_is_stuck,
             graceful_shutdown_delivers_queued_messages_then_1001,
             bring_your_own_server_hands_over_a_websocket,
             client_publishes_and_unsubscribes,

@@ -710,6 +710,116 @@ pub async fn client_that_stops_reading_is_cut_while_others_get_everything<R: Run
     drop(slow);
 }
 
+/// The write timeout counts from the last frame the socket took, not from the start of a
+/// burst: a reader that keeps taking frames, however slowly, is never cut by it.
+pub async fn a_reader_that_reads_slowly_is_not_cut_by_the_write_timeout<R: Runtime>(rt: R) {
+    // Bounds and a slow-consumer timeout that cannot cut it: only the write timeout could.
+    let config = Config::default()
+        .max_queue_frames(100_000)
+        .max_queue_bytes(256 * 1024 * 1024)
+        .slow_consumer_timeout(Duration::from_secs(60))
+        .write_window(100_000);
+    let write_timeout = Duration::from_millis(300);
+    let server = start(
+        Builder::new(rt.clone())
+            .config(config)
+            .write_timeout(write_timeout),
+    )
+    .await;
+    let handle = server.handle();
+    let mut reader = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+    raw_send(&mut reader, subscribe("feed")).await;
+    raw_json(&rt, &mut reader).await;
+    // 24 MiB in one burst: more than loopback's socket buffers hold, so the writer waits on
+    // the reader for seconds, much longer than the write timeout.
+    let (count, size) = (384usize, 64 * 1024);
+    let filler = "x".repeat(size);
+    for n in 0..count {
+        let message = Message::json("item", json!({"n": n, "pad": filler}));
+        let delivery = handle.to_room("feed", message).await.expect("publish");
+        assert_eq!(delivery.queued, 1);
+    }
+    let started = Instant::now();
+    for next in 0..count {
+        if next % 20 == 0 {
+            // About 12 MiB a second: slow, but the socket takes frames all the time.
+            sleep(&rt, Duration::from_millis(100)).await;
+        }
+        let item = raw_json(&rt, &mut reader).await;
+        assert_eq!(
+            item["data"]["n"],
+            json!(next),
+            "every item, in order, none after a close"
+        );
+    }
+    assert!(
+        started.elapsed() > write_timeout * 3,
+        "the burst took longer than the write timeout"
+    );
+    assert_eq!(handle.count().await.expect("count"), 1, "not cut");
+}
+
+/// A graceful close that reaches the writer while it is stuck on a reader that is not
+/// reading yet: the frames handed out before the close still go out, in order, then the
+/// close frame (the writer had set them aside and sent the close without them).
+pub async fn frames_handed_out_before_a_close_go_out_even_while_a_write_is_stuck<R: Runtime>(
+    rt: R,
+) {
+    let config = Config::default()
+        .max_queue_frames(100_000)
+        .max_queue_bytes(256 * 1024 * 1024)
+        .slow_consumer_timeout(Duration::from_secs(60))
+        .write_window(100_000)
+        .close_grace(Duration::from_secs(20));
+    let server = start(
+        Builder::new(rt.clone())
+            .config(config)
+            .write_timeout(Duration::from_secs(20))
+            .close_delay(Duration::from_secs(20)),
+    )
+    .await;
+    let handle = server.handle();
+    let mut reader = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+    let conn: ConnId = match raw_next(&rt, &mut reader).await {
+        Some(Ws::Text(welcome)) => {
+            let welcome: Value = serde_json::from_str(&welcome).expect("JSON");
+            welcome["conn"].as_str().expect("conn").parse().expect("id")
+        }
+        other => panic!("expected the welcome, got {other:?}"),
+    };
+    raw_send(&mut reader, subscribe("feed")).await;
+    raw_json(&rt, &mut reader).await;
+    // 24 MiB that the reader does not read yet: more than loopback's socket buffers hold, so
+    // the writer is stuck in this burst.
+    let (count, filler) = (384usize, "x".repeat(64 * 1024));
+    for n in 0..count {
+        let message = Message::json("item", json!({"n": n, "pad": filler}));
+        let delivery = handle.to_room("feed", message).await.expect("publish");
+        assert_eq!(delivery.queued, 1);
+    }
+    sleep(&rt, Duration::from_millis(200)).await;
+    // Handed out while that write is stuck, then the close.
+    let last = Message::json("item", json!({"n": count}));
+    let delivery = handle.to_room("feed", last).await.expect("publish");
+    assert_eq!(delivery.queued, 1);
+    handle
+        .close(conn, CloseCode(4100), "done")
+        .await
+        .expect("close");
+    for next in 0..=count {
+        let item = raw_json(&rt, &mut reader).await;
+        assert_eq!(
+            item["data"]["n"],
+            json!(next),
+            "every item, in order, the last one too"
+        );
+    }
+    match raw_next(&rt, &mut reader).await {
+        Some(Ws::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 4100),
+        other => panic!("expected the close, got {other:?}"),
+    }
+}
+
 /// Reads `count` `item` events numbered 0.. in order.
 async fn read_all<R: Runtime>(c: &Client<R>, count: usize) {
     for next in 0..count {
