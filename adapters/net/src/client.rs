@@ -14,7 +14,7 @@ use async_channel::{Receiver, Sender};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use bytes::Bytes;
 use futures_lite::future::or;
-use futures_lite::{AsyncRead, AsyncWrite, StreamExt};
+use futures_lite::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tidings_core::{CloseCode, Payload};
@@ -23,11 +23,7 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Message;
 
-use crate::{Error, Result, Runtime, SUBPROTOCOL_V1};
-
-/// Any byte stream the client can run over (TCP, or TLS over TCP).
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+use crate::{Error, Io, Result, Runtime, SUBPROTOCOL_V1};
 
 type Stream = Box<dyn Io>;
 

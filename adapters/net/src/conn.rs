@@ -25,7 +25,7 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, Utf8Bytes};
 
-use crate::driver::{Control, Opened, WriterCmd, WriterRx};
+use crate::driver::{Control, Opened, ReadGate, WriterCmd, WriterRx};
 use crate::Runtime;
 
 /// How a connection's socket is run.
@@ -75,39 +75,6 @@ impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.0.live.fetch_sub(1, Ordering::SeqCst);
         self.0.ended.notify(usize::MAX);
-    }
-}
-
-/// Whether the hub reads a connection now: closed by [`Output::PauseReading`], opened by
-/// `ResumeReading` (see the core's flow control). Shared by the hub task and the
-/// connection task; an idle one is a flag and an unallocated event.
-///
-/// [`Output::PauseReading`]: tidings_core::Output::PauseReading
-#[derive(Default)]
-pub(crate) struct ReadGate {
-    paused: AtomicBool,
-    resumed: event_listener::Event,
-}
-
-impl ReadGate {
-    pub fn pause(&self) {
-        self.paused.store(true, Ordering::Release);
-    }
-
-    pub fn resume(&self) {
-        self.paused.store(false, Ordering::Release);
-        self.resumed.notify(usize::MAX);
-    }
-
-    /// Completes once the gate is open.
-    async fn opened(&self) {
-        while self.paused.load(Ordering::Acquire) {
-            let listener = self.resumed.listen();
-            if !self.paused.load(Ordering::Acquire) {
-                return;
-            }
-            listener.await;
-        }
     }
 }
 

@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::pending;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,7 +29,6 @@ use tidings_core::{
 };
 
 use crate::cluster::Stats;
-use crate::conn::ReadGate;
 use crate::router::Routes;
 use crate::Runtime;
 
@@ -60,6 +60,39 @@ pub(crate) enum WriterCmd {
     /// burst, not one per frame.
     Frames(Vec<Frame>),
     Close(CloseCode, String),
+}
+
+/// Whether the hub reads a connection now: closed by [`Output::PauseReading`], opened by
+/// `ResumeReading` (see the core's flow control). Shared by the hub task and the
+/// connection task; an idle one is a flag and an unallocated event.
+///
+/// [`Output::PauseReading`]: tidings_core::Output::PauseReading
+#[derive(Default)]
+pub(crate) struct ReadGate {
+    paused: AtomicBool,
+    resumed: event_listener::Event,
+}
+
+impl ReadGate {
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::Release);
+    }
+
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::Release);
+        self.resumed.notify(usize::MAX);
+    }
+
+    /// Completes once the gate is open.
+    pub async fn opened(&self) {
+        while self.paused.load(Ordering::Acquire) {
+            let listener = self.resumed.listen();
+            if !self.paused.load(Ordering::Acquire) {
+                return;
+            }
+            listener.await;
+        }
+    }
 }
 
 /// A message from a client that no router handler took; read it with
@@ -624,5 +657,33 @@ pub(crate) async fn run<R: Runtime>(
             Wake::Timer => driver.hub.handle_timeout(now),
             Wake::RouterRoom => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn hand_out_vecs_are_reused_and_their_pool_is_bounded() {
+        let hub = Hub::new(tidings_core::Config::default()).expect("hub");
+        let mut driver = Driver::new(hub, 16, None);
+        let now = Instant::now();
+        // Nothing to hand out: no `Vec` is kept that was never used.
+        driver.route_outputs(now);
+        assert!(driver.spare.is_empty());
+        // Writers give back more `Vec`s than the pool keeps.
+        let conn: ConnId = "0.0".parse().expect("id");
+        for _ in 0..SPARE_VECS + 10 {
+            let spare = Vec::with_capacity(8);
+            driver.handle_control(now, Control::Written(conn, 0, spare));
+        }
+        assert_eq!(driver.spare.len(), SPARE_VECS, "kept up to the bound");
+        // A round with nothing to hand out takes one and puts it back.
+        driver.route_outputs(now);
+        assert_eq!(driver.spare.len(), SPARE_VECS);
+        assert!(driver.spare.iter().all(|v| v.capacity() >= 8));
     }
 }

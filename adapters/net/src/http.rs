@@ -4,13 +4,12 @@
 //! handler, so a page and a REST endpoint live on the same port as the WebSocket. hyper's
 //! timer (the handshake timeout) runs on the [`Runtime`]'s clock.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -22,69 +21,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use smol_hyper::rt::FuturesIo;
 
-use crate::server::{ConnectHook, HttpHandler, HttpResponse};
-use crate::{Handle, OriginPolicy, Runtime};
-
-/// The HTTP side of the server: what an upgrade is checked against.
-pub(crate) struct Front<R: Runtime> {
-    pub paths: Vec<String>,
-    pub origin: OriginPolicy,
-    pub subprotocols: Vec<String>,
-    pub connect: Option<ConnectHook>,
-    pub http: Option<HttpHandler<R>>,
-    pub handshake_timeout: Duration,
-    pub keep_headers: Vec<String>,
-    pub per_address: usize,
-    pub pending_handshakes: usize,
-    #[cfg(feature = "tls")]
-    pub tls: Option<futures_rustls::TlsAcceptor>,
-}
-
-pub(crate) struct Shared<R: Runtime> {
-    pub handle: Handle<R>,
-    pub front: Front<R>,
-    /// Connections in their HTTP phase.
-    pub pending: AtomicUsize,
-    /// WebSocket connections per remote address.
-    pub per_address: Mutex<HashMap<IpAddr, usize>>,
-}
-
-impl<R: Runtime> Shared<R> {
-    pub fn new(handle: Handle<R>, front: Front<R>) -> Self {
-        Shared {
-            handle,
-            front,
-            pending: AtomicUsize::new(0),
-            per_address: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Counts one more connection from `ip`, unless it is at its limit.
-    pub fn claim_address(self: &Arc<Self>, ip: IpAddr) -> Option<AddressClaim<R>> {
-        let mut counts = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= self.front.per_address {
-            return None;
-        }
-        *count += 1;
-        Some(AddressClaim(self.clone(), ip))
-    }
-}
-
-/// One connection's share of its address's limit, given back when dropped.
-pub(crate) struct AddressClaim<R: Runtime>(Arc<Shared<R>>, IpAddr);
-
-impl<R: Runtime> Drop for AddressClaim<R> {
-    fn drop(&mut self) {
-        let mut counts = self.0.per_address.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.1) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.1);
-            }
-        }
-    }
-}
+use crate::front::Shared;
+use crate::hooks::HttpResponse;
+use crate::Runtime;
 
 /// A connection in its HTTP phase, counted until dropped.
 struct Pending<R: Runtime>(Arc<Shared<R>>);

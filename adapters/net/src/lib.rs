@@ -29,7 +29,9 @@ mod cluster;
 mod conn;
 mod driver;
 mod error;
+mod front;
 mod handle;
+mod hooks;
 mod http;
 mod origin;
 mod router;
@@ -43,7 +45,7 @@ mod upgrade;
 pub mod testkit;
 
 pub use backplane::{Backplane, Link};
-pub use client::{Client, ClientBuilder, ClientEvent, Io, ServerEvent};
+pub use client::{Client, ClientBuilder, ClientEvent, ServerEvent};
 pub use cluster::{
     AckFailure, Answer, BackplaneStats, ClusterEvent, Emit, EmitAck, Member, Presence, Query,
     Question, Request,
@@ -51,10 +53,11 @@ pub use cluster::{
 pub use driver::Incoming;
 pub use error::{Error, Result};
 pub use handle::Handle;
+pub use hooks::{Accept, ConnectRequest, HttpResponse, Refusal, SUBPROTOCOL_V1};
 pub use origin::OriginPolicy;
 pub use router::{Ctx, Disconnect, Router};
-pub use runtime::Runtime;
-pub use server::{Accept, Builder, ConnectRequest, HttpResponse, Refusal, Server, SUBPROTOCOL_V1};
+pub use runtime::{Io, Runtime};
+pub use server::{Builder, Server};
 pub use upgrade::Upgrader;
 
 /// Names this crate's API for one runtime: `builder()`, `client(url)`, `connect(url)`, type

@@ -17,6 +17,10 @@ use std::time::Instant;
 
 use futures_lite::{AsyncRead, AsyncWrite};
 
+/// Any byte stream a connection can run over (TCP, or TLS over TCP).
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
 /// An async runtime, as the adapters need it.
 pub trait Runtime: Clone + Send + Sync + 'static {
     /// A connected TCP stream.

@@ -1,142 +1,30 @@
 //! The server's configuration and start: a [`Builder`] for the hub and its HTTP front,
 //! [`Builder::launch`](Builder) (the hub task and the router task), and the running
-//! [`Server`]. The accept loop and HTTP serving are in `http.rs`, the upgrade in
-//! `upgrade.rs`.
+//! [`Server`]. The hooks' types are in `hooks.rs`, the front's shared state in `front.rs`,
+//! the accept loop and HTTP serving in `http.rs`, the upgrade in `upgrade.rs`.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::Full;
+use http::Request;
 use hyper::body::Incoming;
-use serde_json::Value;
-use tidings_core::{Config, ConnectionInfo, SubscribePolicy};
+use tidings_core::{Config, SubscribePolicy};
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::backplane::{Backplane, Link, OUTGOING_LIMIT};
 use crate::conn::{ConnOptions, TaskCount};
 use crate::driver::{self, Driver, RouterLink};
+use crate::front::{Front, Shared};
 use crate::handle::Inner;
-use crate::http::{accept_loop, Front, Shared};
+use crate::hooks::{
+    Accept, ConnectHook, ConnectRequest, HttpHandler, HttpResponse, Refusal, SUBPROTOCOL_V1,
+};
+use crate::http::accept_loop;
 use crate::upgrade::{ws_config, Upgrader};
 use crate::{Error, Handle, OriginPolicy, Router, Runtime};
-
-/// A response with the whole body in memory, as the HTTP handler returns it.
-pub type HttpResponse = Response<Full<Bytes>>;
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-pub(crate) type HttpHandler<R> =
-    Arc<dyn Fn(Handle<R>, Request<Incoming>) -> BoxFuture<HttpResponse> + Send + Sync>;
-pub(crate) type ConnectHook =
-    Arc<dyn Fn(ConnectRequest) -> BoxFuture<Result<Accept, Refusal>> + Send + Sync>;
-
-/// The subprotocol of PROTOCOL.md version 1.
-pub const SUBPROTOCOL_V1: &str = "tidings.v1";
-
-/// What the connect hook sees of an upgrade request.
-#[derive(Clone, Debug)]
-pub struct ConnectRequest {
-    /// The path, e.g. `/ws/notifications`.
-    pub path: String,
-    /// The raw query string, e.g. `user_id=42`.
-    pub query: String,
-    /// The request headers.
-    pub headers: HeaderMap,
-    /// The peer's address.
-    pub remote: SocketAddr,
-}
-
-impl ConnectRequest {
-    /// The first query parameter called `key`, percent-decoded.
-    pub fn query_param(&self, key: &str) -> Option<String> {
-        ConnectionInfo::new("")
-            .query(self.query.clone())
-            .query_param(key)
-            .map(|v| v.into_owned())
-    }
-
-    /// The header `name` as text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-/// The connect hook's yes: how to open the connection.
-#[derive(Clone, Debug, Default)]
-pub struct Accept {
-    pub(crate) name: Option<String>,
-    pub(crate) namespace: Option<String>,
-    pub(crate) meta: Vec<(String, Value)>,
-    pub(crate) authenticated: bool,
-}
-
-impl Accept {
-    /// Open it with defaults (no name, namespace `/`, no metadata).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A unique name to find the connection by (e.g. a user id).
-    #[must_use]
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// The namespace to open it in.
-    #[must_use]
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = Some(namespace.into());
-        self
-    }
-
-    /// Counts the connection as authenticated from the start (its credentials came with the
-    /// upgrade), so `Config::auth_timeout` does not close it.
-    #[must_use]
-    pub fn authenticated(mut self) -> Self {
-        self.authenticated = true;
-        self
-    }
-
-    /// Attaches metadata (identity, roles) that handlers read with `Ctx::meta`.
-    #[must_use]
-    pub fn meta(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.meta.push((key.into(), value.into()));
-        self
-    }
-}
-
-/// The connect hook's no: the HTTP status and body the client gets instead of an upgrade.
-#[derive(Clone, Debug)]
-pub struct Refusal {
-    pub(crate) status: StatusCode,
-    pub(crate) body: String,
-}
-
-impl Refusal {
-    /// Any status (4xx or 5xx) with a body.
-    pub fn new(status: StatusCode, body: impl Into<String>) -> Self {
-        Refusal {
-            status,
-            body: body.into(),
-        }
-    }
-
-    /// 401 Unauthorized: who are you?
-    pub fn unauthorized(body: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, body)
-    }
-
-    /// 403 Forbidden: you may not.
-    pub fn forbidden(body: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, body)
-    }
-}
 
 /// Configures and starts a tidings hub, with or without its own server.
 pub struct Builder<R: Runtime> {

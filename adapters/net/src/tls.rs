@@ -3,8 +3,7 @@
 //! `ClientConfig` (`ClientBuilder::tls`) or Mozilla's roots by default. The helpers here
 //! build both from PEM.
 
-use crate::client::Io;
-use crate::{Error, Result};
+use crate::{Error, Io, Result};
 
 #[cfg(feature = "tls")]
 pub use enabled::*;

@@ -20,9 +20,9 @@ use smol_hyper::rt::FuturesIo;
 use tidings_core::{Config, ConnectionInfo};
 use tungstenite::protocol::{Role, WebSocketConfig};
 
+use crate::front::{AddressClaim, Shared};
 use crate::handle::Admitted;
-use crate::http::{AddressClaim, Shared};
-use crate::server::{Accept, ConnectRequest, HttpResponse};
+use crate::hooks::{Accept, ConnectRequest, HttpResponse};
 use crate::{Error, Handle, Runtime};
 
 /// The header that says who refused an upgrade, so that a client can tell the application's
