@@ -21,6 +21,8 @@ pub(crate) struct Front<R: Runtime> {
     pub http: Option<HttpHandler<R>>,
     pub handshake_timeout: Duration,
     pub keep_headers: Vec<String>,
+    /// Where the counters are served in the Prometheus text format, if anywhere.
+    pub metrics: Option<String>,
     pub per_address: usize,
     pub pending_handshakes: usize,
     #[cfg(feature = "tls")]

@@ -362,6 +362,15 @@ impl<R: Runtime> Handle<R> {
         self.call(|d, _| d.hub.counters()).await
     }
 
+    /// The counters in the Prometheus text format (OpenMetrics), for an application that
+    /// serves them itself; the built-in server serves them at [`Builder::metrics`]'s path.
+    /// Every name, its type and meaning are in README.md ("Metrics").
+    ///
+    /// [`Builder::metrics`]: crate::Builder::metrics
+    pub async fn metrics(&self) -> Result<String> {
+        Ok(crate::metrics::render(&self.counters().await?))
+    }
+
     /// The members of `room` (namespace `/`) on every node of the cluster, sorted; this
     /// node's alone without a backplane. Fails with [`Error::Cluster`] if a live node does not
     /// answer within the backplane's time (a node that died stops being expected once its

@@ -134,6 +134,19 @@ where
 {
     let front = &shared.front;
     let path = req.uri().path();
+    if front.metrics.as_deref() == Some(path) {
+        return match shared.handle.metrics().await {
+            Ok(text) => {
+                let mut response = plain(StatusCode::OK, text);
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                );
+                response
+            }
+            Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "the hub has stopped\n"),
+        };
+    }
     if !front.paths.iter().any(|p| path_matches(p, path)) {
         return match &front.http {
             Some(handler) => handler(shared.handle.clone(), req).await,

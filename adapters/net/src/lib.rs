@@ -33,6 +33,7 @@ mod front;
 mod handle;
 mod hooks;
 mod http;
+mod metrics;
 mod origin;
 mod router;
 mod runtime;

@@ -42,6 +42,7 @@ pub struct Builder<R: Runtime> {
     inbox_limit: usize,
     backplane_backlog: usize,
     keep_headers: Vec<String>,
+    metrics: Option<String>,
     per_address: usize,
     pending_handshakes: usize,
     #[cfg(feature = "tls")]
@@ -73,6 +74,7 @@ impl<R: Runtime> Builder<R> {
             inbox_limit: 1024,
             backplane_backlog: OUTGOING_LIMIT,
             keep_headers: Vec::new(),
+            metrics: None,
             per_address: 1000,
             pending_handshakes: 1024,
             #[cfg(feature = "tls")]
@@ -111,6 +113,16 @@ impl<R: Runtime> Builder<R> {
     pub fn config(mut self, config: Config) -> Self {
         self.options.ws = ws_config(&config);
         self.config = config;
+        self
+    }
+
+    /// Serves the hub's counters in the Prometheus text format at `path` (`/metrics`), on
+    /// the same port, before the WebSocket paths and the HTTP handler. Off by default:
+    /// counts of connections and traffic are for operators, not for every visitor. The
+    /// metrics are listed in README.md ("Metrics").
+    #[must_use]
+    pub fn metrics(mut self, path: impl Into<String>) -> Self {
+        self.metrics = Some(path.into());
         self
     }
 
@@ -331,6 +343,7 @@ impl<R: Runtime> Builder<R> {
             http: self.http,
             handshake_timeout: self.handshake_timeout,
             keep_headers: self.keep_headers,
+            metrics: self.metrics,
             per_address: self.per_address,
             pending_handshakes: self.pending_handshakes,
             #[cfg(feature = "tls")]

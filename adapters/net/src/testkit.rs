@@ -38,6 +38,7 @@ macro_rules! loopback_suite {
             connect_hook_refuses_with_401_or_admits_with_identity,
             subprotocols_first_supported_wins,
             plain_http_is_served_beside_the_websocket,
+            metrics_are_served_and_move_with_their_events,
             oversized_message_is_closed_with_1009,
             client_that_stops_answering_pings_is_closed_in_time,
             client_that_stops_reading_is_cut_while_others_get_everything,

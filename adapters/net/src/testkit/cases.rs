@@ -820,6 +820,127 @@ pub async fn frames_handed_out_before_a_close_go_out_even_while_a_write_is_stuck
     }
 }
 
+/// One HTTP/1.1 GET's whole answer, head and body.
+async fn http_get<R: Runtime>(rt: &R, server: &Server<R>, path: &str) -> String {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = rt
+        .connect(&server.local_addr().to_string())
+        .await
+        .expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.expect("read");
+    response
+}
+
+/// The samples of an OpenMetrics text, checked line by line: every line is a `HELP`,
+/// `TYPE` or `UNIT` comment or a sample of a family whose `TYPE` came before it, names are
+/// Prometheus names, values are numbers, and `# EOF` ends it. Sample name (with its labels)
+/// to value.
+fn metric_samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let is_name = |n: &str| {
+        !n.is_empty()
+            && n.chars().enumerate().all(|(i, c)| {
+                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+            })
+    };
+    let body = text.strip_suffix("# EOF\n").expect("ends with # EOF");
+    let mut typed = std::collections::BTreeSet::new();
+    let mut samples = std::collections::BTreeMap::new();
+    for line in body.lines() {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut parts = comment.splitn(3, ' ');
+            let (kind, name) = (parts.next(), parts.next().expect("a name"));
+            assert!(is_name(name), "{line}");
+            match kind {
+                Some("TYPE") => {
+                    let kind = parts.next().expect("a type");
+                    assert!(["counter", "gauge"].contains(&kind), "{line}");
+                    typed.insert(name.to_owned());
+                }
+                Some("HELP" | "UNIT") => {}
+                _ => panic!("not a metrics comment: {line}"),
+            }
+            continue;
+        }
+        let (sample, value) = line.rsplit_once(' ').expect("a sample and its value");
+        let name = sample.split('{').next().expect("a name");
+        assert!(is_name(name), "{line}");
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert!(typed.contains(family), "{line}: no TYPE before it");
+        if let Some(labels) = sample.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "{line}"
+            );
+        }
+        let value: f64 = value.parse().expect("a number");
+        samples.insert(sample.to_owned(), value);
+    }
+    samples
+}
+
+/// `Builder::metrics`: the counters are served in the Prometheus text format on the same
+/// port, and each moves when its event happens.
+pub async fn metrics_are_served_and_move_with_their_events<R: Runtime>(rt: R) {
+    let off = start(Builder::new(rt.clone())).await;
+    assert!(http_get(&rt, &off, "/metrics")
+        .await
+        .starts_with("HTTP/1.1 404"));
+
+    let server = start(Builder::new(rt.clone()).metrics("/metrics")).await;
+    let scrape = || async {
+        let answer = http_get(&rt, &server, "/metrics").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.contains("content-type: application/openmetrics-text"),
+            "{answer}"
+        );
+        let (_, body) = answer.split_once("\r\n\r\n").expect("a body");
+        metric_samples(body)
+    };
+    let before = scrape().await;
+    assert_eq!(before["tidings_connections"], 0.0);
+    assert_eq!(before["tidings_connections_opened_total"], 0.0);
+
+    let a = client(&rt, &server, "/ws").await;
+    a.subscribe("news").await.expect("subscribe");
+    let mut raw_client = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+    raw_send(&mut raw_client, json!({"type": "nonsense"})).await;
+    raw_json(&rt, &mut raw_client).await; // the error answer
+    let handle = server.handle();
+    let news = Message::json("news", json!({"n": 1}));
+    assert_eq!(
+        handle.to_room("news", news).await.expect("publish").queued,
+        1
+    );
+    event(&a).await;
+    let now = scrape().await;
+    assert_eq!(now["tidings_connections"], 2.0);
+    assert_eq!(now["tidings_connections_opened_total"], 2.0);
+    assert_eq!(now["tidings_rooms"], 1.0);
+    assert_eq!(now["tidings_protocol_errors_total"], 1.0);
+    assert!(
+        now["tidings_frames_in_total"] >= 2.0,
+        "subscribe and nonsense"
+    );
+    assert!(now["tidings_frames_out_total"] > before["tidings_frames_out_total"]);
+    assert!(now["tidings_bytes_out_total"] > before["tidings_bytes_out_total"]);
+
+    a.close().await.expect("close");
+    eventually(&rt, "the close is counted by its code", || async {
+        let after = scrape().await;
+        after.get("tidings_connections_closed_total{code=\"1000\"}") == Some(&1.0)
+            && after["tidings_connections"] == 1.0
+    })
+    .await;
+    assert_eq!(
+        handle.metrics().await.expect("metrics").lines().last(),
+        Some("# EOF")
+    );
+}
+
 /// Reads `count` `item` events numbered 0.. in order.
 async fn read_all<R: Runtime>(c: &Client<R>, count: usize) {
     for next in 0..count {
