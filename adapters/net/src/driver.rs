@@ -184,6 +184,9 @@ pub(crate) struct Driver {
     /// allocating. Allocated here and freed by a writer on another thread, they were 2 %
     /// of the server's CPU in the open-loop fan-out (perf).
     spare: Vec<Vec<Frame>>,
+    /// Time the hub task has spent working (from a wake to the end of its drain), for the
+    /// metrics: how close the one hub task is to saturation.
+    pub busy: std::time::Duration,
 }
 
 /// How many emptied hand-out `Vec`s the driver keeps at most.
@@ -206,6 +209,7 @@ impl Driver {
             cluster_listeners: Vec::new(),
             stopped: false,
             spare: Vec::new(),
+            busy: std::time::Duration::ZERO,
         }
     }
 
@@ -601,8 +605,13 @@ pub(crate) async fn run<R: Runtime>(
         Timer,
         RouterRoom,
     }
+    // When the task last woke, to count its busy time once the wake's work is drained.
+    let mut woke: Option<Instant> = None;
     loop {
         driver.drain(Instant::now());
+        if let Some(woke) = woke.take() {
+            driver.busy += woke.elapsed();
+        }
         if driver.stopped {
             return;
         }
@@ -635,6 +644,7 @@ pub(crate) async fn run<R: Runtime>(
             or(control, or(conn, timer.or(room))).await
         };
         let now = Instant::now();
+        woke = Some(now);
         match wake {
             Wake::Control(None) => return, // every handle and connection task is gone
             Wake::Control(Some(first)) => {

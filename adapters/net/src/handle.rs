@@ -57,6 +57,8 @@ pub(crate) struct Inner<R> {
     pub backplane: Option<Arc<crate::cluster::Stats>>,
     /// Where requests for the cluster go, if the hub has a backplane.
     pub requests: Option<async_channel::Sender<crate::Request>>,
+    /// Upgrade requests refused, by HTTP status (for the metrics).
+    pub refusals: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
 }
 
 impl<R: Runtime> Handle<R> {
@@ -368,7 +370,35 @@ impl<R: Runtime> Handle<R> {
     ///
     /// [`Builder::metrics`]: crate::Builder::metrics
     pub async fn metrics(&self) -> Result<String> {
-        Ok(crate::metrics::render(&self.counters().await?))
+        let (counters, busy, depths) = self
+            .call(|d, _| {
+                let depths: Vec<usize> = d.hub.queue_depths().collect();
+                (d.hub.counters(), d.busy, depths)
+            })
+            .await?;
+        let refusals = self
+            .inner
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Ok(crate::metrics::render(&crate::metrics::Snapshot {
+            counters,
+            busy,
+            depths,
+            refusals,
+            backplane: self.backplane(),
+        }))
+    }
+
+    /// Counts an upgrade request refused with `status`.
+    pub(crate) fn count_refusal(&self, status: u16) {
+        let mut refusals = self
+            .inner
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *refusals.entry(status).or_insert(0) += 1;
     }
 
     /// The members of `room` (namespace `/`) on every node of the cluster, sorted; this

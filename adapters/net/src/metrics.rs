@@ -6,13 +6,41 @@
 //!
 //! Encoded by prometheus-client, the Prometheus project's own Rust client.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 use tidings_core::Counters;
+
+use crate::BackplaneStats;
+
+/// What one scrape reads: the hub's counters and what the driver and the server add.
+pub(crate) struct Snapshot {
+    pub counters: Counters,
+    /// The hub task's time spent working.
+    pub busy: Duration,
+    /// Each connection's queue depth in frames.
+    pub depths: Vec<usize>,
+    /// Upgrade requests refused, by HTTP status.
+    pub refusals: BTreeMap<u16, u64>,
+    pub backplane: Option<BackplaneStats>,
+}
+
+/// The queue-depth histogram's buckets, in frames: empty, a few, one write window (512),
+/// the default bound (4,096) and twice it (where non-waiting publishes stop).
+const DEPTH_BUCKETS: [f64; 7] = [0.0, 1.0, 16.0, 128.0, 512.0, 4096.0, 8192.0];
+
+/// An HTTP status, as the label of `tidings_upgrades_refused_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Status {
+    status: u16,
+}
 
 /// The content type of [`render`]'s text (OpenMetrics, which Prometheus reads).
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -102,8 +130,9 @@ const COUNTERS: &[Total] = &[
     ),
 ];
 
-/// `counters` in the text format, every metric named `tidings_...`.
-pub(crate) fn render(counters: &Counters) -> String {
+/// `snapshot` in the text format, every metric named `tidings_...`.
+pub(crate) fn render(snapshot: &Snapshot) -> String {
+    let counters = &snapshot.counters;
     let mut registry = Registry::with_prefix("tidings");
     let gauges = [
         ("connections", "Connections open now.", counters.connections),
@@ -114,14 +143,10 @@ pub(crate) fn render(counters: &Counters) -> String {
         ),
     ];
     for (name, help, value) in gauges {
-        let gauge = Gauge::<i64>::default();
-        gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
-        registry.register(name, help, gauge);
+        registry.register(name, help, gauge(value));
     }
     for (name, help, value) in COUNTERS {
-        let counter = Counter::<u64>::default();
-        counter.inc_by(value(counters));
-        registry.register(*name, *help, counter);
+        registry.register(*name, *help, counter(value(counters)));
     }
     let closed = Family::<Code, Counter>::default();
     for (code, n) in &counters.closes {
@@ -132,10 +157,82 @@ pub(crate) fn render(counters: &Counters) -> String {
         "Connections closed, by close code (4000: slow consumer, 4001: no pong, 4002: rate limit).",
         closed,
     );
+    let refused = Family::<Status, Counter>::default();
+    for (status, n) in &snapshot.refusals {
+        refused
+            .get_or_create(&Status { status: *status })
+            .inc_by(*n);
+    }
+    registry.register(
+        "upgrades_refused",
+        "WebSocket upgrade requests refused, by HTTP status.",
+        refused,
+    );
+    let depths = Histogram::new(DEPTH_BUCKETS);
+    for &depth in &snapshot.depths {
+        depths.observe(depth as f64);
+    }
+    registry.register(
+        "queue_depth_frames",
+        "Connections by queue depth: frames queued or not yet written, sampled at the scrape.",
+        depths,
+    );
+    let busy: Counter<f64> = Counter::default();
+    busy.inc_by(snapshot.busy.as_secs_f64());
+    registry.register_with_unit(
+        "hub_busy",
+        "Time the hub task spent working; its rate is the task's load (1 is saturated).",
+        Unit::Seconds,
+        busy,
+    );
+    if let Some(b) = &snapshot.backplane {
+        registry.register(
+            "backplane_up",
+            "Whether the backplane is up (1) or not (0).",
+            gauge(usize::from(b.up)),
+        );
+        let totals = [
+            (
+                "backplane_sent",
+                "Messages sent to the other nodes.",
+                b.sent,
+            ),
+            (
+                "backplane_received",
+                "Messages from other nodes delivered here.",
+                b.received,
+            ),
+            (
+                "backplane_lost",
+                "Messages published here that never reached the other nodes.",
+                b.lost,
+            ),
+            (
+                "backplane_outages",
+                "Times the backplane's transport went down.",
+                b.outages,
+            ),
+        ];
+        for (name, help, value) in totals {
+            registry.register(name, help, counter(value));
+        }
+    }
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut text, &registry);
     text
+}
+
+fn gauge(value: usize) -> Gauge<i64> {
+    let gauge = Gauge::<i64>::default();
+    gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+    gauge
+}
+
+fn counter(value: u64) -> Counter<u64> {
+    let counter = Counter::<u64>::default();
+    counter.inc_by(value);
+    counter
 }
 
 #[cfg(test)]
@@ -147,10 +244,10 @@ mod tests {
     use super::*;
 
     /// The value of the sample line that starts with `sample ` in `text`.
-    fn value(text: &str, sample: &str) -> Option<u64> {
+    fn value(text: &str, sample: &str) -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-            .map(|v| v.parse().expect("an integer"))
+            .map(|v| v.parse().expect("a number"))
     }
 
     #[test]
@@ -183,20 +280,59 @@ mod tests {
         }
         c.closes.insert(CloseCode(1000), 7);
         c.closes.insert(CloseCode::SLOW_CONSUMER, 2);
-        let text = render(&c);
-        assert_eq!(value(&text, "tidings_connections"), Some(3));
-        assert_eq!(value(&text, "tidings_rooms"), Some(4));
+        let mut refusals = BTreeMap::new();
+        refusals.insert(403, 5);
+        let text = render(&Snapshot {
+            counters: c,
+            busy: Duration::from_millis(1500),
+            depths: vec![0, 0, 3, 600],
+            refusals,
+            backplane: None,
+        });
+        assert_eq!(value(&text, "tidings_connections"), Some(3.0));
+        assert_eq!(value(&text, "tidings_rooms"), Some(4.0));
         for (n, (name, _, _)) in COUNTERS.iter().enumerate() {
             let sample = format!("tidings_{name}_total");
-            assert_eq!(value(&text, &sample), Some(100 + n as u64), "{sample}");
+            assert_eq!(value(&text, &sample), Some(100.0 + n as f64), "{sample}");
         }
         assert_eq!(
             value(&text, "tidings_connections_closed_total{code=\"1000\"}"),
-            Some(7)
+            Some(7.0)
         );
         assert_eq!(
             value(&text, "tidings_connections_closed_total{code=\"4000\"}"),
-            Some(2)
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&text, "tidings_upgrades_refused_total{status=\"403\"}"),
+            Some(5.0)
+        );
+        assert_eq!(value(&text, "tidings_queue_depth_frames_count"), Some(4.0));
+        assert_eq!(value(&text, "tidings_queue_depth_frames_sum"), Some(603.0));
+        // Cumulative buckets: 2 at 0, 2 up to 1 and 16, 3 up to 128, 4 from 4096.
+        assert_eq!(
+            value(&text, "tidings_queue_depth_frames_bucket{le=\"0.0\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&text, "tidings_queue_depth_frames_bucket{le=\"16.0\"}"),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(&text, "tidings_queue_depth_frames_bucket{le=\"512.0\"}"),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(&text, "tidings_queue_depth_frames_bucket{le=\"4096.0\"}"),
+            Some(4.0)
+        );
+        assert!(
+            text.contains("tidings_hub_busy_seconds_total 1.5"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("backplane"),
+            "no backplane, no backplane metrics"
         );
         assert!(text.contains("# TYPE tidings_connections gauge"), "{text}");
         assert!(text.contains("# TYPE tidings_frames_out counter"), "{text}");

@@ -305,6 +305,7 @@ impl<R: Runtime> Builder<R> {
             stop: event_listener::Event::new(),
             backplane: self.backplane.as_ref().map(|_| Arc::default()),
             requests: requests_tx,
+            refusals: Default::default(),
         });
         let link = self.router.map(|router| {
             let (tx, rx) = async_channel::unbounded();

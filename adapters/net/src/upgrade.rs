@@ -186,8 +186,21 @@ struct Admission<R: Runtime> {
 }
 
 /// The checks of an upgrade request, in order: RFC 6455, the origin policy, the
-/// subprotocol, the per-address cap, the connect hook, the hub's own limits.
+/// subprotocol, the per-address cap, the connect hook, the hub's own limits. A refusal is
+/// counted by its status for the metrics.
 async fn admit<R: Runtime, B>(
+    shared: &Arc<Shared<R>>,
+    remote: SocketAddr,
+    req: &Request<B>,
+) -> Result<Admission<R>, HttpResponse> {
+    let admission = checks(shared, remote, req).await;
+    if let Err(refusal) = &admission {
+        shared.handle.count_refusal(refusal.status().as_u16());
+    }
+    admission
+}
+
+async fn checks<R: Runtime, B>(
     shared: &Arc<Shared<R>>,
     remote: SocketAddr,
     req: &Request<B>,

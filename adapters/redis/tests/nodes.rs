@@ -222,6 +222,23 @@ fn nodes_ride_out_a_redis_restart() {
         assert_eq!(got, ("after".to_owned(), json!(3)));
         let stats = a.handle().backplane().unwrap();
         assert!(stats.outages >= 1 && stats.up, "{stats:?}");
+        // The metrics say the same.
+        let metrics = a.handle().metrics().await.expect("metrics");
+        let sample = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .map(|v| v.parse::<f64>().expect("a number"))
+        };
+        assert_eq!(sample("tidings_backplane_up"), Some(1.0), "{metrics}");
+        assert_eq!(
+            sample("tidings_backplane_outages_total"),
+            Some(stats.outages as f64)
+        );
+        assert!(
+            sample("tidings_backplane_sent_total") >= Some(1.0),
+            "{metrics}"
+        );
     });
     drop(redis);
 }

@@ -421,6 +421,13 @@ impl Hub {
         self.outputs.push_back(Output::Event(Box::new(event)));
     }
 
+    /// Each connection's queue depth: frames queued or handed out and not yet reported
+    /// written, in no particular order. O(connections), for sampling (a metrics scrape), not
+    /// for every step.
+    pub fn queue_depths(&self) -> impl Iterator<Item = usize> + '_ {
+        self.sessions.iter().map(|(_, s)| s.depth_frames())
+    }
+
     /// A snapshot of the counters.
     pub fn counters(&self) -> Counters {
         let mut c = self.counters.clone();

@@ -37,3 +37,25 @@ impl Snapshot for Sim {
         self.hub.counters()
     }
 }
+
+/// What a metrics scrape samples: each connection's frames queued or handed out and not
+/// yet written.
+#[test]
+fn queue_depths_count_what_each_connection_has_not_written() {
+    let mut sim = Sim::new(Sim::quiet());
+    let (a, b) = (sim.open_path("/"), sim.open_path("/"));
+    sim.subscribe(a, "r");
+    sim.subscribe(b, "r");
+    sim.drain();
+    sim.stalled.insert(b); // b's writer takes nothing from here on
+    for n in 0..3 {
+        let message = Message::text("t", n.to_string());
+        let _ = sim.hub.publish(sim.now, Target::room("/", "r"), message);
+    }
+    sim.drain();
+    let mut depths: Vec<usize> = sim.hub.queue_depths().collect();
+    depths.sort_unstable();
+    assert_eq!(depths, [0, 3], "a wrote all three, b none");
+    sim.unstall(b);
+    assert_eq!(sim.hub.queue_depths().collect::<Vec<_>>(), [0, 0]);
+}

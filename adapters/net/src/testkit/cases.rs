@@ -856,7 +856,7 @@ fn metric_samples(text: &str) -> std::collections::BTreeMap<String, f64> {
             match kind {
                 Some("TYPE") => {
                     let kind = parts.next().expect("a type");
-                    assert!(["counter", "gauge"].contains(&kind), "{line}");
+                    assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
                     typed.insert(name.to_owned());
                 }
                 Some("HELP" | "UNIT") => {}
@@ -867,7 +867,10 @@ fn metric_samples(text: &str) -> std::collections::BTreeMap<String, f64> {
         let (sample, value) = line.rsplit_once(' ').expect("a sample and its value");
         let name = sample.split('{').next().expect("a name");
         assert!(is_name(name), "{line}");
-        let family = name.strip_suffix("_total").unwrap_or(name);
+        let family = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
         assert!(typed.contains(family), "{line}: no TYPE before it");
         if let Some(labels) = sample.strip_prefix(name) {
             assert!(
@@ -903,6 +906,12 @@ pub async fn metrics_are_served_and_move_with_their_events<R: Runtime>(rt: R) {
     let before = scrape().await;
     assert_eq!(before["tidings_connections"], 0.0);
     assert_eq!(before["tidings_connections_opened_total"], 0.0);
+    assert_eq!(before["tidings_queue_depth_frames_count"], 0.0);
+    let not_an_upgrade = http_get(&rt, &server, "/ws").await;
+    assert!(
+        not_an_upgrade.starts_with("HTTP/1.1 426"),
+        "{not_an_upgrade}"
+    );
 
     let a = client(&rt, &server, "/ws").await;
     a.subscribe("news").await.expect("subscribe");
@@ -927,6 +936,12 @@ pub async fn metrics_are_served_and_move_with_their_events<R: Runtime>(rt: R) {
     );
     assert!(now["tidings_frames_out_total"] > before["tidings_frames_out_total"]);
     assert!(now["tidings_bytes_out_total"] > before["tidings_bytes_out_total"]);
+    assert_eq!(now["tidings_upgrades_refused_total{status=\"426\"}"], 1.0);
+    assert_eq!(
+        now["tidings_queue_depth_frames_count"], 2.0,
+        "one per connection"
+    );
+    assert!(now["tidings_hub_busy_seconds_total"] > 0.0);
 
     a.close().await.expect("close");
     eventually(&rt, "the close is counted by its code", || async {
