@@ -12,6 +12,8 @@ pub struct Counters {
     pub connections: usize,
     /// Rooms that exist now (in every namespace).
     pub rooms: usize,
+    /// Room memberships now: the members of every room, added up.
+    pub members: usize,
     /// Connections ever opened.
     pub connections_opened: u64,
     /// Connections refused by `Hub::open`.
@@ -20,6 +22,10 @@ pub struct Counters {
     pub frames_in: u64,
     /// Bytes received.
     pub bytes_in: u64,
+    /// Messages queued for their recipients by publishes and batch flushes, one per
+    /// recipient (replies, notices, pings and the like are not counted here; they are in
+    /// `frames_out`).
+    pub deliveries: u64,
     /// Frames handed to the driver to write.
     pub frames_out: u64,
     /// Bytes handed to the driver to write.

@@ -70,6 +70,11 @@ const COUNTERS: &[Total] = &[
         c.bytes_in
     }),
     (
+        "deliveries",
+        "Messages queued for recipients by publishes and batches, one per recipient.",
+        |c| c.deliveries,
+    ),
+    (
         "frames_out",
         "WebSocket frames handed to the sockets.",
         |c| c.frames_out,
@@ -140,6 +145,11 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
             "rooms",
             "Rooms that exist now, in every namespace.",
             counters.rooms,
+        ),
+        (
+            "members",
+            "Room memberships now, every room's members added up.",
+            counters.members,
         ),
     ];
     for (name, help, value) in gauges {
@@ -255,12 +265,14 @@ mod tests {
         let mut c = Counters::default();
         c.connections = 3;
         c.rooms = 4;
+        c.members = 9;
         // Each total a distinct value, so a name wired to the wrong field shows.
-        let fields: [&mut u64; 17] = [
+        let fields: [&mut u64; 18] = [
             &mut c.connections_opened,
             &mut c.connections_refused,
             &mut c.frames_in,
             &mut c.bytes_in,
+            &mut c.deliveries,
             &mut c.frames_out,
             &mut c.bytes_out,
             &mut c.dropped,
@@ -291,6 +303,7 @@ mod tests {
         });
         assert_eq!(value(&text, "tidings_connections"), Some(3.0));
         assert_eq!(value(&text, "tidings_rooms"), Some(4.0));
+        assert_eq!(value(&text, "tidings_members"), Some(9.0));
         for (n, (name, _, _)) in COUNTERS.iter().enumerate() {
             let sample = format!("tidings_{name}_total");
             assert_eq!(value(&text, &sample), Some(100.0 + n as f64), "{sample}");

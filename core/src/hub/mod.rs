@@ -433,6 +433,12 @@ impl Hub {
         let mut c = self.counters.clone();
         c.connections = self.sessions.len();
         c.rooms = self.registry.rooms.len();
+        c.members = self
+            .registry
+            .rooms
+            .iter()
+            .map(|(_, r)| r.members.len())
+            .sum();
         c
     }
 

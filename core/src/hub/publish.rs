@@ -353,6 +353,7 @@ impl Hub {
             }
         }
         let (delivery, behind) = (f.delivery, f.behind);
+        self.counters.deliveries += delivery.queued as u64;
         for conn in behind {
             self.check_behind(conn);
         }

@@ -19,6 +19,8 @@ fn counters_add_up() {
     assert_eq!(c.connections, 1);
     assert_eq!(c.connections_opened, 2);
     assert_eq!(c.rooms, 1);
+    assert_eq!(c.members, 1, "a, in r");
+    assert_eq!(c.deliveries, 1, "the publish to r, for a");
     assert_eq!(c.frames_in, 2);
     assert_eq!(c.bytes_in, (subscribe.len() + 65) as u64);
     assert_eq!(c.frames_out, 2);

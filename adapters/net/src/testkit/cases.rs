@@ -929,6 +929,8 @@ pub async fn metrics_are_served_and_move_with_their_events<R: Runtime>(rt: R) {
     assert_eq!(now["tidings_connections"], 2.0);
     assert_eq!(now["tidings_connections_opened_total"], 2.0);
     assert_eq!(now["tidings_rooms"], 1.0);
+    assert_eq!(now["tidings_members"], 1.0);
+    assert_eq!(now["tidings_deliveries_total"], 1.0, "the publish, to a");
     assert_eq!(now["tidings_protocol_errors_total"], 1.0);
     assert!(
         now["tidings_frames_in_total"] >= 2.0,

@@ -123,8 +123,14 @@ pub async fn a_burst_is_pushed_back_to_its_publisher_and_only_the_stalled_reader
         futures_lite::future::zip(reading, read_items(&mut own, BURST)),
     )
     .await;
+    let read_all_at = Instant::now();
 
     let (cut_at, code, reason) = closes.recv().await.expect("the stalled reader's close");
+    assert!(
+        read_all_at >= cut_at,
+        "the publisher's socket was not read while a reader was behind, so the burst could \
+         not all arrive before the stalled reader was cut"
+    );
     assert_eq!(code, CloseCode::SLOW_CONSUMER, "{reason}");
     assert!(reason.contains("slow"), "{reason}");
     assert!(
