@@ -127,7 +127,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         mut burst: Vec<Frame>,
         written: &AtomicUsize,
     ) -> Result<Vec<Frame>, tungstenite::Error> {
-        let mut frames = burst.drain(..);
+        self.feed(burst.drain(..).map(to_message), written).await?;
+        Ok(burst)
+    }
+
+    /// Writes one message and flushes.
+    async fn send(&self, message: Message) -> Result<(), tungstenite::Error> {
+        self.feed(std::iter::once(message), &AtomicUsize::new(0))
+            .await
+    }
+
+    /// Feeds `messages` to the stream, as many per poll as it takes, then flushes.
+    async fn feed(
+        &self,
+        mut messages: impl Iterator<Item = Message>,
+        written: &AtomicUsize,
+    ) -> Result<(), tungstenite::Error> {
         // A message the stream was not ready for when a poll ended.
         let mut waiting: Option<Message> = None;
         poll_fn(|cx| {
@@ -135,7 +150,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
             let mut ws = Pin::new(&mut *ws);
             let mut fed = 0;
             let result = loop {
-                let Some(message) = waiting.take().or_else(|| frames.next().map(to_message)) else {
+                let Some(message) = waiting.take().or_else(|| messages.next()) else {
                     break ws.as_mut().poll_flush(cx);
                 };
                 match ws.as_mut().poll_ready(cx) {
@@ -155,25 +170,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                 written.fetch_add(fed, Ordering::Relaxed);
             }
             result
-        })
-        .await?;
-        drop(frames);
-        Ok(burst)
-    }
-
-    async fn send(&self, message: Message) -> Result<(), tungstenite::Error> {
-        let mut message = Some(message);
-        poll_fn(|cx| {
-            let mut ws = self.lock();
-            let mut ws = Pin::new(&mut *ws);
-            if let Some(m) = message.take() {
-                if ws.as_mut().poll_ready(cx)?.is_pending() {
-                    message = Some(m);
-                    return Poll::Pending;
-                }
-                ws.as_mut().start_send(m)?;
-            }
-            ws.poll_flush(cx)
         })
         .await
     }
