@@ -14,6 +14,18 @@ use tidings_smol::reexports::hyper::body::Incoming;
 use tidings_smol::reexports::hyper::Request;
 use tidings_smol::{HttpResponse, Server};
 
+/// Prints tidings' logs (and the program's own) to standard error, filtered by `RUST_LOG`
+/// (`info` when unset: connections opening and closing, refusals, cuts; `RUST_LOG=warn` for
+/// problems only). Each program calls it first.
+pub fn logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .init();
+}
+
 /// The address from `--listen ADDR` (or `--listen=ADDR`), else `default`.
 pub fn listen_addr(default: &str) -> String {
     flag("listen").unwrap_or_else(|| default.to_owned())

@@ -173,6 +173,7 @@ impl Link {
     /// they went out): they are counted in [`BackplaneStats::lost`](crate::BackplaneStats::lost).
     pub fn lost(&self, messages: u64) {
         self.stats.lost.fetch_add(messages, Ordering::Relaxed);
+        crate::logs::backplane_lost(messages);
     }
 
     /// Reports that a message went out to the other nodes.
@@ -188,6 +189,7 @@ impl Link {
         if was == up {
             return;
         }
+        crate::logs::backplane(up);
         if !up {
             self.stats.outages.fetch_add(1, Ordering::Relaxed);
         }

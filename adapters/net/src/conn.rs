@@ -20,6 +20,7 @@ use futures_lite::future::or;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt, Stream, StreamExt};
 use futures_util::Sink;
 use tidings_core::{CloseCode, ConnId, Frame, Input, Text};
+use tracing::Instrument;
 use tungstenite::error::{CapacityError, ProtocolError};
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::WebSocketConfig;
@@ -82,6 +83,8 @@ impl Drop for TaskGuard {
 /// the channels to the hub.
 pub(crate) struct ConnEnds {
     pub conn: ConnId,
+    /// The span the connection's task runs in (logs.rs).
+    pub span: tracing::Span,
     pub commands: WriterRx,
     pub gate: Arc<ReadGate>,
     pub inbound: Sender<Input>,
@@ -92,6 +95,7 @@ impl ConnEnds {
     pub fn new(opened: Opened, inbound: Sender<Input>, control: Sender<Control>) -> Self {
         ConnEnds {
             conn: opened.conn,
+            span: opened.span,
             commands: opened.commands,
             gate: opened.gate,
             inbound,
@@ -192,6 +196,7 @@ pub(crate) async fn run<R, S>(
     let reader_ended = AtomicBool::new(false);
     let ConnEnds {
         conn,
+        span,
         mut commands,
         gate,
         inbound,
@@ -208,7 +213,7 @@ pub(crate) async fn run<R, S>(
         control: &control,
     };
     let writer = write(&rt, &ws, &mut commands, to_hub, options, &reader_ended);
-    or(reader, writer).await;
+    or(reader, writer).instrument(span).await;
 }
 
 /// Feeds every message to the hub until the stream ends or fails, reading only while the

@@ -131,6 +131,8 @@ struct ConnSlot {
     conn: ConnId,
     writer: WriterTx,
     gate: Arc<ReadGate>,
+    /// The connection's span (logs.rs), closed with the slot.
+    span: tracing::Span,
 }
 
 /// What [`Driver::open`] gives the connection task.
@@ -138,6 +140,8 @@ pub(crate) struct Opened {
     pub conn: ConnId,
     pub commands: WriterRx,
     pub gate: Arc<ReadGate>,
+    /// The connection's span, for its task to run in.
+    pub span: tracing::Span,
 }
 
 /// Where the outcome of a publish that waits for room is sent.
@@ -270,6 +274,9 @@ impl Driver {
         info: ConnectionInfo,
     ) -> Result<Opened, tidings_core::Error> {
         let conn = self.hub.open(now, info)?;
+        let info = self.hub.info(conn);
+        let span = crate::logs::conn_span(conn, info);
+        crate::logs::opened(&span, info.and_then(|i| i.name.as_deref()));
         let (writer, commands) = futures_channel::mpsc::unbounded();
         let gate = Arc::new(ReadGate::default());
         let index = conn.index();
@@ -280,11 +287,13 @@ impl Driver {
             conn,
             writer,
             gate: gate.clone(),
+            span: span.clone(),
         });
         Ok(Opened {
             conn,
             commands,
             gate,
+            span,
         })
     }
 
@@ -497,7 +506,16 @@ impl Driver {
             Event::SubscribeRequest { .. } => routes.is_some_and(|r| r.authorize),
             _ => false,
         };
-        if let Event::Disconnected { conn, .. } = &event {
+        if let Event::Disconnected {
+            conn,
+            code,
+            reason,
+            initiator,
+        } = &event
+        {
+            if let Some(slot) = self.slot(*conn) {
+                crate::logs::closed(&slot.span, *code, reason, *initiator);
+            }
             self.forget(*conn);
         }
         match &event {

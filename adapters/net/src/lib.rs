@@ -33,6 +33,7 @@ mod front;
 mod handle;
 mod hooks;
 mod http;
+mod logs;
 mod metrics;
 mod origin;
 mod router;

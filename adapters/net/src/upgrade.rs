@@ -34,9 +34,22 @@ fn refuse(status: StatusCode, reason: &str) -> HttpResponse {
     refusal_by("server", status, format!("{reason}\n"))
 }
 
+/// Who refused an upgrade and why, kept in the response's extensions (never sent) for the
+/// log line [`admit`] writes.
+#[derive(Clone)]
+struct Why {
+    by: &'static str,
+    reason: String,
+}
+
 /// A refusal with a plain-text body, marked with who refused.
 fn refusal_by(who: &'static str, status: StatusCode, body: String) -> HttpResponse {
+    let why = Why {
+        by: who,
+        reason: body.trim_end().to_owned(),
+    };
     let mut response = Response::new(Full::from(body));
+    response.extensions_mut().insert(why);
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -187,7 +200,7 @@ struct Admission<R: Runtime> {
 
 /// The checks of an upgrade request, in order: RFC 6455, the origin policy, the
 /// subprotocol, the per-address cap, the connect hook, the hub's own limits. A refusal is
-/// counted by its status for the metrics.
+/// counted by its status for the metrics, and logged.
 async fn admit<R: Runtime, B>(
     shared: &Arc<Shared<R>>,
     remote: SocketAddr,
@@ -195,7 +208,13 @@ async fn admit<R: Runtime, B>(
 ) -> Result<Admission<R>, HttpResponse> {
     let admission = checks(shared, remote, req).await;
     if let Err(refusal) = &admission {
-        shared.handle.count_refusal(refusal.status().as_u16());
+        let status = refusal.status().as_u16();
+        shared.handle.count_refusal(status);
+        let (by, reason) = match refusal.extensions().get::<Why>() {
+            Some(why) => (why.by, why.reason.as_str()),
+            None => ("server", ""),
+        };
+        crate::logs::refused(remote, req.uri().path(), status, by, reason);
     }
     admission
 }

@@ -203,6 +203,7 @@ async fn run(redis: Redis, link: Link) {
         link.set_up(false);
         // Up to half again, so nodes that lost Redis together do not come back in step.
         let wait = backoff + backoff.mul_f64(fastrand::f64() / 2.0);
+        tracing::info!(retry_in = ?wait, "redis backplane: reconnecting");
         let until = Instant::now() + wait;
         // Requests made meanwhile are answered at once: the cluster cannot be reached.
         loop {
@@ -362,8 +363,12 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
             .await?;
         Ok::<_, redis::RedisError>((publisher, pubsub.into_on_message()))
     };
-    let Ok((publisher, mut messages)) = connected.await else {
-        return Ended::Failed;
+    let (publisher, mut messages) = match connected.await {
+        Ok(connected) => connected,
+        Err(error) => {
+            tracing::warn!(%error, "redis backplane: cannot connect");
+            return Ended::Failed;
+        }
     };
     let mut node = Node {
         redis,

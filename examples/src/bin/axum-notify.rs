@@ -44,6 +44,7 @@ async fn notify(State(tidings): State<Upgrader>, req: Request) -> HttpResponse {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    tidings_examples::logs();
     let users = users("axum-notify");
     // Caught before the address is printed, so a signal sent as soon as it appears counts.
     let mut signals = Signals::new([Signal::Int, Signal::Term])?;

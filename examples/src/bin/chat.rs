@@ -137,6 +137,7 @@ fn router(names: Names) -> Router {
 }
 
 fn main() -> Result<(), tidings_smol::Error> {
+    tidings_examples::logs();
     smol::block_on(async {
         let listen = tidings_examples::listen_addr("127.0.0.1:8080");
         let mut builder = tidings_smol::builder();

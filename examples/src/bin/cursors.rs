@@ -26,6 +26,7 @@ fn room(doc: &str) -> String {
 }
 
 fn main() -> Result<(), tidings_smol::Error> {
+    tidings_examples::logs();
     smol::block_on(async {
         let router = Router::new()
             .on("move", |ctx: Ctx, m: Move| async move {

@@ -7,6 +7,7 @@ use tidings_examples::Entry;
 use tidings_smol::{Message, Payload, Router};
 
 fn main() -> Result<(), tidings_smol::Error> {
+    tidings_examples::logs();
     smol::block_on(async {
         let router = Router::new().fallback(|ctx, event, data: Payload| async move {
             if ctx.wants_ack() {

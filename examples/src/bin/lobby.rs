@@ -60,6 +60,7 @@ async fn playing(ctx: &Ctx, game: &str) -> bool {
 }
 
 fn main() -> Result<(), tidings_smol::Error> {
+    tidings_examples::logs();
     smol::block_on(async {
         let router = Router::new()
             .on("join_game", |ctx: Ctx, g: Game| async move {

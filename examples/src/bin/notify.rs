@@ -16,6 +16,7 @@ use tidings_examples::{html, json as json_reply, json_body, not_found, Entry};
 use tidings_smol::reexports::http::{Method, StatusCode};
 
 fn main() -> Result<(), tidings_smol::Error> {
+    tidings_examples::logs();
     let users = users("notify");
     smol::block_on(async {
         let builder = tidings_smol::builder()

@@ -77,6 +77,8 @@ pub fn start_with(path: &str, args: &[&str]) -> Running {
     let mut child = Command::new(path)
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
+        // Warnings only: a connection's every opening and closing would drown the test output.
+        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
         .expect("the example starts");
