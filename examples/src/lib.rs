@@ -2,6 +2,8 @@
 //! the tests) where to go, serving until a signal with a graceful shutdown, and small HTTP
 //! answers. Each program is one file in `src/bin/`.
 
+pub mod chat;
+pub mod dashboard;
 pub mod notify;
 
 use async_signal::{Signal, Signals};

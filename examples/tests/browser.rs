@@ -1,7 +1,8 @@
-//! The chat page in a real browser: two headless Chromium pages join the same room, one
+//! The pages in a real browser. The chat: two headless Chromium pages join the same room, one
 //! sends a message, the other shows it; then the same with each page on its own chat
 //! process, the two sharing a `redis-server` (skipped where none is installed, as the
-//! backplane's other tests are). Screenshots are saved under `target/`.
+//! backplane's other tests are). The dashboard: its numbers and lines follow a scripted load
+//! of chat clients. Screenshots are saved under `target/`.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `chromium`, `chromium-driver`). Without
 //! them the test says so loudly and passes, unless `TIDINGS_REQUIRE_BROWSER` is set (as
@@ -17,7 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::json;
+use serde_json::{json, Value};
+use tidings_smol::ClientEvent;
 
 /// Where a program is, from `PATH` or the Debian locations.
 fn find(name: &str, debian: &str) -> Option<PathBuf> {
@@ -85,7 +87,7 @@ async fn enter(page: &Client, url: &str, name: &str) {
 }
 
 #[test]
-fn two_browser_pages_chat_in_the_same_room() {
+fn chat_and_dashboard_pages_in_a_real_browser() {
     let required = std::env::var_os("TIDINGS_REQUIRE_BROWSER").is_some();
     let (Some(chromium), Some(chromedriver)) = (
         find("chromium", "/usr/bin/chromium"),
@@ -138,7 +140,136 @@ fn two_browser_pages_chat_in_the_same_room() {
             let two = common::start_with(env!("CARGO_BIN_EXE_chat"), &flags);
             two_pages_chat(&driver_url, &chromium, &one.url, &two.url, "chat-two-nodes").await;
         }
+        let dashboard = common::start(env!("CARGO_BIN_EXE_dashboard"));
+        dashboard_follows_a_load(&driver_url, &chromium, &dashboard).await;
     });
+}
+
+/// Saves a screenshot of `page` as `target/{shot}.png`.
+async fn screenshot(page: &Client, shot: &str) {
+    let png = page.screenshot().await.expect("screenshot");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    std::fs::create_dir_all(&dir).expect("target dir");
+    let path = dir.join(format!("{shot}.png"));
+    std::fs::write(&path, png).expect("save the screenshot");
+    eprintln!("screenshot: {}", path.display());
+}
+
+/// Waits up to 15 s until the text of the element `id` on `page` satisfies `check`.
+async fn until_text(page: &Client, id: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = page
+            .find(Locator::Id(id))
+            .await
+            .expect("element")
+            .text()
+            .await
+            .expect("text");
+        if check(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "#{id} is {text:?}, not {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Members of a chat room, each reading until it has `said` messages.
+const BOTS: usize = 10;
+
+/// The scripted load: `BOTS` chat clients join `load`, say `said` messages between them,
+/// and each reads them all; then they stay connected until `release` is closed.
+async fn chat_load(
+    ws: String,
+    said: usize,
+    loaded: smol::channel::Sender<()>,
+    release: smol::channel::Receiver<()>,
+) {
+    let mut bots = Vec::new();
+    for n in 0..BOTS {
+        let bot = tidings_smol::connect(&format!("{ws}?name=bot{n}"))
+            .await
+            .expect("connect");
+        bot.subscribe("load").await.expect("subscribe");
+        bots.push(bot);
+    }
+    // Spread over the bots: each stays under the default rate limit (100 messages a second).
+    for n in 0..said {
+        bots[n % BOTS]
+            .emit(
+                "say",
+                json!({"room": "load", "text": format!("message {n}")}),
+            )
+            .await
+            .expect("say");
+    }
+    for bot in &bots {
+        let mut heard = 0;
+        while heard < said {
+            match bot.next_timeout(Duration::from_secs(10)).await {
+                Some(ClientEvent::Event(e)) if e.event == "message" => heard += 1,
+                Some(_) => {}
+                None => panic!("a bot heard {heard} of {said}"),
+            }
+        }
+    }
+    let _ = loaded.send(()).await;
+    let _ = release.recv().await;
+    for bot in &bots {
+        let _ = bot.close().await;
+    }
+}
+
+/// The dashboard page shows its own connection, then the load's: connections, deliveries
+/// (total and a rate above zero on the chart), and the connections gone again after it.
+async fn dashboard_follows_a_load(driver_url: &str, chromium: &Path, dashboard: &common::Running) {
+    let page = page(driver_url, chromium).await;
+    page.goto(&dashboard.url).await.expect("open the dashboard");
+    until_text(&page, "connections", "1", |t| t == "1").await;
+
+    let said = 200;
+    let (loaded_tx, loaded) = smol::channel::bounded(1);
+    let (release_tx, release) = smol::channel::bounded::<()>(1);
+    let ws = dashboard.ws("/ws");
+    let load = std::thread::spawn(move || smol::block_on(chat_load(ws, said, loaded_tx, release)));
+    loaded.recv().await.expect("the load ran");
+
+    let watchers_and_bots = (BOTS + 1).to_string();
+    until_text(&page, "connections", &watchers_and_bots, |t| {
+        t == watchers_and_bots
+    })
+    .await;
+    let least = BOTS * said;
+    until_text(
+        &page,
+        "deliveries-total",
+        &format!("at least {least}"),
+        |t| t.parse::<usize>().is_ok_and(|n| n >= least),
+    )
+    .await;
+    let peak = page
+        .execute("return Math.max(0, ...rates('deliveries'));", vec![])
+        .await
+        .expect("the page's rates");
+    assert!(
+        peak.as_f64().is_some_and(|p| p > 0.0),
+        "the deliveries chart stayed at {peak}"
+    );
+    until_text(&page, "cuts", "0", |t| t == "0").await;
+    screenshot(&page, "dashboard").await;
+
+    drop(release_tx);
+    load.join().expect("the load's thread");
+    until_text(&page, "connections", "1 again", |t| t == "1").await;
+    let plotted: Value = page
+        .execute("return samples.length;", vec![])
+        .await
+        .expect("the page's samples");
+    assert!(
+        plotted.as_u64().is_some_and(|n| n >= 3),
+        "{plotted} samples"
+    );
+    page.close().await.expect("close");
 }
 
 /// Ann opens `url_ann`, bob `url_bob`; bob sees ann join the lobby and then her message. A
@@ -184,12 +315,7 @@ async fn two_pages_chat(
         "{line}"
     );
 
-    let png = bob.screenshot().await.expect("screenshot");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    std::fs::create_dir_all(&dir).expect("target dir");
-    let path = dir.join(format!("{shot}.png"));
-    std::fs::write(&path, png).expect("save the screenshot");
-    eprintln!("screenshot: {}", path.display());
+    screenshot(&bob, shot).await;
     ann.close().await.expect("close");
     bob.close().await.expect("close");
 }

@@ -198,6 +198,7 @@ fn notify_refuses(bin: &str) {
 fn every_example_prints_what_answers_there() {
     for (bin, kind) in [
         (env!("CARGO_BIN_EXE_chat"), "page"),
+        (env!("CARGO_BIN_EXE_dashboard"), "page"),
         (env!("CARGO_BIN_EXE_notify"), "page"),
         (env!("CARGO_BIN_EXE_axum-notify"), "page"),
         (env!("CARGO_BIN_EXE_cursors"), "page"),
@@ -225,6 +226,7 @@ fn every_example_prints_what_answers_there() {
 fn every_example_shuts_down_gracefully_on_sigint_and_sigterm() {
     let examples = [
         (env!("CARGO_BIN_EXE_chat"), "/ws?name=ann"),
+        (env!("CARGO_BIN_EXE_dashboard"), "/ws?name=ann"),
         (env!("CARGO_BIN_EXE_notify"), "/ws/notifications?token=t42"),
         (
             env!("CARGO_BIN_EXE_axum-notify"),

@@ -364,6 +364,19 @@ impl<R: Runtime> Handle<R> {
         self.call(|d, _| d.hub.counters()).await
     }
 
+    /// The time the hub task has spent working since it started: its rate is the task's load
+    /// (1 means saturated), as `tidings_hub_busy_seconds_total`.
+    pub async fn busy(&self) -> Result<Duration> {
+        self.call(|d, _| d.busy).await
+    }
+
+    /// Each connection's queue depth in frames (queued, or handed to its socket and not yet
+    /// written), in no particular order: what `tidings_queue_depth_frames` is sampled from,
+    /// for an application that shows it itself. One pass over the connections.
+    pub async fn queue_depths(&self) -> Result<Vec<usize>> {
+        self.call(|d, _| d.hub.queue_depths().collect()).await
+    }
+
     /// The counters in the Prometheus text format (OpenMetrics), for an application that
     /// serves them itself; the built-in server serves them at [`Builder::metrics`]'s path.
     /// Every name, its type and meaning are in README.md ("Metrics").
