@@ -32,6 +32,19 @@ use crate::cluster::Stats;
 use crate::router::Routes;
 use crate::Runtime;
 
+/// The connection an event for the router is about, if it is about one.
+fn event_conn(event: &Event) -> Option<ConnId> {
+    match event {
+        Event::Message { conn, .. }
+        | Event::Connected { conn }
+        | Event::Disconnected { conn, .. }
+        | Event::Joined { conn, .. }
+        | Event::Left { conn, .. }
+        | Event::SubscribeRequest { conn, .. } => Some(*conn),
+        _ => None,
+    }
+}
+
 /// A command from a handle: runs on the hub task with the driver and the current time.
 pub(crate) type Command = Box<dyn FnOnce(&mut Driver, Instant) + Send>;
 
@@ -122,7 +135,8 @@ pub(crate) const BURST: usize = 256;
 /// The router task's end of the hub: which events it takes and how to reach it.
 pub(crate) struct RouterLink {
     pub routes: Arc<Routes>,
-    pub tx: Sender<Event>,
+    /// Each event with the span of its connection, for the handler to run in.
+    pub tx: Sender<(Event, tracing::Span)>,
     pub room: Arc<event_listener::Event>,
 }
 
@@ -506,6 +520,10 @@ impl Driver {
             Event::SubscribeRequest { .. } => routes.is_some_and(|r| r.authorize),
             _ => false,
         };
+        // The connection's span, taken before a disconnect forgets it.
+        let span = event_conn(&event)
+            .and_then(|conn| self.slot(conn))
+            .map_or_else(tracing::Span::none, |slot| slot.span.clone());
         if let Event::Disconnected {
             conn,
             code,
@@ -513,9 +531,7 @@ impl Driver {
             initiator,
         } = &event
         {
-            if let Some(slot) = self.slot(*conn) {
-                crate::logs::closed(&slot.span, *code, reason, *initiator);
-            }
+            crate::logs::closed(&span, *code, reason, *initiator);
             self.forget(*conn);
         }
         match &event {
@@ -525,7 +541,7 @@ impl Driver {
         }
         if to_router {
             if let Some(r) = &self.router {
-                let _ = r.tx.try_send(event);
+                let _ = r.tx.try_send((event, span));
             }
             return;
         }

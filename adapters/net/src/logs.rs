@@ -2,8 +2,9 @@
 //! "Logs" table and the code cannot drift apart.
 //!
 //! Each connection has a span, `conn{id, remote, path}`, opened with it and closed when the
-//! hub forgets it; its task runs inside the span, and its opening and closing are logged in
-//! it, so a subscriber that prints spans shows one connection's whole life under one prefix.
+//! hub forgets it; its task and the router's handlers for its events run inside the span,
+//! and its opening and closing are logged in it, so a subscriber that prints spans shows one
+//! connection's whole life (the application's own lines included) under one prefix.
 //! Nothing is logged per message at `info` or above: the events here happen once per
 //! connection, per refused upgrade, or per backplane outage.
 

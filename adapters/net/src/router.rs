@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use tidings_core::{CloseCode, ConnId, Event, Message, Payload};
+use tracing::Instrument;
 
 use crate::{Handle, Result, Runtime};
 
@@ -232,96 +233,100 @@ impl<R: Runtime> Router<R> {
         }
     }
 
-    /// The router task: one event at a time, in order.
+    /// The router task: one event at a time, in order, each inside its connection's span
+    /// (see logs.rs), so what a handler logs reads under the connection it is about.
     pub(crate) async fn run(
         self,
         handle: Handle<R>,
-        events: Receiver<Event>,
+        events: Receiver<(Event, tracing::Span)>,
         room: Arc<event_listener::Event>,
     ) {
-        while let Ok(event) = events.recv().await {
+        while let Ok((event, span)) = events.recv().await {
             room.notify(usize::MAX);
-            let ctx = |conn, ack, id| Ctx {
-                handle: handle.clone(),
+            self.dispatch(&handle, event).instrument(span).await;
+        }
+    }
+
+    /// Runs the handler `event` is for, if any, and answers its ack if the handler did not.
+    async fn dispatch(&self, handle: &Handle<R>, event: Event) {
+        let ctx = |conn, ack, id| Ctx {
+            handle: handle.clone(),
+            conn,
+            ack,
+            id,
+            answered: Arc::new(AtomicBool::new(false)),
+        };
+        match event {
+            Event::Message {
                 conn,
+                event,
+                data,
                 ack,
                 id,
-                answered: Arc::new(AtomicBool::new(false)),
-            };
-            match event {
-                Event::Message {
-                    conn,
-                    event,
-                    data,
-                    ack,
-                    id,
-                } => {
-                    let ctx = ctx(conn, ack, id);
-                    let answered = ctx.answered.clone();
-                    let result = if let Some(h) = self.handlers.get(&event) {
-                        h(ctx, data).await
-                    } else if let Some(f) = &self.fallback {
-                        f(ctx, event, data).await
-                    } else {
-                        continue;
+            } => {
+                let ctx = ctx(conn, ack, id);
+                let answered = ctx.answered.clone();
+                let result = if let Some(h) = self.handlers.get(&event) {
+                    h(ctx, data).await
+                } else if let Some(f) = &self.fallback {
+                    f(ctx, event, data).await
+                } else {
+                    return;
+                };
+                // Unanswered, and no `Ctx` left to answer it (a handler that handed its
+                // `Ctx` to spawned work leaves the answer to that work).
+                let unanswered = !answered.load(Ordering::Acquire);
+                if let (Some(ack), true) = (ack, unanswered && Arc::strong_count(&answered) == 1) {
+                    let _ = match result {
+                        Ok(value) => handle.reply_ack(conn, ack, value).await,
+                        Err(why) => {
+                            let code = "internal";
+                            handle.answer_error(conn, None, Some(ack), code, &why).await
+                        }
                     };
-                    // Unanswered, and no `Ctx` left to answer it (a handler that handed its
-                    // `Ctx` to spawned work leaves the answer to that work).
-                    let unanswered = !answered.load(Ordering::Acquire);
-                    if let (Some(ack), true) =
-                        (ack, unanswered && Arc::strong_count(&answered) == 1)
-                    {
-                        let _ = match result {
-                            Ok(value) => handle.reply_ack(conn, ack, value).await,
-                            Err(why) => {
-                                let code = "internal";
-                                handle.answer_error(conn, None, Some(ack), code, &why).await
-                            }
-                        };
-                    }
                 }
-                Event::Connected { conn } => {
-                    if let Some(h) = &self.on_connect {
-                        h(ctx(conn, None, None)).await;
-                    }
+            }
+            Event::Connected { conn } => {
+                if let Some(h) = &self.on_connect {
+                    h(ctx(conn, None, None)).await;
                 }
-                Event::Disconnected {
-                    conn, code, reason, ..
-                } => {
-                    if let Some(h) = &self.on_disconnect {
-                        let handle = handle.clone();
-                        h(Disconnect {
-                            handle,
-                            conn,
-                            code,
-                            reason,
+            }
+            Event::Disconnected {
+                conn, code, reason, ..
+            } => {
+                if let Some(h) = &self.on_disconnect {
+                    let handle = handle.clone();
+                    h(Disconnect {
+                        handle,
+                        conn,
+                        code,
+                        reason,
+                    })
+                    .await;
+                }
+            }
+            Event::Joined { conn, room } => {
+                if let Some(h) = &self.on_join {
+                    h(ctx(conn, None, None), room.to_string()).await;
+                }
+            }
+            Event::Left { conn, room } => {
+                if let Some(h) = &self.on_leave {
+                    h(ctx(conn, None, None), room.to_string()).await;
+                }
+            }
+            Event::SubscribeRequest { conn, channel } => {
+                if let Some(h) = &self.authorize {
+                    let verdict = h(ctx(conn, None, None), channel.clone()).await;
+                    let _ = handle
+                        .call(move |d, now| match verdict {
+                            Ok(()) => d.hub.approve_subscribe(now, conn, &channel),
+                            Err(why) => d.hub.deny_subscribe(now, conn, &channel, &why),
                         })
                         .await;
-                    }
                 }
-                Event::Joined { conn, room } => {
-                    if let Some(h) = &self.on_join {
-                        h(ctx(conn, None, None), room.to_string()).await;
-                    }
-                }
-                Event::Left { conn, room } => {
-                    if let Some(h) = &self.on_leave {
-                        h(ctx(conn, None, None), room.to_string()).await;
-                    }
-                }
-                Event::SubscribeRequest { conn, channel } => {
-                    if let Some(h) = &self.authorize {
-                        let verdict = h(ctx(conn, None, None), channel.clone()).await;
-                        let _ = handle
-                            .call(move |d, now| match verdict {
-                                Ok(()) => d.hub.approve_subscribe(now, conn, &channel),
-                                Err(why) => d.hub.deny_subscribe(now, conn, &channel, &why),
-                            })
-                            .await;
-                    }
-                }
-                _ => {}
             }
+            _ => {}
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What tidings logs through `tracing`, read back from a real subscriber (tracing-subscriber's
 //! `fmt`, as an application would install it) over real sockets: a connection's opening and
-//! closing inside its span, a refused upgrade, a slow consumer cut as a warning, and nothing
-//! per message. Its own test binary: the subscriber is global, for the server's tasks too.
+//! closing inside its span, and its handlers' own logs too; a refused upgrade; a slow
+//! consumer cut as a warning; and nothing per message. Its own test binary: the subscriber is global, for the server's tasks too.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -72,12 +72,20 @@ fn connections_refusals_and_cuts_are_logged_in_each_connection_s_span() {
             .write_window(8)
             .slow_consumer_timeout(Duration::from_millis(300));
         let (closes_tx, closes) = async_channel::unbounded();
-        let router = Router::new().on_disconnect(move |d| {
-            let tx = closes_tx.clone();
-            async move {
-                let _ = tx.send((d.conn, d.code)).await;
-            }
-        });
+        let router = Router::new()
+            .on(
+                "hello",
+                |ctx: tidings_smol::Ctx, _: serde_json::Value| async move {
+                    tracing::info!("the application's handler ran");
+                    let _ = ctx.reply("hi").await;
+                },
+            )
+            .on_disconnect(move |d| {
+                let tx = closes_tx.clone();
+                async move {
+                    let _ = tx.send((d.conn, d.code)).await;
+                }
+            });
         let builder = Builder::new(rt)
             .config(config)
             .router(router)
@@ -98,6 +106,11 @@ fn connections_refusals_and_cuts_are_logged_in_each_connection_s_span() {
         else {
             panic!("no welcome");
         };
+        // Its event's handler logs inside the connection's span.
+        polite
+            .emit_with_ack("hello", json!({}), Some(Duration::from_secs(5)))
+            .await
+            .expect("an answer");
         polite.close().await.expect("close");
         let (gone, code) = closes.recv().await.expect("a disconnect");
         assert_eq!(
@@ -136,6 +149,9 @@ fn connections_refusals_and_cuts_are_logged_in_each_connection_s_span() {
             closed.contains("code=1000") && closed.contains("by=\"peer\""),
             "{closed}"
         );
+
+        let handled = captured.line_with(&[&polite_span, "the application's handler ran"]);
+        assert!(handled.contains(" INFO "), "{handled}");
 
         let refusal = captured.line_with(&["upgrade refused"]);
         for part in [
