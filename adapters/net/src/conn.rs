@@ -20,7 +20,6 @@ use futures_lite::future::or;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt, Stream, StreamExt};
 use futures_util::Sink;
 use tidings_core::{CloseCode, ConnId, Frame, Input, Text};
-use tracing::Instrument;
 use tungstenite::error::{CapacityError, ProtocolError};
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::WebSocketConfig;
@@ -83,8 +82,6 @@ impl Drop for TaskGuard {
 /// the channels to the hub.
 pub(crate) struct ConnEnds {
     pub conn: ConnId,
-    /// The span the connection's task runs in (logs.rs).
-    pub span: tracing::Span,
     pub commands: WriterRx,
     pub gate: Arc<ReadGate>,
     pub inbound: Sender<Input>,
@@ -95,7 +92,6 @@ impl ConnEnds {
     pub fn new(opened: Opened, inbound: Sender<Input>, control: Sender<Control>) -> Self {
         ConnEnds {
             conn: opened.conn,
-            span: opened.span,
             commands: opened.commands,
             gate: opened.gate,
             inbound,
@@ -196,7 +192,6 @@ pub(crate) async fn run<R, S>(
     let reader_ended = AtomicBool::new(false);
     let ConnEnds {
         conn,
-        span,
         mut commands,
         gate,
         inbound,
@@ -213,7 +208,7 @@ pub(crate) async fn run<R, S>(
         control: &control,
     };
     let writer = write(&rt, &ws, &mut commands, to_hub, options, &reader_ended);
-    or(reader, writer).instrument(span).await;
+    or(reader, writer).await;
 }
 
 /// Feeds every message to the hub until the stream ends or fails, reading only while the

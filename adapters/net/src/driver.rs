@@ -146,7 +146,7 @@ struct ConnSlot {
     writer: WriterTx,
     gate: Arc<ReadGate>,
     /// The connection's span (logs.rs), closed with the slot.
-    span: tracing::Span,
+    span: crate::logs::ConnSpan,
 }
 
 /// What [`Driver::open`] gives the connection task.
@@ -154,8 +154,6 @@ pub(crate) struct Opened {
     pub conn: ConnId,
     pub commands: WriterRx,
     pub gate: Arc<ReadGate>,
-    /// The connection's span, for its task to run in.
-    pub span: tracing::Span,
 }
 
 /// Where the outcome of a publish that waits for room is sent.
@@ -289,8 +287,8 @@ impl Driver {
     ) -> Result<Opened, tidings_core::Error> {
         let conn = self.hub.open(now, info)?;
         let info = self.hub.info(conn);
-        let span = crate::logs::conn_span(conn, info);
-        crate::logs::opened(&span, info.and_then(|i| i.name.as_deref()));
+        let span = crate::logs::ConnSpan::new(conn, info);
+        crate::logs::opened(span.get(), info.and_then(|i| i.name.as_deref()));
         let (writer, commands) = futures_channel::mpsc::unbounded();
         let gate = Arc::new(ReadGate::default());
         let index = conn.index();
@@ -301,13 +299,12 @@ impl Driver {
             conn,
             writer,
             gate: gate.clone(),
-            span: span.clone(),
+            span,
         });
         Ok(Opened {
             conn,
             commands,
             gate,
-            span,
         })
     }
 
@@ -523,7 +520,7 @@ impl Driver {
         // The connection's span, taken before a disconnect forgets it.
         let span = event_conn(&event)
             .and_then(|conn| self.slot(conn))
-            .map_or_else(tracing::Span::none, |slot| slot.span.clone());
+            .map_or_else(tracing::Span::none, |slot| slot.span.get().clone());
         if let Event::Disconnected {
             conn,
             code,

@@ -2,9 +2,9 @@
 //! "Logs" table and the code cannot drift apart.
 //!
 //! Each connection has a span, `conn{id, remote, path}`, opened with it and closed when the
-//! hub forgets it; its task and the router's handlers for its events run inside the span,
-//! and its opening and closing are logged in it, so a subscriber that prints spans shows one
-//! connection's whole life (the application's own lines included) under one prefix.
+//! hub forgets it; its opening and closing are logged in it and the router's handlers for
+//! its events run inside it, so a subscriber that prints spans shows one connection's whole
+//! life (the application's own lines included) under one prefix.
 //! Nothing is logged per message at `info` or above: the events here happen once per
 //! connection, per refused upgrade, or per backplane outage.
 
@@ -13,17 +13,31 @@ use std::net::SocketAddr;
 use tidings_core::{CloseCode, ConnId, ConnectionInfo, Initiator};
 use tracing::Span;
 
+/// A disabled span, for connections whose span no subscriber wants.
+static NO_SPAN: Span = Span::none();
+
 /// The span of a connection: its id, the peer's address and the path it was opened on.
-/// A disabled span (no subscriber wants it) costs nothing but its handle.
-pub(crate) fn conn_span(conn: ConnId, info: Option<&ConnectionInfo>) -> Span {
-    match info {
-        Some(info) => tracing::info_span!(
-            "conn",
-            id = %conn,
-            remote = info.remote.map(tracing::field::display),
-            path = %info.path,
-        ),
-        None => tracing::info_span!("conn", id = %conn),
+/// Kept in the connection's hub slot, boxed, and nothing at all while no subscriber wants it:
+/// an idle connection's memory is counted in bytes (a `Span` is 40).
+pub(crate) struct ConnSpan(Option<Box<Span>>);
+
+impl ConnSpan {
+    pub fn new(conn: ConnId, info: Option<&ConnectionInfo>) -> ConnSpan {
+        let span = match info {
+            Some(info) => tracing::info_span!(
+                "conn",
+                id = %conn,
+                remote = info.remote.map(tracing::field::display),
+                path = %info.path,
+            ),
+            None => tracing::info_span!("conn", id = %conn),
+        };
+        ConnSpan((!span.is_disabled()).then(|| Box::new(span)))
+    }
+
+    /// The span (a disabled one if no subscriber wanted it).
+    pub fn get(&self) -> &Span {
+        self.0.as_deref().unwrap_or(&NO_SPAN)
     }
 }
 
