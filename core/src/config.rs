@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::history::{History, HistoryRule};
 
 /// What happens to a non-volatile message from a source that cannot wait when a recipient's
 /// outbound queue is at twice its bound (see [`Config::max_queue_frames`]).
@@ -180,6 +181,13 @@ pub struct Config {
     /// Seed for room epochs: the n-th room created gets epoch `seed + n`. Give each node a
     /// seed far from the others' (e.g. `node_index << 32`). Default 0.
     pub seed: u64,
+    /// Which channels keep history, so that clients can recover what they missed and ask for
+    /// a backlog: the first rule whose pattern matches a channel's name applies (add rules
+    /// with [`Config::history`]). Default none: no channel keeps history.
+    pub history: Vec<HistoryRule>,
+    /// The bytes every channel's history may hold together. Past it the kept publications
+    /// closest to expiring are dropped first. Default 64 MiB.
+    pub max_history_bytes: usize,
 }
 
 impl Default for Config {
@@ -217,6 +225,8 @@ impl Default for Config {
             welcome: true,
             cluster: false,
             seed: 0,
+            history: Vec::new(),
+            max_history_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -301,6 +311,8 @@ setters! {
     cluster: bool;
     /// Sets [`Config::seed`].
     seed: u64;
+    /// Sets [`Config::max_history_bytes`].
+    max_history_bytes: usize;
 }
 
 impl Config {
@@ -356,7 +368,42 @@ impl Config {
         if self.auth_timeout.is_some_and(|t| t.is_zero()) {
             return fail("auth_timeout must be greater than zero");
         }
+        for rule in &self.history {
+            if rule.pattern.is_empty() || rule.history.max_len == 0 || rule.history.ttl.is_zero() {
+                return fail("a history rule needs a pattern, a max_len and a ttl above zero");
+            }
+        }
+        if self.max_history_bytes == 0 {
+            return fail("max_history_bytes must be greater than zero");
+        }
         Ok(())
+    }
+
+    /// Channels whose name matches `pattern` (a name, or a prefix followed by `*`) keep
+    /// `history`, unless an earlier rule matched them.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tidings_core::{Config, History};
+    /// let config = Config::default()
+    ///     .history("chat:*", History::new(100, Duration::from_secs(120)))
+    ///     .history("user:*", History::new(20, Duration::from_secs(600)));
+    /// ```
+    #[must_use]
+    pub fn history(mut self, pattern: &str, history: History) -> Self {
+        self.history.push(HistoryRule {
+            pattern: pattern.to_owned(),
+            history,
+        });
+        self
+    }
+
+    /// What the channel `name` keeps, if anything.
+    pub(crate) fn history_of(&self, name: &str) -> Option<History> {
+        self.history
+            .iter()
+            .find(|rule| rule.matches(name))
+            .map(|rule| rule.history)
     }
 
     /// The queue bound of every connection.

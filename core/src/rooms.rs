@@ -1,13 +1,17 @@
 //! Namespaces and their rooms, interned: names map to slab ids, each room keeps its members in
-//! id order (deterministic fan-out) and its history seam (offset, epoch).
+//! id order (deterministic fan-out), its stream's position (offset, epoch) and, if it keeps
+//! history, its log.
 //!
-//! Empty rooms are freed at once; so are empty namespaces other than `/`.
+//! A room is freed once it has no members and keeps no publications (a room with history
+//! outlives its members until its log is empty, so that they can come back and recover);
+//! so are empty namespaces other than `/`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use slab::Slab;
 
+use crate::history::{History, Log};
 use crate::ids::ConnId;
 
 #[derive(Debug)]
@@ -27,6 +31,15 @@ pub(crate) struct Room {
     /// Changes whenever the room is created anew (its history is lost): the n-th room this
     /// registry creates gets `seed + n`.
     pub epoch: u64,
+    /// Its kept publications, if a history rule matched its name.
+    pub history: Option<Log>,
+}
+
+impl Room {
+    /// Neither members nor kept publications: nothing to keep it for.
+    pub fn unused(&self) -> bool {
+        self.members.is_empty() && self.history.as_ref().is_none_or(|h| h.entries.is_empty())
+    }
 }
 
 #[derive(Debug)]
@@ -90,28 +103,44 @@ impl Registry {
         self.room(self.namespace(ns)?, room)
     }
 
-    /// Adds `conn` to `room` in `ns`, creating the room. Returns the room id and whether the
-    /// connection was not a member before.
-    pub(crate) fn join(&mut self, ns: usize, name: &str, conn: ConnId) -> (usize, Arc<str>, bool) {
-        let id = match self.room(ns, name) {
-            Some(id) => id,
-            None => {
-                self.epochs += 1;
-                let epoch = self.seed.wrapping_add(self.epochs);
-                let name: Arc<str> = name.into();
-                let id = self.rooms.insert(Room {
-                    namespace: ns,
-                    name: name.clone(),
-                    members: BTreeSet::new(),
-                    next_offset: 0,
-                    epoch,
-                });
-                if let Some(n) = self.namespaces.get_mut(ns) {
-                    n.rooms.insert(name, id);
-                }
-                id
-            }
-        };
+    /// The room `name` in `ns`, created (with a new epoch, keeping `history` if given) if it
+    /// does not exist.
+    pub(crate) fn room_or_create(
+        &mut self,
+        ns: usize,
+        name: &str,
+        history: Option<History>,
+    ) -> usize {
+        if let Some(id) = self.room(ns, name) {
+            return id;
+        }
+        self.epochs += 1;
+        let epoch = self.seed.wrapping_add(self.epochs);
+        let name: Arc<str> = name.into();
+        let id = self.rooms.insert(Room {
+            namespace: ns,
+            name: name.clone(),
+            members: BTreeSet::new(),
+            next_offset: 0,
+            epoch,
+            history: history.map(|rule| Log::new(rule, 0)),
+        });
+        if let Some(n) = self.namespaces.get_mut(ns) {
+            n.rooms.insert(name, id);
+        }
+        id
+    }
+
+    /// Adds `conn` to `room` in `ns`, creating the room (keeping `history` if given). Returns
+    /// the room id and whether the connection was not a member before.
+    pub(crate) fn join(
+        &mut self,
+        ns: usize,
+        name: &str,
+        conn: ConnId,
+        history: Option<History>,
+    ) -> (usize, Arc<str>, bool) {
+        let id = self.room_or_create(ns, name, history);
         let room = &mut self.rooms[id];
         let fresh = room.members.insert(conn);
         (id, room.name.clone(), fresh)
@@ -123,14 +152,21 @@ impl Registry {
             return false;
         };
         let was = room.members.remove(&conn);
-        if room.members.is_empty() {
-            let room = self.rooms.remove(id);
-            if let Some(n) = self.namespaces.get_mut(room.namespace) {
-                n.rooms.remove(&room.name);
-            }
-            self.release_namespace(room.namespace);
-        }
+        self.free_if_unused(id);
         was
+    }
+
+    /// Frees room `id` if it has no members and keeps nothing; returns whether it did.
+    pub(crate) fn free_if_unused(&mut self, id: usize) -> bool {
+        if !self.rooms.get(id).is_some_and(Room::unused) {
+            return false;
+        }
+        let room = self.rooms.remove(id);
+        if let Some(n) = self.namespaces.get_mut(room.namespace) {
+            n.rooms.remove(&room.name);
+        }
+        self.release_namespace(room.namespace);
+        true
     }
 }
 
@@ -142,11 +178,11 @@ mod tests {
     fn rooms_are_interned_and_freed_when_empty() {
         let mut r = Registry::new(0);
         let ns = r.namespace_or_create("/chat");
-        let (a, _, fresh) = r.join(ns, "lobby", ConnId::new(1, 0));
+        let (a, _, fresh) = r.join(ns, "lobby", ConnId::new(1, 0), None);
         assert!(fresh);
-        let (b, name, fresh) = r.join(ns, "lobby", ConnId::new(2, 0));
+        let (b, name, fresh) = r.join(ns, "lobby", ConnId::new(2, 0), None);
         assert_eq!((a, &*name, fresh), (b, "lobby", true));
-        let (_, _, fresh) = r.join(ns, "lobby", ConnId::new(2, 0));
+        let (_, _, fresh) = r.join(ns, "lobby", ConnId::new(2, 0), None);
         assert!(!fresh);
         assert!(r.leave(a, ConnId::new(1, 0)));
         assert!(r.room(ns, "lobby").is_some());
@@ -161,11 +197,11 @@ mod tests {
     #[test]
     fn a_recreated_room_has_a_new_epoch() {
         let mut r = Registry::new(1 << 32);
-        let (id, _, _) = r.join(0, "x", ConnId::new(1, 0));
+        let (id, _, _) = r.join(0, "x", ConnId::new(1, 0), None);
         let first = r.rooms[id].epoch;
         assert_eq!(first, (1 << 32) + 1, "epochs start from the seed");
         r.leave(id, ConnId::new(1, 0));
-        let (id, _, _) = r.join(0, "x", ConnId::new(1, 0));
+        let (id, _, _) = r.join(0, "x", ConnId::new(1, 0), None);
         assert_ne!(r.rooms[id].epoch, first);
     }
 }

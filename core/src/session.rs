@@ -102,8 +102,8 @@ pub(crate) struct Session {
     /// Rooms by id, each with its name for events.
     pub rooms: BTreeMap<usize, Arc<str>>,
     /// Channels the client asked for that wait for the application's decision, with the
-    /// request's `id` to answer with as `ref`.
-    pub pending_subscribes: BTreeMap<String, Option<String>>,
+    /// request's `id` to answer with as `ref` and the position it asked to recover from.
+    pub pending_subscribes: BTreeMap<String, (Option<String>, Option<crate::history::Position>)>,
     /// Client→server ack requests the application has not answered, with the deadline by
     /// which the server answers them itself (`Config::answer_timeout`).
     pub acks_in: BTreeMap<u64, Instant>,

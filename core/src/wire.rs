@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::frame::{Frame, Text};
+use crate::history::Position;
 use crate::message::Payload;
 
 /// The protocol version in the `welcome` frame.
@@ -102,6 +103,12 @@ pub(crate) struct Envelope<'a> {
     /// Set on a server's `subscribed` to a channel the client may not leave.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub pinned: bool,
+    /// On a `subscribed` that asked to recover: whether the missed publications follow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    /// Why a recovery or a history request could not be served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
     /// An `ack` frame's failure: the application's error, or its silence.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<Failure<'a>>,
@@ -236,6 +243,40 @@ pub(crate) fn encode_batch(event: &str, channel: Option<&str>, items: &[u8]) -> 
     text_frame(buf)
 }
 
+/// `{"type":"history","channel":...,"offset":...,"epoch":...,"publications":[...]}`: `head`
+/// (kind `history`) with the kept publications, each the event frame it went out as. A
+/// binary publication appears as its header with `"binary":true` (its payload cannot be
+/// JSON): a client gets it whole by recovering.
+pub(crate) fn encode_history<'f>(
+    head: Envelope<'_>,
+    publications: impl Iterator<Item = &'f Frame>,
+) -> Frame {
+    let mut buf = json_bytes(&head, 256);
+    // Reopen the object to append `"publications":[...]`: head ends with `}`.
+    buf.pop();
+    buf.extend_from_slice(b",\"publications\":[");
+    for (n, frame) in publications.enumerate() {
+        if n > 0 {
+            buf.push(b',');
+        }
+        match frame {
+            Frame::Text(text) => buf.extend_from_slice(text.as_str().as_bytes()),
+            Frame::Binary(bytes) => {
+                let end = bytes
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .unwrap_or(bytes.len());
+                // The header is an object: `{` then its fields.
+                buf.extend_from_slice(b"{\"binary\":true,");
+                buf.extend_from_slice(bytes.get(1..end).unwrap_or_default());
+            }
+            Frame::Ping(_) | Frame::Pong(_) => buf.extend_from_slice(b"null"),
+        }
+    }
+    buf.extend_from_slice(b"]}");
+    text_frame(buf)
+}
+
 /// A text batch frame: the header line, then one line per item.
 pub(crate) fn encode_text_batch(header: &str, lines: &str) -> Frame {
     let mut s = String::with_capacity(header.len() + 1 + lines.len());
@@ -296,6 +337,14 @@ pub(crate) struct Request {
 pub(crate) enum Body {
     Subscribe {
         channel: String,
+        /// Where the client's view stands, to recover from (`since` and `epoch`).
+        recover: Option<Position>,
+    },
+    /// The channel's kept publications: the last `limit`, or those from a position on.
+    History {
+        channel: String,
+        since: Option<Position>,
+        limit: Option<u64>,
     },
     Unsubscribe {
         channel: String,
@@ -338,6 +387,9 @@ struct Raw {
     data: Option<Value>,
     id: Option<String>,
     ack: Option<u64>,
+    since: Option<u64>,
+    epoch: Option<u64>,
+    limit: Option<u64>,
 }
 
 /// Decodes a text frame's JSON.
@@ -453,6 +505,24 @@ fn decode(header: &[u8], binary: Option<Bytes>) -> Result<Request, DecodeError> 
     let body = match kind.as_str() {
         "subscribe" => Body::Subscribe {
             channel: need!(raw.channel, "channel"),
+            recover: match raw.since {
+                Some(since) => Some(Position {
+                    since,
+                    epoch: need!(raw.epoch, "epoch"),
+                }),
+                None => None,
+            },
+        },
+        "history" => Body::History {
+            channel: need!(raw.channel, "channel"),
+            since: match raw.since {
+                Some(since) => Some(Position {
+                    since,
+                    epoch: need!(raw.epoch, "epoch"),
+                }),
+                None => None,
+            },
+            limit: raw.limit,
         },
         "unsubscribe" => Body::Unsubscribe {
             channel: need!(raw.channel, "channel"),
@@ -597,6 +667,33 @@ mod tests {
                 Some("r1"),
                 Body::Subscribe {
                     channel: "c".into(),
+                    recover: None,
+                },
+            ),
+            (
+                r#"{"type":"subscribe","channel":"c","since":4,"epoch":9}"#,
+                None,
+                Body::Subscribe {
+                    channel: "c".into(),
+                    recover: Some(Position { since: 4, epoch: 9 }),
+                },
+            ),
+            (
+                r#"{"type":"history","channel":"c","limit":3,"id":"h"}"#,
+                Some("h"),
+                Body::History {
+                    channel: "c".into(),
+                    since: None,
+                    limit: Some(3),
+                },
+            ),
+            (
+                r#"{"type":"history","channel":"c","since":0,"epoch":2}"#,
+                None,
+                Body::History {
+                    channel: "c".into(),
+                    since: Some(Position { since: 0, epoch: 2 }),
+                    limit: None,
                 },
             ),
             (
@@ -661,6 +758,18 @@ mod tests {
             Some(ErrorCode::MissingField)
         );
         assert_eq!(code(r#"{"type":"ack"}"#), Some(ErrorCode::MissingField));
+        // A position is both numbers, each a non-negative integer.
+        let e = decode_text(r#"{"type":"subscribe","channel":"c","since":3}"#).expect_err("half");
+        assert_eq!(e.code, ErrorCode::MissingField);
+        assert!(e.message.contains("epoch"), "{}", e.message);
+        assert_eq!(
+            code(r#"{"type":"history","channel":"c","since":-1,"epoch":1}"#),
+            Some(ErrorCode::Malformed)
+        );
+        assert_eq!(
+            code(r#"{"type":"history","channel":"c","limit":"all"}"#),
+            Some(ErrorCode::Malformed)
+        );
         let e = decode_text(r#"{"type":"nope","id":"r7"}"#).expect_err("unknown");
         assert_eq!(e.code, ErrorCode::UnknownType);
         assert_eq!(e.id.as_deref(), Some("r7"));

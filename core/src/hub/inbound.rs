@@ -4,10 +4,10 @@
 
 use std::time::Instant;
 
-use super::rooms::Subscribed;
 use super::{session_in, Hub};
 use crate::config::SubscribePolicy;
 use crate::frame::{CloseCode, Frame};
+use crate::history::Position;
 use crate::ids::{AckId, ConnId};
 use crate::io::{AckOutcome, Event};
 use crate::message::{Message, Target};
@@ -153,9 +153,17 @@ impl Hub {
         id: Option<&str>,
     ) -> Result<(), Refusal> {
         match body {
-            Body::Subscribe { channel } => {
+            Body::Subscribe { channel, recover } => {
                 self.valid_name("channel", &channel)?;
-                self.on_subscribe(conn, &channel, id)
+                self.on_subscribe(conn, &channel, id, recover)
+            }
+            Body::History {
+                channel,
+                since,
+                limit,
+            } => {
+                self.valid_name("channel", &channel)?;
+                self.on_history(conn, &channel, id, since, limit)
             }
             Body::Unsubscribe { channel } => {
                 if self.is_pinned(conn, &channel) {
@@ -297,9 +305,10 @@ impl Hub {
         conn: ConnId,
         channel: &str,
         reference: Option<&str>,
+        recover: Option<Position>,
     ) -> Result<(), Refusal> {
         if self.in_room(conn, channel) {
-            self.send_subscribed(conn, channel, Subscribed::Client(reference)); // idempotent
+            self.subscribed(conn, channel, reference, recover); // idempotent
             return Ok(());
         }
         let (limit, policy, max_id) = (
@@ -318,7 +327,7 @@ impl Hub {
         match policy {
             SubscribePolicy::Open => {
                 if self.join_quietly(conn, channel, false).is_ok() {
-                    self.send_subscribed(conn, channel, Subscribed::Client(reference));
+                    self.subscribed(conn, channel, reference, recover);
                 }
             }
             SubscribePolicy::Approve => {
@@ -326,13 +335,41 @@ impl Hub {
                 // a name is not kept (it would cost memory per pending request).
                 let id = reference.filter(|r| r.len() <= max_id);
                 s.pending_subscribes
-                    .insert(channel.to_owned(), id.map(str::to_owned));
+                    .insert(channel.to_owned(), (id.map(str::to_owned), recover));
                 self.event(Event::SubscribeRequest {
                     conn,
                     channel: channel.to_owned(),
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Answers a `history` request of a member of `channel`: the kept publications from
+    /// `since` on (the first `limit` of them), or the last `limit`, or why there are none.
+    fn on_history(
+        &mut self,
+        conn: ConnId,
+        channel: &str,
+        reference: Option<&str>,
+        since: Option<Position>,
+        limit: Option<u64>,
+    ) -> Result<(), Refusal> {
+        if !self.in_room(conn, channel) {
+            return Err(Refusal::new(ErrorCode::NotSubscribed, "not subscribed").on(channel));
+        }
+        let (position, kept) = self.kept_for(conn, channel, since, limit);
+        let head = Envelope {
+            kind: "history",
+            channel: Some(channel),
+            reference,
+            offset: position.map(|p| p.0),
+            epoch: position.map(|p| p.1),
+            reason: kept.as_ref().err().map(|e| e.as_str()),
+            ..Envelope::default()
+        };
+        let frame = wire::encode_history(head, kept.iter().flatten());
+        self.reply(conn, frame);
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 
 mod conns;
 mod flow;
+mod history;
 mod inbound;
 mod publish;
 mod rooms;
@@ -37,7 +38,8 @@ pub struct QueueDepth {
 }
 
 /// The size of every internal table, for leak checks: all zero (but `namespaces`, which keeps
-/// `/`) once every connection is gone and every batch has flushed.
+/// `/`) once every connection is gone, every batch has flushed and every kept publication
+/// has expired.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 #[non_exhaustive]
 pub struct Footprint {
@@ -61,6 +63,8 @@ pub struct Footprint {
     pub behind: usize,
     /// Connections whose reading is paused.
     pub paused: usize,
+    /// Bytes of publications kept as channel history (`Config::max_history_bytes` caps it).
+    pub history_bytes: usize,
 }
 
 /// The session behind `id` in `sessions`: a lookup that borrows only the slab, so the caller
@@ -93,6 +97,8 @@ pub struct Hub {
     /// Clients whose reading is paused, with the room they wait on (`None`: their own queue).
     paused: Vec<(ConnId, Option<usize>)>,
     counters: Counters,
+    /// What every channel's history holds together.
+    kept: history::Kept,
     next_ack: u64,
     shutting_down: bool,
     shutdown_reported: bool,
@@ -116,6 +122,7 @@ impl Hub {
             behind: BTreeSet::new(),
             paused: Vec::new(),
             counters: Counters::default(),
+            kept: history::Kept::default(),
             next_ack: 0,
             shutting_down: false,
             shutdown_reported: false,
@@ -281,13 +288,17 @@ impl Hub {
     /// When the hub next needs [`Hub::handle_timeout`], if ever. O(log n).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        match (self.timers.next(), self.kept.next_expiry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Runs every timer due at `now`. Calling it again with the same `now` does nothing.
     /// Follow with [`Hub::poll_output`] until `None`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock(now);
+        self.expire_kept(now);
         while let Some((_, key)) = self.timers.pop_due(now) {
             match key {
                 TimerKey::Conn(conn, which) => self.on_conn_timer(now, conn, which),
@@ -454,6 +465,7 @@ impl Hub {
             pending_acks: self.sessions.iter().map(|(_, s)| s.acks_out.len()).sum(),
             behind: self.behind.len(),
             paused: self.paused.len(),
+            history_bytes: self.kept.bytes(),
             pending_outputs: self.outputs.len()
                 + self
                     .sessions

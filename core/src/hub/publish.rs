@@ -270,17 +270,31 @@ impl Hub {
         fill: Fill,
     ) -> Delivery {
         let mut position = None;
+        let mut kept_in = None;
         if let Scope::Room { namespace, room } = &target.scope {
-            let Some(id) = self.registry.room_by_names(namespace, room) else {
-                return Delivery::default(); // nobody is in it
-            };
             // The channel's stream, numbered without gaps, holds only what every member gets:
             // a publication that leaves someone out, or that may be dropped for a member that
             // is behind, carries no offset (PROTOCOL.md, "Offsets and epochs").
-            if target.except.is_none() && !message.volatile {
+            let numbered = target.except.is_none() && !message.volatile;
+            let existing = self.registry.room_by_names(namespace, room);
+            // A channel that keeps history keeps its stream with nobody in it, so that its
+            // members can come back and recover.
+            let history = (existing.is_none() && numbered)
+                .then(|| self.config.history_of(room))
+                .flatten();
+            let id = match (existing, history) {
+                (Some(id), _) => id,
+                (None, Some(history)) => {
+                    let ns = self.registry.namespace_or_create(namespace);
+                    self.registry.room_or_create(ns, room, Some(history))
+                }
+                (None, None) => return Delivery::default(), // nobody is in it
+            };
+            if numbered {
                 let room = &mut self.registry.rooms[id];
                 position = Some((room.next_offset, room.epoch));
                 room.next_offset += 1;
+                kept_in = room.history.is_some().then_some(id);
             }
         }
         let frame = wire::encode(
@@ -298,7 +312,16 @@ impl Hub {
             },
             Some(&message.payload),
         );
-        self.fan_out(target, &frame, message.volatile, ack, fill)
+        // Kept before it is offered to anyone: a member that recovers later cannot miss it.
+        if let Some(id) = kept_in {
+            self.keep(id, &frame);
+        }
+        let delivery = self.fan_out(target, &frame, message.volatile, ack, fill);
+        if let Some(id) = kept_in {
+            // A room nobody is in whose only publication did not fit under the cap.
+            self.registry.free_if_unused(id);
+        }
+        delivery
     }
 
     /// Offers `frame` to every recipient of `target`.

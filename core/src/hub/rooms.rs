@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::Hub;
 use crate::error::Error;
+use crate::history::{Position, Unrecoverable};
 use crate::ids::ConnId;
 use crate::io::Event;
 use crate::wire::{self, Asked, Envelope, ErrorCode};
@@ -20,7 +21,7 @@ impl Hub {
     pub fn join(&mut self, conn: ConnId, room: &str) -> Result<bool, Error> {
         let joined = self.join_quietly(conn, room, false)?;
         if joined {
-            self.send_subscribed(conn, room, Subscribed::Server { pinned: false });
+            self.send_subscribed(conn, room, Subscribed::Server { pinned: false }, None);
         }
         Ok(joined)
     }
@@ -33,7 +34,7 @@ impl Hub {
         let was_pinned = self.is_pinned(conn, room);
         let joined = self.join_quietly(conn, room, true)?;
         if !was_pinned {
-            self.send_subscribed(conn, room, Subscribed::Server { pinned: true });
+            self.send_subscribed(conn, room, Subscribed::Server { pinned: true }, None);
         }
         Ok(joined)
     }
@@ -65,7 +66,8 @@ impl Hub {
         if s.rooms.len() + s.pending_subscribes.len() >= limit {
             return Err(Error::TooManyRooms { conn, limit });
         }
-        let (id, name, _) = self.registry.join(ns, room, conn);
+        let history = self.config.history_of(room);
+        let (id, name, _) = self.registry.join(ns, room, conn, history);
         if let Some(s) = self.session_mut(conn) {
             s.rooms.insert(id, name.clone());
             if pin {
@@ -188,9 +190,9 @@ impl Hub {
         channel: &str,
     ) -> Result<(), Error> {
         self.clock(now);
-        let reference = self.take_request(conn, channel)?;
+        let (reference, recover) = self.take_request(conn, channel)?;
         self.join_quietly(conn, channel, false)?;
-        self.send_subscribed(conn, channel, Subscribed::Client(reference.as_deref()));
+        self.subscribed(conn, channel, reference.as_deref(), recover);
         Ok(())
     }
 
@@ -204,7 +206,7 @@ impl Hub {
         reason: &str,
     ) -> Result<(), Error> {
         self.clock(now);
-        let reference = self.take_request(conn, channel)?;
+        let (reference, _) = self.take_request(conn, channel)?;
         let error = ErrorCode::SubscribeDenied;
         let asked = Asked {
             reference: reference.as_deref(),
@@ -216,8 +218,12 @@ impl Hub {
         Ok(())
     }
 
-    /// Takes a pending request; returns its id.
-    fn take_request(&mut self, conn: ConnId, channel: &str) -> Result<Option<String>, Error> {
+    /// Takes a pending request; returns its id and the position it asked to recover from.
+    fn take_request(
+        &mut self,
+        conn: ConnId,
+        channel: &str,
+    ) -> Result<(Option<String>, Option<Position>), Error> {
         let s = self
             .session_mut(conn)
             .ok_or(Error::UnknownConnection(conn))?;
@@ -229,9 +235,37 @@ impl Hub {
             })
     }
 
+    /// Answers a client's `subscribe` of a channel it is in now: `subscribed`, and if it asked
+    /// to recover from a position, whether it did, then the publications it missed.
+    pub(super) fn subscribed(
+        &mut self,
+        conn: ConnId,
+        channel: &str,
+        reference: Option<&str>,
+        recover: Option<Position>,
+    ) {
+        let recovery = recover.map(|from| self.kept_since(conn, channel, from));
+        let outcome = recovery
+            .as_ref()
+            .map(|r| r.as_ref().map(|_| ()).map_err(|e| *e));
+        self.send_subscribed(conn, channel, Subscribed::Client(reference), outcome);
+        if let Some(Ok(missed)) = recovery {
+            for frame in missed {
+                self.reply(conn, frame);
+            }
+        }
+    }
+
     /// `{"type":"subscribed","channel":...,"offset":...,"epoch":...}`: the room's position,
-    /// so a client can later ask to recover from it.
-    pub(super) fn send_subscribed(&mut self, conn: ConnId, channel: &str, why: Subscribed<'_>) {
+    /// so a client can later ask to recover from it; with `recovered` (and a `reason` if
+    /// not) when the client asked to.
+    pub(super) fn send_subscribed(
+        &mut self,
+        conn: ConnId,
+        channel: &str,
+        why: Subscribed<'_>,
+        recovery: Option<Result<(), Unrecoverable>>,
+    ) {
         let (reference, server, pinned) = match why {
             Subscribed::Client(reference) => (reference, false, false),
             Subscribed::Server { pinned } => (None, true, pinned),
@@ -250,6 +284,8 @@ impl Hub {
                 epoch: position.map(|p| p.1),
                 server,
                 pinned,
+                recovered: recovery.map(|r| r.is_ok()),
+                reason: recovery.and_then(|r| r.err()).map(Unrecoverable::as_str),
                 ..Envelope::default()
             },
             None,

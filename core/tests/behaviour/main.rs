@@ -9,6 +9,7 @@ mod backpressure;
 mod batching;
 mod connections;
 mod heartbeats;
+mod history;
 mod inbound;
 mod lifecycle;
 mod observability;

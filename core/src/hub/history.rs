@@ -1,0 +1,191 @@
+//! Keeping channel history (see `history.rs`): each publication of a stream that keeps
+//! history is kept as it is encoded, before it is offered to anyone, so a subscriber that
+//! recovers can never miss one that was sent live; kept publications go once too many are
+//! kept, once they are older than their rule's `ttl`, or, past `max_history_bytes` for every
+//! channel together, those closest to expiring first. A room with no members lives until its
+//! last kept publication goes.
+//!
+//! Recovery runs within one step of the hub: the replay is queued behind the `subscribed`
+//! and before any publication that comes later, so the switch from replay to live has no gap
+//! and no duplicate.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use super::Hub;
+use crate::frame::Frame;
+use crate::history::{Entry, Position, Unrecoverable};
+use crate::ids::ConnId;
+
+/// What every log holds together: the oldest entry of each, by when it expires (the next
+/// expiry, and what goes first past the byte cap), and their bytes.
+#[derive(Debug, Default)]
+pub(super) struct Kept {
+    fronts: BTreeSet<(Instant, usize)>,
+    bytes: usize,
+}
+
+impl Kept {
+    /// When the next kept publication expires.
+    pub(super) fn next_expiry(&self) -> Option<Instant> {
+        self.fronts.first().map(|&(at, _)| at)
+    }
+
+    /// Bytes kept in every log.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Hub {
+    /// Keeps `frame`, the publication just numbered in room `id`, if the room keeps history.
+    pub(super) fn keep(&mut self, id: usize, frame: &Frame) {
+        let Some(now) = self.now else { return };
+        let Some(log) = self
+            .registry
+            .rooms
+            .get_mut(id)
+            .and_then(|r| r.history.as_mut())
+        else {
+            return;
+        };
+        let expires = now + log.rule.ttl;
+        if log.entries.is_empty() {
+            self.kept.fronts.insert((expires, id));
+        }
+        log.entries.push_back(Entry {
+            frame: frame.clone(),
+            expires,
+        });
+        let over = log.entries.len().saturating_sub(log.rule.max_len);
+        self.kept.bytes += frame.len();
+        for _ in 0..over {
+            self.drop_oldest(id);
+        }
+        // Past the cap, what would expire first goes first (possibly this very frame, if it
+        // alone is larger than the cap: the room then keeps nothing, and lives on for its
+        // members only).
+        while self.kept.bytes > self.config.max_history_bytes {
+            let Some(&(_, victim)) = self.kept.fronts.first() else {
+                break;
+            };
+            self.drop_oldest(victim);
+            if victim != id {
+                self.registry.free_if_unused(victim);
+            }
+        }
+    }
+
+    /// Drops room `id`'s oldest kept publication.
+    fn drop_oldest(&mut self, id: usize) {
+        let Some(log) = self
+            .registry
+            .rooms
+            .get_mut(id)
+            .and_then(|r| r.history.as_mut())
+        else {
+            return;
+        };
+        let Some(oldest) = log.entries.pop_front() else {
+            return;
+        };
+        log.first += 1;
+        self.kept.bytes -= oldest.frame.len();
+        self.kept.fronts.remove(&(oldest.expires, id));
+        if let Some(next) = log.expiry() {
+            self.kept.fronts.insert((next, id));
+        }
+    }
+
+    /// Drops every kept publication expired at `now`, and the rooms left with neither
+    /// members nor history.
+    pub(super) fn expire_kept(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.kept.fronts.first() {
+            if at > now {
+                return;
+            }
+            self.drop_oldest(id);
+            self.registry.free_if_unused(id);
+        }
+    }
+
+    /// For a `history` request of `conn` in `channel`: the room's position (next offset,
+    /// epoch) and its kept publications from `since` on (the first `limit`), or the last
+    /// `limit` of them, or why there are none.
+    pub(super) fn kept_for(
+        &mut self,
+        conn: ConnId,
+        channel: &str,
+        since: Option<Position>,
+        limit: Option<u64>,
+    ) -> (Option<(u64, u64)>, Result<Vec<Frame>, Unrecoverable>) {
+        if let Some(now) = self.now {
+            self.expire_kept(now);
+        }
+        let from = match since {
+            Some(from) => Ok(from),
+            None => self.current_start(conn, channel),
+        };
+        let kept = from.and_then(|from| self.kept_since(conn, channel, from));
+        let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let kept = kept.map(|mut frames| {
+            if since.is_some() {
+                frames.truncate(limit);
+            } else {
+                frames.drain(..frames.len().saturating_sub(limit));
+            }
+            frames
+        });
+        let position = self
+            .session(conn)
+            .and_then(|s| self.registry.room(s.namespace, channel))
+            .map(|id| {
+                (
+                    self.registry.rooms[id].next_offset,
+                    self.registry.rooms[id].epoch,
+                )
+            });
+        (position, kept)
+    }
+
+    /// The position of the oldest publication `conn`'s room `channel` keeps.
+    fn current_start(&self, conn: ConnId, channel: &str) -> Result<Position, Unrecoverable> {
+        let room = self
+            .session(conn)
+            .and_then(|s| self.registry.room(s.namespace, channel))
+            .map(|id| &self.registry.rooms[id])
+            .ok_or(Unrecoverable::NoHistory)?;
+        let log = room.history.as_ref().ok_or(Unrecoverable::NoHistory)?;
+        Ok(Position {
+            since: log.first,
+            epoch: room.epoch,
+        })
+    }
+
+    /// The kept publications of `conn`'s room `channel` from `from` on, or why they cannot
+    /// all be had.
+    pub(super) fn kept_since(
+        &mut self,
+        conn: ConnId,
+        channel: &str,
+        from: Position,
+    ) -> Result<Vec<Frame>, Unrecoverable> {
+        if let Some(now) = self.now {
+            self.expire_kept(now);
+        }
+        let Some(room) = self
+            .session(conn)
+            .and_then(|s| self.registry.room(s.namespace, channel))
+            .and_then(|id| self.registry.rooms.get(id))
+        else {
+            return Err(Unrecoverable::NoHistory);
+        };
+        let Some(log) = &room.history else {
+            return Err(Unrecoverable::NoHistory);
+        };
+        if from.epoch != room.epoch {
+            return Err(Unrecoverable::EpochChanged);
+        }
+        Ok(log.since(from.since, room.next_offset)?.cloned().collect())
+    }
+}

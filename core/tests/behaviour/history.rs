@@ -1,0 +1,404 @@
+//! Channel history and recovery: a client that comes back with the position it had gets
+//! exactly the publications it missed, in order and once, before any live one; or it is told
+//! why it cannot (epoch changed, too old, ahead, no history). Also the `history` request,
+//! what is kept (the stream only), the bounds (count, age, bytes hub-wide), and rooms that
+//! outlive their members while they keep publications.
+
+use std::time::Duration;
+
+use crate::common::Sim;
+use serde_json::{json, Value};
+use tidings_core::{
+    Config, ConnId, ConnectionInfo, History, Input, Message, Payload, SubscribePolicy, Target,
+};
+
+const TTL: Duration = Duration::from_secs(60);
+
+fn config(max_len: usize) -> Config {
+    Sim::quiet().history("news", History::new(max_len, TTL))
+}
+
+fn publish(sim: &mut Sim, channel: &str, n: u64) {
+    let message = Message::json("item", json!({ "n": n }));
+    let _ = sim
+        .hub
+        .publish(sim.now, Target::room("/", channel), message)
+        .expect("publish");
+    sim.drain();
+}
+
+/// The `n` of each `item` event `conn` received, with its offset.
+fn items(sim: &Sim, conn: ConnId) -> Vec<(u64, u64)> {
+    sim.of_type(conn, "event")
+        .iter()
+        .filter(|e| e["event"] == "item")
+        .map(|e| {
+            (
+                e["data"]["n"].as_u64().unwrap_or(u64::MAX),
+                e["offset"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect()
+}
+
+fn leave_by_dropping(sim: &mut Sim, conn: ConnId) {
+    sim.hub.handle(
+        sim.now,
+        Input::TransportError {
+            conn,
+            error: "gone".into(),
+        },
+    );
+    sim.drain();
+    sim.advance(Duration::from_secs(10));
+}
+
+/// The position the client saw last: the epoch, and the next offset it expects.
+fn position(sim: &Sim, conn: ConnId) -> (u64, u64) {
+    let subscribed = &sim.of_type(conn, "subscribed")[0];
+    let epoch = subscribed["epoch"].as_u64().expect("epoch");
+    let next = items(sim, conn)
+        .last()
+        .map_or(subscribed["offset"].as_u64().expect("offset"), |&(_, o)| {
+            o + 1
+        });
+    (epoch, next)
+}
+
+fn subscribe_since(sim: &mut Sim, conn: ConnId, since: u64, epoch: u64) {
+    sim.send(
+        conn,
+        &format!(
+            r#"{{"type":"subscribe","channel":"news","id":"s","since":{since},"epoch":{epoch}}}"#
+        ),
+    );
+}
+
+#[test]
+fn a_client_that_comes_back_gets_what_it_missed_in_order_then_live() {
+    let mut sim = Sim::new(config(100));
+    let a = sim.open_path("/");
+    sim.subscribe(a, "news");
+    for n in 0..3 {
+        publish(&mut sim, "news", n);
+    }
+    let (epoch, since) = position(&sim, a);
+    assert_eq!(since, 3);
+    leave_by_dropping(&mut sim, a);
+    assert_eq!(sim.hub.room_size("/", "news"), 0);
+    assert!(
+        sim.hub.has_room("/", "news"),
+        "a room keeping history outlives its members"
+    );
+    // Published while nobody is in: kept all the same.
+    publish(&mut sim, "news", 3);
+    publish(&mut sim, "news", 4);
+
+    let b = sim.open_path("/");
+    subscribe_since(&mut sim, b, since, epoch);
+    let subscribed = &sim.of_type(b, "subscribed")[0];
+    assert_eq!(subscribed["recovered"], json!(true));
+    assert_eq!(subscribed["offset"], json!(5), "the next live offset");
+    assert_eq!(subscribed["epoch"], json!(epoch));
+    assert!(subscribed.get("reason").is_none());
+    publish(&mut sim, "news", 5);
+    assert_eq!(items(&sim, b), vec![(3, 3), (4, 4), (5, 5)]);
+    // The subscribed answer comes first, then the replay.
+    let kinds: Vec<Value> = sim.json(b).iter().map(|f| f["type"].clone()).collect();
+    assert_eq!(kinds[0], json!("subscribed"));
+}
+
+#[test]
+fn publications_while_the_application_decides_are_replayed_once_in_order() {
+    let mut sim = Sim::new(config(100).subscribe_policy(SubscribePolicy::Approve));
+    let a = sim.open_path("/");
+    sim.hub.join(a, "news").expect("join");
+    sim.drain();
+    for n in 0..2 {
+        publish(&mut sim, "news", n);
+    }
+    let epoch = sim.of_type(a, "subscribed")[0]["epoch"]
+        .as_u64()
+        .expect("epoch");
+
+    let b = sim.open_path("/");
+    subscribe_since(&mut sim, b, 1, epoch);
+    assert!(
+        sim.of_type(b, "subscribed").is_empty(),
+        "pending the decision"
+    );
+    // Publications during the decision: b is not in the room yet, so not sent live.
+    publish(&mut sim, "news", 2);
+    publish(&mut sim, "news", 3);
+    assert!(items(&sim, b).is_empty());
+    sim.hub
+        .approve_subscribe(sim.now, b, "news")
+        .expect("approve");
+    sim.drain();
+    publish(&mut sim, "news", 4);
+    assert_eq!(items(&sim, b), vec![(1, 1), (2, 2), (3, 3), (4, 4)]);
+    assert_eq!(sim.of_type(b, "subscribed")[0]["recovered"], json!(true));
+}
+
+#[test]
+fn a_lost_history_is_told_not_replayed() {
+    let mut sim = Sim::new(config(100));
+    let a = sim.open_path("/");
+    sim.subscribe(a, "news");
+    publish(&mut sim, "news", 0);
+    let (epoch, since) = position(&sim, a);
+    leave_by_dropping(&mut sim, a);
+    // Everything kept expires: the room goes, and with it the stream's numbering.
+    sim.advance(TTL);
+    assert!(!sim.hub.has_room("/", "news"));
+    assert_eq!(sim.hub.footprint().history_bytes, 0);
+
+    let b = sim.open_path("/");
+    subscribe_since(&mut sim, b, since, epoch);
+    let subscribed = &sim.of_type(b, "subscribed")[0];
+    assert_eq!(subscribed["recovered"], json!(false));
+    assert_eq!(subscribed["reason"], json!("epoch_changed"));
+    assert_ne!(subscribed["epoch"], json!(epoch));
+    assert_eq!(subscribed["offset"], json!(0));
+    assert!(items(&sim, b).is_empty());
+    assert!(
+        sim.hub.in_room(b, "news"),
+        "subscribed all the same, live from here"
+    );
+}
+
+#[test]
+fn older_than_kept_ahead_of_the_stream_and_no_history_are_each_told() {
+    let mut sim = Sim::new(config(3).history("*", History::new(1, TTL)));
+    let a = sim.open_path("/");
+    sim.subscribe(a, "news");
+    for n in 0..6 {
+        publish(&mut sim, "news", n);
+    }
+    let epoch = sim.of_type(a, "subscribed")[0]["epoch"]
+        .as_u64()
+        .expect("epoch");
+    let answer = |sim: &mut Sim, since: u64| {
+        let c = sim.open_path("/");
+        subscribe_since(sim, c, since, epoch);
+        let subscribed = sim.of_type(c, "subscribed")[0].clone();
+        (
+            subscribed["recovered"].clone(),
+            subscribed["reason"].clone(),
+            items(sim, c),
+        )
+    };
+    // Only the last three (offsets 3, 4, 5) are kept.
+    assert_eq!(
+        answer(&mut sim, 3),
+        (json!(true), Value::Null, vec![(3, 3), (4, 4), (5, 5)])
+    );
+    assert_eq!(answer(&mut sim, 6), (json!(true), Value::Null, vec![]));
+    assert_eq!(
+        answer(&mut sim, 2),
+        (json!(false), json!("too_old"), vec![])
+    );
+    assert_eq!(
+        answer(&mut sim, 7),
+        (json!(false), json!("offset_ahead"), vec![])
+    );
+    // A channel without a rule keeps nothing: "other" matches only "*" here, so use a
+    // hub without one.
+    let mut bare = Sim::new(Sim::quiet());
+    let c = bare.open_path("/");
+    subscribe_since(&mut bare, c, 0, 1);
+    let subscribed = &bare.of_type(c, "subscribed")[0];
+    assert_eq!(
+        (
+            subscribed["recovered"].clone(),
+            subscribed["reason"].clone()
+        ),
+        (json!(false), json!("no_history"))
+    );
+}
+
+#[test]
+fn only_the_stream_is_kept_and_count_and_age_bound_it() {
+    let mut sim = Sim::new(config(2));
+    let a = sim.open_path("/");
+    let b = sim.open_path("/");
+    sim.subscribe(a, "news");
+    sim.subscribe(b, "news");
+    let epoch = sim.of_type(a, "subscribed")[0]["epoch"]
+        .as_u64()
+        .expect("epoch");
+    publish(&mut sim, "news", 0);
+    // Not part of the stream: one that leaves a member out, and a volatile one.
+    let except = Target::room("/", "news").except(b);
+    let _ = sim
+        .hub
+        .publish(sim.now, except, Message::json("item", json!({"n": 100})))
+        .expect("publish");
+    let volatile = Message::json("item", json!({"n": 101})).volatile();
+    let _ = sim
+        .hub
+        .publish(sim.now, Target::room("/", "news"), volatile)
+        .expect("publish");
+    sim.drain();
+    let c = sim.open_path("/");
+    subscribe_since(&mut sim, c, 0, epoch);
+    assert_eq!(items(&sim, c), vec![(0, 0)]);
+
+    // Age: half a TTL later two more; the first expires at its TTL, they at theirs.
+    sim.advance(TTL / 2);
+    publish(&mut sim, "news", 1);
+    let kept_one = sim.hub.footprint().history_bytes;
+    sim.advance(TTL / 2);
+    assert!(
+        sim.hub.footprint().history_bytes < kept_one,
+        "offset 0 expired"
+    );
+    let d = sim.open_path("/");
+    subscribe_since(&mut sim, d, 0, epoch);
+    assert_eq!(sim.of_type(d, "subscribed")[0]["reason"], json!("too_old"));
+    let e = sim.open_path("/");
+    subscribe_since(&mut sim, e, 1, epoch);
+    assert_eq!(items(&sim, e), vec![(1, 1)]);
+}
+
+#[test]
+fn history_bytes_are_capped_for_every_channel_together_closest_to_expiry_first() {
+    let mut sim = Sim::new(
+        Sim::quiet()
+            .history("old", History::new(100, Duration::from_secs(10)))
+            .history("new", History::new(100, Duration::from_secs(100)))
+            .max_history_bytes(2_000),
+    );
+    for n in 0..5 {
+        publish(&mut sim, "old", n);
+    }
+    let old = sim.hub.footprint().history_bytes;
+    assert!(old > 0 && old < 2_000, "{old}");
+    for n in 0..100 {
+        publish(&mut sim, "new", n);
+        assert!(sim.hub.footprint().history_bytes <= 2_000);
+    }
+    // "old" expires first, so it went first: its room, nobody in it, is gone.
+    assert!(!sim.hub.has_room("/", "old"));
+    assert!(sim.hub.has_room("/", "new"));
+    // A publication larger than the whole cap is sent but not kept.
+    let c = sim.open_path("/");
+    sim.subscribe(c, "new");
+    let big = Message::json("item", json!({"n": 1000, "pad": "x".repeat(3_000)}));
+    let _ = sim
+        .hub
+        .publish(sim.now, Target::room("/", "new"), big)
+        .expect("publish");
+    sim.drain();
+    assert_eq!(items(&sim, c).last().map(|i| i.0), Some(1000));
+    assert!(sim.hub.footprint().history_bytes <= 2_000);
+}
+
+#[test]
+fn a_room_nobody_is_in_goes_with_its_last_kept_publication() {
+    let mut sim = Sim::new(config(10));
+    publish(&mut sim, "news", 0);
+    assert!(sim.hub.has_room("/", "news"), "kept for members to come");
+    publish(&mut sim, "elsewhere", 0);
+    assert!(
+        !sim.hub.has_room("/", "elsewhere"),
+        "no rule: nothing kept, no room"
+    );
+    assert_eq!(
+        sim.hub.poll_timeout(),
+        Some(sim.now + TTL),
+        "the expiry is a deadline"
+    );
+    sim.advance(TTL);
+    let footprint = sim.hub.footprint();
+    assert_eq!((footprint.rooms, footprint.history_bytes), (0, 0));
+    assert_eq!(sim.hub.poll_timeout(), None);
+}
+
+#[test]
+fn a_history_request_returns_the_last_n_or_from_a_position() {
+    let mut sim = Sim::new(config(10));
+    let a = sim.open_path("/");
+    sim.send(a, r#"{"type":"history","channel":"news","id":"h0"}"#);
+    let refused = &sim.of_type(a, "error")[0];
+    assert_eq!(
+        (refused["code"].clone(), refused["ref"].clone()),
+        (json!("not_subscribed"), json!("h0"))
+    );
+    sim.subscribe(a, "news");
+    for n in 0..4 {
+        publish(&mut sim, "news", n);
+    }
+    let binary = Message::new("blob", Payload::Binary(vec![0, 1, 2].into()));
+    let _ = sim
+        .hub
+        .publish(sim.now, Target::room("/", "news"), binary)
+        .expect("publish");
+    sim.drain();
+    let epoch = sim.of_type(a, "subscribed")[0]["epoch"]
+        .as_u64()
+        .expect("epoch");
+    let offsets = |answer: &Value| -> Vec<u64> {
+        answer["publications"]
+            .as_array()
+            .expect("publications")
+            .iter()
+            .filter_map(|p| p["offset"].as_u64())
+            .collect()
+    };
+
+    sim.send(
+        a,
+        r#"{"type":"history","channel":"news","id":"h1","limit":2}"#,
+    );
+    let last_two = sim.of_type(a, "history")[0].clone();
+    assert_eq!(last_two["ref"], json!("h1"));
+    assert_eq!(
+        (last_two["offset"].clone(), last_two["epoch"].clone()),
+        (json!(5), json!(epoch))
+    );
+    assert_eq!(offsets(&last_two), vec![3, 4]);
+    assert_eq!(last_two["publications"][0]["data"], json!({"n": 3}));
+    // A binary publication appears as its header (its payload is not JSON).
+    assert_eq!(last_two["publications"][1]["binary"], json!(true));
+    assert_eq!(last_two["publications"][1]["event"], json!("blob"));
+
+    sim.send(
+        a,
+        &format!(r#"{{"type":"history","channel":"news","since":1,"epoch":{epoch},"limit":2}}"#),
+    );
+    assert_eq!(offsets(&sim.of_type(a, "history")[1]), vec![1, 2]);
+    let stale_epoch = epoch + 1;
+    sim.send(
+        a,
+        &format!(r#"{{"type":"history","channel":"news","since":0,"epoch":{stale_epoch}}}"#),
+    );
+    let stale = sim.of_type(a, "history")[2].clone();
+    assert_eq!(stale["reason"], json!("epoch_changed"));
+    assert_eq!(offsets(&stale), Vec::<u64>::new());
+}
+
+#[test]
+fn recovery_goes_through_the_queue_bounds_like_any_answer() {
+    // A replay longer than the queue bound pauses the client's reading until it drains,
+    // rather than being cut short or cutting the reader.
+    let mut sim = Sim::new(config(50).max_queue_frames(8).write_window(4));
+    for n in 0..40 {
+        publish(&mut sim, "news", n);
+    }
+    let epoch = {
+        let probe = sim.open_path("/");
+        sim.subscribe(probe, "news");
+        sim.of_type(probe, "subscribed")[0]["epoch"]
+            .as_u64()
+            .expect("epoch")
+    };
+    let c = sim.open(ConnectionInfo::new("/"));
+    sim.stalled.insert(c);
+    subscribe_since(&mut sim, c, 0, epoch);
+    sim.unstall(c);
+    sim.advance(Duration::from_secs(1));
+    let got: Vec<u64> = items(&sim, c).iter().map(|i| i.0).collect();
+    assert_eq!(got, (0..40).collect::<Vec<_>>());
+    assert!(sim.close_of(c).is_none());
+}
