@@ -23,6 +23,55 @@ pub mod conformance;
 pub mod flow;
 pub mod hostile;
 
+/// Everything a log subscriber wrote, for tests that read tidings' log lines back: install
+/// a subscriber whose writer is `move || captured.clone()`.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// The lines written so far.
+    pub fn lines(&self) -> Vec<String> {
+        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The lines holding every part of `parts`.
+    pub fn lines_with(&self, parts: &[&str]) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .collect()
+    }
+
+    /// The one line that holds every part of `parts`; fails listing every line otherwise.
+    pub fn line_with(&self, parts: &[&str]) -> String {
+        let found = self.lines_with(parts);
+        assert_eq!(
+            found.len(),
+            1,
+            "one line with {parts:?} in:\n{}",
+            self.lines().join("\n")
+        );
+        found[0].clone()
+    }
+}
+
 /// Generates one `#[test]` per case of the suite for a runtime.
 #[macro_export]
 macro_rules! loopback_suite {

@@ -5,55 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use tidings_net::testkit::{client, raw, raw_json, raw_send, start, subscribe, with_deadline};
+use tidings_net::testkit::{
+    client, raw, raw_json, raw_send, start, subscribe, with_deadline, Captured,
+};
 use tidings_net::{Builder, ClientEvent, Refusal, Router};
 use tidings_smol::reexports::http::StatusCode;
 use tidings_smol::{Accept, CloseCode, Config, Message, Smol};
-
-/// Everything the subscriber wrote, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines(&self) -> Vec<String> {
-        let bytes = self.0.lock().unwrap();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// The one line that holds every part of `parts`; fails listing every line otherwise.
-    fn line_with(&self, parts: &[&str]) -> String {
-        let lines = self.lines();
-        let found: Vec<&String> = lines
-            .iter()
-            .filter(|l| parts.iter().all(|p| l.contains(p)))
-            .collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "one line with {parts:?} in:\n{}",
-            lines.join("\n")
-        );
-        found[0].clone()
-    }
-}
 
 #[test]
 fn connections_refusals_and_cuts_are_logged_in_each_connection_s_span() {
@@ -118,6 +78,22 @@ fn connections_refusals_and_cuts_are_logged_in_each_connection_s_span() {
             (polite_id.clone(), CloseCode::NORMAL)
         );
 
+        // One the application closes: a normal close by the server is not a cut.
+        let dismissed = client(&rt, &server, "/ws").await;
+        let Some(ClientEvent::Welcome {
+            conn: dismissed_id, ..
+        }) = dismissed.next().await
+        else {
+            panic!("no welcome");
+        };
+        let conn: tidings_smol::ConnId = dismissed_id.parse().expect("a connection id");
+        handle
+            .close(conn, CloseCode::NORMAL, "come back tomorrow")
+            .await
+            .expect("close");
+        let (gone, code) = closes.recv().await.expect("a disconnect");
+        assert_eq!((gone, code), (conn, CloseCode::NORMAL));
+
         // A refused upgrade.
         let refused = raw(&rt, &server.ws_url("/ws?room=private"), &[]).await;
         assert_eq!(refused.err().map(|(status, _)| status), Some(403));
@@ -153,6 +129,12 @@ fn connections_refusals_and_cuts_are_logged_in_each_connection_s_span() {
         let handled = captured.line_with(&[&polite_span, "the application's handler ran"]);
         assert!(handled.contains(" INFO "), "{handled}");
 
+        let dismissed_span = format!("conn{{id={dismissed_id} ");
+        let closed = captured.line_with(&[&dismissed_span, "connection closed"]);
+        for part in [" INFO ", "code=1000", "by=\"server\"", "come back tomorrow"] {
+            assert!(closed.contains(part), "{part} in {closed}");
+        }
+
         let refusal = captured.line_with(&["upgrade refused"]);
         for part in [
             "status=403",
@@ -168,7 +150,7 @@ fn connections_refusals_and_cuts_are_logged_in_each_connection_s_span() {
 
         // Nothing per message: a thousand publishes, a handful of lines.
         let lines = captured.lines();
-        assert!(lines.len() <= 8, "{}", lines.join("\n"));
+        assert!(lines.len() <= 10, "{}", lines.join("\n"));
         assert!(
             !lines.iter().any(|l| l.contains("item")),
             "{}",

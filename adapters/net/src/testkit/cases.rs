@@ -7,7 +7,7 @@ use tidings_core::{CloseCode, Config, ConnId, ConnectionInfo, Message, Payload, 
 use tungstenite::Message as Ws;
 
 use super::*;
-use crate::{Accept, Error, OriginPolicy, Refusal, Router};
+use crate::{Accept, Ctx, Error, OriginPolicy, Refusal, Router};
 
 /// The connection id our client was welcomed with, as the server knows it.
 async fn welcome<R: Runtime>(client: &Client<R>) -> String {
@@ -347,6 +347,20 @@ pub async fn router_handlers_fallback_hooks_and_subscribe_authorization<R: Runti
             |_, xs: Vec<i64>| async move { xs.iter().sum::<i64>() },
         )
         .on("forget", |_, _: Value| async {})
+        .on("later", {
+            let rt = rt.clone();
+            move |ctx: Ctx<R>, _: Value| {
+                let rt = rt.clone();
+                async move {
+                    // Its `Ctx` goes to spawned work, which answers once the handler is done.
+                    let work_rt = rt.clone();
+                    rt.spawn(async move {
+                        sleep(&work_rt, Duration::from_millis(20)).await;
+                        let _ = ctx.reply("later").await;
+                    });
+                }
+            }
+        })
         .fallback(|ctx, event, _| async move {
             ctx.error(&format!("unknown command {event:?}"))
                 .await
@@ -444,6 +458,9 @@ pub async fn router_handlers_fallback_hooks_and_subscribe_authorization<R: Runti
     assert_eq!(sum.expect("answered"), Payload::Json(json!(6)));
     let forgot = a.emit_with_ack("forget", json!(0), None).await;
     assert_eq!(forgot.expect("answered"), Payload::Json(Value::Null));
+    // One that hands its `Ctx` to spawned work leaves the answer to that work.
+    let later = a.emit_with_ack("later", json!(0), None).await;
+    assert_eq!(later.expect("answered"), Payload::Json(json!("later")));
 
     a.subscribe("public").await.expect("allowed");
     match a.subscribe("private-x").await {
@@ -944,6 +961,10 @@ pub async fn metrics_are_served_and_move_with_their_events<R: Runtime>(rt: R) {
         "one per connection"
     );
     assert!(now["tidings_hub_busy_seconds_total"] > 0.0);
+    // The same figures from the handle, for an application that shows them itself.
+    let depths = handle.queue_depths().await.expect("depths");
+    assert_eq!(depths.len(), 2, "one per connection: {depths:?}");
+    assert!(handle.busy().await.expect("busy") > Duration::ZERO);
 
     a.close().await.expect("close");
     eventually(&rt, "the close is counted by its code", || async {
