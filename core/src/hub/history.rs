@@ -17,6 +17,9 @@ use crate::frame::Frame;
 use crate::history::{Entry, Position, Unrecoverable};
 use crate::ids::ConnId;
 
+/// The kept publications asked for, or why they cannot all be had.
+pub(super) type Replay = Result<Vec<Frame>, Unrecoverable>;
+
 /// What every log holds together: the oldest entry of each, by when it expires (the next
 /// expiry, and what goes first past the byte cap), and their bytes.
 #[derive(Debug, Default)]
@@ -118,7 +121,7 @@ impl Hub {
         channel: &str,
         since: Option<Position>,
         limit: Option<u64>,
-    ) -> (Option<(u64, u64)>, Result<Vec<Frame>, Unrecoverable>) {
+    ) -> (Option<(u64, u64)>, Replay) {
         if let Some(now) = self.now {
             self.expire_kept(now);
         }
@@ -169,7 +172,7 @@ impl Hub {
         conn: ConnId,
         channel: &str,
         from: Position,
-    ) -> Result<Vec<Frame>, Unrecoverable> {
+    ) -> Replay {
         if let Some(now) = self.now {
             self.expire_kept(now);
         }
