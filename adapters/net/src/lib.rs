@@ -103,7 +103,7 @@ macro_rules! runtime_api {
         pub type Upgrader = $crate::Upgrader<$runtime>;
 
         pub use $crate::reexports::tidings_core::{
-            CloseCode, Config, ConnId, ConnectionInfo, Delivery, Message, Payload, Target,
+            CloseCode, Config, ConnId, ConnectionInfo, Delivery, History, Message, Payload, Target,
         };
         pub use $crate::{
             reexports, Accept, ClientEvent, ConnectRequest, Error, HttpResponse, Incoming,

@@ -167,12 +167,7 @@ impl Hub {
 
     /// The kept publications of `conn`'s room `channel` from `from` on, or why they cannot
     /// all be had.
-    pub(super) fn kept_since(
-        &mut self,
-        conn: ConnId,
-        channel: &str,
-        from: Position,
-    ) -> Replay {
+    pub(super) fn kept_since(&mut self, conn: ConnId, channel: &str, from: Position) -> Replay {
         if let Some(now) = self.now {
             self.expire_kept(now);
         }

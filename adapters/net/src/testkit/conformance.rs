@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_tungstenite::WebSocketStream;
 use serde_json::{json, Value};
-use tidings_core::{AppHeartbeat, Config, Message, Payload, Target};
+use tidings_core::{AppHeartbeat, Config, History, Message, Payload, Target};
 
 use super::*;
 use crate::{Ctx, Router};
@@ -97,7 +97,8 @@ pub fn example_app<R: Runtime>() -> (Config, Router<R>) {
     let config = Config::default()
         .client_publish(true)
         .answer_timeout(Duration::from_secs(1))
-        .app_heartbeat(Some(AppHeartbeat::default()));
+        .app_heartbeat(Some(AppHeartbeat::default()))
+        .history("feed:*", History::new(100, Duration::from_secs(120)));
     let batch_ttl = Duration::from_millis(500);
     let router = Router::new()
         .on("save", |_, _: Value| async { json!({"saved": true}) })
