@@ -3,7 +3,11 @@
 //! matched to their answers by `id`/`ref`, acks by number.
 //!
 //! A background task reads the socket, so WebSocket pings are answered (by tungstenite)
-//! and acks resolve even while the application is not reading events.
+//! and acks resolve even while the application is not reading events. It also keeps, for
+//! each channel the client is in, the position of the next publication it has not seen; with
+//! [`ClientBuilder::reconnect`] it reconnects after a lost connection (backoff with jitter)
+//! and subscribes again from those positions, so that the server replays what was missed
+//! (PROTOCOL.md, "Recovery").
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +21,7 @@ use futures_lite::future::or;
 use futures_lite::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tidings_core::{CloseCode, Payload};
+use tidings_core::{CloseCode, Payload, Position};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::WebSocketConfig;
@@ -26,6 +30,10 @@ use tungstenite::Message;
 use crate::{Error, Io, Result, Runtime, SUBPROTOCOL_V1};
 
 type Stream = Box<dyn Io>;
+
+/// The current connection's sending half, shared by the client and its reader (which
+/// replaces it on a reconnect); `None` while there is none.
+type SenderSlot = Arc<async_lock::Mutex<Option<WebSocketSender<Stream>>>>;
 
 /// An event (or channel publication) from the server.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,6 +105,31 @@ pub enum ClientEvent {
     },
     /// A text frame that is not JSON (a text batch, an application heartbeat).
     Text(String),
+    /// The connection was lost and the client reconnects (with [`ClientBuilder::reconnect`]):
+    /// requests fail with [`Error::Closed`] until [`ClientEvent::Reconnected`].
+    Disconnected {
+        /// The server's close code, if it sent one.
+        code: Option<CloseCode>,
+        /// The reason.
+        reason: String,
+    },
+    /// Connected again; the channels the client was in are subscribed again, each answered
+    /// by [`ClientEvent::Recovered`] or [`ClientEvent::NotRecovered`].
+    Reconnected,
+    /// Subscribed again to `channel` after a reconnect, and every publication missed
+    /// meanwhile follows, in order, before any live one.
+    Recovered {
+        /// The channel.
+        channel: String,
+    },
+    /// Subscribed again to `channel` after a reconnect, but what was published meanwhile
+    /// cannot be had: the application must reload the channel's state another way.
+    NotRecovered {
+        /// The channel.
+        channel: String,
+        /// Why (PROTOCOL.md, "Recovery": `epoch_changed`, `too_old`, `no_history`, ...).
+        reason: String,
+    },
     /// The connection closed; nothing follows.
     Closed {
         /// The server's close code, if it sent one.
@@ -107,6 +140,7 @@ pub enum ClientEvent {
 }
 
 /// Builds a [`Client`] connection.
+#[derive(Clone)]
 pub struct ClientBuilder<R: Runtime> {
     rt: R,
     url: String,
@@ -115,6 +149,28 @@ pub struct ClientBuilder<R: Runtime> {
     timeout: Duration,
     ws: WebSocketConfig,
     tls: crate::tls::ClientTls,
+    reconnect: Option<Backoff>,
+}
+
+/// How long to wait before each attempt to reconnect: from `min`, doubling up to `max`,
+/// each wait plus up to half again at random (so that clients cut off together do not all
+/// come back at once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first wait.
+    pub min: Duration,
+    /// The longest wait.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    /// From 250 ms up to 10 s.
+    fn default() -> Self {
+        Backoff {
+            min: Duration::from_millis(250),
+            max: Duration::from_secs(10),
+        }
+    }
 }
 
 impl<R: Runtime> ClientBuilder<R> {
@@ -129,7 +185,20 @@ impl<R: Runtime> ClientBuilder<R> {
             timeout: Duration::from_secs(10),
             ws: WebSocketConfig::default().read_buffer_size(16 * 1024),
             tls: Default::default(),
+            reconnect: None,
         }
+    }
+
+    /// Reconnects by itself after a lost connection, waiting `backoff` between attempts,
+    /// and subscribes again to every channel it was in from where it stood, so that the
+    /// server replays what was missed (where the channel keeps history). Not after
+    /// [`Client::close`], nor after a close that says coming back would not help (1000, a
+    /// protocol or policy violation, a message too big), nor after an upgrade refused with a
+    /// 4xx status other than 408 and 429. Off by default.
+    #[must_use]
+    pub fn reconnect(mut self, backoff: Backoff) -> Self {
+        self.reconnect = Some(backoff);
+        self
     }
 
     /// The TLS settings for `wss://` (default: Mozilla's roots). See [`crate::tls`].
@@ -169,6 +238,35 @@ impl<R: Runtime> ClientBuilder<R> {
     /// Connects and upgrades. A refused upgrade is [`Error::Refused`] with the status and
     /// body the server gave.
     pub async fn connect(self) -> Result<Client<R>> {
+        let (ws, protocol) = self.open().await?;
+        let (sender, receiver) = ws.split();
+        let sender = Arc::new(async_lock::Mutex::new(Some(sender)));
+        let (events_tx, events) = async_channel::unbounded();
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let (stop, stopped) = async_channel::bounded(1);
+        let reader = Reader {
+            builder: self.clone(),
+            sender: sender.clone(),
+            pending: pending.clone(),
+            events: events_tx,
+            stopped,
+        };
+        self.rt.spawn(reader.run(receiver));
+        Ok(Client {
+            _stop: stop,
+            rt: self.rt,
+            sender,
+            pending,
+            events,
+            next: AtomicU64::new(1),
+            timeout: self.timeout,
+            protocol,
+        })
+    }
+
+    /// Opens the WebSocket: the socket, TLS if `wss://`, the upgrade. Returns it with the
+    /// subprotocol the server chose.
+    async fn open(&self) -> Result<(async_tungstenite::WebSocketStream<Stream>, Option<String>)> {
         let mut request = self.url.as_str().into_client_request()?;
         for (name, value) in &self.headers {
             let name = http::HeaderName::from_bytes(name.as_bytes())
@@ -193,7 +291,7 @@ impl<R: Runtime> ClientBuilder<R> {
         let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let tcp = self.rt.connect(&format!("{host}:{port}")).await?;
         let io: Stream = if secure {
-            crate::tls::connect_client(self.tls, &host, tcp).await?
+            crate::tls::connect_client(self.tls.clone(), &host, tcp).await?
         } else {
             Box::new(tcp)
         };
@@ -216,30 +314,21 @@ impl<R: Runtime> ClientBuilder<R> {
             .get(http::header::SEC_WEBSOCKET_PROTOCOL)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let (sender, receiver) = ws.split();
-        let (events_tx, events) = async_channel::unbounded();
-        let pending = Arc::new(Mutex::new(Pending::default()));
-        let (stop, stopped) = async_channel::bounded(1);
-        self.rt
-            .spawn(read(receiver, pending.clone(), events_tx, stopped));
-        Ok(Client {
-            _stop: stop,
-            rt: self.rt,
-            sender: async_lock::Mutex::new(sender),
-            pending,
-            events,
-            next: AtomicU64::new(1),
-            timeout: self.timeout,
-            protocol,
-        })
+        Ok((ws, protocol))
     }
 }
 
-/// Requests waiting for their answer, by key (`id` of the request, or `ack-N`).
+/// Requests waiting for their answer, by key (`id` of the request, or `ack-N`), and what
+/// the reader knows of the connection.
 #[derive(Default)]
 struct Pending {
     waiting: HashMap<String, Sender<Result<Payload>>>,
+    /// Set once the connection is gone for good, or while it is being reconnected.
     closed: Option<(Option<CloseCode>, String)>,
+    /// The application closed the connection: it is not reconnected.
+    closing: bool,
+    /// For each channel the client is in, the next publication it has not seen.
+    positions: HashMap<String, Position>,
 }
 
 impl Pending {
@@ -262,7 +351,8 @@ pub struct Client<R: Runtime> {
     /// [`Client::close`] first for a clean close).
     _stop: Sender<()>,
     rt: R,
-    sender: async_lock::Mutex<WebSocketSender<Stream>>,
+    /// The socket's sending half; `None` while reconnecting.
+    sender: SenderSlot,
     pending: Arc<Mutex<Pending>>,
     events: Receiver<ClientEvent>,
     next: AtomicU64,
@@ -367,8 +457,38 @@ impl<R: Runtime> Client<R> {
         self.send(Message::text(text)).await
     }
 
-    /// Closes the connection with 1000.
+    /// Where this client stands in `channel`'s stream: the epoch and the offset of the next
+    /// publication it has not seen (PROTOCOL.md, "Recovery"), if it is in the channel.
+    pub fn position(&self, channel: &str) -> Option<Position> {
+        let p = self.pending.lock().ok()?;
+        p.positions.get(channel).copied()
+    }
+
+    /// Joins `channel` asking for every publication from `from` on (a position kept from an
+    /// earlier connection, see [`Client::position`]): `Ok(None)` if they follow, in order,
+    /// before any live one; `Ok(Some(reason))` if they cannot be had (the client is
+    /// subscribed all the same, live from now).
+    pub async fn subscribe_from(&self, channel: &str, from: Position) -> Result<Option<String>> {
+        let id = self.id("s");
+        let frame = json!({
+            "type": "subscribe", "channel": channel, "id": id,
+            "since": from.since, "epoch": from.epoch,
+        });
+        // Where the replay starts, if there is one; a `subscribed` without one replaces it.
+        if let Ok(mut p) = self.pending.lock() {
+            p.positions.insert(channel.to_owned(), from);
+        }
+        let answer = self.request(id, frame, self.timeout).await?;
+        Ok(answer
+            .as_json()
+            .and_then(|v| v.get("reason").and_then(Value::as_str).map(str::to_owned)))
+    }
+
+    /// Closes the connection with 1000 (and ends reconnecting, if the client does).
     pub async fn close(&self) -> Result<()> {
+        if let Ok(mut p) = self.pending.lock() {
+            p.closing = true;
+        }
         let frame = CloseFrame {
             code: CloseCode::NORMAL.0.into(),
             reason: "".into(),
@@ -388,7 +508,12 @@ impl<R: Runtime> Client<R> {
         if let Some((code, reason)) = self.closed() {
             return Err(Error::Closed { code, reason });
         }
-        self.sender.lock().await.send(message).await?;
+        let mut sender = self.sender.lock().await;
+        let Some(sender) = sender.as_mut() else {
+            let (code, reason) = self.closed().unwrap_or((None, "reconnecting".into()));
+            return Err(Error::Closed { code, reason });
+        };
+        sender.send(message).await?;
         Ok(())
     }
 
@@ -460,6 +585,8 @@ struct Raw {
     #[serde(default)]
     pinned: bool,
     error: Option<RawFailure>,
+    recovered: Option<bool>,
+    reason: Option<String>,
 }
 
 /// An `ack` frame's `error`: why the request failed.
@@ -471,61 +598,187 @@ struct RawFailure {
     message: String,
 }
 
-/// The background reader: answers pending requests, forwards the rest as events.
-async fn read(
-    mut receiver: WebSocketReceiver<Stream>,
+/// The background reader: answers pending requests, forwards the rest as events, and (with
+/// [`ClientBuilder::reconnect`]) connects again when the connection is lost.
+struct Reader<R: Runtime> {
+    builder: ClientBuilder<R>,
+    sender: SenderSlot,
     pending: Arc<Mutex<Pending>>,
     events: Sender<ClientEvent>,
+    /// Closed when the client is dropped: the reader ends.
     stopped: Receiver<()>,
-) {
-    let mut close = (None, String::new());
-    loop {
-        // Ends when the client is dropped (its end of `stopped` closes).
-        let next = or(receiver.next(), async {
-            let _ = stopped.recv().await;
-            None
-        });
-        let Some(message) = next.await else { break };
-        let event = match message {
-            Ok(Message::Text(text)) => match serde_json::from_str::<Raw>(&text) {
-                Ok(raw) => dispatch(raw, None, &pending),
-                Err(_) => Some(ClientEvent::Text(text.to_string())),
-            },
-            Ok(Message::Binary(bytes)) => {
-                let split = bytes.iter().position(|&b| b == b'\n');
-                let raw = split.and_then(|i| serde_json::from_slice::<Raw>(&bytes[..i]).ok());
-                match (raw, split) {
-                    (Some(raw), Some(i)) => dispatch(raw, Some(bytes.slice(i + 1..)), &pending),
-                    _ => None, // not PROTOCOL.md: nothing to tell the application
+}
+
+/// How a connection ended, for whoever is still waiting.
+type Ending = (Option<CloseCode>, String);
+
+impl<R: Runtime> Reader<R> {
+    async fn run(self, mut receiver: WebSocketReceiver<Stream>) {
+        let mut backoff = self.builder.reconnect;
+        loop {
+            let Some(ending) = self.read(receiver).await else {
+                return; // the client was dropped
+            };
+            let Some(retry) = backoff.filter(|_| self.comes_back(&ending)) else {
+                self.end(ending);
+                return;
+            };
+            *self.sender.lock().await = None;
+            self.fail_waiting(&ending);
+            let (code, reason) = ending;
+            let _ = self
+                .events
+                .try_send(ClientEvent::Disconnected { code, reason });
+            match self.reconnect(retry).await {
+                Some(next) => {
+                    receiver = next;
+                    backoff = self.builder.reconnect;
                 }
+                None => return,
             }
-            Ok(Message::Close(frame)) => {
-                if let Some(f) = frame {
-                    close = (Some(CloseCode(f.code.into())), f.reason.to_string());
-                }
-                None
-            }
-            Ok(_) => None, // pings are answered by tungstenite
-            Err(e) => {
-                if close.0.is_none() {
-                    close.1 = e.to_string();
-                }
-                break;
-            }
-        };
-        if let Some(event) = event {
-            let _ = events.try_send(event);
         }
     }
-    // Everyone still waiting learns the connection is gone.
-    if let Ok(mut p) = pending.lock() {
-        p.closed = Some(close.clone());
-        p.waiting.clear();
+
+    /// Reads until the connection ends (how) or the client is dropped (`None`).
+    async fn read(&self, mut receiver: WebSocketReceiver<Stream>) -> Option<Ending> {
+        let mut close = (None, String::new());
+        loop {
+            let next = or(async { Some(receiver.next().await) }, async {
+                let _ = self.stopped.recv().await;
+                None
+            });
+            let Some(message) = next.await? else {
+                return Some(close);
+            };
+            let event = match message {
+                Ok(Message::Text(text)) => match serde_json::from_str::<Raw>(&text) {
+                    Ok(raw) => dispatch(raw, None, &self.pending),
+                    Err(_) => Some(ClientEvent::Text(text.to_string())),
+                },
+                Ok(Message::Binary(bytes)) => {
+                    let split = bytes.iter().position(|&b| b == b'\n');
+                    let raw = split.and_then(|i| serde_json::from_slice::<Raw>(&bytes[..i]).ok());
+                    match (raw, split) {
+                        (Some(raw), Some(i)) => {
+                            dispatch(raw, Some(bytes.slice(i + 1..)), &self.pending)
+                        }
+                        _ => None, // not PROTOCOL.md: nothing to tell the application
+                    }
+                }
+                Ok(Message::Close(frame)) => {
+                    if let Some(f) = frame {
+                        close = (Some(CloseCode(f.code.into())), f.reason.to_string());
+                    }
+                    None
+                }
+                Ok(_) => None, // pings are answered by tungstenite
+                Err(e) => {
+                    if close.0.is_none() {
+                        close.1 = e.to_string();
+                    }
+                    return Some(close);
+                }
+            };
+            if let Some(event) = event {
+                let _ = self.events.try_send(event);
+            }
+        }
     }
-    let _ = events.try_send(ClientEvent::Closed {
-        code: close.0,
-        reason: close.1,
-    });
+
+    /// Whether to reconnect after `ending`: not after the application's close, nor after a
+    /// close that coming back would only repeat.
+    fn comes_back(&self, ending: &Ending) -> bool {
+        if self.pending.lock().map_or(true, |p| p.closing) {
+            return false;
+        }
+        // Closes the server would only repeat: violations, limits, and being replaced by
+        // another connection under the same name (coming back would replace that one).
+        let final_codes = [
+            CloseCode::NORMAL,
+            CloseCode::PROTOCOL_ERROR,
+            CloseCode::UNSUPPORTED_DATA,
+            CloseCode::INVALID_PAYLOAD,
+            CloseCode::POLICY,
+            CloseCode::TOO_BIG,
+            CloseCode::TOO_MANY_SUBSCRIPTIONS,
+            CloseCode::REFUSED,
+            CloseCode::AUTH_TIMEOUT,
+            CloseCode::REPLACED,
+        ];
+        !ending.0.is_some_and(|code| final_codes.contains(&code))
+    }
+
+    /// Connects again, waiting longer after each failure; subscribes again from each
+    /// channel's position. `None` if the client was dropped or the server refuses for good.
+    async fn reconnect(&self, mut backoff: Backoff) -> Option<WebSocketReceiver<Stream>> {
+        loop {
+            let jitter = backoff.min.mul_f64(fastrand::f64() / 2.0);
+            let wake = self
+                .builder
+                .rt
+                .sleep_until(Instant::now() + backoff.min + jitter);
+            let stopped = async {
+                let _ = self.stopped.recv().await;
+                true
+            };
+            if or(stopped, async {
+                wake.await;
+                false
+            })
+            .await
+            {
+                return None;
+            }
+            match self.builder.open().await {
+                Ok((ws, _)) => {
+                    let (mut sender, receiver) = ws.split();
+                    let positions: Vec<(String, Position)> = match self.pending.lock() {
+                        Ok(mut p) => {
+                            p.closed = None;
+                            p.positions.iter().map(|(c, at)| (c.clone(), *at)).collect()
+                        }
+                        Err(_) => return None,
+                    };
+                    for (channel, at) in positions {
+                        let frame = json!({
+                            "type": "subscribe", "channel": channel,
+                            "since": at.since, "epoch": at.epoch,
+                        });
+                        // A failure shows as the new connection's end, read next.
+                        let _ = sender.send(Message::text(frame.to_string())).await;
+                    }
+                    *self.sender.lock().await = Some(sender);
+                    let _ = self.events.try_send(ClientEvent::Reconnected);
+                    return Some(receiver);
+                }
+                Err(Error::Refused { status, body })
+                    if (400..500).contains(&status) && status != 408 && status != 429 =>
+                {
+                    self.end((None, format!("reconnect refused with {status}: {body}")));
+                    return None;
+                }
+                Err(_) => {
+                    backoff.min = (backoff.min * 2).min(backoff.max);
+                }
+            }
+        }
+    }
+
+    /// Fails every request still waiting: the connection they went out on is gone.
+    fn fail_waiting(&self, ending: &Ending) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.closed = Some(ending.clone());
+            p.waiting.clear();
+        }
+    }
+
+    /// The connection is gone for good: everyone still waiting learns it, and so does the
+    /// application.
+    fn end(&self, ending: Ending) {
+        self.fail_waiting(&ending);
+        let (code, reason) = ending;
+        let _ = self.events.try_send(ClientEvent::Closed { code, reason });
+    }
 }
 
 /// Resolves a pending request with `raw`, or turns it into an event.
@@ -546,16 +799,29 @@ fn dispatch(raw: Raw, binary: Option<Bytes>, pending: &Mutex<Pending>) -> Option
             ping_interval_ms: raw.ping_interval_ms,
             timeout_ms: raw.timeout_ms,
         }),
-        "event" => Some(ClientEvent::Event(ServerEvent {
-            event: raw.event.unwrap_or_default(),
-            data,
-            channel: raw.channel,
-            id: raw.id,
-            reply_to: raw.reply_to,
-            offset: raw.offset,
-            epoch: raw.epoch,
-            ack: raw.ack,
-        })),
+        "event" => {
+            // One past the last publication seen, in a channel the client is in.
+            if let (Some(channel), Some(offset), Some(epoch)) =
+                (&raw.channel, raw.offset, raw.epoch)
+            {
+                if let Some(at) = p.positions.get_mut(channel) {
+                    *at = Position {
+                        since: offset + 1,
+                        epoch,
+                    };
+                }
+            }
+            Some(ClientEvent::Event(ServerEvent {
+                event: raw.event.unwrap_or_default(),
+                data,
+                channel: raw.channel,
+                id: raw.id,
+                reply_to: raw.reply_to,
+                offset: raw.offset,
+                epoch: raw.epoch,
+                ack: raw.ack,
+            }))
+        }
         "batch" => Some(ClientEvent::Batch {
             event: raw.event.unwrap_or_default(),
             channel: raw.channel,
@@ -574,14 +840,39 @@ fn dispatch(raw: Raw, binary: Option<Bytes>, pending: &Mutex<Pending>) -> Option
             None
         }
         "subscribed" | "unsubscribed" | "pong" => {
-            if answered(&mut p, Ok(Payload::Json(Value::Null))) {
+            let channel = raw.channel.clone().unwrap_or_default();
+            match (raw.kind.as_str(), raw.offset, raw.epoch) {
+                // A recovery's replay follows: the position moves with it, not past it.
+                ("subscribed", _, _) if raw.recovered == Some(true) => {
+                    p.positions.entry(channel.clone()).or_insert(Position {
+                        since: raw.offset.unwrap_or(0),
+                        epoch: raw.epoch.unwrap_or(0),
+                    });
+                }
+                ("subscribed", Some(since), Some(epoch)) => {
+                    p.positions
+                        .insert(channel.clone(), Position { since, epoch });
+                }
+                ("unsubscribed", _, _) => {
+                    p.positions.remove(&channel);
+                }
+                _ => {}
+            }
+            let answer = json!({"recovered": raw.recovered, "reason": raw.reason});
+            if answered(&mut p, Ok(Payload::Json(answer))) {
                 return None;
             }
-            let channel = raw.channel.clone().unwrap_or_default();
             match raw.kind.as_str() {
-                "subscribed" => Some(ClientEvent::Subscribed {
-                    channel,
-                    pinned: raw.pinned,
+                "subscribed" => Some(match (raw.recovered, raw.reason) {
+                    (Some(true), _) => ClientEvent::Recovered { channel },
+                    (Some(false), reason) => ClientEvent::NotRecovered {
+                        channel,
+                        reason: reason.unwrap_or_default(),
+                    },
+                    (None, _) => ClientEvent::Subscribed {
+                        channel,
+                        pinned: raw.pinned,
+                    },
                 }),
                 "unsubscribed" => Some(ClientEvent::Unsubscribed { channel }),
                 _ => None,

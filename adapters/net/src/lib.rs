@@ -47,7 +47,7 @@ mod upgrade;
 pub mod testkit;
 
 pub use backplane::{Backplane, Link};
-pub use client::{Client, ClientBuilder, ClientEvent, ServerEvent};
+pub use client::{Backoff, Client, ClientBuilder, ClientEvent, ServerEvent};
 pub use cluster::{
     AckFailure, Answer, BackplaneStats, ClusterEvent, Emit, EmitAck, Member, Presence, Query,
     Question, Request,

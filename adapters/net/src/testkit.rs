@@ -22,6 +22,7 @@ pub mod cases;
 pub mod conformance;
 pub mod flow;
 pub mod hostile;
+pub mod recovery;
 
 /// Everything a log subscriber wrote, for tests that read tidings' log lines back: install
 /// a subscriber whose writer is `move || captured.clone()`.
@@ -104,6 +105,10 @@ macro_rules! loopback_suite {
         $crate::loopback_suite!(@in flow $runtime, $block_on;
             a_burst_is_pushed_back_to_its_publisher_and_only_the_stalled_reader_is_cut,
             an_application_publish_waits_for_room,
+        );
+        $crate::loopback_suite!(@in recovery $runtime, $block_on;
+            a_reconnecting_client_gets_what_it_missed_once_in_order,
+            a_plain_client_that_comes_back_with_its_position_recovers,
         );
         $crate::loopback_suite!(@in conformance $runtime, $block_on;
             protocol_md_transcripts_hold,
