@@ -812,6 +812,7 @@ mod tests {
             "ack",
             "error",
             "pong",
+            "history",
         ];
         let (mut decoded, mut refused, mut answers) = (0, 0, 0);
         let mut in_transcript = false;
