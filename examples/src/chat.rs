@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tidings_smol::reexports::http::StatusCode;
-use tidings_smol::{Accept, Builder, ConnId, Ctx, Message, Refusal, Router, Target};
+use tidings_smol::{
+    Accept, Builder, Config, ConnId, Ctx, History, Message, Refusal, Router, Target,
+};
 
 /// Who is who: names by connection (the connect hook checked them).
 type Names = Arc<Mutex<HashMap<ConnId, String>>>;
@@ -134,10 +136,13 @@ fn router(names: Names) -> Router {
 /// The chat page: pick a name, then rooms, messages and typing notices over `/ws`.
 pub const PAGE: &str = include_str!("../pages/chat.html");
 
-/// `builder` with the chat's connect hook (a `name` of 1 to 32 characters in the query) and
-/// its router.
+/// `builder` with the chat's connect hook (a `name` of 1 to 32 characters in the query), its
+/// router, and two minutes of history in every room (the last 200 messages), so that a page
+/// that lost its connection or was reloaded recovers what was said meanwhile.
 pub fn rooms(builder: Builder) -> Builder {
+    let history = History::new(200, Duration::from_secs(120));
     builder
+        .config(Config::default().history("*", history))
         .on_connect(|req| async move {
             let name = req.query_param("name").unwrap_or_default();
             let name = name.trim();

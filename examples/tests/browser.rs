@@ -145,6 +145,45 @@ fn chat_and_dashboard_pages_in_a_real_browser() {
     });
 }
 
+/// Types `text` into the page's message field and sends it.
+async fn say(page: &Client, text: &str) {
+    let field = page.find(Locator::Id("text")).await.expect("message field");
+    field.send_keys(text).await.expect("type");
+    page.find(Locator::Id("send"))
+        .await
+        .expect("send")
+        .click()
+        .await
+        .expect("send");
+}
+
+/// The message list's items that contain `text`.
+fn containing(text: &str) -> String {
+    format!("//ul[@id='messages']/li[contains(., '{text}')]")
+}
+
+/// Whether any message item contains `text` now.
+async fn shown(page: &Client, text: &str) -> bool {
+    let found = page.find_all(Locator::XPath(&containing(text))).await;
+    found.is_ok_and(|items| !items.is_empty())
+}
+
+/// Waits until a message item contains `text`, then checks it is the only one.
+async fn shown_once(page: &Client, text: &str) {
+    page.wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::XPath(&containing(text)))
+        .await
+        .unwrap_or_else(|e| panic!("{text:?} is not shown: {e}"));
+    // A duplicate from the replay would come right behind it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let items = page
+        .find_all(Locator::XPath(&containing(text)))
+        .await
+        .expect("items");
+    assert_eq!(items.len(), 1, "{text:?} shown {} times", items.len());
+}
+
 /// Saves a screenshot of `page` as `target/{shot}.png`.
 async fn screenshot(page: &Client, shot: &str) {
     let png = page.screenshot().await.expect("screenshot");
@@ -293,26 +332,32 @@ async fn two_pages_chat(
         .await
         .expect("ann sees bob join");
 
-    let text = ann.find(Locator::Id("text")).await.expect("message field");
-    text.send_keys("hello from ann").await.expect("type");
-    ann.find(Locator::Id("send"))
-        .await
-        .expect("send")
-        .click()
-        .await
-        .expect("send");
-    let shown = bob
+    say(&ann, "hello from ann").await;
+    let item = bob
         .wait()
         .at_most(Duration::from_secs(10))
-        .for_element(Locator::XPath(
-            "//ul[@id='messages']/li[contains(., 'hello from ann')]",
-        ))
+        .for_element(Locator::XPath(&containing("hello from ann")))
         .await
         .expect("bob sees ann's message");
-    let line = shown.text().await.expect("text");
+    let line = item.text().await.expect("text");
     assert!(
         line.starts_with("ann") && line.contains("hello from ann"),
         "{line}"
+    );
+
+    // Bob's socket drops, then his tab is reloaded; ann speaks each time. Bob's page
+    // reconnects and subscribes again from where it stood: each message shows, once.
+    bob.execute("ws.close(); return true;", vec![])
+        .await
+        .expect("cut bob's socket");
+    say(&ann, "said while bob was cut off").await;
+    shown_once(&bob, "said while bob was cut off").await;
+    bob.refresh().await.expect("reload");
+    say(&ann, "said while bob reloaded").await;
+    shown_once(&bob, "said while bob reloaded").await;
+    assert!(
+        !shown(&bob, "could not be recovered").await,
+        "recovered, not told it could not be"
     );
 
     screenshot(&bob, shot).await;
