@@ -462,6 +462,10 @@ mod tests {
             Config::default().max_inbound_rate(Some(0)),
             Config::default().rate_window(Duration::ZERO),
             Config::default().auth_timeout(Some(Duration::ZERO)),
+            Config::default().max_history_bytes(0),
+            Config::default().history("", History::new(1, Duration::from_secs(1))),
+            Config::default().history("a", History::new(0, Duration::from_secs(1))),
+            Config::default().history("a", History::new(1, Duration::ZERO)),
         ] {
             assert!(c.validate().is_err(), "{c:?}");
         }
