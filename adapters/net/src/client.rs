@@ -584,6 +584,8 @@ struct Raw {
     timeout_ms: Option<u64>,
     #[serde(default)]
     pinned: bool,
+    #[serde(default)]
+    server: bool,
     error: Option<RawFailure>,
     recovered: Option<bool>,
     reason: Option<String>,
@@ -849,7 +851,9 @@ fn dispatch(raw: Raw, binary: Option<Bytes>, pending: &Mutex<Pending>) -> Option
                         epoch: raw.epoch.unwrap_or(0),
                     });
                 }
-                ("subscribed", Some(since), Some(epoch)) => {
+                // Only the client's own subscriptions are taken up again after a reconnect:
+                // the application joins its own again, from the live position.
+                ("subscribed", Some(since), Some(epoch)) if !raw.server => {
                     p.positions
                         .insert(channel.clone(), Position { since, epoch });
                 }

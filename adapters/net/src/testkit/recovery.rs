@@ -41,6 +41,10 @@ pub async fn a_reconnecting_client_gets_what_it_missed_once_in_order<R: Runtime>
         .expect("connect");
     c.subscribe("feed:1").await.expect("subscribe");
     c.subscribe("chat").await.expect("subscribe");
+    // A channel the application put it in: the application's to take up again, not the
+    // client's (no position kept, no subscribe after the reconnect).
+    let conn = first_conn(&handle).await;
+    handle.join(conn, "feed:app").await.expect("join");
     let publish = |n: u64| {
         let handle = handle.clone();
         async move {
@@ -119,6 +123,13 @@ pub async fn a_reconnecting_client_gets_what_it_missed_once_in_order<R: Runtime>
         "{events:?}"
     );
     assert_eq!(c.position("feed:1").map(|p| p.since), Some(6));
+    assert_eq!(c.position("feed:app"), None);
+    assert!(
+        !events.iter().any(|e| matches!(e,
+            ClientEvent::Recovered { channel } | ClientEvent::NotRecovered { channel, .. }
+                if channel == "feed:app")),
+        "{events:?}"
+    );
 
     // The application's own close ends it for good.
     c.close().await.expect("close");
