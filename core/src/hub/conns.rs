@@ -311,6 +311,7 @@ impl Hub {
     fn check_shutdown_complete(&mut self) {
         if self.shutting_down && !self.shutdown_reported && self.sessions.is_empty() {
             self.shutdown_reported = true;
+            self.forget_kept();
             self.event(Event::ShutdownComplete);
         }
     }

@@ -43,7 +43,9 @@ impl Kept {
 impl Hub {
     /// Keeps `frame`, the publication just numbered in room `id`, if the room keeps history.
     pub(super) fn keep(&mut self, id: usize, frame: &Frame) {
-        let Some(now) = self.now else { return };
+        let Some(now) = self.now.filter(|_| !self.shutting_down) else {
+            return;
+        };
         let Some(log) = self
             .registry
             .rooms
@@ -163,6 +165,15 @@ impl Hub {
             since: log.first,
             epoch: room.epoch,
         })
+    }
+
+    /// Drops every kept publication, and the rooms left with neither members nor history: a
+    /// hub that has shut down takes no one back.
+    pub(super) fn forget_kept(&mut self) {
+        while let Some(&(_, id)) = self.kept.fronts.first() {
+            self.drop_oldest(id);
+            self.registry.free_if_unused(id);
+        }
     }
 
     /// The kept publications of `conn`'s room `channel` from `from` on, or why they cannot

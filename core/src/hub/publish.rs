@@ -278,8 +278,8 @@ impl Hub {
             let numbered = target.except.is_none() && !message.volatile;
             let existing = self.registry.room_by_names(namespace, room);
             // A channel that keeps history keeps its stream with nobody in it, so that its
-            // members can come back and recover.
-            let history = (existing.is_none() && numbered)
+            // members can come back and recover (not on a hub shutting down: no one can).
+            let history = (existing.is_none() && numbered && !self.shutting_down)
                 .then(|| self.config.history_of(room))
                 .flatten();
             let id = match (existing, history) {

@@ -18,6 +18,12 @@
 //! latency, and a write completes only when the client reads it: a client that stops reading
 //! makes its queue in the hub grow, as a real socket's would.
 //!
+//! Clients reconnect as real ones do: each keeps, across its connections, where it stood in
+//! each channel's stream, and often subscribes again from there. A recovered subscription
+//! must then carry every offset from that position on, once and in order, into the live
+//! stream; each `(channel, epoch, offset)` must always carry the same publication; and a
+//! subscription that cannot be recovered must say so (`recovered: false`).
+//!
 //! [`ClusterSim`] does the same for several hubs joined by a lossy, partitionable backplane
 //! link (`cluster.rs`).
 
@@ -35,8 +41,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::{
-    CloseCode, Config, ConnId, ConnectionInfo, Event, Footprint, Frame, Hub, Input, Message,
-    Output, Target,
+    CloseCode, Config, ConnId, ConnectionInfo, Event, Footprint, Frame, History, Hub, Input,
+    Message, Output, Target,
 };
 use model::Model;
 
@@ -78,7 +84,12 @@ impl Default for SimConfig {
                 .error_window(Duration::from_secs(1))
                 .max_message_size(2048)
                 .max_batch_items(6)
-                .client_publish(true),
+                .client_publish(true)
+                // Two rooms keep history (one long, one short enough to lose it), one none;
+                // the byte cap is small enough to bite.
+                .history("a", History::new(64, Duration::from_secs(10)))
+                .history("b", History::new(4, Duration::from_millis(700)))
+                .max_history_bytes(6 * 1024),
             clients: 8,
             rooms: vec!["a".into(), "b".into(), "c".into()],
             latency: (Duration::from_millis(1), Duration::from_millis(40)),
@@ -128,6 +139,10 @@ pub struct Report {
     pub connections: u64,
     /// Closes by code.
     pub closes: BTreeMap<CloseCode, u64>,
+    /// Subscriptions from a position that recovered what was missed.
+    pub recovered: u64,
+    /// Subscriptions from a position told they could not recover.
+    pub not_recovered: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -155,8 +170,17 @@ struct Client {
     /// connected, by the application or by the answer deadline.
     asked: BTreeSet<u64>,
     /// The offset each subscribed channel's next publication must carry: the stream has no
-    /// gaps for a member (from its `subscribed` offset on).
+    /// gaps for a member (from its `subscribed` offset on, or from the position it recovered
+    /// from).
     next_offset: BTreeMap<String, u64>,
+    /// Where the client stands in each channel's stream, `(epoch, next offset)`, kept across
+    /// its connections: what it recovers from after a reconnect.
+    positions: BTreeMap<String, (u64, u64)>,
+    /// Channels it asked to recover from a position on this connection, with that position's
+    /// offset; then, once recovered, the first live offset (events below it are the replay,
+    /// owed to the connection that missed them, not to this one).
+    recovering: BTreeMap<String, u64>,
+    replay_until: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -211,6 +235,11 @@ pub struct Sim {
     /// waits in the socket, as TCP holds it, and is read in order on resume).
     paused: BTreeMap<ConnId, VecDeque<Packet>>,
     connections: u64,
+    /// The publication each `(channel, epoch, offset)` carried when a client first saw it.
+    stream: BTreeMap<(String, u64, u64), u64>,
+    /// Subscriptions recovered, and ones told they could not be.
+    recovered: u64,
+    not_recovered: u64,
 }
 
 impl Sim {
@@ -229,6 +258,9 @@ impl Sim {
                 next_ack: 0,
                 asked: BTreeSet::new(),
                 next_offset: BTreeMap::new(),
+                positions: BTreeMap::new(),
+                recovering: BTreeMap::new(),
+                replay_until: BTreeMap::new(),
             })
             .collect();
         Sim {
@@ -251,6 +283,9 @@ impl Sim {
             cut: BTreeSet::new(),
             paused: BTreeMap::new(),
             connections: 0,
+            stream: BTreeMap::new(),
+            recovered: 0,
+            not_recovered: 0,
         }
     }
 
@@ -283,6 +318,8 @@ impl Sim {
             delivered: self.model.delivered,
             connections: self.connections,
             closes: self.hub.counters().closes,
+            recovered: self.recovered,
+            not_recovered: self.not_recovered,
         })
     }
 
@@ -416,11 +453,28 @@ impl Sim {
                 client.conn = Some(conn);
                 client.asked.clear();
                 client.next_offset.clear();
+                client.recovering.clear();
+                client.replay_until.clear();
                 client.mode = Mode::Reading;
                 client.lagged = false;
                 client.unread.clear();
                 self.owner.insert(conn, c);
                 self.model.opened(conn, self.now);
+                // Most come back to where they were.
+                let positions: Vec<(String, (u64, u64))> = self.clients[c]
+                    .positions
+                    .iter()
+                    .map(|(room, at)| (room.clone(), *at))
+                    .collect();
+                for (room, (epoch, since)) in positions {
+                    if self.chance(80) {
+                        self.clients[c].recovering.insert(room.clone(), since);
+                        self.send_text(
+                            c,
+                            json!({"type": "subscribe", "channel": room, "since": since, "epoch": epoch}),
+                        );
+                    }
+                }
             }
             return self.drain();
         }
@@ -923,15 +977,25 @@ impl Sim {
                     }
                 }
                 let channel = value["channel"].as_str().map(str::to_owned);
+                let mut replayed = false;
                 match (value["type"].as_str(), channel, value["offset"].as_u64()) {
                     (Some("subscribed"), Some(channel), Some(offset)) => {
-                        self.clients[c].next_offset.insert(channel, offset);
+                        self.subscribed(c, conn, &channel, offset, &value)?;
+                    }
+                    (Some("error"), Some(channel), _) => {
+                        // A refused subscribe (limits) answers a recovery too.
+                        self.clients[c].recovering.remove(&channel);
                     }
                     (Some("unsubscribed"), Some(channel), _) => {
-                        self.clients[c].next_offset.remove(&channel);
+                        let client = &mut self.clients[c];
+                        client.next_offset.remove(&channel);
+                        client.positions.remove(&channel);
+                        client.replay_until.remove(&channel);
                     }
                     (Some("event"), Some(channel), Some(offset)) => {
-                        let next = self.clients[c].next_offset.get_mut(&channel);
+                        let epoch = value["epoch"].as_u64().unwrap_or(u64::MAX);
+                        let client = &mut self.clients[c];
+                        let next = client.next_offset.get_mut(&channel);
                         let Some(next) = next else {
                             return Err(format!("{conn:?} got {channel} before subscribed"));
                         };
@@ -941,13 +1005,31 @@ impl Sim {
                             ));
                         }
                         *next += 1;
+                        client
+                            .positions
+                            .insert(channel.clone(), (epoch, offset + 1));
+                        replayed = client
+                            .replay_until
+                            .get(&channel)
+                            .is_some_and(|&until| offset < until);
+                        if let Some(id) = value["data"]["id"].as_u64() {
+                            let seen = self.stream.entry((channel.clone(), epoch, offset));
+                            let first = *seen.or_insert(id);
+                            if first != id {
+                                return Err(format!(
+                                    "{conn:?} got publication {id} as offset {offset} of \
+                                     {channel} (epoch {epoch}), which carried {first}"
+                                ));
+                            }
+                        }
                     }
                     _ => {}
                 }
                 match value["type"].as_str() {
                     Some("event") => {
                         // Room publishes and broadcasts carry an id; direct questions do not.
-                        if let Some(id) = value["data"]["id"].as_u64() {
+                        // A replay's were owed to the connection that missed them.
+                        if let (Some(id), false) = (value["data"]["id"].as_u64(), replayed) {
                             self.model.received(conn, id)?;
                         }
                         if let Some(ack) = value["ack"].as_u64() {
@@ -972,6 +1054,62 @@ impl Sim {
                 }
             }
             Frame::Binary(_) | Frame::Pong(_) => {}
+        }
+        Ok(())
+    }
+
+    /// A `subscribed` for `channel` at `offset`: live from there, or, if it recovered, the
+    /// replay from the position the client asked for comes first.
+    fn subscribed(
+        &mut self,
+        c: usize,
+        conn: ConnId,
+        channel: &str,
+        offset: u64,
+        value: &Value,
+    ) -> Result<(), String> {
+        let epoch = value["epoch"].as_u64().unwrap_or(u64::MAX);
+        let client = &mut self.clients[c];
+        // The application's joins answer no request of the client's.
+        let asked = match value["server"].as_bool() {
+            Some(true) => None,
+            _ => client.recovering.remove(channel),
+        };
+        match (asked, value["recovered"].as_bool()) {
+            (Some(since), Some(true)) => {
+                if since > offset {
+                    return Err(format!(
+                        "{conn:?} recovered {channel} from {since}, past its live offset {offset}"
+                    ));
+                }
+                self.recovered += 1;
+                client.next_offset.insert(channel.to_owned(), since);
+                client.replay_until.insert(channel.to_owned(), offset);
+            }
+            (Some(_), Some(false)) => {
+                if value["reason"].as_str().is_none() {
+                    return Err(format!(
+                        "{conn:?} was not recovered in {channel}, without a reason"
+                    ));
+                }
+                self.not_recovered += 1;
+                client.next_offset.insert(channel.to_owned(), offset);
+                client.positions.insert(channel.to_owned(), (epoch, offset));
+            }
+            (Some(_), None) => {
+                return Err(format!(
+                    "{conn:?} asked to recover {channel}; no answer said whether"
+                ));
+            }
+            (None, recovered) => {
+                if recovered.is_some() {
+                    return Err(format!(
+                        "{conn:?} was told of a recovery it did not ask for"
+                    ));
+                }
+                client.next_offset.insert(channel.to_owned(), offset);
+                client.positions.insert(channel.to_owned(), (epoch, offset));
+            }
         }
         Ok(())
     }
@@ -1014,12 +1152,27 @@ impl Sim {
             }
         }
         // Sources that cannot wait fill a queue to twice its bound; a publishing client adds
-        // at most one frame more before it is paused; and each request the client made that
+        // at most one frame more before it is paused; each request the client made that
         // is not answered yet may still be answered past the bound (by the application, or
-        // by its deadline), as answers are never dropped.
+        // by its deadline), as answers are never dropped; and a recovery's replay, an answer
+        // too, holds up to its channel's history.
         let cfg = &self.cfg.hub;
         for (&conn, &c) in &self.owner {
-            let slack = self.clients.len() + self.clients[c].asked.len();
+            let client = &self.clients[c];
+            let replaying = client.replay_until.iter().filter(|(channel, &until)| {
+                client
+                    .next_offset
+                    .get(*channel)
+                    .is_some_and(|&next| next < until)
+            });
+            let replays: usize = client
+                .recovering
+                .keys()
+                .chain(replaying.map(|(channel, _)| channel))
+                .filter_map(|channel| cfg.history_of(channel))
+                .map(|h| h.max_len)
+                .sum();
+            let slack = self.clients.len() + client.asked.len() + replays;
             if let Some(d) = self.hub.queue_depth(conn) {
                 let frames_ok = d.frames <= 2 * cfg.max_queue_frames + slack;
                 let bytes_ok = d.bytes <= 2 * cfg.max_queue_bytes + slack * cfg.max_message_size

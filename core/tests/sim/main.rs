@@ -40,10 +40,14 @@ fn sweep(shard: u64) {
             .filter(|s| s % SHARDS == shard)
             .collect(),
     };
+    let (mut recovered, mut not_recovered) = (0, 0);
+    let many = seeds.len() >= 10;
     for seed in seeds {
         let report = Sim::new(seed, config(seed), Instant::now())
             .run(steps)
             .unwrap_or_else(|v| panic!("{v}"));
+        recovered += report.recovered;
+        not_recovered += report.not_recovered;
         // The same seed gives the same trace: check one seed in 25 by running it again.
         if seed % 25 == 0 {
             let again = Sim::new(seed, config(seed), Instant::now())
@@ -55,6 +59,14 @@ fn sweep(shard: u64) {
             );
         }
     }
+    // Reconnecting clients recover, and are told when they cannot: both happen in a sweep.
+    if many {
+        assert!(
+            recovered > 0 && not_recovered > 0,
+            "recovered {recovered}, not recovered {not_recovered}"
+        );
+    }
+    eprintln!("shard {shard}: {recovered} subscriptions recovered, {not_recovered} not");
 }
 
 #[test]
