@@ -295,6 +295,34 @@ fn history_bytes_are_capped_for_every_channel_together_closest_to_expiry_first()
 }
 
 #[test]
+fn the_byte_cap_holds_exactly_what_fits() {
+    // Every publication the same size: the cap holds exactly two.
+    let one = {
+        let mut probe = Sim::new(config(10));
+        publish(&mut probe, "news", 0);
+        probe.hub.footprint().history_bytes
+    };
+    let mut sim = Sim::new(config(10).max_history_bytes(2 * one));
+    for n in 0..2 {
+        publish(&mut sim, "news", n);
+    }
+    assert_eq!(sim.hub.footprint().history_bytes, 2 * one, "both fit");
+    publish(&mut sim, "news", 2);
+    assert_eq!(
+        sim.hub.footprint().history_bytes,
+        2 * one,
+        "the oldest went"
+    );
+    let c = sim.open_path("/");
+    sim.subscribe(c, "news");
+    let epoch = sim.of_type(c, "subscribed")[0]["epoch"]
+        .as_u64()
+        .expect("epoch");
+    subscribe_since(&mut sim, c, 1, epoch);
+    assert_eq!(items(&sim, c), vec![(1, 1), (2, 2)]);
+}
+
+#[test]
 fn a_room_nobody_is_in_goes_with_its_last_kept_publication() {
     let mut sim = Sim::new(config(10));
     publish(&mut sim, "news", 0);
@@ -304,6 +332,26 @@ fn a_room_nobody_is_in_goes_with_its_last_kept_publication() {
         !sim.hub.has_room("/", "elsewhere"),
         "no rule: nothing kept, no room"
     );
+    // Outside the stream (volatile, or leaving someone out): not kept, no room either.
+    let mut other = Sim::new(config(10));
+    let volatile = Message::json("item", json!({"n": 0})).volatile();
+    let _ = other
+        .hub
+        .publish(other.now, Target::room("/", "news"), volatile)
+        .expect("publish");
+    assert!(!other.hub.has_room("/", "news"));
+    // A hub shutting down keeps nothing, and forgets what it kept once it has shut down.
+    publish(&mut other, "news", 1);
+    assert!(other.hub.has_room("/", "news"));
+    other.hub.shutdown(other.now);
+    other.drain();
+    assert_eq!(other.hub.footprint().rooms, 0);
+    let _ = other.hub.publish(
+        other.now,
+        Target::room("/", "news"),
+        Message::json("item", json!({"n": 2})),
+    );
+    assert_eq!(other.hub.footprint().rooms, 0);
     assert_eq!(
         sim.hub.poll_timeout(),
         Some(sim.now + TTL),
@@ -352,7 +400,10 @@ fn a_history_request_returns_the_last_n_or_from_a_position() {
         r#"{"type":"history","channel":"news","id":"h1","limit":2}"#,
     );
     let last_two = sim.of_type(a, "history")[0].clone();
-    assert_eq!(last_two["ref"], json!("h1"));
+    assert_eq!(
+        (last_two["ref"].clone(), last_two["channel"].clone()),
+        (json!("h1"), json!("news"))
+    );
     assert_eq!(
         (last_two["offset"].clone(), last_two["epoch"].clone()),
         (json!(5), json!(epoch))
