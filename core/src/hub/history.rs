@@ -41,6 +41,18 @@ impl Kept {
 }
 
 impl Hub {
+    /// Where room `room` of `namespace` stands: the offset its next publication takes, and
+    /// its epoch (what a client that has seen everything so far would recover from). `None`
+    /// if the room does not exist.
+    pub fn room_position(&self, namespace: &str, room: &str) -> Option<Position> {
+        let id = self.registry.room_by_names(namespace, room)?;
+        let room = self.registry.rooms.get(id)?;
+        Some(Position {
+            since: room.next_offset,
+            epoch: room.epoch,
+        })
+    }
+
     /// Keeps `frame`, the publication just numbered in room `id`, if the room keeps history.
     pub(super) fn keep(&mut self, id: usize, frame: &Frame) {
         let Some(now) = self.now.filter(|_| !self.shutting_down) else {

@@ -84,6 +84,12 @@ fn a_client_that_comes_back_gets_what_it_missed_in_order_then_live() {
     }
     let (epoch, since) = position(&sim, a);
     assert_eq!(since, 3);
+    assert_eq!(
+        sim.hub.room_position("/", "news"),
+        Some(tidings_core::Position { since, epoch }),
+        "where a client that saw everything stands"
+    );
+    assert_eq!(sim.hub.room_position("/", "nowhere"), None);
     leave_by_dropping(&mut sim, a);
     assert_eq!(sim.hub.room_size("/", "news"), 0);
     assert!(
