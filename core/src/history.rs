@@ -103,6 +103,9 @@ pub(crate) struct Log {
     pub entries: VecDeque<Entry>,
     /// The offset of `entries[0]` (or of the next publication, when empty).
     pub first: u64,
+    /// Until when the room lives on with no members and nothing kept, so that its members
+    /// can come back to the same epoch (set when its last member leaves, for `rule.ttl`).
+    pub linger: Option<Instant>,
 }
 
 impl Log {
@@ -111,12 +114,19 @@ impl Log {
             rule,
             entries: VecDeque::new(),
             first,
+            linger: None,
         }
     }
 
-    /// When the oldest entry expires, if any is kept.
-    pub fn expiry(&self) -> Option<Instant> {
-        self.entries.front().map(|e| e.expires)
+    /// When the room next needs the hub: its oldest entry's expiry, or, with nothing kept,
+    /// the end of its lingering.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.entries.front().map(|e| e.expires).or(self.linger)
+    }
+
+    /// Nothing kept and not lingering: nothing to keep the room for.
+    pub fn is_spent(&self) -> bool {
+        self.entries.is_empty() && self.linger.is_none()
     }
 
     /// The frames from offset `since` to the end, or why they cannot all be had. `next` is

@@ -3,8 +3,8 @@
 //! history, its log.
 //!
 //! A room is freed once it has no members and keeps no publications (a room with history
-//! outlives its members until its log is empty, so that they can come back and recover);
-//! so are empty namespaces other than `/`.
+//! outlives its members until its log is empty and its lingering over, so that they can
+//! come back and recover); so are empty namespaces other than `/`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -38,7 +38,7 @@ pub(crate) struct Room {
 impl Room {
     /// Neither members nor kept publications: nothing to keep it for.
     pub fn unused(&self) -> bool {
-        self.members.is_empty() && self.history.as_ref().is_none_or(|h| h.entries.is_empty())
+        self.members.is_empty() && self.history.as_ref().is_none_or(Log::is_spent)
     }
 }
 

@@ -278,6 +278,7 @@ impl Hub {
             });
         }
         for (room, name) in std::mem::take(&mut s.rooms) {
+            self.before_leaving(room, conn);
             self.registry.leave(room, conn);
             self.event(Event::Left { conn, room: name });
         }

@@ -14,8 +14,12 @@ use std::time::Instant;
 
 use super::Hub;
 use crate::frame::Frame;
-use crate::history::{Entry, Position, Unrecoverable};
+use crate::history::{Entry, Log, Position, Unrecoverable};
 use crate::ids::ConnId;
+
+/// What a room lingering with no members and nothing kept counts against
+/// `max_history_bytes`, besides its name: about what the room and its log take.
+const LINGER_BYTES: usize = 256;
 
 /// The kept publications asked for, or why they cannot all be had.
 pub(super) type Replay = Result<Vec<Frame>, Unrecoverable>;
@@ -58,24 +62,18 @@ impl Hub {
         let Some(now) = self.now.filter(|_| !self.shutting_down) else {
             return;
         };
-        let Some(log) = self
-            .registry
-            .rooms
-            .get_mut(id)
-            .and_then(|r| r.history.as_mut())
-        else {
+        let Some(log) = self.log_mut(id) else {
             return;
         };
+        let before = log.deadline();
         let expires = now + log.rule.ttl;
-        if log.entries.is_empty() {
-            self.kept.fronts.insert((expires, id));
-        }
         log.entries.push_back(Entry {
             frame: frame.clone(),
             expires,
         });
         let over = log.entries.len().saturating_sub(log.rule.max_len);
         self.kept.bytes += frame.len();
+        self.moved(id, before);
         for _ in 0..over {
             self.drop_oldest(id);
         }
@@ -93,29 +91,82 @@ impl Hub {
         }
     }
 
-    /// Drops room `id`'s oldest kept publication.
-    fn drop_oldest(&mut self, id: usize) {
-        let Some(log) = self
-            .registry
-            .rooms
-            .get_mut(id)
-            .and_then(|r| r.history.as_mut())
-        else {
+    /// Before `conn` leaves room `id`: if it is the last member of a room that keeps
+    /// history, the room lingers for its rule's `ttl`, so that a member coming back finds the
+    /// same epoch even if nothing was published meanwhile. A lingering room counts against
+    /// `max_history_bytes` as `LINGER_BYTES` and its name.
+    pub(super) fn before_leaving(&mut self, id: usize, conn: ConnId) {
+        let Some(now) = self.now.filter(|_| !self.shutting_down) else {
             return;
         };
-        let Some(oldest) = log.entries.pop_front() else {
+        let Some(room) = self.registry.rooms.get_mut(id) else {
             return;
         };
-        log.first += 1;
-        self.kept.bytes -= oldest.frame.len();
-        self.kept.fronts.remove(&(oldest.expires, id));
-        if let Some(next) = log.expiry() {
-            self.kept.fronts.insert((next, id));
+        let last = room.members.len() == 1 && room.members.contains(&conn);
+        let cost = LINGER_BYTES + room.name.len();
+        let Some(log) = room.history.as_mut().filter(|_| last) else {
+            return;
+        };
+        let before = log.deadline();
+        if log.linger.is_none() {
+            self.kept.bytes += cost;
+        }
+        log.linger = Some(now + log.rule.ttl);
+        self.moved(id, before);
+        while self.kept.bytes > self.config.max_history_bytes {
+            let Some(&(_, victim)) = self.kept.fronts.first() else {
+                break;
+            };
+            self.drop_oldest(victim);
+            if victim != id {
+                self.registry.free_if_unused(victim);
+            }
         }
     }
 
-    /// Drops every kept publication expired at `now`, and the rooms left with neither
-    /// members nor history.
+    fn log_mut(&mut self, id: usize) -> Option<&mut Log> {
+        self.registry.rooms.get_mut(id)?.history.as_mut()
+    }
+
+    /// Room `id`'s deadline may have moved from `before`: its record follows.
+    fn moved(&mut self, id: usize, before: Option<Instant>) {
+        let after = self.log_mut(id).and_then(|log| log.deadline());
+        if before != after {
+            if let Some(at) = before {
+                self.kept.fronts.remove(&(at, id));
+            }
+            if let Some(at) = after {
+                self.kept.fronts.insert((at, id));
+            }
+        }
+    }
+
+    /// Drops room `id`'s oldest kept publication, or, with none, ends its lingering.
+    fn drop_oldest(&mut self, id: usize) {
+        let Some(room) = self.registry.rooms.get_mut(id) else {
+            return;
+        };
+        let linger_cost = LINGER_BYTES + room.name.len();
+        let Some(log) = room.history.as_mut() else {
+            return;
+        };
+        let before = log.deadline();
+        match log.entries.pop_front() {
+            Some(oldest) => {
+                log.first += 1;
+                self.kept.bytes -= oldest.frame.len();
+            }
+            None => {
+                if log.linger.take().is_some() {
+                    self.kept.bytes -= linger_cost;
+                }
+            }
+        }
+        self.moved(id, before);
+    }
+
+    /// Drops every kept publication expired at `now`, ends the lingering that is over, and
+    /// frees the rooms left with neither members nor history.
     pub(super) fn expire_kept(&mut self, now: Instant) {
         while let Some(&(at, id)) = self.kept.fronts.first() {
             if at > now {

@@ -108,6 +108,7 @@ impl Hub {
         let Some(name) = s.rooms.remove(&id) else {
             return Ok(false);
         };
+        self.before_leaving(id, conn);
         self.registry.leave(id, conn);
         self.event(Event::Left { conn, room: name });
         Ok(true)

@@ -459,3 +459,27 @@ fn recovery_goes_through_the_queue_bounds_like_any_answer() {
     assert_eq!(got, (0..40).collect::<Vec<_>>());
     assert!(sim.close_of(c).is_none());
 }
+
+#[test]
+fn a_room_left_empty_lingers_so_its_members_come_back_to_the_same_epoch() {
+    let mut sim = Sim::new(config(10));
+    let a = sim.open_path("/");
+    sim.subscribe(a, "news");
+    let (epoch, since) = position(&sim, a);
+    assert_eq!(since, 0, "nothing published yet");
+    leave_by_dropping(&mut sim, a);
+    // Nothing kept, nobody in: the room lingers (and counts against the byte cap).
+    assert!(sim.hub.has_room("/", "news"));
+    assert!(sim.hub.footprint().history_bytes > 0);
+    publish(&mut sim, "news", 0);
+    let b = sim.open_path("/");
+    subscribe_since(&mut sim, b, since, epoch);
+    assert_eq!(sim.of_type(b, "subscribed")[0]["recovered"], json!(true));
+    assert_eq!(items(&sim, b), vec![(0, 0)]);
+
+    // Left again; nothing published for a whole TTL: the room and its epoch go.
+    sim.send(b, r#"{"type":"unsubscribe","channel":"news"}"#);
+    sim.advance(TTL * 2);
+    let footprint = sim.hub.footprint();
+    assert_eq!((footprint.rooms, footprint.history_bytes), (0, 0));
+}
