@@ -10,6 +10,10 @@
 //! - `idle`: C connections open and (on tidings) subscribed, then silent; the server's memory
 //!   and CPU are what is measured. Client sockets are bound round-robin to 127.0.0.2 and up,
 //!   so more than one address's ephemeral ports are available.
+//! - `recovery` (tidings only): C clients in 100 rooms that keep history note where they
+//!   stand, then all drop; M publications go to each room meanwhile; then all come back at
+//!   once and subscribe from their positions. Measured: the time from the first reconnect
+//!   until every client has its M missed publications, and the server's memory.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -62,6 +66,16 @@ impl Target {
     /// Opens WebSocket `i`, bound to its source address; on tidings, subscribes it to
     /// `channel` and waits for the answer.
     async fn open(&self, i: usize, channel: Option<&str>) -> io::Result<Ws> {
+        let mut ws = self.connect(i).await?;
+        if let (true, Some(channel)) = (self.kind.is_tidings(), channel) {
+            let subscribe = format!(r#"{{"type":"subscribe","channel":"{channel}","id":"s"}}"#);
+            subscribed(&mut ws, &subscribe).await?;
+        }
+        Ok(ws)
+    }
+
+    /// Opens WebSocket `i`, bound to its source address.
+    async fn connect(&self, i: usize) -> io::Result<Ws> {
         let (url, to) = match &self.second {
             Some((url, addr)) if i % 2 == 1 => (url.as_str(), *addr),
             _ => (self.url.as_str(), self.addr),
@@ -77,27 +91,28 @@ impl Target {
         .await?;
         // A small read buffer: 10,000 idle clients should not cost the machine gigabytes.
         let config = WebSocketConfig::default().read_buffer_size(4096);
-        let (mut ws, _) =
+        let (ws, _) =
             async_tungstenite::client_async_with_config(url, Async::new(tcp)?, Some(config))
                 .await
                 .map_err(io::Error::other)?;
-        if let (true, Some(channel)) = (self.kind.is_tidings(), channel) {
-            let subscribe = format!(r#"{{"type":"subscribe","channel":"{channel}","id":"s"}}"#);
-            ws.send(Message::text(subscribe))
-                .await
-                .map_err(io::Error::other)?;
-            loop {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) if t.as_str().contains(r#""type":"subscribed""#) => {
-                        break
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(io::Error::other(e)),
-                    None => return Err(io::ErrorKind::UnexpectedEof.into()),
-                }
-            }
-        }
         Ok(ws)
+    }
+}
+
+/// Sends `subscribe` and reads until its `subscribed` answer, which it returns parsed.
+async fn subscribed(ws: &mut Ws, subscribe: &str) -> io::Result<serde_json::Value> {
+    ws.send(Message::text(subscribe))
+        .await
+        .map_err(io::Error::other)?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.as_str().contains(r#""type":"subscribed""#) => {
+                return serde_json::from_str(t.as_str()).map_err(io::Error::other);
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(io::Error::other(e)),
+            None => return Err(io::ErrorKind::UnexpectedEof.into()),
+        }
     }
 }
 
@@ -321,6 +336,175 @@ where
         }
         measure(connections - failed.len()).await;
         Ok(())
+    }))
+}
+
+/// The recovery storm's parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct Recovery {
+    /// Clients, spread over 100 rooms.
+    pub clients: usize,
+    /// Publications each room gets while its clients are away: what each recovers.
+    pub missed: usize,
+}
+
+/// What a recovery storm did.
+#[derive(Debug)]
+pub struct RecoveryResult {
+    /// Clients that came back.
+    pub reconnected: usize,
+    /// Of which told `recovered: true`.
+    pub recovered: usize,
+    /// Missed publications received, over all clients.
+    pub replayed: usize,
+    /// From the first reconnect until the last client had all it missed.
+    pub all_live: Duration,
+}
+
+/// The room of recovery client `i`: 100 rooms, which the bench servers keep history for.
+fn storm_room(i: usize) -> String {
+    format!("storm:{}", i % 100)
+}
+
+/// Runs the recovery storm against `target` (a tidings server keeping `storm:*` history).
+/// `before` runs just before the clients come back; `between` once they are back and have
+/// all they missed, before they close.
+pub fn recovery<F>(
+    target: &Target,
+    r: Recovery,
+    before: impl FnOnce(),
+    between: impl FnOnce() -> F,
+) -> io::Result<RecoveryResult>
+where
+    F: std::future::Future<Output = ()>,
+{
+    let ex = LocalExecutor::new();
+    smol::block_on(ex.run(async {
+        // 1. Everyone subscribes and notes where it stands, then drops.
+        let positions = Rc::new(RefCell::new(vec![None; r.clients]));
+        let gate = Rc::new(Semaphore::new(CONCURRENT_HANDSHAKES));
+        let mut tasks = Vec::new();
+        for i in 0..r.clients {
+            let (target, gate, positions) = (target.clone(), gate.clone(), positions.clone());
+            tasks.push(ex.spawn(async move {
+                let permit = gate.acquire().await;
+                let mut ws = target.connect(i).await?;
+                let ask = format!(r#"{{"type":"subscribe","channel":"{}"}}"#, storm_room(i));
+                let answer = subscribed(&mut ws, &ask).await?;
+                drop(permit);
+                let at = (answer["epoch"].as_u64(), answer["offset"].as_u64());
+                positions.borrow_mut()[i] = match at {
+                    (Some(epoch), Some(offset)) => Some((epoch, offset)),
+                    _ => return Err(io::Error::other(format!("no position in {answer}"))),
+                };
+                ws.close(None).await.map_err(io::Error::other)
+            }));
+        }
+        for task in tasks {
+            task.await?;
+        }
+        // 2. A publisher in every room publishes `missed` to each, and waits for its own
+        // copies: the server has taken them all.
+        let mut publisher = target.connect(r.clients).await?;
+        for room in 0..100 {
+            let ask = format!(r#"{{"type":"subscribe","channel":"{}"}}"#, storm_room(room));
+            subscribed(&mut publisher, &ask).await?;
+        }
+        for n in 0..r.missed {
+            for room in 0..100 {
+                let frame = format!(
+                    r#"{{"type":"publish","channel":"{}","event":"missed","data":{n}}}"#,
+                    storm_room(room)
+                );
+                publisher
+                    .send(Message::text(frame))
+                    .await
+                    .map_err(io::Error::other)?;
+            }
+        }
+        let mut echoed = 0;
+        while echoed < 100 * r.missed {
+            match publisher.next().await {
+                Some(Ok(Message::Text(t))) if t.as_str().contains(r#""event":"missed""#) => {
+                    echoed += 1
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(io::Error::other(e)),
+                None => return Err(io::ErrorKind::UnexpectedEof.into()),
+            }
+        }
+        // 3. The storm: everyone back at once, each from its position.
+        before();
+        let started = Instant::now();
+        let (done_tx, done) = async_channel::unbounded::<io::Result<(bool, usize)>>();
+        let (release_tx, release) = async_channel::bounded::<()>(1);
+        let positions = positions.take();
+        let expected = positions.iter().flatten().count();
+        for (i, at) in positions.into_iter().enumerate() {
+            let Some((epoch, since)) = at else { continue };
+            let (target, gate, done, release) = (
+                target.clone(),
+                gate.clone(),
+                done_tx.clone(),
+                release.clone(),
+            );
+            ex.spawn(async move {
+                let back = async {
+                    let permit = gate.acquire().await;
+                    let mut ws = target.connect(i).await?;
+                    drop(permit);
+                    let ask = format!(
+                        r#"{{"type":"subscribe","channel":"{}","since":{since},"epoch":{epoch}}}"#,
+                        storm_room(i)
+                    );
+                    let answer = subscribed(&mut ws, &ask).await?;
+                    let mut got = 0;
+                    while got < r.missed {
+                        match ws.next().await {
+                            Some(Ok(Message::Text(t)))
+                                if t.as_str().contains(r#""event":"missed""#) =>
+                            {
+                                got += 1
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => return Err(io::Error::other(e)),
+                            None => return Err(io::ErrorKind::UnexpectedEof.into()),
+                        }
+                    }
+                    Ok((answer["recovered"] == true, got, ws))
+                };
+                match back.await {
+                    Ok((recovered, got, mut ws)) => {
+                        let _ = done.send(Ok((recovered, got))).await;
+                        let _ = release.recv().await;
+                        let _ = ws.close(None).await;
+                    }
+                    Err(e) => drop(done.send(Err(e)).await),
+                }
+            })
+            .detach();
+        }
+        drop(done_tx);
+        let mut result = RecoveryResult {
+            reconnected: 0,
+            recovered: 0,
+            replayed: 0,
+            all_live: Duration::ZERO,
+        };
+        for _ in 0..expected {
+            match done.recv().await.map_err(io::Error::other)? {
+                Ok((recovered, got)) => {
+                    result.reconnected += 1;
+                    result.recovered += usize::from(recovered);
+                    result.replayed += got;
+                }
+                Err(e) => eprintln!("recovery: a client failed: {e}"),
+            }
+        }
+        result.all_live = started.elapsed();
+        between().await;
+        drop(release_tx);
+        Ok(result)
     }))
 }
 

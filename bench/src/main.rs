@@ -5,6 +5,8 @@
 //!                      [--messages 2000] [--size 128] [--window 0] [--rate 0] [--sources 8]
 //! tidings-bench idle   [--servers tokio,bare,smol,async-std,tidings-tokio] [--runs 3] [--connections 10000]
 //!                      [--sources 16] [--settle 2] [--hold 10]
+//! tidings-bench recovery [--servers smol,async-std,tidings-tokio] [--runs 3] [--connections 10000]
+//!                      [--messages 100] [--sources 16]
 //! tidings-bench server --kind tokio|bare|smol|async-std|tidings-tokio|smol-redis|smol-redis-idle|smol-redis-solo [--listen 127.0.0.1:0]
 //! ```
 //!
@@ -25,7 +27,7 @@ use std::time::Duration;
 
 use smol::Timer;
 
-use load::{Fanout, FanoutResult, Target};
+use load::{Fanout, FanoutResult, Recovery, RecoveryResult, Target};
 use procfs::Usage;
 use server::Kind;
 use stats::Spread;
@@ -63,7 +65,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         _ => return Err("usage: tidings-bench fanout|idle|server [options] (see --help)".into()),
     };
-    let idle = command == "idle";
+    let idle = command == "idle" || command == "recovery";
     let mut o = Options {
         servers: vec![
             Kind::Tokio,
@@ -88,6 +90,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         listen: "127.0.0.1:0".into(),
         wrap: Vec::new(),
     };
+    if command == "recovery" {
+        o.servers = vec![Kind::Smol, Kind::AsyncStd, Kind::TidingsTokio];
+    }
+    let mut messages_given = false;
     while let Some(arg) = parser.next()? {
         match arg {
             Long("servers") => {
@@ -101,7 +107,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             Long("runs") => o.runs = parser.value()?.parse()?,
             Long("sources") => o.sources = parser.value()?.parse()?,
             Long("subscribers") => o.fanout.subscribers = parser.value()?.parse()?,
-            Long("messages") => o.fanout.messages = parser.value()?.parse()?,
+            Long("messages") => {
+                o.fanout.messages = parser.value()?.parse()?;
+                messages_given = true;
+            }
             Long("size") => o.fanout.size = parser.value()?.parse()?,
             Long("window") => o.fanout.window = parser.value()?.parse()?,
             Long("rate") => o.fanout.rate = parser.value()?.parse()?,
@@ -130,6 +139,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "server" => Ok(server::run(o.kind, &o.listen)?),
         "fanout" => fanout(&o),
         "idle" => idle_scenario(&o),
+        "recovery" => recovery_scenario(&o, messages_given),
         other => Err(format!("unknown command {other:?}").into()),
     }
 }
@@ -408,6 +418,82 @@ fn idle_scenario(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             of(&|r| r.held.peak_rss_kib as f64 / 1024.0).show(1),
             of(&|r| r.settled.cpu_seconds - r.before.cpu_seconds).show(2),
             of(&|r| r.held.cpu_seconds - r.settled.cpu_seconds).show(2),
+        );
+    }
+    Ok(())
+}
+
+/// One recovery storm with the server's usage before it (everyone away, the missed
+/// publications kept) and once everyone is back.
+struct RecoveryRun {
+    result: RecoveryResult,
+    before: Usage,
+    after: Usage,
+}
+
+fn recovery_scenario(o: &Options, messages_given: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let storm = Recovery {
+        clients: o.connections,
+        missed: if messages_given {
+            o.fanout.messages
+        } else {
+            100
+        },
+    };
+    println!(
+        "recovery: {} clients in 100 rooms, {} publications missed by each, {} source addresses, {} runs\n",
+        storm.clients, storm.missed, o.sources, o.runs
+    );
+    if let Some(kind) = o.servers.iter().find(|k| !k.is_tidings()) {
+        return Err(
+            format!("{kind} has no recovery: only tidings servers run this scenario").into(),
+        );
+    }
+    let mut runs: Vec<Vec<RecoveryRun>> = o.servers.iter().map(|_| Vec::new()).collect();
+    for run in 0..o.runs {
+        for (i, &kind) in o.servers.iter().enumerate() {
+            let server = ServerProcess::start(kind, o)?;
+            let before = std::cell::RefCell::new(None);
+            let after = std::cell::RefCell::new(None);
+            let (server_ref, after_ref) = (&server, &after);
+            let result = load::recovery(
+                &server.target,
+                storm,
+                || *before.borrow_mut() = Some(server_ref.usage()),
+                || async move {
+                    *after_ref.borrow_mut() = Some(server_ref.usage());
+                },
+            )?;
+            let r = RecoveryRun {
+                result,
+                before: before.take().ok_or("the run ended early")??,
+                after: after.take().ok_or("the run ended early")??,
+            };
+            eprintln!(
+                "run {run} {kind}: {} back, {} recovered, {} replayed, all live in {:.2} s",
+                r.result.reconnected,
+                r.result.recovered,
+                r.result.replayed,
+                r.result.all_live.as_secs_f64()
+            );
+            runs[i].push(r);
+        }
+    }
+    println!("| server | back | recovered | replayed | time until all live (s) | server CPU (s) | RSS before (MiB) | RSS with all back (MiB) | peak RSS (MiB) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (kind, runs) in o.servers.iter().zip(&runs) {
+        let of =
+            |f: &dyn Fn(&RecoveryRun) -> f64| Spread::of(&runs.iter().map(f).collect::<Vec<_>>());
+        println!(
+            "| {kind} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            of(&|r| r.result.reconnected as f64).show(0),
+            of(&|r| r.result.recovered as f64).show(0),
+            of(&|r| r.result.replayed as f64).show(0),
+            of(&|r| r.result.all_live.as_secs_f64()).show(2),
+            of(&|r| r.after.cpu_seconds - r.before.cpu_seconds).show(2),
+            of(&|r| r.before.rss_kib as f64 / 1024.0).show(1),
+            of(&|r| r.after.rss_kib as f64 / 1024.0).show(1),
+            of(&|r| r.after.peak_rss_kib as f64 / 1024.0).show(1),
         );
     }
     Ok(())

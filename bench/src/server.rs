@@ -103,10 +103,13 @@ pub const CHANNEL: &str = "bench";
 
 /// The hub settings of the benchmark: clients may publish (the publisher is a client, as in
 /// the baseline), and the inbound rate limit, made for untrusted browsers, is off for it.
+/// The recovery scenario's rooms (`storm:*`) keep history; the fan-out's room does not.
 fn config() -> tidings_smol::Config {
+    let storm = tidings_smol::History::new(128, std::time::Duration::from_secs(600));
     tidings_smol::Config::default()
         .client_publish(true)
         .max_inbound_rate(None)
+        .history("storm:*", storm)
 }
 
 /// Runs `kind` on `listen`, prints `ready ws://ADDR/ws` on stdout, and serves until standard

@@ -1,5 +1,6 @@
-//! The benchmark harness itself works: a small fan-out and a small idle run against every
-//! server complete, every delivery arrives, and the tables are printed. (Figures are not
+//! The benchmark harness itself works: a small fan-out, a small idle run and a small
+//! recovery storm against every server complete, every delivery arrives, and the tables are
+//! printed. (Figures are not
 //! asserted: speed is what BENCHMARKS.md reports, not what a test checks.)
 
 use std::process::Command;
@@ -72,6 +73,35 @@ fn idle_opens_every_connection_from_several_addresses() {
         let cells = row(&out, server);
         assert_eq!(cells[2], "60 (60–60)", "{server} did not open all:\n{out}");
     }
+}
+
+#[test]
+fn recovery_brings_every_client_back_with_all_it_missed() {
+    let out = bench(&[
+        "recovery",
+        "--runs",
+        "1",
+        "--connections",
+        "200",
+        "--messages",
+        "10",
+        "--sources",
+        "3",
+    ]);
+    for server in ["smol", "async-std", "tidings-tokio"] {
+        let cells = row(&out, server);
+        assert_eq!(
+            (cells[2], cells[3], cells[4]),
+            ("200 (200–200)", "200 (200–200)", "2000 (2000–2000)"),
+            "{server}: back, recovered, replayed:
+{out}"
+        );
+    }
+    let baseline = Command::new(env!("CARGO_BIN_EXE_tidings-bench"))
+        .args(["recovery", "--servers", "tokio"])
+        .output()
+        .expect("run tidings-bench");
+    assert!(!baseline.status.success(), "a baseline has no recovery");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Arbitrary sequences of hub operations with time deltas: client frames (structured and raw),
-//! writes completing or not, drops, server publishes, acks, batches, joins, closes, shutdown.
+//! writes completing or not, drops, server publishes, acks, batches, joins, closes, shutdown,
+//! recoveries and history requests (rooms `a` and `b` keep history, `c` none).
 //! Checked after every operation: each ack and each connection ends once, queues stay within
 //! their bounds, `poll_timeout` is never in the past; at the end every table is empty.
 
@@ -13,8 +14,8 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 use tidings_core::{
-    AckId, CloseCode, Config, ConnId, ConnectionInfo, Event, Frame, Hub, Input, Message, Output,
-    Target,
+    AckId, CloseCode, Config, ConnId, ConnectionInfo, Event, Frame, History, Hub, Input, Message,
+    Output, Target,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -30,6 +31,18 @@ enum Op {
     Unsubscribe {
         conn: u8,
         room: u8,
+    },
+    Recover {
+        conn: u8,
+        room: u8,
+        since: u8,
+        epoch: u8,
+    },
+    History {
+        conn: u8,
+        room: u8,
+        since: Option<u8>,
+        limit: Option<u8>,
     },
     ClientEvent {
         conn: u8,
@@ -120,7 +133,13 @@ struct State {
     /// Connections the hub asked not to read: their frames stay in the socket (dropped here).
     paused: BTreeSet<ConnId>,
     batched: bool,
+    /// Frames each connection's recoveries and history requests may have queued (a replay
+    /// is an answer: it may go past the bound, up to the history kept).
+    replays: BTreeMap<ConnId, usize>,
 }
+
+/// The most publications a room keeps here.
+const MAX_KEPT: usize = 8;
 
 const ROOMS: [&str; 3] = ["a", "b", "c"];
 
@@ -186,7 +205,9 @@ impl State {
         // never dropped).
         let config = self.hub.config();
         for &conn in &self.conns {
-            let slack = 8 + self.client_acks.get(&conn).map_or(0, Vec::len);
+            let slack = 8
+                + self.client_acks.get(&conn).map_or(0, Vec::len)
+                + self.replays.get(&conn).copied().unwrap_or(0);
             if let Some(d) = self.hub.queue_depth(conn) {
                 assert!(
                     d.frames <= 2 * config.max_queue_frames + slack,
@@ -243,6 +264,37 @@ impl State {
                         c,
                         json!({"type": "unsubscribe", "channel": ROOMS[room as usize % 3]}),
                     );
+                }
+            }
+            Op::Recover {
+                conn,
+                room,
+                since,
+                epoch,
+            } => {
+                if let Some(c) = self.conn(conn) {
+                    *self.replays.entry(c).or_default() += MAX_KEPT;
+                    let channel = ROOMS[room as usize % 3];
+                    let ask = json!({"type": "subscribe", "channel": channel, "since": since, "epoch": epoch % 4});
+                    self.text(c, ask);
+                }
+            }
+            Op::History {
+                conn,
+                room,
+                since,
+                limit,
+            } => {
+                if let Some(c) = self.conn(conn) {
+                    *self.replays.entry(c).or_default() += 1;
+                    let channel = ROOMS[room as usize % 3];
+                    let ask = match since {
+                        Some(since) => {
+                            json!({"type": "history", "channel": channel, "since": since, "epoch": 1, "limit": limit})
+                        }
+                        None => json!({"type": "history", "channel": channel, "limit": limit}),
+                    };
+                    self.text(c, ask);
                 }
             }
             Op::ClientEvent { conn, ack } => {
@@ -419,7 +471,16 @@ fuzz_target!(|case: Case| {
         .slow_consumer_timeout(Duration::from_millis(
             1 + u64::from(case.slow_consumer_ms % 2000),
         ))
-        .max_errors(3);
+        .max_errors(3)
+        .history(
+            "a",
+            History::new(
+                1 + case.max_queue_frames as usize % MAX_KEPT,
+                Duration::from_millis(300),
+            ),
+        )
+        .history("b", History::new(MAX_KEPT, Duration::from_secs(2)))
+        .max_history_bytes(2048);
     let Ok(hub) = Hub::new(config) else { return };
     let mut state = State {
         hub,
@@ -431,6 +492,7 @@ fuzz_target!(|case: Case| {
         client_acks: BTreeMap::new(),
         paused: BTreeSet::new(),
         batched: case.batched,
+        replays: BTreeMap::new(),
     };
     for op in case.ops.into_iter().take(500) {
         state.apply(op);
@@ -460,9 +522,10 @@ fuzz_target!(|case: Case| {
             left.pending_acks,
             left.pending_outputs,
             left.behind,
-            left.paused
+            left.paused,
+            left.history_bytes
         ),
-        (0, 0, 0, 0, 0, 0, 0, 0, 0),
+        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
         "{left:?}"
     );
 });
