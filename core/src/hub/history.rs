@@ -77,18 +77,7 @@ impl Hub {
         for _ in 0..over {
             self.drop_oldest(id);
         }
-        // Past the cap, what would expire first goes first (possibly this very frame, if it
-        // alone is larger than the cap: the room then keeps nothing, and lives on for its
-        // members only).
-        while self.kept.bytes > self.config.max_history_bytes {
-            let Some(&(_, victim)) = self.kept.fronts.first() else {
-                break;
-            };
-            self.drop_oldest(victim);
-            if victim != id {
-                self.registry.free_if_unused(victim);
-            }
-        }
+        self.within_cap(id);
     }
 
     /// Before `conn` leaves room `id`: if it is the last member of a room that keeps
@@ -113,9 +102,17 @@ impl Hub {
         }
         log.linger = Some(now + log.rule.ttl);
         self.moved(id, before);
+        self.within_cap(id);
+    }
+
+    /// Past `max_history_bytes`, drops what would expire first until under it (possibly
+    /// room `id`'s newest publication, if it alone is larger than the cap: the room then
+    /// keeps nothing, and lives on for its members only). Room `id` is not freed here: its
+    /// caller is still using it.
+    fn within_cap(&mut self, id: usize) {
         while self.kept.bytes > self.config.max_history_bytes {
             let Some(&(_, victim)) = self.kept.fronts.first() else {
-                break;
+                return;
             };
             self.drop_oldest(victim);
             if victim != id {
