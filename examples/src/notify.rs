@@ -7,15 +7,18 @@
 //! users and their tokens come from `--user ID:TOKEN` (repeatable); without any, two demo
 //! users are made with random tokens, printed at startup. Each connection is put in its
 //! user's channel (`user:ID`, pinned: the client cannot leave it), and a `subscribe` to
-//! anyone else's is refused.
+//! anyone else's is refused. The channel keeps its recent notifications: a page that comes
+//! back with `since` and `epoch` in its query (where it stood) gets what it missed first.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tidings_smol::reexports::http::StatusCode;
+use tidings_smol::tidings_core::Position;
 use tidings_smol::tidings_net::{Ctx, Handle, Router, Runtime};
-use tidings_smol::{Accept, ConnectRequest, Message, Refusal, Target};
+use tidings_smol::{Accept, Config, ConnectRequest, History, Message, Refusal, Target};
 
 /// Tokens to user ids: who holds which token.
 pub type Users = Arc<HashMap<String, String>>;
@@ -50,16 +53,38 @@ pub fn users(name: &str) -> Users {
     Arc::new(users)
 }
 
+/// The hub's settings: each user's channel keeps its last 100 notifications for ten
+/// minutes, so that a tab that comes back gets what was sent while it was away.
+pub fn config() -> Config {
+    let history = History::new(100, Duration::from_secs(600));
+    Config::default().history("user:*", history)
+}
+
 /// The connect hook's decision: a known token admits its user (kept in the connection's
-/// metadata), anything else is a 401.
+/// metadata, with the position it comes back from, if its query has `since` and `epoch`),
+/// anything else is a 401.
 pub fn admit(users: &Users, req: &ConnectRequest) -> Result<Accept, Refusal> {
-    match req
+    let Some(user) = req
         .query_param("token")
         .and_then(|token| users.get(&token).cloned())
-    {
-        Some(user) => Ok(Accept::new().meta("user_id", user)),
-        None => Err(Refusal::unauthorized("a valid token is required")),
-    }
+    else {
+        return Err(Refusal::unauthorized("a valid token is required"));
+    };
+    let number = |name| req.query_param(name).and_then(|v| v.parse::<u64>().ok());
+    let accept = Accept::new().meta("user_id", user);
+    Ok(match (number("since"), number("epoch")) {
+        (Some(since), Some(epoch)) => accept.meta("from", json!({"since": since, "epoch": epoch})),
+        _ => accept,
+    })
+}
+
+/// Where a connection comes back from, if it said.
+async fn from_of<R: Runtime>(ctx: &Ctx<R>) -> Option<Position> {
+    let from = ctx.meta("from").await.ok().flatten()?;
+    Some(Position {
+        since: from["since"].as_u64()?,
+        epoch: from["epoch"].as_u64()?,
+    })
 }
 
 /// The user a connection was admitted as.
@@ -70,13 +95,18 @@ async fn user_of<R: Runtime>(ctx: &Ctx<R>) -> Option<String> {
     }
 }
 
-/// Puts each connection in its user's channel as it opens, and keeps it there; a client
-/// may subscribe to its own channel only (it is in it already).
+/// Puts each connection in its user's channel as it opens, and keeps it there; one that
+/// comes back with a position first gets what was sent to its user since. A client may
+/// subscribe to its own channel only (it is in it already).
 pub fn router<R: Runtime>() -> Router<R> {
     Router::new()
         .on_connect(|ctx| async move {
             if let Some(user) = user_of(&ctx).await {
-                let _ = ctx.join_pinned(&user_room(&user)).await;
+                let room = user_room(&user);
+                let _ = match from_of(&ctx).await {
+                    Some(from) => ctx.join_pinned_from(&room, from).await.map(|_| true),
+                    None => ctx.join_pinned(&room).await,
+                };
             }
         })
         .authorize_subscribe(|ctx, channel| async move {

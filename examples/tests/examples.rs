@@ -86,6 +86,65 @@ fn notify_delivers_to_one_user_or_everyone_and_counts() {
     NOTIFY.iter().for_each(|bin| notify_delivers(bin));
 }
 
+/// A page that comes back with where it stood (`since`, `epoch` in its query) gets the
+/// notifications sent to its user while it was away, in order, before anything new.
+#[test]
+fn notify_recovers_what_a_page_missed() {
+    NOTIFY.iter().for_each(|bin| notify_recovers(bin));
+}
+
+fn notify_recovers(bin: &str) {
+    let notify = start_with(bin, &["--user", "42:t42"]);
+    let addr = notify.addr();
+    let send = |title: &str| {
+        let body = format!(r#"{{"user_id": 42, "title": "{title}", "body": "b"}}"#);
+        let (status, _) = http(&addr, "POST", "/api/notify", &body);
+        assert_eq!(status, 200, "{bin}");
+    };
+    smol::block_on(async {
+        let first = connect(&notify.ws("/ws/notifications?token=t42")).await;
+        joined_own_channel(&first, "42").await;
+        send("seen");
+        let seen = match first.next_timeout(Duration::from_secs(5)).await {
+            Some(ClientEvent::Event(e)) => e,
+            other => panic!("{bin}: expected the notification, got {other:?}"),
+        };
+        let (offset, epoch) = (seen.offset.expect("offset"), seen.epoch.expect("epoch"));
+        first.close().await.expect("close");
+        send("missed 1");
+        send("missed 2");
+        let path = format!(
+            "/ws/notifications?token=t42&since={}&epoch={epoch}",
+            offset + 1
+        );
+        let back = connect(&notify.ws(&path)).await;
+        let mut got = Vec::new();
+        loop {
+            match back.next_timeout(Duration::from_secs(5)).await {
+                Some(ClientEvent::Welcome { .. }) => {}
+                Some(ClientEvent::Recovered { channel }) => {
+                    assert_eq!(channel, "user:42", "{bin}");
+                    got.push("recovered".to_owned());
+                }
+                Some(ClientEvent::Event(e)) => {
+                    let title = e.data.as_json().map(|d| d["title"].clone());
+                    got.push(format!("{} at {:?}", title.unwrap_or_default(), e.offset));
+                    if got.len() == 3 {
+                        break;
+                    }
+                }
+                other => panic!("{bin}: {other:?} after {got:?}"),
+            }
+        }
+        let want = [
+            "recovered".to_owned(),
+            format!("\"missed 1\" at Some({})", offset + 1),
+            format!("\"missed 2\" at Some({})", offset + 2),
+        ];
+        assert_eq!(got, want, "{bin}");
+    });
+}
+
 fn notify_delivers(bin: &str) {
     let users = ["--user", "42:t42", "--user", "7:t7"];
     let notify = start_with(bin, &users);

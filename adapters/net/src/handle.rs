@@ -268,6 +268,21 @@ impl<R: Runtime> Handle<R> {
         self.hub(move |hub, _| hub.join_pinned(conn, &room)).await
     }
 
+    /// [`Handle::join_pinned`] for a client that comes back with the position it had in
+    /// `room` (from its connect request, say): it gets every publication from there on before
+    /// any live one, or is told why not. `Ok(None)` if it recovered. See
+    /// [`Hub::join_pinned_from`](tidings_core::Hub::join_pinned_from).
+    pub async fn join_pinned_from(
+        &self,
+        conn: ConnId,
+        room: &str,
+        from: tidings_core::Position,
+    ) -> Result<Option<tidings_core::Unrecoverable>> {
+        let room = room.to_owned();
+        self.hub(move |hub, _| hub.join_pinned_from(conn, &room, from))
+            .await
+    }
+
     /// Takes `conn` out of `room` (the client is told). Returns whether it was there.
     pub async fn leave(&self, conn: ConnId, room: &str) -> Result<bool> {
         let room = room.to_owned();

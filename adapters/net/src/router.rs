@@ -444,6 +444,16 @@ impl<R: Runtime> Ctx<R> {
         self.handle.join_pinned(self.conn, room).await
     }
 
+    /// [`Ctx::join_pinned`] for a client that comes back with the position it had in `room`:
+    /// see [`Handle::join_pinned_from`].
+    pub async fn join_pinned_from(
+        &self,
+        room: &str,
+        from: tidings_core::Position,
+    ) -> Result<Option<tidings_core::Unrecoverable>> {
+        self.handle.join_pinned_from(self.conn, room, from).await
+    }
+
     /// Takes this connection out of `room`.
     pub async fn leave(&self, room: &str) -> Result<bool> {
         self.handle.leave(self.conn, room).await

@@ -39,6 +39,26 @@ impl Hub {
         Ok(joined)
     }
 
+    /// [`Hub::join_pinned`] for a client that comes back: it also gets every publication of
+    /// `room` from `from` on (the position it had, which the application got from it, say in
+    /// its connect request), before any live one and in the same step as the join, so that
+    /// nothing is missed or sent twice. Its `subscribed` carries `recovered` (and `reason`):
+    /// `Ok(None)` if it recovered, `Ok(Some(why))` if not (it is in the room all the same).
+    /// A connection already in the room gets no replay (what came since it joined, it has).
+    pub fn join_pinned_from(
+        &mut self,
+        conn: ConnId,
+        room: &str,
+        from: Position,
+    ) -> Result<Option<Unrecoverable>, Error> {
+        if self.in_room(conn, room) {
+            self.join_pinned(conn, room)?;
+            return Ok(None);
+        }
+        self.join_quietly(conn, room, true)?;
+        Ok(self.subscribed_from(conn, room, Subscribed::Server { pinned: true }, from))
+    }
+
     /// Joins without telling the client (its own `subscribe` is answered by the caller).
     pub(super) fn join_quietly(
         &mut self,
@@ -245,16 +265,32 @@ impl Hub {
         reference: Option<&str>,
         recover: Option<Position>,
     ) {
-        let recovery = recover.map(|from| self.kept_since(conn, channel, from));
-        let outcome = recovery
-            .as_ref()
-            .map(|r| r.as_ref().map(|_| ()).map_err(|e| *e));
-        self.send_subscribed(conn, channel, Subscribed::Client(reference), outcome);
-        if let Some(Ok(missed)) = recovery {
+        match recover {
+            Some(from) => {
+                let _ = self.subscribed_from(conn, channel, Subscribed::Client(reference), from);
+            }
+            None => self.send_subscribed(conn, channel, Subscribed::Client(reference), None),
+        }
+    }
+
+    /// Tells `conn` it is in `channel` (`why`) and whether it recovered from `from`, then
+    /// replays what it missed: in one step, so that no live publication comes between.
+    fn subscribed_from(
+        &mut self,
+        conn: ConnId,
+        channel: &str,
+        why: Subscribed<'_>,
+        from: Position,
+    ) -> Option<Unrecoverable> {
+        let recovery = self.kept_since(conn, channel, from);
+        let outcome = recovery.as_ref().map(|_| ()).map_err(|e| *e);
+        self.send_subscribed(conn, channel, why, Some(outcome));
+        if let Ok(missed) = recovery {
             for frame in missed {
                 self.reply(conn, frame);
             }
         }
+        outcome.err()
     }
 
     /// `{"type":"subscribed","channel":...,"offset":...,"epoch":...}`: the room's position,

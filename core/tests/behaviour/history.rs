@@ -483,3 +483,49 @@ fn a_room_left_empty_lingers_so_its_members_come_back_to_the_same_epoch() {
     let footprint = sim.hub.footprint();
     assert_eq!((footprint.rooms, footprint.history_bytes), (0, 0));
 }
+
+#[test]
+fn the_application_joins_a_returning_client_from_where_it_stood() {
+    let mut sim = Sim::new(config(10));
+    for n in 0..3 {
+        publish(&mut sim, "news", n);
+    }
+    let at = sim.hub.room_position("/", "news").expect("kept");
+    let back = tidings_core::Position {
+        since: at.since - 2,
+        epoch: at.epoch,
+    };
+    let c = sim.open_path("/");
+    let recovered = sim.hub.join_pinned_from(c, "news", back).expect("join");
+    sim.drain();
+    assert_eq!(recovered, None);
+    let subscribed = &sim.of_type(c, "subscribed")[0];
+    assert_eq!(
+        (
+            subscribed["server"].clone(),
+            subscribed["pinned"].clone(),
+            subscribed["recovered"].clone()
+        ),
+        (json!(true), json!(true), json!(true))
+    );
+    assert_eq!(items(&sim, c), vec![(1, 1), (2, 2)]);
+    // Already in: nothing replayed again.
+    assert_eq!(sim.hub.join_pinned_from(c, "news", back), Ok(None));
+    sim.drain();
+    assert_eq!(items(&sim, c).len(), 2);
+    // From another epoch: joined all the same, and told why there is no replay.
+    let d = sim.open_path("/");
+    let stale = tidings_core::Position {
+        since: 0,
+        epoch: at.epoch + 1,
+    };
+    let told = sim.hub.join_pinned_from(d, "news", stale).expect("join");
+    assert_eq!(told, Some(tidings_core::Unrecoverable::EpochChanged));
+    sim.drain();
+    assert!(sim.hub.in_room(d, "news"));
+    assert_eq!(
+        sim.of_type(d, "subscribed")[0]["reason"],
+        json!("epoch_changed")
+    );
+    assert!(items(&sim, d).is_empty());
+}

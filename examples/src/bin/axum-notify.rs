@@ -16,7 +16,7 @@ use async_signal::{Signal, Signals};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::routing::get;
 use futures_lite::StreamExt;
-use tidings_examples::notify::{admit, deliver, router, users};
+use tidings_examples::notify::{self, admit, deliver, router, users};
 use tidings_examples::{html, json};
 use tidings_tokio::{HttpResponse, Upgrader};
 
@@ -49,6 +49,7 @@ async fn main() -> std::io::Result<()> {
     // Caught before the address is printed, so a signal sent as soon as it appears counts.
     let mut signals = Signals::new([Signal::Int, Signal::Term])?;
     let tidings = tidings_tokio::builder()
+        .config(notify::config())
         .on_connect(move |req| {
             let decision = admit(&users, &req);
             async move { decision }

@@ -11,7 +11,7 @@
 //! the printed URL in two tabs, connect with a printed token, and send from one.
 
 use serde_json::json;
-use tidings_examples::notify::{admit, deliver, router, users};
+use tidings_examples::notify::{self, admit, deliver, router, users};
 use tidings_examples::{html, json as json_reply, json_body, not_found, Entry};
 use tidings_smol::reexports::http::{Method, StatusCode};
 
@@ -20,6 +20,7 @@ fn main() -> Result<(), tidings_smol::Error> {
     let users = users("notify");
     smol::block_on(async {
         let builder = tidings_smol::builder()
+            .config(notify::config())
             .paths(["/ws/notifications"])
             .on_connect(move |req| {
                 let decision = admit(&users, &req);
