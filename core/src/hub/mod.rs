@@ -501,7 +501,7 @@ impl Hub {
     }
 
     /// The request `conn` was opened with.
-    pub fn info(&self, conn: ConnId) -> Option<&crate::ConnectionInfo> {
+    pub fn info(&self, conn: ConnId) -> Option<&crate::info::ConnectionInfo> {
         self.session(conn).map(|s| &*s.info)
     }
 
