@@ -116,14 +116,16 @@ pub enum ClientEvent {
     /// Connected again; the channels the client was in are subscribed again, each answered
     /// by [`ClientEvent::Recovered`] or [`ClientEvent::NotRecovered`].
     Reconnected,
-    /// Subscribed again to `channel` after a reconnect, and every publication missed
-    /// meanwhile follows, in order, before any live one.
+    /// In `channel` again from where this client stood (after a reconnect, or joined by the
+    /// application with `join_pinned_from`), and every publication missed meanwhile follows,
+    /// in order, before any live one.
     Recovered {
         /// The channel.
         channel: String,
     },
-    /// Subscribed again to `channel` after a reconnect, but what was published meanwhile
-    /// cannot be had: the application must reload the channel's state another way.
+    /// In `channel` again (after a reconnect, or joined by the application from a position),
+    /// but what was published meanwhile cannot be had: the application must reload the
+    /// channel's state another way.
     NotRecovered {
         /// The channel.
         channel: String,
@@ -844,6 +846,9 @@ fn dispatch(raw: Raw, binary: Option<Bytes>, pending: &Mutex<Pending>) -> Option
         "subscribed" | "unsubscribed" | "pong" => {
             let channel = raw.channel.clone().unwrap_or_default();
             match (raw.kind.as_str(), raw.offset, raw.epoch) {
+                // Only the client's own subscriptions are taken up again after a reconnect:
+                // the application joins its own again (from the position it is given).
+                ("subscribed", _, _) if raw.server => {}
                 // A recovery's replay follows: the position moves with it, not past it.
                 ("subscribed", _, _) if raw.recovered == Some(true) => {
                     p.positions.entry(channel.clone()).or_insert(Position {
@@ -851,9 +856,7 @@ fn dispatch(raw: Raw, binary: Option<Bytes>, pending: &Mutex<Pending>) -> Option
                         epoch: raw.epoch.unwrap_or(0),
                     });
                 }
-                // Only the client's own subscriptions are taken up again after a reconnect:
-                // the application joins its own again, from the live position.
-                ("subscribed", Some(since), Some(epoch)) if !raw.server => {
+                ("subscribed", Some(since), Some(epoch)) => {
                     p.positions
                         .insert(channel.clone(), Position { since, epoch });
                 }
