@@ -165,6 +165,28 @@ pub struct Backoff {
     pub max: Duration,
 }
 
+impl Backoff {
+    /// The wait before the next attempt, given `random` in `[0, 1)`: `min`, plus up to half
+    /// again.
+    fn wait(self, random: f64) -> Duration {
+        self.min + self.min.mul_f64(random.clamp(0.0, 1.0) / 2.0)
+    }
+
+    /// The backoff after a failed attempt: twice the wait, up to `max`.
+    fn next(self) -> Backoff {
+        Backoff {
+            min: (self.min * 2).min(self.max),
+            max: self.max,
+        }
+    }
+}
+
+/// Whether an upgrade refused with `status` is refused for good: a client error other than
+/// a timeout (408) or too many requests (429). Server errors (503 at a limit) may pass.
+fn refused_for_good(status: u16) -> bool {
+    (400..500).contains(&status) && status != 408 && status != 429
+}
+
 impl Default for Backoff {
     /// From 250 ms up to 10 s.
     fn default() -> Self {
@@ -716,11 +738,8 @@ impl<R: Runtime> Reader<R> {
     /// channel's position. `None` if the client was dropped or the server refuses for good.
     async fn reconnect(&self, mut backoff: Backoff) -> Option<WebSocketReceiver<Stream>> {
         loop {
-            let jitter = backoff.min.mul_f64(fastrand::f64() / 2.0);
-            let wake = self
-                .builder
-                .rt
-                .sleep_until(Instant::now() + backoff.min + jitter);
+            let wait = backoff.wait(fastrand::f64());
+            let wake = self.builder.rt.sleep_until(Instant::now() + wait);
             let stopped = async {
                 let _ = self.stopped.recv().await;
                 true
@@ -755,15 +774,11 @@ impl<R: Runtime> Reader<R> {
                     let _ = self.events.try_send(ClientEvent::Reconnected);
                     return Some(receiver);
                 }
-                Err(Error::Refused { status, body })
-                    if (400..500).contains(&status) && status != 408 && status != 429 =>
-                {
+                Err(Error::Refused { status, body }) if refused_for_good(status) => {
                     self.end((None, format!("reconnect refused with {status}: {body}")));
                     return None;
                 }
-                Err(_) => {
-                    backoff.min = (backoff.min * 2).min(backoff.max);
-                }
+                Err(_) => backoff = backoff.next(),
             }
         }
     }
@@ -909,5 +924,38 @@ fn dispatch(raw: Raw, binary: Option<Bytes>, pending: &Mutex<Pending>) -> Option
             })
         }
         _ => None, // a newer server's frame type: ignore, as PROTOCOL.md asks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_max_and_adds_up_to_half_again() {
+        let b = Backoff {
+            min: Duration::from_millis(100),
+            max: Duration::from_millis(300),
+        };
+        assert_eq!(b.wait(0.0), Duration::from_millis(100));
+        assert_eq!(b.wait(0.5), Duration::from_millis(125));
+        assert_eq!(b.wait(1.0), Duration::from_millis(150));
+        let waits: Vec<Duration> = std::iter::successors(Some(b), |b| Some(b.next()))
+            .take(4)
+            .map(|b| b.min)
+            .collect();
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(waits, [ms(100), ms(200), ms(300), ms(300)]);
+        assert_eq!(b.next().max, b.max);
+    }
+
+    #[test]
+    fn only_client_errors_that_would_repeat_end_reconnecting() {
+        for status in [400, 401, 403, 404, 409, 426] {
+            assert!(refused_for_good(status), "{status}");
+        }
+        for status in [408, 429, 500, 502, 503, 399] {
+            assert!(!refused_for_good(status), "{status}");
+        }
     }
 }

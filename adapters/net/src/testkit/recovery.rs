@@ -196,3 +196,99 @@ pub async fn a_plain_client_that_comes_back_with_its_position_recovers<R: Runtim
         .collect();
     assert_eq!(got, vec![(json!(2), json!(2)), (json!(3), json!(3))]);
 }
+
+pub async fn subscribe_from_a_kept_position_and_a_refused_reconnect<R: Runtime>(rt: R) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let closed_doors = Arc::new(AtomicBool::new(false));
+    let doors = closed_doors.clone();
+    let builder = Builder::new(rt.clone())
+        .config(history_config())
+        .on_connect(move |_| {
+            let refuse = doors.load(Ordering::SeqCst);
+            async move {
+                match refuse {
+                    true => Err(crate::Refusal::new(
+                        http::StatusCode::FORBIDDEN,
+                        "not any more",
+                    )),
+                    false => Ok(crate::Accept::new()),
+                }
+            }
+        });
+    let server = start(builder).await;
+    let handle = server.handle();
+    let publish = |n: u64| {
+        let handle = handle.clone();
+        async move {
+            let message = Message::json("item", json!({ "n": n }));
+            let _ = handle.to_room("feed:3", message).await.expect("publish");
+        }
+    };
+    // A position kept by the application from one connection serves the next.
+    let first = client(&rt, &server, "/ws").await;
+    first.subscribe("feed:3").await.expect("subscribe");
+    publish(0).await;
+    while item(
+        &first
+            .next_timeout(Duration::from_secs(5))
+            .await
+            .expect("event"),
+    ) != Some(0)
+    {}
+    let kept = first.position("feed:3").expect("a position");
+    first.close().await.expect("close");
+    publish(1).await;
+    let second = client(&rt, &server, "/ws").await;
+    assert_eq!(
+        second.subscribe_from("feed:3", kept).await.expect("answer"),
+        None
+    );
+    while item(
+        &second
+            .next_timeout(Duration::from_secs(5))
+            .await
+            .expect("event"),
+    ) != Some(1)
+    {}
+    let stale = tidings_core::Position {
+        since: 0,
+        epoch: kept.epoch + 1,
+    };
+    let told = second
+        .subscribe_from("feed:3", stale)
+        .await
+        .expect("answer");
+    assert_eq!(told.as_deref(), Some("epoch_changed"));
+
+    // A reconnect the server refuses for good (403) ends it: Closed, not another attempt.
+    let backoff = Backoff {
+        min: Duration::from_millis(20),
+        max: Duration::from_millis(100),
+    };
+    let c = ClientBuilder::new(rt.clone(), &server.ws_url("/ws"))
+        .reconnect(backoff)
+        .connect()
+        .await
+        .expect("connect");
+    c.subscribe("feed:3").await.expect("subscribe");
+    closed_doors.store(true, Ordering::SeqCst);
+    let conn = handle.members("feed:3").await.expect("members");
+    for member in conn {
+        let _ = handle.close(member, CloseCode::SLOW_CONSUMER, "cut").await;
+    }
+    loop {
+        match c
+            .next_timeout(Duration::from_secs(5))
+            .await
+            .expect("an event")
+        {
+            ClientEvent::Closed { reason, .. } => {
+                assert!(reason.contains("403"), "{reason}");
+                break;
+            }
+            ClientEvent::Reconnected => panic!("reconnected through a closed door"),
+            _ => {}
+        }
+    }
+}
