@@ -195,6 +195,28 @@ pub async fn a_plain_client_that_comes_back_with_its_position_recovers<R: Runtim
         .map(|e| (e["data"]["n"].clone(), e["offset"].clone()))
         .collect();
     assert_eq!(got, vec![(json!(2), json!(2)), (json!(3), json!(3))]);
+
+    // The application joins a returning client from the position it had.
+    let mut third = raw(&rt, &url, &[]).await.expect("connect");
+    let welcome = raw_next(&rt, &mut third).await.expect("welcome");
+    let welcome: Value = serde_json::from_str(welcome.to_text().expect("text")).expect("json");
+    let conn: tidings_core::ConnId = welcome["conn"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .expect("a connection id");
+    let from = tidings_core::Position { since: 3, epoch };
+    let told = handle.join_pinned_from(conn, "feed:2", from).await;
+    assert_eq!(told.expect("joined"), None);
+    let answer = raw_json(&rt, &mut third).await;
+    assert_eq!(
+        (
+            answer["server"].clone(),
+            answer["pinned"].clone(),
+            answer["recovered"].clone()
+        ),
+        (json!(true), json!(true), json!(true))
+    );
+    assert_eq!(raw_json(&rt, &mut third).await["data"]["n"], json!(3));
 }
 
 pub async fn subscribe_from_a_kept_position_and_a_refused_reconnect<R: Runtime>(rt: R) {
