@@ -41,6 +41,11 @@ pub async fn a_reconnecting_client_gets_what_it_missed_once_in_order<R: Runtime>
         .expect("connect");
     c.subscribe("feed:1").await.expect("subscribe");
     c.subscribe("chat").await.expect("subscribe");
+    // A channel it left is not taken up again.
+    c.subscribe("feed:left").await.expect("subscribe");
+    assert!(c.position("feed:left").is_some());
+    c.unsubscribe("feed:left").await.expect("unsubscribe");
+    assert_eq!(c.position("feed:left"), None);
     // A channel the application put it in: the application's to take up again, not the
     // client's (no position kept, no subscribe after the reconnect).
     let conn = first_conn(&handle).await;
@@ -127,7 +132,7 @@ pub async fn a_reconnecting_client_gets_what_it_missed_once_in_order<R: Runtime>
     assert!(
         !events.iter().any(|e| matches!(e,
             ClientEvent::Recovered { channel } | ClientEvent::NotRecovered { channel, .. }
-                if channel == "feed:app")),
+                if channel == "feed:app" || channel == "feed:left")),
         "{events:?}"
     );
 
