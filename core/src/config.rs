@@ -178,9 +178,12 @@ pub struct Config {
     /// Whether publishes are also output as [`Output::Cluster`](crate::Output::Cluster) for a
     /// backplane to carry to other nodes. Default `false`.
     pub cluster: bool,
-    /// Seed for room epochs: the n-th room created gets epoch `seed + n`. Give each node a
-    /// seed far from the others' (e.g. `node_index << 32`). Default 0.
-    pub seed: u64,
+    /// Seed for room epochs: the n-th room created gets epoch `seed + n`. `None` (the
+    /// default) counts from 0 here, deterministically (tests, the simulation); tidings-net
+    /// gives a hub a random seed at each start instead, so that an epoch changes when a
+    /// server restarts (PROTOCOL.md, "Offsets and epochs") and differs between nodes. Set
+    /// one for reproducible epochs.
+    pub seed: Option<u64>,
     /// Which channels keep history, so that clients can recover what they missed and ask for
     /// a backlog: the first rule whose pattern matches a channel's name applies (add rules
     /// with [`Config::history`]). Default none: no channel keeps history.
@@ -224,7 +227,7 @@ impl Default for Config {
             name_conflict: NameConflict::Replace,
             welcome: true,
             cluster: false,
-            seed: 0,
+            seed: None,
             history: Vec::new(),
             max_history_bytes: 64 * 1024 * 1024,
         }
@@ -310,7 +313,7 @@ setters! {
     /// Sets [`Config::cluster`].
     cluster: bool;
     /// Sets [`Config::seed`].
-    seed: u64;
+    seed: Option<u64>;
     /// Sets [`Config::max_history_bytes`].
     max_history_bytes: usize;
 }

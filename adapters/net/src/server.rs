@@ -280,6 +280,7 @@ impl<R: Runtime> Builder<R> {
         }
         let close_grace = self.config.close_grace;
         self.config.cluster |= self.backplane.is_some();
+        self.config.seed = self.config.seed.or_else(|| Some(fresh_seed()));
         let hub = tidings_core::Hub::new(self.config)?;
         // What connection tasks have read and the hub has not handled: a client paused by
         // flow control may still have this much on its way, so it stays small (one burst).
@@ -407,5 +408,29 @@ impl<R: Runtime> Server<R> {
     /// Completes once [`Handle::shutdown`] has been called.
     pub async fn stopped(&self) {
         self.handle.stopping().await;
+    }
+}
+
+/// A seed for a hub's room epochs, new at every start, so that a client coming back after a
+/// restart is told `epoch_changed` rather than given another stream's offsets: 21 random
+/// bits above the 32 a hub counts its rooms in, so every epoch stays below 2^53 and a
+/// JavaScript client holds it exactly.
+fn fresh_seed() -> u64 {
+    fastrand::u64(1..1 << 21) << 32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fresh_seed;
+
+    #[test]
+    fn fresh_seeds_leave_room_for_the_room_count_below_2_to_the_53() {
+        let seeds: Vec<u64> = (0..64).map(|_| fresh_seed()).collect();
+        for &seed in &seeds {
+            assert_eq!(seed & 0xFFFF_FFFF, 0, "{seed:x}");
+            assert!(seed > 0 && seed + u64::from(u32::MAX) < 1 << 53, "{seed:x}");
+        }
+        let distinct: std::collections::BTreeSet<u64> = seeds.iter().copied().collect();
+        assert!(distinct.len() > 60, "{} distinct of 64", distinct.len());
     }
 }

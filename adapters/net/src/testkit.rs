@@ -110,6 +110,7 @@ macro_rules! loopback_suite {
             a_reconnecting_client_gets_what_it_missed_once_in_order,
             a_plain_client_that_comes_back_with_its_position_recovers,
             subscribe_from_a_kept_position_and_a_refused_reconnect,
+            a_restarted_server_starts_new_epochs,
         );
         $crate::loopback_suite!(@in conformance $runtime, $block_on;
             protocol_md_transcripts_hold,

@@ -109,7 +109,7 @@ impl Hub {
     pub fn new(config: Config) -> Result<Self, Error> {
         config.validate()?;
         Ok(Hub {
-            registry: Registry::new(config.seed),
+            registry: Registry::new(config.seed.unwrap_or(0)),
             config,
             now: None,
             sessions: Slab::new(),

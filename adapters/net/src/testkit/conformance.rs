@@ -98,7 +98,9 @@ pub fn example_app<R: Runtime>() -> (Config, Router<R>) {
         .client_publish(true)
         .answer_timeout(Duration::from_secs(1))
         .app_heartbeat(Some(AppHeartbeat::default()))
-        .history("feed:*", History::new(100, Duration::from_secs(120)));
+        .history("feed:*", History::new(100, Duration::from_secs(120)))
+        // Epochs counted from 0, as the spec's transcripts show them.
+        .seed(Some(0));
     let batch_ttl = Duration::from_millis(500);
     let router = Router::new()
         .on("save", |_, _: Value| async { json!({"saved": true}) })

@@ -319,3 +319,23 @@ pub async fn subscribe_from_a_kept_position_and_a_refused_reconnect<R: Runtime>(
         }
     }
 }
+
+/// A client that comes back to a restarted server is told `epoch_changed`: the new server's
+/// offsets belong to another stream, and replaying them would hide what was lost.
+pub async fn a_restarted_server_starts_new_epochs<R: Runtime>(rt: R) {
+    let first = start(Builder::new(rt.clone()).config(history_config())).await;
+    let c = client(&rt, &first, "/ws").await;
+    c.subscribe("feed:4").await.expect("subscribe");
+    let before = c.position("feed:4").expect("a position");
+    assert!(before.epoch < 1 << 53, "a JavaScript number holds it");
+    first.handle().shutdown().await.expect("shutdown");
+    let second = start(Builder::new(rt.clone()).config(history_config())).await;
+    let handle = second.handle();
+    for n in 0..3 {
+        let message = Message::json("item", json!({ "n": n }));
+        let _ = handle.to_room("feed:4", message).await.expect("publish");
+    }
+    let back = client(&rt, &second, "/ws").await;
+    let told = back.subscribe_from("feed:4", before).await.expect("answer");
+    assert_eq!(told.as_deref(), Some("epoch_changed"), "{before:?}");
+}
