@@ -467,6 +467,11 @@ fn a_room_left_empty_lingers_so_its_members_come_back_to_the_same_epoch() {
     sim.subscribe(a, "news");
     let (epoch, since) = position(&sim, a);
     assert_eq!(since, 0, "nothing published yet");
+    // Only the last member's leaving makes a room linger.
+    let other = sim.open_path("/");
+    sim.subscribe(other, "news");
+    sim.send(other, r#"{"type":"unsubscribe","channel":"news"}"#);
+    assert_eq!(sim.hub.footprint().history_bytes, 0);
     leave_by_dropping(&mut sim, a);
     // Nothing kept, nobody in: the room lingers (and counts against the byte cap).
     assert!(sim.hub.has_room("/", "news"));
