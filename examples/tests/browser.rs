@@ -355,6 +355,10 @@ async fn two_pages_chat(
     bob.refresh().await.expect("reload");
     say(&ann, "said while bob reloaded").await;
     shown_once(&bob, "said while bob reloaded").await;
+    // The reloaded page asked for the room's recent history: what it showed before is
+    // back, above, once.
+    shown_once(&bob, "hello from ann").await;
+    shown_once(&bob, "said while bob was cut off").await;
     assert!(
         !shown(&bob, "could not be recovered").await,
         "recovered, not told it could not be"
