@@ -517,8 +517,11 @@ impl Driver {
             Event::SubscribeRequest { .. } => routes.is_some_and(|r| r.authorize),
             _ => false,
         };
-        // The connection's span, taken before a disconnect forgets it.
+        // The connection's span, for the router and the close's log line only (unrouted
+        // messages, the busy case, need none), taken before a disconnect forgets it.
+        let disconnected = matches!(event, Event::Disconnected { .. });
         let span = event_conn(&event)
+            .filter(|_| to_router || disconnected)
             .and_then(|conn| self.slot(conn))
             .map_or_else(tracing::Span::none, |slot| slot.span.get().clone());
         if let Event::Disconnected {
