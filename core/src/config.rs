@@ -178,6 +178,15 @@ pub struct Config {
     /// Whether publishes are also output as [`Output::Cluster`](crate::Output::Cluster) for a
     /// backplane to carry to other nodes. Default `false`.
     pub cluster: bool,
+    /// Whether the backplane numbers and keeps the publications of channels that keep
+    /// history, so that every node hands out the same offsets and a client recovers on any
+    /// node (only with `cluster`; tidings-net turns it on for a backplane that can,
+    /// tidings-redis). A publish to such a channel goes out as
+    /// [`ClusterMessage::Sequence`](crate::ClusterMessage::Sequence) and is delivered here
+    /// when it comes back numbered; a subscribe or `history` request this node cannot answer
+    /// from what it saw asks the backplane ([`Output::Fetch`](crate::Output::Fetch)).
+    /// Default `false`.
+    pub sequenced: bool,
     /// Seed for room epochs: the n-th room created gets epoch `seed + n`. `None` (the
     /// default) counts from 0 here, deterministically (tests, the simulation); tidings-net
     /// gives a hub a random seed at each start instead, so that an epoch changes when a
@@ -227,6 +236,7 @@ impl Default for Config {
             name_conflict: NameConflict::Replace,
             welcome: true,
             cluster: false,
+            sequenced: false,
             seed: None,
             history: Vec::new(),
             max_history_bytes: 64 * 1024 * 1024,
@@ -312,6 +322,8 @@ setters! {
     welcome: bool;
     /// Sets [`Config::cluster`].
     cluster: bool;
+    /// Sets [`Config::sequenced`].
+    sequenced: bool;
     /// Sets [`Config::seed`].
     seed: Option<u64>;
     /// Sets [`Config::max_history_bytes`].
@@ -399,6 +411,16 @@ impl Config {
             history,
         });
         self
+    }
+
+    /// What the channel `name` keeps in the backplane, if it keeps history and the backplane
+    /// numbers it ([`Config::sequenced`]).
+    pub(crate) fn sequenced_history(&self, name: &str) -> Option<History> {
+        if self.cluster && self.sequenced {
+            self.history_of(name)
+        } else {
+            None
+        }
     }
 
     /// What the channel `name` keeps, if anything.

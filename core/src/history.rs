@@ -88,6 +88,51 @@ impl Unrecoverable {
     }
 }
 
+/// What [`Hub::join_pinned_from`](crate::Hub::join_pinned_from) did about a returning
+/// client's position.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum Recovery {
+    /// It got every publication since, before any live one.
+    Recovered,
+    /// It could not: it is in the room all the same, and its `subscribed` says why.
+    NotRecovered(Unrecoverable),
+    /// The channel's history is in the backplane ([`Config::sequenced`](crate::Config::sequenced)),
+    /// which was asked: the client joins, recovered or not, when it answers.
+    Asked,
+}
+
+/// A question for the backplane about a channel whose history it keeps
+/// ([`Output::Fetch`](crate::Output::Fetch)): where its stream stands and what it keeps.
+/// Answer it with [`Hub::fetched`](crate::Hub::fetched) and its `id`, or `None` if the
+/// backplane cannot be reached.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Fetch {
+    /// Identifies the answer.
+    pub id: u64,
+    /// The channel's namespace.
+    pub namespace: String,
+    /// The channel.
+    pub room: String,
+    /// The offset from which to include the kept publications; `None` for none (only where
+    /// the stream stands).
+    pub from: Option<u64>,
+    /// What the channel keeps (the answer never has more than `max_len`).
+    pub history: History,
+}
+
+/// A backplane's answer to a [`Fetch`]: the channel's stream as the backplane keeps it.
+#[derive(Clone, PartialEq, Debug)]
+pub struct Stream {
+    /// The stream's epoch.
+    pub epoch: u64,
+    /// The offset its next publication gets.
+    pub next: u64,
+    /// Kept publications asked for, each with its offset: consecutive, oldest first, the
+    /// last one at `next - 1`.
+    pub entries: Vec<(u64, crate::message::Message)>,
+}
+
 /// One kept publication.
 #[derive(Debug)]
 pub(crate) struct Entry {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::frame::{CloseCode, Frame};
+use crate::history::Fetch;
 use crate::ids::{AckId, ConnId};
 use crate::message::{ClusterMessage, Delivery, Payload};
 
@@ -96,6 +97,9 @@ pub enum Output {
     /// A publish for the backplane to carry to the other nodes (only with `Config::cluster`).
     /// Boxed: it is rare and large, and every `poll_output` moves an `Output`.
     Cluster(Box<ClusterMessage>),
+    /// A question for the backplane about a channel whose history it keeps (only with
+    /// `Config::sequenced`): answer it with [`Hub::fetched`](crate::Hub::fetched).
+    Fetch(Box<Fetch>),
 }
 
 /// Who ended a connection.

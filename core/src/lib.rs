@@ -103,7 +103,7 @@ mod wire;
 pub use config::{AppHeartbeat, Config, NameConflict, SlowConsumerPolicy, SubscribePolicy};
 pub use error::Error;
 pub use frame::{CloseCode, Frame, Text};
-pub use history::{History, HistoryRule, Position, Unrecoverable};
+pub use history::{Fetch, History, HistoryRule, Position, Recovery, Stream, Unrecoverable};
 pub use hub::{Footprint, Hub, QueueDepth};
 pub use ids::{AckId, ConnId, ParseConnIdError};
 pub use info::ConnectionInfo;

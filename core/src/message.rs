@@ -262,4 +262,29 @@ pub enum ClusterMessage {
         /// The item's batching window.
         ttl_ms: u64,
     },
+    /// A publication to a channel that keeps history, for the backplane to number with
+    /// [`Config::sequenced`](crate::Config::sequenced): it gives it the channel's next offset,
+    /// keeps it (at most `max_len`, each for `ttl_ms`) and brings it back to every node, this
+    /// one included, as [`ClusterMessage::Sequenced`]. No node delivers it before.
+    Sequence {
+        /// The channel (always a room, never with an exception).
+        target: Target,
+        /// What it carries.
+        message: Message,
+        /// How many of the channel's publications the backplane keeps.
+        max_len: usize,
+        /// How long it keeps each.
+        ttl_ms: u64,
+    },
+    /// A publication the backplane numbered: every node delivers it with this position.
+    Sequenced {
+        /// The channel.
+        target: Target,
+        /// What it carries.
+        message: Message,
+        /// Its offset in the channel's stream.
+        offset: u64,
+        /// The stream's epoch.
+        epoch: u64,
+    },
 }

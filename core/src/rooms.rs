@@ -33,6 +33,10 @@ pub(crate) struct Room {
     pub epoch: u64,
     /// Its kept publications, if a history rule matched its name.
     pub history: Option<Log>,
+    /// With `Config::sequenced`, the backplane link (`Hub`'s count of links lost) during
+    /// which its position and history last matched the backplane's: while the link holds,
+    /// every numbered publication since came through it.
+    pub synced: Option<u64>,
 }
 
 impl Room {
@@ -124,6 +128,7 @@ impl Registry {
             next_offset: 0,
             epoch,
             history: history.map(|rule| Log::new(rule, 0)),
+            synced: None,
         });
         if let Some(n) = self.namespaces.get_mut(ns) {
             n.rooms.insert(name, id);

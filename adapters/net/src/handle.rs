@@ -270,14 +270,15 @@ impl<R: Runtime> Handle<R> {
 
     /// [`Handle::join_pinned`] for a client that comes back with the position it had in
     /// `room` (from its connect request, say): it gets every publication from there on before
-    /// any live one, or is told why not. `Ok(None)` if it recovered. See
+    /// any live one, or is told why not (and so are you, unless the backplane was asked first:
+    /// [`Recovery::Asked`](tidings_core::Recovery::Asked)). See
     /// [`Hub::join_pinned_from`](tidings_core::Hub::join_pinned_from).
     pub async fn join_pinned_from(
         &self,
         conn: ConnId,
         room: &str,
         from: tidings_core::Position,
-    ) -> Result<Option<tidings_core::Unrecoverable>> {
+    ) -> Result<tidings_core::Recovery> {
         let room = room.to_owned();
         self.hub(move |hub, _| hub.join_pinned_from(conn, &room, from))
             .await

@@ -450,7 +450,7 @@ impl<R: Runtime> Ctx<R> {
         &self,
         room: &str,
         from: tidings_core::Position,
-    ) -> Result<Option<tidings_core::Unrecoverable>> {
+    ) -> Result<tidings_core::Recovery> {
         self.handle.join_pinned_from(self.conn, room, from).await
     }
 

@@ -80,6 +80,47 @@ impl Hub {
         self.within_cap(id);
     }
 
+    /// Keeps `frame`, the publication just before room `id`'s oldest kept one, if the room
+    /// keeps fewer than its rule allows: what a backplane answered that this node had not
+    /// kept. It expires with the oldest one kept (or after the rule's `ttl`, if none is).
+    /// Returns whether it was kept.
+    pub(super) fn keep_older(&mut self, id: usize, frame: Frame) -> bool {
+        let Some(now) = self.now.filter(|_| !self.shutting_down) else {
+            return false;
+        };
+        let Some(log) = self.log_mut(id) else {
+            return false;
+        };
+        if log.entries.len() >= log.rule.max_len || log.first == 0 {
+            return false;
+        }
+        let before = log.deadline();
+        let expires = before
+            .filter(|_| !log.entries.is_empty())
+            .unwrap_or(now + log.rule.ttl);
+        let bytes = frame.len();
+        log.entries.push_front(Entry { frame, expires });
+        log.first -= 1;
+        self.kept.bytes += bytes;
+        self.moved(id, before);
+        self.within_cap(id);
+        true
+    }
+
+    /// Drops everything room `id` keeps and starts its stream again at `start` in `epoch`:
+    /// the history it kept no longer leads up to what comes next.
+    pub(super) fn restart_stream(&mut self, id: usize, start: u64, epoch: u64) {
+        while self.log_mut(id).is_some_and(|log| !log.entries.is_empty()) {
+            self.drop_oldest(id);
+        }
+        let room = &mut self.registry.rooms[id];
+        room.next_offset = start;
+        room.epoch = epoch;
+        if let Some(log) = room.history.as_mut() {
+            log.first = start;
+        }
+    }
+
     /// Before `conn` leaves room `id`: if it is the last member of a room that keeps
     /// history, the room lingers for its rule's `ttl`, so that a member coming back finds the
     /// same epoch even if nothing was published meanwhile. A lingering room counts against
@@ -139,7 +180,7 @@ impl Hub {
     }
 
     /// Drops room `id`'s oldest kept publication, or, with none, ends its lingering.
-    fn drop_oldest(&mut self, id: usize) {
+    pub(super) fn drop_oldest(&mut self, id: usize) {
         let Some(room) = self.registry.rooms.get_mut(id) else {
             return;
         };

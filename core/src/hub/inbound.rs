@@ -326,9 +326,7 @@ impl Hub {
         }
         match policy {
             SubscribePolicy::Open => {
-                if self.join_quietly(conn, channel, false).is_ok() {
-                    self.subscribed(conn, channel, reference, recover);
-                }
+                let _ = self.admit(conn, channel, reference, recover);
             }
             SubscribePolicy::Approve => {
                 // The id comes back as `ref` with the decision; a client's id longer than
@@ -358,6 +356,21 @@ impl Hub {
         if !self.in_room(conn, channel) {
             return Err(Refusal::new(ErrorCode::NotSubscribed, "not subscribed").on(channel));
         }
+        if !self.history_asking(conn, channel, reference, since, limit) {
+            self.answer_history(conn, channel, reference, since, limit);
+        }
+        Ok(())
+    }
+
+    /// Answers a `history` request from what this node keeps.
+    pub(super) fn answer_history(
+        &mut self,
+        conn: ConnId,
+        channel: &str,
+        reference: Option<&str>,
+        since: Option<Position>,
+        limit: Option<u64>,
+    ) {
         let (position, kept) = self.kept_for(conn, channel, since, limit);
         let head = Envelope {
             kind: "history",
@@ -370,7 +383,6 @@ impl Hub {
         };
         let frame = wire::encode_history(head, kept.iter().flatten());
         self.reply(conn, frame);
-        Ok(())
     }
 
     /// Checks a client-supplied name; the refusal never echoes it (it may be 10 MB).

@@ -9,6 +9,7 @@ mod history;
 mod inbound;
 mod publish;
 mod rooms;
+mod sequenced;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
@@ -65,6 +66,8 @@ pub struct Footprint {
     pub paused: usize,
     /// Bytes of publications kept as channel history (`Config::max_history_bytes` caps it).
     pub history_bytes: usize,
+    /// Questions asked of the backplane ([`Output::Fetch`]) and not yet answered.
+    pub fetches: usize,
 }
 
 /// The session behind `id` in `sessions`: a lookup that borrows only the slab, so the caller
@@ -99,6 +102,10 @@ pub struct Hub {
     counters: Counters,
     /// What every channel's history holds together.
     kept: history::Kept,
+    /// Questions for the backplane not yet answered (`sequenced.rs`).
+    fetches: sequenced::Fetches,
+    /// How many times the backplane's link broke (`Hub::backplane_lost`).
+    links_lost: u64,
     next_ack: u64,
     shutting_down: bool,
     shutdown_reported: bool,
@@ -123,6 +130,8 @@ impl Hub {
             paused: Vec::new(),
             counters: Counters::default(),
             kept: history::Kept::default(),
+            fetches: sequenced::Fetches::default(),
+            links_lost: 0,
             next_ack: 0,
             shutting_down: false,
             shutdown_reported: false,
@@ -205,6 +214,21 @@ impl Hub {
                 let ttl = std::time::Duration::from_millis(ttl_ms);
                 self.batch_item(now, target, &ident, &event, item, ttl, false)?;
             }
+            ClusterMessage::Sequenced {
+                target,
+                message,
+                offset,
+                epoch,
+            } => {
+                let Some(target) = local(target) else {
+                    return Ok(());
+                };
+                self.check_event_name(&message.event)?;
+                self.counters.remote_publishes += 1;
+                self.deliver_sequenced(&target, &message, offset, epoch);
+            }
+            // For the backplane to number: it comes back as `Sequenced`.
+            ClusterMessage::Sequence { .. } => {}
         }
         Ok(())
     }
@@ -466,6 +490,7 @@ impl Hub {
             behind: self.behind.len(),
             paused: self.paused.len(),
             history_bytes: self.kept.bytes(),
+            fetches: self.fetches.len(),
             pending_outputs: self.outputs.len()
                 + self
                     .sessions

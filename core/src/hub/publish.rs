@@ -110,6 +110,9 @@ impl Hub {
         self.clock(now);
         self.check_event_name(&message.event)?;
         self.check_target(&target)?;
+        if self.sequence(&target, &message) {
+            return Ok(Delivery::default()); // delivered when the backplane has numbered it
+        }
         self.forward(&target, || ClusterMessage::Publish {
             target: Target {
                 scope: target.scope.clone(),
@@ -269,13 +272,15 @@ impl Hub {
         ack: Option<(AckId, Instant)>,
         fill: Fill,
     ) -> Delivery {
-        let mut position = None;
-        let mut kept_in = None;
+        let mut numbered_in = None;
         if let Scope::Room { namespace, room } = &target.scope {
             // The channel's stream, numbered without gaps, holds only what every member gets:
             // a publication that leaves someone out, or that may be dropped for a member that
-            // is behind, carries no offset (PROTOCOL.md, "Offsets and epochs").
-            let numbered = target.except.is_none() && !message.volatile;
+            // is behind, carries no offset (PROTOCOL.md, "Offsets and epochs"). Where the
+            // backplane numbers the stream, only it does.
+            let numbered = target.except.is_none()
+                && !message.volatile
+                && self.config.sequenced_history(room).is_none();
             let existing = self.registry.room_by_names(namespace, room);
             // A channel that keeps history keeps its stream with nobody in it, so that its
             // members can come back and recover (not on a hub shutting down: no one can).
@@ -292,26 +297,30 @@ impl Hub {
             };
             if numbered {
                 let room = &mut self.registry.rooms[id];
-                position = Some((room.next_offset, room.epoch));
                 room.next_offset += 1;
-                kept_in = room.history.is_some().then_some(id);
+                numbered_in = Some(id);
             }
         }
-        let frame = wire::encode(
-            Envelope {
-                kind: "event",
-                event: Some(&message.event),
-                channel: target.channel(),
-                id: message.id.as_deref(),
-                reply_to: message.reply_to.as_deref(),
-                ts: message.timestamp,
-                offset: position.map(|p| p.0),
-                epoch: position.map(|p| p.1),
-                ack: ack.map(|a| a.0 .0),
-                ..Envelope::default()
-            },
-            Some(&message.payload),
-        );
+        self.deliver_numbered(target, message, ack, fill, numbered_in)
+    }
+
+    /// Encodes `message` once, with the position of room `numbered_in` (its offset the one
+    /// before `next_offset`) if it is part of that room's stream, keeps it if the room keeps
+    /// history, and fans it out.
+    pub(super) fn deliver_numbered(
+        &mut self,
+        target: &Target,
+        message: &Message,
+        ack: Option<(AckId, Instant)>,
+        fill: Fill,
+        numbered_in: Option<usize>,
+    ) -> Delivery {
+        let position = numbered_in.map(|id| {
+            let room = &self.registry.rooms[id];
+            (room.next_offset - 1, room.epoch)
+        });
+        let frame = publication(target, message, position, ack.map(|a| a.0));
+        let kept_in = numbered_in.filter(|&id| self.registry.rooms[id].history.is_some());
         // Kept before it is offered to anyone: a member that recovers later cannot miss it.
         if let Some(id) = kept_in {
             self.keep(id, &frame);
@@ -538,4 +547,29 @@ impl Hub {
             Scope::Conn(_) | Scope::All | Scope::Name(_) => Ok(()),
         }
     }
+}
+
+/// The frame of a publication to `target`: an `event`, with its position in the channel's
+/// stream (offset, epoch) if it has one.
+pub(super) fn publication(
+    target: &Target,
+    message: &Message,
+    position: Option<(u64, u64)>,
+    ack: Option<AckId>,
+) -> Frame {
+    wire::encode(
+        Envelope {
+            kind: "event",
+            event: Some(&message.event),
+            channel: target.channel(),
+            id: message.id.as_deref(),
+            reply_to: message.reply_to.as_deref(),
+            ts: message.timestamp,
+            offset: position.map(|p| p.0),
+            epoch: position.map(|p| p.1),
+            ack: ack.map(|a| a.0),
+            ..Envelope::default()
+        },
+        Some(&message.payload),
+    )
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::Hub;
 use crate::error::Error;
-use crate::history::{Position, Unrecoverable};
+use crate::history::{Position, Recovery, Unrecoverable};
 use crate::ids::ConnId;
 use crate::io::Event;
 use crate::wire::{self, Asked, Envelope, ErrorCode};
@@ -42,21 +42,33 @@ impl Hub {
     /// [`Hub::join_pinned`] for a client that comes back: it also gets every publication of
     /// `room` from `from` on (the position it had, which the application got from it, say in
     /// its connect request), before any live one and in the same step as the join, so that
-    /// nothing is missed or sent twice. Its `subscribed` carries `recovered` (and `reason`):
-    /// `Ok(None)` if it recovered, `Ok(Some(why))` if not (it is in the room all the same).
-    /// A connection already in the room gets no replay (what came since it joined, it has).
+    /// nothing is missed or sent twice. Its `subscribed` carries `recovered` (and `reason`),
+    /// and so does what this returns. A connection already in the room gets no replay (what
+    /// came since it joined, it has). With `Config::sequenced`, a node that cannot recover
+    /// from what it saw asks the backplane, and the client joins when it answers
+    /// ([`Recovery::Asked`]).
     pub fn join_pinned_from(
         &mut self,
         conn: ConnId,
         room: &str,
         from: Position,
-    ) -> Result<Option<Unrecoverable>, Error> {
+    ) -> Result<Recovery, Error> {
         if self.in_room(conn, room) {
             self.join_pinned(conn, room)?;
-            return Ok(None);
+            return Ok(Recovery::Recovered);
+        }
+        wire::check_name(room, self.config.max_name_len)
+            .map_err(|why| Error::InvalidName { what: "room", why })?;
+        self.open_session(conn)?;
+        if let Some(asked) = self.join_pinned_asking(conn, room, from) {
+            return Ok(asked);
         }
         self.join_quietly(conn, room, true)?;
-        Ok(self.subscribed_from(conn, room, Subscribed::Server { pinned: true }, from))
+        let why = Subscribed::Server { pinned: true };
+        Ok(match self.subscribed_from(conn, room, why, from) {
+            None => Recovery::Recovered,
+            Some(why) => Recovery::NotRecovered(why),
+        })
     }
 
     /// Joins without telling the client (its own `subscribe` is answered by the caller).
@@ -212,9 +224,7 @@ impl Hub {
     ) -> Result<(), Error> {
         self.clock(now);
         let (reference, recover) = self.take_request(conn, channel)?;
-        self.join_quietly(conn, channel, false)?;
-        self.subscribed(conn, channel, reference.as_deref(), recover);
-        Ok(())
+        self.admit(conn, channel, reference.as_deref(), recover)
     }
 
     /// Refuses a pending subscribe request: the client gets an `error` with code
@@ -275,7 +285,7 @@ impl Hub {
 
     /// Tells `conn` it is in `channel` (`why`) and whether it recovered from `from`, then
     /// replays what it missed: in one step, so that no live publication comes between.
-    fn subscribed_from(
+    pub(super) fn subscribed_from(
         &mut self,
         conn: ConnId,
         channel: &str,

@@ -836,7 +836,7 @@ impl Sim {
                         *still = held;
                     }
                 }
-                Output::Cluster(_) => {}
+                Output::Cluster(_) | Output::Fetch(_) => {}
             }
         }
         Ok(())

@@ -16,6 +16,8 @@ pub struct Sim {
     pub closes: Vec<(ConnId, CloseCode, String)>,
     pub events: Vec<Event>,
     pub cluster: Vec<tidings_core::ClusterMessage>,
+    /// Questions for the backplane, in order.
+    pub fetches: Vec<tidings_core::Fetch>,
     /// Connections whose writer does not report frames written.
     pub stalled: BTreeSet<ConnId>,
     /// Frames handed out to stalled connections and not yet reported written.
@@ -33,6 +35,7 @@ impl Sim {
             closes: Vec::new(),
             events: Vec::new(),
             cluster: Vec::new(),
+            fetches: Vec::new(),
             stalled: BTreeSet::new(),
             unwritten: BTreeMap::new(),
             paused: BTreeSet::new(),
@@ -96,6 +99,7 @@ impl Sim {
                 Output::Close { conn, code, reason } => self.closes.push((conn, code, reason)),
                 Output::Event(e) => self.events.push(*e),
                 Output::Cluster(m) => self.cluster.push(*m),
+                Output::Fetch(f) => self.fetches.push(*f),
                 Output::PauseReading { conn } => assert!(self.paused.insert(conn), "paused twice"),
                 Output::ResumeReading { conn } => assert!(self.paused.remove(&conn), "not paused"),
                 _ => unreachable!("a new output kind"),

@@ -503,7 +503,7 @@ fn the_application_joins_a_returning_client_from_where_it_stood() {
     let c = sim.open_path("/");
     let recovered = sim.hub.join_pinned_from(c, "news", back).expect("join");
     sim.drain();
-    assert_eq!(recovered, None);
+    assert_eq!(recovered, tidings_core::Recovery::Recovered);
     let subscribed = &sim.of_type(c, "subscribed")[0];
     assert_eq!(
         (
@@ -515,7 +515,10 @@ fn the_application_joins_a_returning_client_from_where_it_stood() {
     );
     assert_eq!(items(&sim, c), vec![(1, 1), (2, 2)]);
     // Already in: nothing replayed again.
-    assert_eq!(sim.hub.join_pinned_from(c, "news", back), Ok(None));
+    assert_eq!(
+        sim.hub.join_pinned_from(c, "news", back),
+        Ok(tidings_core::Recovery::Recovered)
+    );
     sim.drain();
     assert_eq!(items(&sim, c).len(), 2);
     // From another epoch: joined all the same, and told why there is no replay.
@@ -525,7 +528,10 @@ fn the_application_joins_a_returning_client_from_where_it_stood() {
         epoch: at.epoch + 1,
     };
     let told = sim.hub.join_pinned_from(d, "news", stale).expect("join");
-    assert_eq!(told, Some(tidings_core::Unrecoverable::EpochChanged));
+    assert_eq!(
+        told,
+        tidings_core::Recovery::NotRecovered(tidings_core::Unrecoverable::EpochChanged)
+    );
     sim.drain();
     assert!(sim.hub.in_room(d, "news"));
     assert_eq!(

@@ -15,3 +15,4 @@ mod lifecycle;
 mod observability;
 mod publish;
 mod rooms;
+mod sequenced;

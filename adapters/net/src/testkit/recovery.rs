@@ -211,7 +211,7 @@ pub async fn a_plain_client_that_comes_back_with_its_position_recovers<R: Runtim
         .expect("a connection id");
     let from = tidings_core::Position { since: 3, epoch };
     let told = handle.join_pinned_from(conn, "feed:2", from).await;
-    assert_eq!(told.expect("joined"), None);
+    assert_eq!(told.expect("joined"), tidings_core::Recovery::Recovered);
     let answer = raw_json(&rt, &mut third).await;
     assert_eq!(
         (

@@ -1,0 +1,401 @@
+//! Channels whose stream the backplane numbers and keeps (`Config::sequenced`), so that
+//! every node hands out the same offsets and a client recovers on any node.
+//!
+//! A publish to such a channel is not delivered where it is made: it goes to the backplane
+//! ([`ClusterMessage::Sequence`]), which gives it the channel's next offset, keeps it, and
+//! brings it back to every node ([`ClusterMessage::Sequenced`]). Each node delivers it at that
+//! position and keeps it in its own log too, so that most recoveries are served here.
+//!
+//! A node has seen a channel's whole stream only while its link to the backplane holds
+//! ([`Hub::backplane_lost`] ends that). A subscribe, a `join_pinned_from` or a `history`
+//! request it cannot answer from what it saw asks the backplane ([`Output::Fetch`]) and waits:
+//! the answer ([`Hub::fetched`]) first brings the room up to the backplane's stream
+//! (publications this node missed are delivered to its members, older ones put back in its
+//! log), then the request is served from the log as on a single node, in the same step, so
+//! the switch to live has no gap and no duplicate. A publication that comes back after the
+//! answer already brought it is not delivered again.
+
+use std::collections::BTreeMap;
+
+use super::rooms::Subscribed;
+use super::Hub;
+use crate::history::{Fetch, History, Position, Recovery, Stream};
+use crate::ids::ConnId;
+use crate::io::Output;
+use crate::message::{ClusterMessage, Message, Scope, Target};
+use crate::session::Fill;
+
+/// Questions asked of the backplane and not yet answered, by id.
+#[derive(Debug, Default)]
+pub(super) struct Fetches {
+    waiting: BTreeMap<u64, Waiting>,
+    next: u64,
+}
+
+impl Fetches {
+    pub(super) fn len(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+/// A request that waits for the backplane's answer about its channel.
+#[derive(Debug)]
+struct Waiting {
+    conn: ConnId,
+    channel: String,
+    then: Then,
+}
+
+/// What to do once the channel is up to date.
+#[derive(Debug)]
+enum Then {
+    /// Answer the client's subscribe (kept in its `pending_subscribes` meanwhile).
+    Subscribe,
+    /// Join it for the application, recovering from a position.
+    JoinPinned(Position),
+    /// Answer a `history` request.
+    History {
+        reference: Option<String>,
+        since: Option<Position>,
+        limit: Option<u64>,
+    },
+}
+
+impl Hub {
+    /// Tells the hub that its backplane's link broke: publications may have been missed, so
+    /// every channel whose stream the backplane numbers asks it again before this node
+    /// answers a subscribe or a recovery from what it saw.
+    pub fn backplane_lost(&mut self) {
+        self.links_lost += 1;
+    }
+
+    /// Sends a publish to `target` to the backplane to be numbered, if the channel's stream
+    /// is the backplane's. Returns whether it did.
+    pub(super) fn sequence(&mut self, target: &Target, message: &Message) -> bool {
+        let Scope::Room { room, .. } = &target.scope else {
+            return false;
+        };
+        if target.except.is_some() || message.volatile {
+            return false;
+        }
+        let Some(history) = self.config.sequenced_history(room) else {
+            return false;
+        };
+        self.outputs
+            .push_back(Output::Cluster(Box::new(ClusterMessage::Sequence {
+                target: target.clone(),
+                message: message.clone(),
+                max_len: history.max_len,
+                ttl_ms: u64::try_from(history.ttl.as_millis()).unwrap_or(u64::MAX),
+            })));
+        true
+    }
+
+    /// Delivers a publication the backplane numbered, unless this node delivered it already.
+    pub(super) fn deliver_sequenced(
+        &mut self,
+        target: &Target,
+        message: &Message,
+        offset: u64,
+        epoch: u64,
+    ) {
+        let Some(id) = self.sequenced_room(target) else {
+            let _ = self.deliver(target, message, None, Fill::Overflow);
+            return;
+        };
+        if self.advance(id, offset, epoch) {
+            let _ = self.deliver_numbered(target, message, None, Fill::Overflow, Some(id));
+        }
+        self.registry.free_if_unused(id);
+    }
+
+    /// The room of `target`, created if need be, if its stream is the backplane's.
+    fn sequenced_room(&mut self, target: &Target) -> Option<usize> {
+        let Scope::Room { namespace, room } = &target.scope else {
+            return None;
+        };
+        let history = self.config.sequenced_history(room)?;
+        let ns = self.registry.namespace_or_create(namespace);
+        Some(self.registry.room_or_create(ns, room, Some(history)))
+    }
+
+    /// Moves room `id` to the publication at `offset` in `epoch`: returns whether it is new
+    /// here (not one it delivered already). A new epoch, or a gap, starts its log again.
+    fn advance(&mut self, id: usize, offset: u64, epoch: u64) -> bool {
+        let room = &self.registry.rooms[id];
+        let same = room.epoch == epoch && room.synced.is_some();
+        if same && offset < room.next_offset {
+            return false;
+        }
+        if !same || offset > room.next_offset {
+            self.restart_stream(id, offset, epoch);
+        }
+        let room = &mut self.registry.rooms[id];
+        room.next_offset = offset + 1;
+        room.synced = Some(self.links_lost);
+        true
+    }
+
+    /// Whether `conn`'s subscribe to `channel` (recovering from `recover`) must wait for the
+    /// backplane, and if so from which offset to ask: `Some(None)` for where the stream
+    /// stands only.
+    fn must_ask(
+        &self,
+        conn: ConnId,
+        channel: &str,
+        recover: Option<Position>,
+    ) -> Option<Option<u64>> {
+        self.config.sequenced_history(channel)?;
+        let s = self.session(conn)?;
+        let Some(room) = self
+            .registry
+            .room(s.namespace, channel)
+            .map(|id| &self.registry.rooms[id])
+        else {
+            return Some(recover.map(|p| p.since));
+        };
+        let synced = room.synced == Some(self.links_lost);
+        let from_here = recover.is_none_or(|p| {
+            let first = room.history.as_ref().map_or(room.next_offset, |l| l.first);
+            p.epoch == room.epoch && (first..=room.next_offset).contains(&p.since)
+        });
+        if synced && from_here {
+            return None;
+        }
+        // From where this node stands too: what it missed comes with the answer.
+        let local = room.synced.map(|_| room.next_offset);
+        Some(match (recover, local) {
+            (Some(p), Some(next)) => Some(p.since.min(next)),
+            (Some(p), None) => Some(p.since),
+            (None, next) => next,
+        })
+    }
+
+    /// Asks the backplane about `channel` of `conn`'s namespace, from offset `from`, and
+    /// waits to do `then`.
+    fn ask(
+        &mut self,
+        conn: ConnId,
+        channel: &str,
+        history: History,
+        from: Option<u64>,
+        then: Then,
+    ) {
+        let Some(namespace) = self
+            .session(conn)
+            .map(|s| self.registry.namespaces[s.namespace].name.to_string())
+        else {
+            return;
+        };
+        self.fetches.next += 1;
+        let id = self.fetches.next;
+        self.fetches.waiting.insert(
+            id,
+            Waiting {
+                conn,
+                channel: channel.to_owned(),
+                then,
+            },
+        );
+        self.outputs.push_back(Output::Fetch(Box::new(Fetch {
+            id,
+            namespace,
+            room: channel.to_owned(),
+            from,
+            history,
+        })));
+    }
+
+    /// Answers `conn`'s subscribe to `channel` now (it joins), or asks the backplane first.
+    pub(super) fn admit(
+        &mut self,
+        conn: ConnId,
+        channel: &str,
+        reference: Option<&str>,
+        recover: Option<Position>,
+    ) -> Result<(), crate::Error> {
+        match (
+            self.must_ask(conn, channel, recover),
+            self.config.sequenced_history(channel),
+        ) {
+            (Some(from), Some(history)) => {
+                if let Some(s) = self.session_mut(conn) {
+                    s.pending_subscribes
+                        .insert(channel.to_owned(), (reference.map(str::to_owned), recover));
+                }
+                self.ask(conn, channel, history, from, Then::Subscribe);
+            }
+            _ => {
+                self.join_quietly(conn, channel, false)?;
+                self.subscribed(conn, channel, reference, recover);
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Hub::join_pinned_from`] for a channel whose stream is the backplane's and that this
+    /// node cannot recover from what it saw: asks, and joins when it answers.
+    pub(super) fn join_pinned_asking(
+        &mut self,
+        conn: ConnId,
+        room: &str,
+        from: Position,
+    ) -> Option<Recovery> {
+        let asked = self.must_ask(conn, room, Some(from))?;
+        let history = self.config.sequenced_history(room)?;
+        self.ask(conn, room, history, asked, Then::JoinPinned(from));
+        Some(Recovery::Asked)
+    }
+
+    /// Answers a `history` request of `conn` in `channel` from the backplane if this node
+    /// may not have all it asks for: returns whether it asked.
+    pub(super) fn history_asking(
+        &mut self,
+        conn: ConnId,
+        channel: &str,
+        reference: Option<&str>,
+        since: Option<Position>,
+        limit: Option<u64>,
+    ) -> bool {
+        let Some(history) = self.config.sequenced_history(channel) else {
+            return false;
+        };
+        let complete = |room: &crate::rooms::Room| {
+            let Some(log) = room.history.as_ref() else {
+                return true;
+            };
+            let want = limit.map_or(history.max_len, |l| {
+                usize::try_from(l)
+                    .unwrap_or(usize::MAX)
+                    .min(history.max_len)
+            });
+            match since {
+                Some(p) => p.epoch != room.epoch || p.since >= log.first,
+                None => log.first == 0 || log.entries.len() >= want,
+            }
+        };
+        let here = self
+            .session(conn)
+            .and_then(|s| self.registry.room(s.namespace, channel))
+            .map(|id| &self.registry.rooms[id])
+            .filter(|room| room.synced == Some(self.links_lost))
+            .is_some_and(complete);
+        if here {
+            return false;
+        }
+        let then = Then::History {
+            reference: reference.map(str::to_owned),
+            since,
+            limit,
+        };
+        // Everything it keeps: at most `max_len`, and the older ones go back in the log.
+        self.ask(conn, channel, history, Some(0), then);
+        true
+    }
+
+    /// The backplane's answer to the [`Fetch`] `id`: `Some` with the channel's stream as the
+    /// backplane keeps it, or `None` if it could not be asked (the request is then served
+    /// from what this node has, as without a backplane). Follow with [`Hub::poll_output`].
+    pub fn fetched(&mut self, now: std::time::Instant, id: u64, stream: Option<Stream>) {
+        self.clock(now);
+        let Some(waiting) = self.fetches.waiting.remove(&id) else {
+            return;
+        };
+        let Waiting {
+            conn,
+            channel,
+            then,
+        } = waiting;
+        let Some(namespace) = self
+            .session(conn)
+            .filter(|s| s.takes_answers())
+            .map(|s| self.registry.namespaces[s.namespace].name.to_string())
+        else {
+            return;
+        };
+        let target = Target::room(namespace, channel.as_str());
+        let room = match stream {
+            Some(stream) => self.catch_up(&target, stream),
+            None => None,
+        };
+        match then {
+            Then::Subscribe => {
+                let pending = self
+                    .session_mut(conn)
+                    .and_then(|s| s.pending_subscribes.remove(&channel));
+                if let Some((reference, recover)) = pending {
+                    if self.join_quietly(conn, &channel, false).is_ok() {
+                        self.subscribed(conn, &channel, reference.as_deref(), recover);
+                    }
+                }
+            }
+            Then::JoinPinned(from) => {
+                if self.in_room(conn, &channel) {
+                    let _ = self.join_pinned(conn, &channel);
+                } else if self.join_quietly(conn, &channel, true).is_ok() {
+                    let why = Subscribed::Server { pinned: true };
+                    self.subscribed_from(conn, &channel, why, from);
+                }
+            }
+            Then::History {
+                reference,
+                since,
+                limit,
+            } => {
+                if self.in_room(conn, &channel) {
+                    self.answer_history(conn, &channel, reference.as_deref(), since, limit);
+                }
+            }
+        }
+        if let Some(id) = room {
+            self.registry.free_if_unused(id);
+        }
+    }
+
+    /// Brings the room of `target` up to the backplane's `stream`: publications it has not
+    /// delivered go to its members now, older ones it did not keep go back in its log.
+    /// Returns the room.
+    fn catch_up(&mut self, target: &Target, stream: Stream) -> Option<usize> {
+        let id = self.sequenced_room(target)?;
+        let room = &self.registry.rooms[id];
+        let start = stream.entries.first().map_or(stream.next, |e| e.0);
+        if room.epoch != stream.epoch || room.synced.is_none() {
+            self.restart_stream(id, start, stream.epoch);
+            self.registry.rooms[id].synced = Some(self.links_lost);
+        }
+        let first = self.registry.rooms[id]
+            .history
+            .as_ref()
+            .map_or(0, |log| log.first);
+        for (offset, message) in stream.entries.iter().rev() {
+            if *offset >= first {
+                continue;
+            }
+            let position = Some((*offset, stream.epoch));
+            let frame = super::publish::publication(target, message, position, None);
+            if *offset + 1 != self.log_first(id) || !self.keep_older(id, frame) {
+                break;
+            }
+        }
+        let next = self.registry.rooms[id].next_offset;
+        for (offset, message) in stream.entries {
+            if offset >= next && self.advance(id, offset, stream.epoch) {
+                let _ = self.deliver_numbered(target, &message, None, Fill::Overflow, Some(id));
+            }
+        }
+        if self.registry.rooms[id].next_offset < stream.next {
+            // What came before the end is no longer kept: the stream goes on from there.
+            self.restart_stream(id, stream.next, stream.epoch);
+        }
+        self.registry.rooms[id].synced = Some(self.links_lost);
+        Some(id)
+    }
+
+    /// The offset of room `id`'s oldest kept publication.
+    fn log_first(&self, id: usize) -> u64 {
+        self.registry.rooms[id]
+            .history
+            .as_ref()
+            .map_or(0, |log| log.first)
+    }
+}

@@ -1,0 +1,387 @@
+//! Channels whose stream the backplane numbers and keeps (`Config::sequenced`): every node
+//! delivers a publication at the position the backplane gave it, and a node that did not see
+//! part of a stream asks the backplane before it answers a subscribe, a recovery or a
+//! `history` request, with no gap and no duplicate around the answer. The test plays the
+//! backplane by its contract (a sequencer per channel); tidings-redis's tests run the same
+//! over a real Redis.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::common::Sim;
+use serde_json::json;
+use tidings_core::{
+    ClusterMessage, Config, ConnId, History, Input, Message, Position, Recovery, Stream, Target,
+};
+
+const TTL: Duration = Duration::from_secs(60);
+
+fn config() -> Config {
+    Sim::quiet()
+        .cluster(true)
+        .sequenced(true)
+        .history("news", History::new(5, TTL))
+}
+
+/// The backplane's side: one channel's stream, numbered from `next` in `epoch`.
+struct Sequencer {
+    epoch: u64,
+    next: u64,
+    kept: VecDeque<(u64, Message)>,
+    max_len: usize,
+}
+
+impl Sequencer {
+    fn new(epoch: u64, next: u64) -> Self {
+        Sequencer {
+            epoch,
+            next,
+            kept: VecDeque::new(),
+            max_len: 5,
+        }
+    }
+
+    /// Numbers what `node` sent to be numbered, and returns it as every node gets it back.
+    fn number(&mut self, node: &mut Sim) -> Vec<ClusterMessage> {
+        let mut out = Vec::new();
+        for m in node.cluster.drain(..) {
+            let ClusterMessage::Sequence {
+                target,
+                message,
+                max_len,
+                ..
+            } = m
+            else {
+                panic!("only publications to be numbered go out: {m:?}");
+            };
+            assert_eq!(max_len, 5, "the channel's rule goes with it");
+            let offset = self.next;
+            self.next += 1;
+            self.kept.push_back((offset, message.clone()));
+            if self.kept.len() > self.max_len {
+                self.kept.pop_front();
+            }
+            out.push(ClusterMessage::Sequenced {
+                target,
+                message,
+                offset,
+                epoch: self.epoch,
+            });
+        }
+        out
+    }
+
+    /// Answers every question `node` asked.
+    fn answer(&self, node: &mut Sim) {
+        for fetch in std::mem::take(&mut node.fetches) {
+            assert_eq!(fetch.room, "news");
+            let entries = match fetch.from {
+                Some(from) => self
+                    .kept
+                    .iter()
+                    .filter(|(o, _)| *o >= from)
+                    .cloned()
+                    .collect(),
+                None => Vec::new(),
+            };
+            let stream = Stream {
+                epoch: self.epoch,
+                next: self.next,
+                entries,
+            };
+            node.hub.fetched(node.now, fetch.id, Some(stream));
+            node.drain();
+        }
+    }
+}
+
+fn feed(node: &mut Sim, messages: &[ClusterMessage]) {
+    for m in messages {
+        node.hub.handle_remote(node.now, m.clone()).expect("remote");
+        node.drain();
+    }
+}
+
+fn publish(node: &mut Sim, n: u64) {
+    let message = Message::json("item", json!({ "n": n }));
+    let delivery = node
+        .hub
+        .publish(node.now, Target::room("/", "news"), message)
+        .expect("publish");
+    assert_eq!(delivery.queued, 0, "delivered only once numbered");
+    node.drain();
+}
+
+/// Publishes `ns` on `from` and brings the numbered publications to every node of `to`.
+fn publish_all(seq: &mut Sequencer, from: &mut Sim, to: &mut [&mut Sim], ns: &[u64]) {
+    for &n in ns {
+        publish(from, n);
+    }
+    let numbered = seq.number(from);
+    for node in to.iter_mut() {
+        feed(node, &numbered);
+    }
+}
+
+/// The (n, offset, epoch) of each `item` event `conn` received.
+fn items(node: &Sim, conn: ConnId) -> Vec<(u64, u64, u64)> {
+    node.of_type(conn, "event")
+        .iter()
+        .filter(|e| e["event"] == "item")
+        .map(|e| {
+            let num = |k: &str| e[k].as_u64().unwrap_or(u64::MAX);
+            (
+                e["data"]["n"].as_u64().unwrap_or(u64::MAX),
+                num("offset"),
+                num("epoch"),
+            )
+        })
+        .collect()
+}
+
+fn subscribe_since(node: &mut Sim, conn: ConnId, since: u64, epoch: u64) {
+    node.send(
+        conn,
+        &format!(r#"{{"type":"subscribe","channel":"news","since":{since},"epoch":{epoch}}}"#),
+    );
+}
+
+/// A subscribed member of "news" on `node`, the backplane answering its question.
+fn member(node: &mut Sim, seq: &Sequencer) -> ConnId {
+    let c = node.open_path("/");
+    node.subscribe(c, "news");
+    seq.answer(node);
+    assert!(node.hub.in_room(c, "news"));
+    c
+}
+
+#[test]
+fn a_publication_is_delivered_at_the_position_the_backplane_gave_it_on_every_node() {
+    let mut seq = Sequencer::new(777, 40);
+    let (mut a, mut b) = (Sim::new(config()), Sim::new(config()));
+    let on_a = a.open_path("/");
+    a.subscribe(on_a, "news");
+    assert!(!a.hub.in_room(on_a, "news"), "waits for the backplane");
+    assert_eq!(a.fetches.len(), 1);
+    assert_eq!(
+        a.fetches[0].from, None,
+        "a plain subscribe asks where it stands"
+    );
+    seq.answer(&mut a);
+    let subscribed = &a.of_type(on_a, "subscribed")[0];
+    assert_eq!(
+        (subscribed["offset"].clone(), subscribed["epoch"].clone()),
+        (json!(40), json!(777))
+    );
+    let on_b = member(&mut b, &seq);
+
+    publish(&mut a, 1);
+    publish(&mut a, 2);
+    assert!(
+        items(&a, on_a).is_empty(),
+        "not delivered before it is numbered"
+    );
+    let numbered = seq.number(&mut a);
+    feed(&mut a, &numbered);
+    feed(&mut b, &numbered);
+    let want = vec![(1, 40, 777), (2, 41, 777)];
+    assert_eq!(items(&a, on_a), want);
+    assert_eq!(items(&b, on_b), want);
+    // The same publication again (a backplane that delivers twice) is not delivered twice.
+    feed(&mut b, &numbered);
+    assert_eq!(items(&b, on_b), want);
+}
+
+#[test]
+fn a_client_recovers_on_a_node_that_did_not_see_what_it_missed() {
+    let mut seq = Sequencer::new(9, 0);
+    let mut a = Sim::new(config());
+    member(&mut a, &seq);
+    publish_all(&mut seq, &mut a, &mut [], &[1, 2, 3, 4]);
+    // A client saw offsets 0 and 1 (items 1 and 2) on a node now gone; b never saw the
+    // channel.
+    let mut b = Sim::new(config());
+    let c = b.open_path("/");
+    subscribe_since(&mut b, c, 2, 9);
+    assert_eq!(b.fetches[0].from, Some(2));
+    seq.answer(&mut b);
+    let subscribed = &b.of_type(c, "subscribed")[0];
+    assert_eq!(subscribed["recovered"], json!(true));
+    assert_eq!(items(&b, c), vec![(3, 2, 9), (4, 3, 9)]);
+    // Live after the replay; what the answer brought is not delivered again when it comes.
+    publish(&mut a, 5);
+    let numbered = seq.number(&mut a);
+    feed(&mut b, &numbered);
+    assert_eq!(items(&b, c), vec![(3, 2, 9), (4, 3, 9), (5, 4, 9)]);
+}
+
+#[test]
+fn publications_arriving_while_the_backplane_answers_are_neither_lost_nor_doubled() {
+    let mut seq = Sequencer::new(5, 0);
+    let mut a = Sim::new(config());
+    let old = member(&mut a, &seq);
+    // A second node holds the publisher; `a` hears of 0..2 now.
+    let mut p = Sim::new(config());
+    publish_all(&mut seq, &mut p, &mut [&mut a], &[0, 1, 2]);
+    // A client comes back to `a` from offset 0 after `a` dropped its link: `a` asks.
+    a.hub.backplane_lost();
+    let c = a.open_path("/");
+    subscribe_since(&mut a, c, 0, 5);
+    assert_eq!(a.fetches.len(), 1);
+    // Meanwhile 3 and 4 are numbered; the backplane answers with them, and only then does
+    // `a` hear of 4 (3 it never hears of: lost with the link).
+    publish(&mut p, 3);
+    publish(&mut p, 4);
+    let numbered = seq.number(&mut p);
+    seq.answer(&mut a);
+    feed(&mut a, &numbered[1..]);
+    let all: Vec<_> = (0..5).map(|n| (n, n, 5)).collect();
+    assert_eq!(
+        items(&a, c),
+        all,
+        "the returning client: replay then live, once each"
+    );
+    assert_eq!(
+        items(&a, old),
+        all,
+        "the member that stayed: 3 came with the answer, once"
+    );
+}
+
+#[test]
+fn a_new_epoch_or_a_trimmed_stream_is_told() {
+    let mut seq = Sequencer::new(1, 0);
+    let mut p = Sim::new(config());
+    publish_all(&mut seq, &mut p, &mut [], &[0, 1, 2, 3, 4, 5, 6, 7]);
+    let mut b = Sim::new(config());
+    // Kept: 3..=7. From 1 is too old, on a node that asks as on one that kept it.
+    let c = b.open_path("/");
+    subscribe_since(&mut b, c, 1, 1);
+    seq.answer(&mut b);
+    assert_eq!(b.of_type(c, "subscribed")[0]["reason"], json!("too_old"));
+    assert!(b.hub.in_room(c, "news"));
+    assert!(items(&b, c).is_empty());
+    // The backplane lost the stream: a new epoch.
+    let mut lost = Sequencer::new(2, 0);
+    let d = b.open_path("/");
+    b.hub.backplane_lost();
+    subscribe_since(&mut b, d, 8, 1);
+    lost.answer(&mut b);
+    assert_eq!(
+        b.of_type(d, "subscribed")[0]["reason"],
+        json!("epoch_changed")
+    );
+    assert_eq!(b.of_type(d, "subscribed")[0]["epoch"], json!(2));
+    publish_all(&mut lost, &mut p, &mut [&mut b], &[9]);
+    assert_eq!(items(&b, d), vec![(9, 0, 2)]);
+    assert_eq!(
+        items(&b, c),
+        vec![(9, 0, 2)],
+        "the member left from the old epoch too"
+    );
+}
+
+#[test]
+fn a_node_that_saw_the_stream_recovers_without_asking() {
+    let mut seq = Sequencer::new(3, 0);
+    let mut a = Sim::new(config());
+    member(&mut a, &seq);
+    publish(&mut a, 0);
+    publish(&mut a, 1);
+    let numbered = seq.number(&mut a);
+    feed(&mut a, &numbered);
+    let c = a.open_path("/");
+    subscribe_since(&mut a, c, 1, 3);
+    assert!(a.fetches.is_empty(), "served from what it kept");
+    assert_eq!(items(&a, c), vec![(1, 1, 3)]);
+    let d = a.open_path("/");
+    a.subscribe(d, "news");
+    assert!(a.fetches.is_empty(), "where it stands is known");
+    assert_eq!(a.of_type(d, "subscribed")[0]["offset"], json!(2));
+}
+
+#[test]
+fn history_asks_the_backplane_for_what_this_node_did_not_keep() {
+    let mut seq = Sequencer::new(4, 0);
+    let mut p = Sim::new(config());
+    publish_all(&mut seq, &mut p, &mut [], &[0, 1, 2]);
+    let mut b = Sim::new(config());
+    let c = member(&mut b, &seq);
+    publish_all(&mut seq, &mut p, &mut [&mut b], &[3]);
+    b.send(
+        c,
+        r#"{"type":"history","channel":"news","id":"h","limit":3}"#,
+    );
+    assert_eq!(b.fetches.len(), 1, "it kept one of the last three");
+    seq.answer(&mut b);
+    let answer = &b.of_type(c, "history")[0];
+    let ns: Vec<_> = answer["publications"]
+        .as_array()
+        .expect("publications")
+        .iter()
+        .map(|p| p["data"]["n"].clone())
+        .collect();
+    assert_eq!(ns, vec![json!(1), json!(2), json!(3)]);
+    assert_eq!(
+        items(&b, c),
+        vec![(3, 3, 4)],
+        "the older ones are not delivered live"
+    );
+}
+
+#[test]
+fn a_backplane_that_cannot_answer_leaves_the_node_to_answer_alone() {
+    let mut b = Sim::new(config());
+    let c = b.open_path("/");
+    subscribe_since(&mut b, c, 3, 8);
+    let fetch = b.fetches.remove(0);
+    b.hub.fetched(b.now, fetch.id, None);
+    b.drain();
+    let subscribed = &b.of_type(c, "subscribed")[0];
+    assert_eq!(subscribed["recovered"], json!(false));
+    assert!(b.hub.in_room(c, "news"));
+    assert_eq!(b.hub.footprint().fetches, 0);
+}
+
+#[test]
+fn the_application_joins_a_returning_client_once_the_backplane_answers() {
+    let mut seq = Sequencer::new(6, 0);
+    let mut p = Sim::new(config());
+    publish_all(&mut seq, &mut p, &mut [], &[0, 1]);
+    let mut b = Sim::new(config());
+    let c = b.open_path("/");
+    let from = Position { since: 1, epoch: 6 };
+    assert_eq!(b.hub.join_pinned_from(c, "news", from), Ok(Recovery::Asked));
+    b.drain();
+    assert!(!b.hub.in_room(c, "news"));
+    seq.answer(&mut b);
+    assert!(b.hub.is_pinned(c, "news"));
+    assert_eq!(b.of_type(c, "subscribed")[0]["recovered"], json!(true));
+    assert_eq!(items(&b, c), vec![(1, 1, 6)]);
+}
+
+#[test]
+fn a_client_that_leaves_or_closes_before_the_answer_is_not_joined() {
+    let seq = Sequencer::new(6, 0);
+    let mut b = Sim::new(config());
+    let c = b.open_path("/");
+    b.subscribe(c, "news");
+    b.send(c, r#"{"type":"unsubscribe","channel":"news","id":"u"}"#);
+    assert_eq!(b.of_type(c, "unsubscribed").len(), 1);
+    let d = b.open_path("/");
+    b.subscribe(d, "news");
+    b.hub.handle(
+        b.now,
+        Input::TransportError {
+            conn: d,
+            error: "gone".into(),
+        },
+    );
+    b.drain();
+    seq.answer(&mut b);
+    assert!(!b.hub.in_room(c, "news"));
+    assert!(b.of_type(c, "subscribed").is_empty());
+    b.advance(Duration::from_secs(10));
+    let footprint = b.hub.footprint();
+    assert_eq!((footprint.sessions, footprint.fetches), (1, 0));
+}
