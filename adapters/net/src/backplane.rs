@@ -20,7 +20,7 @@ use std::sync::Arc;
 use async_channel::{Receiver, WeakSender};
 use std::time::Duration;
 
-use tidings_core::{AckOutcome, ClusterMessage, ConnId, Message, Payload};
+use tidings_core::{AckOutcome, ClusterMessage, ConnId, Fetch, Message, Payload, Stream};
 
 use crate::cluster::{
     local_answer, AckFailure, Answer, ClusterEvent, Presence, Query, Request, Stats,
@@ -31,6 +31,10 @@ use crate::driver::Control;
 /// ([`Builder::backplane_backlog`](crate::Builder::backplane_backlog)).
 pub(crate) const OUTGOING_LIMIT: usize = 65_536;
 
+/// Questions for the backplane that may wait for it; past that, a request is served from what
+/// this node has (as if the backplane could not be reached).
+pub(crate) const FETCHES: usize = 4096;
+
 /// Carries publishes between the nodes of a cluster. Give one to
 /// [`Builder::backplane`](crate::Builder::backplane); the server runs it as a task of its own.
 pub trait Backplane: Send + 'static {
@@ -39,6 +43,16 @@ pub trait Backplane: Send + 'static {
     /// other nodes, and hands each of theirs to [`Link::deliver`]. It should ride out
     /// outages of its transport (reconnect with backoff), reporting them through the link.
     fn run(self: Box<Self>, link: Link) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// Whether this backplane numbers and keeps the streams of channels that keep history,
+    /// so that every node hands out the same offsets and a client recovers on any node
+    /// (turns on `Config::sequenced`). Such a backplane brings each
+    /// [`ClusterMessage::Sequence`] back to every node, this one included, numbered
+    /// ([`ClusterMessage::Sequenced`]), and answers every [`Link::fetch`] with
+    /// [`Link::fetched`]. Default `false`.
+    fn numbers_history(&self) -> bool {
+        false
+    }
 }
 
 /// The hub's side of a backplane: what this node publishes, and where other nodes'
@@ -47,6 +61,7 @@ pub struct Link {
     pub(crate) outgoing: Receiver<ClusterMessage>,
     pub(crate) presence: Receiver<Presence>,
     pub(crate) requests: Receiver<Request>,
+    pub(crate) fetches: Receiver<Fetch>,
     /// Weak: the hub task ends when every handle and connection is gone, backplane or not.
     pub(crate) control: WeakSender<Control>,
     pub(crate) stats: Arc<Stats>,
@@ -156,6 +171,25 @@ impl Link {
         rx.recv().await.ok()
     }
 
+    /// The next question of the hub about a channel whose stream this backplane keeps (see
+    /// [`Backplane::numbers_history`]); `None` once the hub has stopped. Answer each with
+    /// [`Link::fetched`], even if the backplane cannot be reached (`None`): the request it
+    /// holds back waits for that answer.
+    pub async fn fetch(&self) -> Option<Fetch> {
+        self.fetches.recv().await.ok()
+    }
+
+    /// Answers the [`Fetch`] `id` with the channel's stream, or `None` if it could not be
+    /// read. `false` once the hub has stopped.
+    pub async fn fetched(&self, id: u64, stream: Option<Stream>) -> bool {
+        let Some(control) = self.control.upgrade() else {
+            return false;
+        };
+        let command: crate::driver::Command =
+            Box::new(move |driver, now| driver.hub.fetched(now, id, stream));
+        control.send(Control::Command(command)).await.is_ok()
+    }
+
     /// Delivers a message another node published to this node's members. `false` once the
     /// hub has stopped.
     pub async fn deliver(&self, message: ClusterMessage) -> bool {
@@ -194,6 +228,12 @@ impl Link {
             self.stats.outages.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(control) = self.control.upgrade() {
+            if !up {
+                // What comes next may not follow what this node saw: it asks again.
+                let lost: crate::driver::Command =
+                    Box::new(|driver, _| driver.hub.backplane_lost());
+                let _ = control.try_send(Control::Command(lost));
+            }
             let event = if up {
                 ClusterEvent::Up
             } else {

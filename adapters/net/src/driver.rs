@@ -190,6 +190,8 @@ pub(crate) struct Driver {
     router: Option<RouterLink>,
     /// Where this node's publishes go for the other nodes, if it has a backplane.
     backplane: Option<(Sender<ClusterMessage>, Arc<Stats>)>,
+    /// Where the hub's questions about channels the backplane keeps go.
+    fetches: Option<Sender<tidings_core::Fetch>>,
     /// Where this node's membership changes go for the other nodes (with a backplane), and
     /// who listens to the cluster's events ([`Handle::cluster_events`](crate::Handle::cluster_events)).
     presence_out: Option<Sender<crate::Presence>>,
@@ -221,6 +223,7 @@ impl Driver {
             shutdown_done: false,
             router,
             backplane: None,
+            fetches: None,
             presence_out: None,
             cluster_listeners: Vec::new(),
             stopped: false,
@@ -229,15 +232,17 @@ impl Driver {
         }
     }
 
-    /// Forwards this node's publishes to `outgoing` and its membership changes to `presence`,
-    /// the backplane's ends of the link.
+    /// Forwards this node's publishes to `outgoing`, its membership changes to `presence` and
+    /// its questions about kept streams to `fetches`: the backplane's ends of the link.
     pub fn with_backplane(
         mut self,
         outgoing: Sender<ClusterMessage>,
         presence: Sender<crate::Presence>,
+        fetches: Sender<tidings_core::Fetch>,
         stats: Arc<Stats>,
     ) -> Self {
         self.backplane = Some((outgoing, stats));
+        self.fetches = Some(fetches);
         self.presence_out = Some(presence);
         self
     }
@@ -479,6 +484,15 @@ impl Driver {
                 }
                 Output::Event(event) => self.on_event(now, *event),
                 Output::Cluster(message) => self.forward(*message),
+                Output::Fetch(fetch) => {
+                    let id = fetch.id;
+                    let asked = self.fetches.as_ref().map(|tx| tx.try_send(*fetch));
+                    if !matches!(asked, Some(Ok(()))) {
+                        // No backplane to ask, or too many questions waiting: served from
+                        // what this node has.
+                        self.hub.fetched(now, id, None);
+                    }
+                }
                 _ => {}
             }
         }

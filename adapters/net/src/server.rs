@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use tidings_core::{Config, SubscribePolicy};
 use tungstenite::protocol::WebSocketConfig;
 
-use crate::backplane::{Backplane, Link, OUTGOING_LIMIT};
+use crate::backplane::{Backplane, Link, FETCHES, OUTGOING_LIMIT};
 use crate::conn::{ConnOptions, TaskCount};
 use crate::driver::{self, Driver, RouterLink};
 use crate::front::{Front, Shared};
@@ -280,6 +280,7 @@ impl<R: Runtime> Builder<R> {
         }
         let close_grace = self.config.close_grace;
         self.config.cluster |= self.backplane.is_some();
+        self.config.sequenced |= self.backplane.as_ref().is_some_and(|b| b.numbers_history());
         self.config.seed = self.config.seed.or_else(|| Some(fresh_seed()));
         let hub = tidings_core::Hub::new(self.config)?;
         // What connection tasks have read and the hub has not handled: a client paused by
@@ -325,11 +326,13 @@ impl<R: Runtime> Builder<R> {
         {
             let (outgoing_tx, outgoing_rx) = async_channel::bounded(self.backplane_backlog);
             let (presence_tx, presence_rx) = async_channel::bounded(self.backplane_backlog);
-            driver = driver.with_backplane(outgoing_tx, presence_tx, stats.clone());
+            let (fetches_tx, fetches_rx) = async_channel::bounded(FETCHES);
+            driver = driver.with_backplane(outgoing_tx, presence_tx, fetches_tx, stats.clone());
             let link = Link {
                 outgoing: outgoing_rx,
                 presence: presence_rx,
                 requests,
+                fetches: fetches_rx,
                 control: control_tx.downgrade(),
                 stats,
             };

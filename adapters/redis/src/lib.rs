@@ -70,6 +70,7 @@ use tidings_net::{
     AckFailure, Answer, Backplane, Emit, EmitAck, Link, Presence, Query, Question, Request,
 };
 
+mod streams;
 pub mod testing;
 
 /// The first wait before reconnecting; it doubles up to [`MAX_BACKOFF`].
@@ -83,6 +84,7 @@ pub struct Redis {
     url: String,
     channel: String,
     presence_ttl: Duration,
+    position_ttl: Duration,
 }
 
 impl Redis {
@@ -93,6 +95,7 @@ impl Redis {
             url: url.into(),
             channel: "tidings".into(),
             presence_ttl: PRESENCE_TTL,
+            position_ttl: POSITION_TTL,
         }
     }
 
@@ -112,17 +115,33 @@ impl Redis {
         self.presence_ttl = ttl.max(Duration::from_millis(300));
         self
     }
+
+    /// How long a channel that keeps history keeps its epoch and offset in Redis after its
+    /// last publication (or the last time a node asked about it): a client that comes back
+    /// within it to a channel where nothing was published meanwhile recovers; after it, it is
+    /// told `epoch_changed`. Default 24 h; never shorter than the channel's history `ttl`.
+    #[must_use]
+    pub fn position_ttl(mut self, ttl: Duration) -> Self {
+        self.position_ttl = ttl;
+        self
+    }
 }
 
 impl Backplane for Redis {
     fn run(self: Box<Self>, link: Link) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(run(*self, link))
     }
+
+    fn numbers_history(&self) -> bool {
+        true
+    }
 }
 
 /// How long a node's presence key outlives its last renewal, by default: a node that died
 /// stops being asked after at most this long. It is renewed three times as often.
 const PRESENCE_TTL: Duration = Duration::from_secs(6);
+/// How long a channel's position stays in Redis after its last use, by default.
+const POSITION_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Why a request fails when the link to Redis broke while it was served.
 const LOST_REDIS: &str = "the backplane lost Redis";
 
@@ -162,6 +181,13 @@ enum Wire {
     AckDone {
         id: u64,
         result: Result<Payload, AckFailure>,
+    },
+    /// A publication to a channel that keeps history, numbered by the SEQUENCE script
+    /// (`streams.rs`), for every node, the sender included.
+    Numbered {
+        offset: u64,
+        epoch: u64,
+        entry: streams::Entry,
     },
 }
 
@@ -212,10 +238,15 @@ async fn run(redis: Redis, link: Link) {
                 None
             };
             let down = "the backplane cannot reach Redis".to_owned();
-            match or(timer, async { link.request().await }).await {
-                Some(Request::Ask(question)) => question.reply(Err(down)),
-                Some(Request::Emit(emit)) => emit.reply(Err(down)),
-                Some(Request::EmitAck(ask)) => ask.reply(Err(AckFailure::Cluster(down))),
+            let fetch = async { link.fetch().await.map(Err) };
+            match or(timer, or(fetch, async { link.request().await.map(Ok) })).await {
+                Some(Ok(Request::Ask(question))) => question.reply(Err(down)),
+                Some(Ok(Request::Emit(emit))) => emit.reply(Err(down)),
+                Some(Ok(Request::EmitAck(ask))) => ask.reply(Err(AckFailure::Cluster(down))),
+                Some(Err(fetch)) => {
+                    // Served from what the node has.
+                    let _ = link.fetched(fetch.id, None).await;
+                }
                 _ => break,
             }
         }
@@ -236,6 +267,7 @@ struct Node<'a> {
     redis: &'a Redis,
     id: &'a str,
     publisher: MultiplexedConnection,
+    scripts: streams::Scripts,
 }
 
 impl Node<'_> {
@@ -312,6 +344,43 @@ impl Node<'_> {
         ok
     }
 
+    /// Numbers, keeps and publishes a publication to a channel that keeps history.
+    async fn sequence(
+        &mut self,
+        entry: &streams::Entry,
+        max_len: usize,
+        ttl_ms: u64,
+    ) -> redis::RedisResult<()> {
+        let r = self.redis;
+        streams::sequence(
+            &mut self.publisher,
+            &self.scripts,
+            &r.channel,
+            self.id,
+            entry,
+            max_len,
+            ttl_ms,
+            r.position_ttl,
+        )
+        .await
+    }
+
+    /// Reads a channel's stream for the hub.
+    async fn fetch(
+        &mut self,
+        fetch: &tidings_core::Fetch,
+    ) -> redis::RedisResult<Option<tidings_core::Stream>> {
+        let r = self.redis;
+        streams::fetch(
+            &mut self.publisher,
+            &self.scripts,
+            &r.channel,
+            fetch,
+            r.position_ttl,
+        )
+        .await
+    }
+
     /// The other nodes whose presence has not expired.
     async fn live_others(&mut self) -> redis::RedisResult<BTreeSet<String>> {
         let prefix = self.presence_key("");
@@ -350,6 +419,7 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
         In(Option<redis::Msg>),
         Request(Option<Request>),
         Presence(Option<Presence>),
+        Fetch(Option<tidings_core::Fetch>),
         AckDone(usize, Result<Payload, AckFailure>),
         Tick,
     }
@@ -370,10 +440,19 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
             return Ended::Failed;
         }
     };
+    let mut publisher = publisher;
+    let scripts = match streams::Scripts::load(&mut publisher).await {
+        Ok(scripts) => scripts,
+        Err(error) => {
+            tracing::warn!(%error, "redis backplane: cannot connect");
+            return Ended::Failed;
+        }
+    };
     let mut node = Node {
         redis,
         id,
         publisher,
+        scripts,
     };
     if node.heartbeat().await.is_err() {
         return Ended::Failed;
@@ -398,6 +477,7 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
         let incoming = async { Next::In(messages.next().await) };
         let request = async { Next::Request(link.request().await) };
         let presence = async { Next::Presence(link.presence().await) };
+        let fetch = async { Next::Fetch(link.fetch().await) };
         let tick = async {
             async_io::Timer::at(wake).await;
             Next::Tick
@@ -410,9 +490,29 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
             }
             std::task::Poll::Pending
         });
-        let next = or(out, or(incoming, or(request, or(presence, or(done, tick))))).await;
+        let next = or(
+            out,
+            or(
+                incoming,
+                or(request, or(presence, or(fetch, or(done, tick)))),
+            ),
+        )
+        .await;
         match next {
             Next::Out(None) => break Ended::Stopped,
+            Next::Out(Some(ClusterMessage::Sequence {
+                target,
+                message,
+                max_len,
+                ttl_ms,
+            })) => {
+                let entry = streams::Entry { target, message };
+                if node.sequence(&entry, max_len, ttl_ms).await.is_err() {
+                    link.lost(1);
+                    break Ended::Failed;
+                }
+                link.sent();
+            }
             Next::Out(Some(message)) => {
                 if node.publish_shared(Wire::Publish(message)).await.is_err() {
                     link.lost(1);
@@ -427,10 +527,30 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
                 else {
                     continue; // not a message of this cluster's nodes
                 };
+                if let Wire::Numbered {
+                    offset,
+                    epoch,
+                    entry,
+                } = envelope.wire
+                {
+                    // Every node's, this one's too: a channel's offsets are delivered in
+                    // order here only as Redis numbered them.
+                    let message = ClusterMessage::Sequenced {
+                        target: entry.target,
+                        message: entry.message,
+                        offset,
+                        epoch,
+                    };
+                    if !link.deliver(message).await {
+                        break Ended::Stopped;
+                    }
+                    continue;
+                }
                 if envelope.node == id {
                     continue;
                 }
                 match envelope.wire {
+                    Wire::Numbered { .. } => {}
                     Wire::Publish(message) => {
                         if !link.deliver(message).await {
                             break Ended::Stopped;
@@ -585,6 +705,17 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
             // Every handle is gone (the hub's stop ends the session), or a request of a kind
             // this backplane does not serve.
             Next::Request(_) => {}
+            Next::Fetch(None) => break Ended::Stopped,
+            Next::Fetch(Some(fetch)) => {
+                let read = node.fetch(&fetch).await;
+                let failed = read.is_err();
+                if !link.fetched(fetch.id, read.ok().flatten()).await {
+                    break Ended::Stopped;
+                }
+                if failed {
+                    break Ended::Failed;
+                }
+            }
             Next::Presence(None) => break Ended::Stopped,
             Next::Presence(Some(mut change)) => {
                 change.member.node = id.to_owned();
