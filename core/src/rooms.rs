@@ -37,12 +37,17 @@ pub(crate) struct Room {
     /// which its position and history last matched the backplane's: while the link holds,
     /// every numbered publication since came through it.
     pub synced: Option<u64>,
+    /// Questions about it the backplane has not answered yet: the room lives until they are,
+    /// so that what this node saw meanwhile is not forgotten (an answer may be older).
+    pub asking: u32,
 }
 
 impl Room {
     /// Neither members nor kept publications: nothing to keep it for.
     pub fn unused(&self) -> bool {
-        self.members.is_empty() && self.history.as_ref().is_none_or(Log::is_spent)
+        self.members.is_empty()
+            && self.asking == 0
+            && self.history.as_ref().is_none_or(Log::is_spent)
     }
 }
 
@@ -129,6 +134,7 @@ impl Registry {
             epoch,
             history: history.map(|rule| Log::new(rule, 0)),
             synced: None,
+            asking: 0,
         });
         if let Some(n) = self.namespaces.get_mut(ns) {
             n.rooms.insert(name, id);

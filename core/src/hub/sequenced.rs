@@ -41,6 +41,8 @@ impl Fetches {
 /// A request that waits for the backplane's answer about its channel.
 #[derive(Debug)]
 struct Waiting {
+    /// The namespace (its room lives while this waits, so it does too).
+    ns: usize,
     conn: ConnId,
     channel: String,
     then: Then,
@@ -181,17 +183,20 @@ impl Hub {
         from: Option<u64>,
         then: Then,
     ) {
-        let Some(namespace) = self
-            .session(conn)
-            .map(|s| self.registry.namespaces[s.namespace].name.to_string())
-        else {
+        let Some((ns, namespace)) = self.session(conn).map(|s| {
+            let name = self.registry.namespaces[s.namespace].name.to_string();
+            (s.namespace, name)
+        }) else {
             return;
         };
+        let room = self.registry.room_or_create(ns, channel, Some(history));
+        self.registry.rooms[room].asking += 1;
         self.fetches.next += 1;
         let id = self.fetches.next;
         self.fetches.waiting.insert(
             id,
             Waiting {
+                ns,
                 conn,
                 channel: channel.to_owned(),
                 then,
@@ -302,22 +307,26 @@ impl Hub {
             return;
         };
         let Waiting {
+            ns,
             conn,
             channel,
             then,
         } = waiting;
-        let Some(namespace) = self
-            .session(conn)
-            .filter(|s| s.takes_answers())
-            .map(|s| self.registry.namespaces[s.namespace].name.to_string())
-        else {
-            return;
-        };
+        let asked = self.registry.room(ns, &channel);
+        if let Some(id) = asked {
+            self.registry.rooms[id].asking -= 1;
+        }
+        let namespace = self.registry.namespaces[ns].name.to_string();
         let target = Target::room(namespace, channel.as_str());
-        let room = match stream {
-            Some(stream) => self.catch_up(&target, stream),
-            None => None,
-        };
+        if let Some(stream) = stream {
+            self.catch_up(&target, stream);
+        }
+        if !self.session(conn).is_some_and(|s| s.takes_answers()) {
+            if let Some(id) = asked {
+                self.registry.free_if_unused(id);
+            }
+            return;
+        }
         match then {
             Then::Subscribe => {
                 let pending = self
@@ -347,26 +356,30 @@ impl Hub {
                 }
             }
         }
-        if let Some(id) = room {
+        if let Some(id) = self.registry.room(ns, &channel) {
             self.registry.free_if_unused(id);
         }
     }
 
     /// Brings the room of `target` up to the backplane's `stream`: publications it has not
     /// delivered go to its members now, older ones it did not keep go back in its log.
-    /// Returns the room.
-    fn catch_up(&mut self, target: &Target, stream: Stream) -> Option<usize> {
-        let id = self.sequenced_room(target)?;
+    ///
+    /// An answer may be ahead of the publications on their way here. A room that has seen
+    /// every publication since the link came up (synced, same epoch) takes from the answer
+    /// only what follows on from where it is: the rest is still coming. Any other room
+    /// follows the answer, and starts again where the answer has a gap.
+    fn catch_up(&mut self, target: &Target, stream: Stream) {
+        let Some(id) = self.sequenced_room(target) else {
+            return;
+        };
         let room = &self.registry.rooms[id];
-        let start = stream.entries.first().map_or(stream.next, |e| e.0);
+        let following = room.synced == Some(self.links_lost) && room.epoch == stream.epoch;
         if room.epoch != stream.epoch || room.synced.is_none() {
+            let start = stream.entries.first().map_or(stream.next, |e| e.0);
             self.restart_stream(id, start, stream.epoch);
-            self.registry.rooms[id].synced = Some(self.links_lost);
         }
-        let first = self.registry.rooms[id]
-            .history
-            .as_ref()
-            .map_or(0, |log| log.first);
+        self.registry.rooms[id].synced = Some(self.links_lost);
+        let first = self.log_first(id);
         for (offset, message) in stream.entries.iter().rev() {
             if *offset >= first {
                 continue;
@@ -377,18 +390,19 @@ impl Hub {
                 break;
             }
         }
-        let next = self.registry.rooms[id].next_offset;
         for (offset, message) in stream.entries {
-            if offset >= next && self.advance(id, offset, stream.epoch) {
+            let next = self.registry.rooms[id].next_offset;
+            if offset < next || (following && offset > next) {
+                continue;
+            }
+            if self.advance(id, offset, stream.epoch) {
                 let _ = self.deliver_numbered(target, &message, None, Fill::Overflow, Some(id));
             }
         }
-        if self.registry.rooms[id].next_offset < stream.next {
+        if !following && self.registry.rooms[id].next_offset < stream.next {
             // What came before the end is no longer kept: the stream goes on from there.
             self.restart_stream(id, stream.next, stream.epoch);
         }
-        self.registry.rooms[id].synced = Some(self.links_lost);
-        Some(id)
     }
 
     /// The offset of room `id`'s oldest kept publication.

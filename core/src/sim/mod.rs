@@ -25,12 +25,16 @@
 //! subscription that cannot be recovered must say so (`recovered: false`).
 //!
 //! [`ClusterSim`] does the same for several hubs joined by a lossy, partitionable backplane
-//! link (`cluster.rs`).
+//! link (`cluster.rs`), and [`SequencedSim`] for several hubs whose channel streams a
+//! sequencer numbers and keeps, with clients recovering on whichever node they land
+//! (`sequenced.rs`).
 
 mod cluster;
 mod model;
+mod sequenced;
 
 pub use cluster::{ClusterConfig, ClusterReport, ClusterSim};
+pub use sequenced::{SequencedConfig, SequencedReport, SequencedSim};
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};

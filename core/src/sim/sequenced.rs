@@ -1,0 +1,507 @@
+//! Deterministic simulation of a cluster whose channel streams a sequencer numbers and keeps
+//! (`Config::sequenced`, what tidings-redis does with its scripts), with clients that move
+//! from node to node and recover.
+//!
+//! Each node's publishes go to the sequencer after a random latency (first in, first out per
+//! node, as one connection to Redis is); the sequencer numbers each in its channel's stream,
+//! keeps the last `max_len`, and sends it to every node, the publisher included, first in
+//! first out per node (as one Redis channel is). A node's question about a stream
+//! ([`Output::Fetch`]) reaches the sequencer and its answer comes back each after a random
+//! latency of its own, so answers race the publications on their way. Nodes keep little
+//! themselves (a small `max_history_bytes`), so they ask often.
+//!
+//! Clients subscribe with `subscribe` frames and read at once; now and then one leaves its
+//! node and subscribes again on another from where it stood. Invariants, checked as it runs
+//! and when it settles: every `subscribed` carries the sequencer's epoch; after it, a client
+//! gets its channel's offsets one after the other from where it stood (if recovered) or from
+//! the offset the `subscribed` gave, with no gap and no duplicate; each offset carries the
+//! publication the sequencer gave it; a recovery refused says `too_old`; and in the end every
+//! client has its channels' streams up to their last offset.
+//!
+//! ```
+//! use std::time::Instant;
+//! use tidings_core::sim::{SequencedConfig, SequencedSim};
+//!
+//! let mut sim = SequencedSim::new(3, SequencedConfig::default(), Instant::now());
+//! let report = sim.run(500).expect("invariants hold");
+//! assert!(report.delivered > 0);
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::Violation;
+use crate::{
+    ClusterMessage, Config, ConnId, ConnectionInfo, Fetch, Frame, History, Hub, Input, Message,
+    Output, Stream, Target,
+};
+
+/// The sequencer's epoch: no hub's own epochs come near it.
+const EPOCH: u64 = 7_000_000_000;
+
+/// The shape of a simulated sequenced cluster.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SequencedConfig {
+    /// Nodes, each with its own hub.
+    pub nodes: usize,
+    /// Clients; each starts on a node and subscribes to some rooms.
+    pub clients: usize,
+    /// The rooms (namespace `/`); each keeps history.
+    pub rooms: Vec<String>,
+    /// One-way latency of every message, chosen uniformly in this range.
+    pub latency: (Duration, Duration),
+    /// Publications the sequencer keeps per channel.
+    pub max_len: usize,
+    /// Bytes each node keeps of every channel's history together.
+    pub node_history_bytes: usize,
+}
+
+impl Default for SequencedConfig {
+    fn default() -> Self {
+        SequencedConfig {
+            nodes: 3,
+            clients: 8,
+            rooms: vec!["a".into(), "b".into()],
+            latency: (Duration::from_millis(1), Duration::from_millis(30)),
+            max_len: 16,
+            node_history_bytes: 1024,
+        }
+    }
+}
+
+/// What a finished sequenced run did.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub struct SequencedReport {
+    /// Publications numbered.
+    pub published: u64,
+    /// Deliveries to clients, checked.
+    pub delivered: u64,
+    /// Subscriptions from a position that recovered.
+    pub recovered: u64,
+    /// Subscriptions from a position too old to recover.
+    pub too_old: u64,
+    /// Questions the nodes asked the sequencer.
+    pub fetches: u64,
+}
+
+/// One client: where it is, and where it stands in each channel.
+struct Client {
+    node: usize,
+    conn: ConnId,
+    rooms: BTreeSet<String>,
+    /// The next offset it expects per channel, once known.
+    next: BTreeMap<String, u64>,
+    /// Per channel with a subscribe unanswered: the offset it asked to recover from.
+    asked: BTreeMap<String, Option<u64>>,
+}
+
+/// What travels, and to where.
+enum Carry {
+    /// A node's publish, to the sequencer.
+    Publish(ClusterMessage),
+    /// A numbered publication, to a node.
+    Numbered(usize, ClusterMessage),
+    /// A node's question, to the sequencer.
+    Ask(usize, Fetch),
+    /// The sequencer's answer, to a node.
+    Answer(usize, u64, Stream),
+}
+
+/// One channel's stream at the sequencer.
+#[derive(Default)]
+struct Channel {
+    next: u64,
+    kept: VecDeque<(u64, Message)>,
+}
+
+/// A seeded sequenced-cluster run.
+pub struct SequencedSim {
+    seed: u64,
+    cfg: SequencedConfig,
+    rng: fastrand::Rng,
+    start: Instant,
+    now: Instant,
+    step: u64,
+    hubs: Vec<Hub>,
+    clients: Vec<Client>,
+    owner: BTreeMap<(usize, ConnId), usize>,
+    /// Everything on its way, by arrival time, then sequence.
+    link: BTreeMap<(Instant, u64), Carry>,
+    /// Per first-in-first-out lane, when its last message arrives.
+    free: BTreeMap<(usize, usize), Instant>,
+    sequence: u64,
+    channels: BTreeMap<String, Channel>,
+    /// The publication (its `seq`) the sequencer gave each `(channel, offset)`.
+    numbered: BTreeMap<(String, u64), u64>,
+    next_seq: u64,
+    report: SequencedReport,
+}
+
+/// The lane of the sequencer in `free`.
+const SEQUENCER: usize = usize::MAX;
+
+impl SequencedSim {
+    /// A run for `seed`, starting at `start` on the virtual clock.
+    pub fn new(seed: u64, cfg: SequencedConfig, start: Instant) -> Self {
+        let config = Config::default()
+            .cluster(true)
+            .sequenced(true)
+            .history("*", History::new(cfg.max_len, Duration::from_secs(3600)))
+            .max_history_bytes(cfg.node_history_bytes)
+            .welcome(false)
+            .ping_period(None)
+            .max_inbound_rate(None);
+        let hubs = (0..cfg.nodes.max(1))
+            .map(|_| Hub::new(config.clone()).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        SequencedSim {
+            seed,
+            rng: fastrand::Rng::with_seed(seed),
+            cfg,
+            start,
+            now: start,
+            step: 0,
+            hubs,
+            clients: Vec::new(),
+            owner: BTreeMap::new(),
+            link: BTreeMap::new(),
+            free: BTreeMap::new(),
+            sequence: 0,
+            channels: BTreeMap::new(),
+            numbered: BTreeMap::new(),
+            next_seq: 0,
+            report: SequencedReport {
+                published: 0,
+                delivered: 0,
+                recovered: 0,
+                too_old: 0,
+                fetches: 0,
+            },
+        }
+    }
+
+    fn violation(&self, message: String) -> Violation {
+        Violation {
+            seed: self.seed,
+            step: self.step,
+            at: self.now - self.start,
+            message,
+        }
+    }
+
+    /// Opens the clients, runs `steps` steps, then lets everything arrive, checking the
+    /// invariants throughout.
+    pub fn run(&mut self, steps: u64) -> Result<SequencedReport, Violation> {
+        for _ in 0..self.cfg.clients {
+            let node = self.rng.usize(0..self.hubs.len());
+            let rooms: BTreeSet<String> = self
+                .cfg
+                .rooms
+                .iter()
+                .filter(|_| self.rng.bool())
+                .cloned()
+                .collect();
+            self.clients.push(Client {
+                node,
+                conn: ConnId::new(0, 0),
+                rooms,
+                next: BTreeMap::new(),
+                asked: BTreeMap::new(),
+            });
+            self.connect(self.clients.len() - 1)?;
+        }
+        for step in 0..steps {
+            self.step = step;
+            self.act()?;
+        }
+        self.advance(None)?;
+        self.check_complete()?;
+        Ok(self.report.clone())
+    }
+
+    /// Opens client `c` on its node and subscribes it to its rooms, from where it stands.
+    fn connect(&mut self, c: usize) -> Result<(), Violation> {
+        let node = self.clients[c].node;
+        let conn = self.hubs[node]
+            .open(self.now, ConnectionInfo::new("/"))
+            .map_err(|e| self.violation(e.to_string()))?;
+        self.owner.insert((node, conn), c);
+        let client = &mut self.clients[c];
+        client.conn = conn;
+        client.asked.clear();
+        let mut frames = Vec::new();
+        for room in &client.rooms {
+            // Where it stood, if it knew; it waits for the `subscribed` to know again.
+            let since = client.next.remove(room);
+            client.asked.insert(room.clone(), since);
+            frames.push(match since {
+                Some(since) => {
+                    json!({"type": "subscribe", "channel": room, "since": since, "epoch": EPOCH})
+                }
+                None => json!({"type": "subscribe", "channel": room}),
+            });
+        }
+        for frame in frames {
+            let frame = Frame::text(frame.to_string());
+            self.hubs[node].handle(self.now, Input::Frame { conn, frame });
+        }
+        self.drain(node)
+    }
+
+    fn act(&mut self) -> Result<(), Violation> {
+        let roll = self.rng.u32(0..100);
+        if roll < 50 {
+            let node = self.rng.usize(0..self.hubs.len());
+            let room = self.cfg.rooms[self.rng.usize(0..self.cfg.rooms.len())].clone();
+            self.next_seq += 1;
+            let message = Message::json("m", json!({ "seq": self.next_seq }));
+            let _ = self.hubs[node]
+                .publish(self.now, Target::room("/", room), message)
+                .map_err(|e| self.violation(e.to_string()))?;
+            return self.drain(node);
+        }
+        if roll < 58 && !self.clients.is_empty() {
+            // A client drops off its node and comes back on one (maybe the same).
+            let c = self.rng.usize(0..self.clients.len());
+            let (node, conn) = (self.clients[c].node, self.clients[c].conn);
+            self.owner.remove(&(node, conn));
+            let gone = Input::TransportError {
+                conn,
+                error: "moved".into(),
+            };
+            self.hubs[node].handle(self.now, gone);
+            self.drain(node)?;
+            self.clients[c].node = self.rng.usize(0..self.hubs.len());
+            return self.connect(c);
+        }
+        let until = self.now + Duration::from_millis(self.rng.u64(1..=20));
+        self.advance(Some(until))
+    }
+
+    /// Carries everything due by `until` (everything, if `None`), in order.
+    fn advance(&mut self, until: Option<Instant>) -> Result<(), Violation> {
+        while let Some(entry) = self.link.first_entry() {
+            if until.is_some_and(|until| entry.key().0 > until) {
+                break;
+            }
+            let at = entry.key().0;
+            let carry = entry.remove();
+            self.now = self.now.max(at);
+            match carry {
+                Carry::Publish(message) => self.number(message),
+                Carry::Numbered(node, message) => {
+                    self.hubs[node]
+                        .handle_remote(self.now, message)
+                        .map_err(|e| self.violation(format!("node {node} refused: {e}")))?;
+                    self.drain(node)?;
+                }
+                Carry::Ask(node, fetch) => {
+                    let channel = self.channels.entry(fetch.room.clone()).or_default();
+                    let entries = match fetch.from {
+                        Some(from) => channel
+                            .kept
+                            .iter()
+                            .filter(|(o, _)| *o >= from)
+                            .cloned()
+                            .collect(),
+                        None => Vec::new(),
+                    };
+                    let stream = Stream {
+                        epoch: EPOCH,
+                        next: channel.next,
+                        entries,
+                    };
+                    let at = self.arrival(None);
+                    self.put(at, Carry::Answer(node, fetch.id, stream));
+                }
+                Carry::Answer(node, id, stream) => {
+                    self.hubs[node].fetched(self.now, id, Some(stream));
+                    self.drain(node)?;
+                }
+            }
+        }
+        if let Some(until) = until {
+            self.now = self.now.max(until);
+        }
+        Ok(())
+    }
+
+    /// The sequencer numbers a publication, keeps it and sends it to every node.
+    fn number(&mut self, message: ClusterMessage) {
+        let ClusterMessage::Sequence {
+            target,
+            message,
+            max_len,
+            ..
+        } = message
+        else {
+            return;
+        };
+        let Some(room) = target.channel().map(str::to_owned) else {
+            return;
+        };
+        let channel = self.channels.entry(room.clone()).or_default();
+        let offset = channel.next;
+        channel.next += 1;
+        channel.kept.push_back((offset, message.clone()));
+        while channel.kept.len() > max_len {
+            channel.kept.pop_front();
+        }
+        if let Some(seq) = message.payload.as_json().and_then(|v| v["seq"].as_u64()) {
+            self.numbered.insert((room, offset), seq);
+        }
+        self.report.published += 1;
+        for node in 0..self.hubs.len() {
+            let numbered = ClusterMessage::Sequenced {
+                target: target.clone(),
+                message: message.clone(),
+                offset,
+                epoch: EPOCH,
+            };
+            let at = self.arrival(Some((SEQUENCER, node)));
+            self.put(at, Carry::Numbered(node, numbered));
+        }
+    }
+
+    /// When something sent now arrives: after a random latency, and not before what went
+    /// ahead of it on its `lane`, if it has one.
+    fn arrival(&mut self, lane: Option<(usize, usize)>) -> Instant {
+        let (lo, hi) = self.cfg.latency;
+        let span = hi.saturating_sub(lo).as_micros() as u64;
+        let at = self.now + lo + Duration::from_micros(self.rng.u64(0..=span));
+        match lane {
+            Some(lane) => {
+                let free = self.free.entry(lane).or_insert(at);
+                *free = at.max(*free);
+                *free
+            }
+            None => at,
+        }
+    }
+
+    fn put(&mut self, at: Instant, carry: Carry) {
+        self.sequence += 1;
+        self.link.insert((at, self.sequence), carry);
+    }
+
+    /// Routes node `node`'s outputs: frames to its clients (read at once), publishes and
+    /// questions to the sequencer.
+    fn drain(&mut self, node: usize) -> Result<(), Violation> {
+        while let Some(out) = self.hubs[node].poll_output() {
+            match out {
+                Output::Transmit { conn, frame } => {
+                    self.hubs[node].handle(self.now, Input::Written { conn, frames: 1 });
+                    self.read(node, conn, &frame)?;
+                }
+                Output::Cluster(message) => {
+                    let at = self.arrival(Some((node, SEQUENCER)));
+                    self.put(at, Carry::Publish(*message));
+                }
+                Output::Fetch(fetch) => {
+                    self.report.fetches += 1;
+                    let at = self.arrival(None);
+                    self.put(at, Carry::Ask(node, *fetch));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Client of `(node, conn)` reads `frame` and checks it.
+    fn read(&mut self, node: usize, conn: ConnId, frame: &Frame) -> Result<(), Violation> {
+        let Some(&c) = self.owner.get(&(node, conn)) else {
+            return Ok(());
+        };
+        let Some(text) = frame.as_text() else {
+            return Ok(());
+        };
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| self.violation(format!("not JSON: {e}")))?;
+        let Some(room) = v["channel"].as_str().map(str::to_owned) else {
+            return Ok(());
+        };
+        let who = format!("client {c} on node {node} in {room}");
+        match v["type"].as_str() {
+            Some("subscribed") => self.subscribed(c, &room, &v, &who),
+            Some("event") => self.event(c, &room, &v, &who),
+            _ => Ok(()),
+        }
+    }
+
+    fn subscribed(&mut self, c: usize, room: &str, v: &Value, who: &str) -> Result<(), Violation> {
+        if v["epoch"].as_u64() != Some(EPOCH) {
+            return Err(self.violation(format!("{who}: subscribed in epoch {}", v["epoch"])));
+        }
+        let Some(offset) = v["offset"].as_u64() else {
+            return Err(self.violation(format!("{who}: subscribed without an offset")));
+        };
+        let asked = self.clients[c].asked.remove(room).flatten();
+        let from = match (asked, v["recovered"].as_bool()) {
+            (Some(since), Some(true)) => {
+                self.report.recovered += 1;
+                since
+            }
+            (Some(_), Some(false)) => {
+                if v["reason"] != "too_old" {
+                    let why = format!("{who}: not recovered because {}", v["reason"]);
+                    return Err(self.violation(why));
+                }
+                self.report.too_old += 1;
+                offset
+            }
+            (None, None) => offset,
+            (asked, recovered) => {
+                let why = format!("{who}: asked from {asked:?}, answered recovered {recovered:?}");
+                return Err(self.violation(why));
+            }
+        };
+        self.clients[c].next.insert(room.to_owned(), from);
+        Ok(())
+    }
+
+    fn event(&mut self, c: usize, room: &str, v: &Value, who: &str) -> Result<(), Violation> {
+        let (Some(offset), Some(epoch), Some(seq)) = (
+            v["offset"].as_u64(),
+            v["epoch"].as_u64(),
+            v["data"]["seq"].as_u64(),
+        ) else {
+            return Err(self.violation(format!("{who}: a publication without its position")));
+        };
+        let Some(&next) = self.clients[c].next.get(room) else {
+            return Err(self.violation(format!("{who}: offset {offset} before subscribed")));
+        };
+        if epoch != EPOCH || offset != next {
+            let why = format!("{who}: offset {offset} in epoch {epoch}, expected {next}");
+            return Err(self.violation(why));
+        }
+        if self.numbered.get(&(room.to_owned(), offset)) != Some(&seq) {
+            let why = format!("{who}: offset {offset} carries publication {seq}");
+            return Err(self.violation(why));
+        }
+        self.clients[c].next.insert(room.to_owned(), next + 1);
+        self.report.delivered += 1;
+        Ok(())
+    }
+
+    /// After settling: every client has each of its channels up to the last offset.
+    fn check_complete(&self) -> Result<(), Violation> {
+        for (c, client) in self.clients.iter().enumerate() {
+            for room in &client.rooms {
+                let last = self.channels.get(room).map_or(0, |ch| ch.next);
+                let at = client.next.get(room).copied();
+                if at.is_some_and(|at| at != last) || at.is_none() {
+                    return Err(self.violation(format!(
+                        "client {c} on node {} stands at {at:?} in {room}, the stream at {last}",
+                        client.node
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
