@@ -46,6 +46,8 @@ struct Waiting {
     conn: ConnId,
     channel: String,
     then: Then,
+    /// Asked a second time (see `Hub::behind_client`).
+    again: bool,
 }
 
 /// What to do once the channel is up to date.
@@ -183,29 +185,32 @@ impl Hub {
         from: Option<u64>,
         then: Then,
     ) {
-        let Some((ns, namespace)) = self.session(conn).map(|s| {
-            let name = self.registry.namespaces[s.namespace].name.to_string();
-            (s.namespace, name)
-        }) else {
-            return;
-        };
-        let room = self.registry.room_or_create(ns, channel, Some(history));
-        self.registry.rooms[room].asking += 1;
-        self.fetches.next += 1;
-        let id = self.fetches.next;
-        self.fetches.waiting.insert(
-            id,
-            Waiting {
+        if let Some(ns) = self.session(conn).map(|s| s.namespace) {
+            let waiting = Waiting {
                 ns,
                 conn,
                 channel: channel.to_owned(),
                 then,
-            },
-        );
+                again: false,
+            };
+            self.send_fetch(waiting, history, from);
+        }
+    }
+
+    /// Outputs the question for `waiting`, keeping its room meanwhile.
+    fn send_fetch(&mut self, waiting: Waiting, history: History, from: Option<u64>) {
+        let ns = waiting.ns;
+        let namespace = self.registry.namespaces[ns].name.to_string();
+        let channel = waiting.channel.clone();
+        let room = self.registry.room_or_create(ns, &channel, Some(history));
+        self.registry.rooms[room].asking += 1;
+        self.fetches.next += 1;
+        let id = self.fetches.next;
+        self.fetches.waiting.insert(id, waiting);
         self.outputs.push_back(Output::Fetch(Box::new(Fetch {
             id,
             namespace,
-            room: channel.to_owned(),
+            room: channel,
             from,
             history,
         })));
@@ -306,27 +311,38 @@ impl Hub {
         let Some(waiting) = self.fetches.waiting.remove(&id) else {
             return;
         };
-        let Waiting {
-            ns,
-            conn,
-            channel,
-            then,
-        } = waiting;
-        let asked = self.registry.room(ns, &channel);
+        let asked = self.registry.room(waiting.ns, &waiting.channel);
         if let Some(id) = asked {
             self.registry.rooms[id].asking -= 1;
         }
-        let namespace = self.registry.namespaces[ns].name.to_string();
-        let target = Target::room(namespace, channel.as_str());
+        let namespace = self.registry.namespaces[waiting.ns].name.to_string();
+        let target = Target::room(namespace, waiting.channel.as_str());
+        let top = stream.as_ref().map(|s| Position {
+            since: s.next,
+            epoch: s.epoch,
+        });
         if let Some(stream) = stream {
             self.catch_up(&target, stream);
         }
-        if !self.session(conn).is_some_and(|s| s.takes_answers()) {
+        if !self
+            .session(waiting.conn)
+            .is_some_and(|s| s.takes_answers())
+        {
             if let Some(id) = asked {
                 self.registry.free_if_unused(id);
             }
             return;
         }
+        let Some(waiting) = self.behind_client(waiting, top) else {
+            return; // asked again
+        };
+        let Waiting {
+            ns,
+            conn,
+            channel,
+            then,
+            ..
+        } = waiting;
         match then {
             Then::Subscribe => {
                 let pending = self
@@ -358,6 +374,44 @@ impl Hub {
         }
         if let Some(id) = self.registry.room(ns, &channel) {
             self.registry.free_if_unused(id);
+        }
+    }
+
+    /// Asks again, once, for a client that recovers from a position this node has not reached
+    /// yet (the publications up to it are still on their way here, and the answer did not
+    /// bring them): from where the node is, so that the answer does. `None` if it did.
+    fn behind_client(&mut self, waiting: Waiting, top: Option<Position>) -> Option<Waiting> {
+        let recover = match &waiting.then {
+            Then::JoinPinned(from) => Some(*from),
+            Then::Subscribe => self
+                .session(waiting.conn)
+                .and_then(|s| s.pending_subscribes.get(&waiting.channel))
+                .and_then(|(_, recover)| *recover),
+            Then::History { .. } => None,
+        };
+        let room = self
+            .registry
+            .room(waiting.ns, &waiting.channel)
+            .map(|id| &self.registry.rooms[id]);
+        let (Some(from), Some(top), Some(room)) = (recover, top, room) else {
+            return Some(waiting);
+        };
+        let behind = from.epoch == room.epoch
+            && top.epoch == room.epoch
+            && room.next_offset < from.since
+            && from.since <= top.since;
+        let rule = room.history.as_ref().map(|log| log.rule);
+        match rule {
+            Some(history) if behind && !waiting.again => {
+                let from = Some(room.next_offset);
+                let waiting = Waiting {
+                    again: true,
+                    ..waiting
+                };
+                self.send_fetch(waiting, history, from);
+                None
+            }
+            _ => Some(waiting),
         }
     }
 

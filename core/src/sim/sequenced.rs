@@ -57,6 +57,10 @@ pub struct SequencedConfig {
     pub max_len: usize,
     /// Bytes each node keeps of every channel's history together.
     pub node_history_bytes: usize,
+    /// In a thousand, per step: the chance that a node loses its link to the sequencer for
+    /// 20 to 200 ms. Meanwhile what the sequencer sends it is lost, its questions are
+    /// answered `None` at once, and its publishes wait for the link.
+    pub outage_permille: u32,
 }
 
 impl Default for SequencedConfig {
@@ -68,6 +72,7 @@ impl Default for SequencedConfig {
             latency: (Duration::from_millis(1), Duration::from_millis(30)),
             max_len: 16,
             node_history_bytes: 1024,
+            outage_permille: 5,
         }
     }
 }
@@ -86,6 +91,8 @@ pub struct SequencedReport {
     pub too_old: u64,
     /// Questions the nodes asked the sequencer.
     pub fetches: u64,
+    /// Times a node lost its link.
+    pub outages: u64,
 }
 
 /// One client: where it is, and where it stands in each channel.
@@ -97,6 +104,9 @@ struct Client {
     next: BTreeMap<String, u64>,
     /// Per channel with a subscribe unanswered: the offset it asked to recover from.
     asked: BTreeMap<String, Option<u64>>,
+    /// Its node lost its link while it was there: it may miss publications (never get one
+    /// twice or out of order), until it moves.
+    lossy: bool,
 }
 
 /// What travels, and to where.
@@ -137,6 +147,8 @@ pub struct SequencedSim {
     channels: BTreeMap<String, Channel>,
     /// The publication (its `seq`) the sequencer gave each `(channel, offset)`.
     numbered: BTreeMap<(String, u64), u64>,
+    /// Nodes without their link, until when.
+    down: BTreeMap<usize, Instant>,
     next_seq: u64,
     report: SequencedReport,
 }
@@ -173,6 +185,7 @@ impl SequencedSim {
             sequence: 0,
             channels: BTreeMap::new(),
             numbered: BTreeMap::new(),
+            down: BTreeMap::new(),
             next_seq: 0,
             report: SequencedReport {
                 published: 0,
@@ -180,6 +193,7 @@ impl SequencedSim {
                 recovered: 0,
                 too_old: 0,
                 fetches: 0,
+                outages: 0,
             },
         }
     }
@@ -211,6 +225,7 @@ impl SequencedSim {
                 rooms,
                 next: BTreeMap::new(),
                 asked: BTreeMap::new(),
+                lossy: false,
             });
             self.connect(self.clients.len() - 1)?;
         }
@@ -233,6 +248,7 @@ impl SequencedSim {
         let client = &mut self.clients[c];
         client.conn = conn;
         client.asked.clear();
+        client.lossy = false;
         let mut frames = Vec::new();
         for room in &client.rooms {
             // Where it stood, if it knew; it waits for the `subscribed` to know again.
@@ -278,8 +294,31 @@ impl SequencedSim {
             self.clients[c].node = self.rng.usize(0..self.hubs.len());
             return self.connect(c);
         }
+        if self.rng.u32(0..1000) < self.cfg.outage_permille {
+            let node = self.rng.usize(0..self.hubs.len());
+            let until = self.now + Duration::from_millis(self.rng.u64(20..=200));
+            if self.down.insert(node, until).is_none() {
+                self.report.outages += 1;
+                self.hubs[node].backplane_lost();
+                for client in self.clients.iter_mut().filter(|c| c.node == node) {
+                    client.lossy = true;
+                }
+            }
+        }
         let until = self.now + Duration::from_millis(self.rng.u64(1..=20));
         self.advance(Some(until))
+    }
+
+    /// Whether `node` is without its link now.
+    fn is_down(&mut self, node: usize) -> bool {
+        match self.down.get(&node) {
+            Some(&until) if until > self.now => true,
+            Some(_) => {
+                self.down.remove(&node);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Carries everything due by `until` (everything, if `None`), in order.
@@ -293,6 +332,7 @@ impl SequencedSim {
             self.now = self.now.max(at);
             match carry {
                 Carry::Publish(message) => self.number(message),
+                Carry::Numbered(node, _) if self.is_down(node) => {}
                 Carry::Numbered(node, message) => {
                     self.hubs[node]
                         .handle_remote(self.now, message)
@@ -317,6 +357,11 @@ impl SequencedSim {
                     };
                     let at = self.arrival(None);
                     self.put(at, Carry::Answer(node, fetch.id, stream));
+                }
+                Carry::Answer(node, id, _) if self.is_down(node) => {
+                    // The link broke under the question: it fails.
+                    self.hubs[node].fetched(self.now, id, None);
+                    self.drain(node)?;
                 }
                 Carry::Answer(node, id, stream) => {
                     self.hubs[node].fetched(self.now, id, Some(stream));
@@ -399,7 +444,12 @@ impl SequencedSim {
                 }
                 Output::Cluster(message) => {
                     let at = self.arrival(Some((node, SEQUENCER)));
+                    // A publish made without the link waits for it.
+                    let at = at.max(self.down.get(&node).copied().unwrap_or(at));
                     self.put(at, Carry::Publish(*message));
+                }
+                Output::Fetch(fetch) if self.is_down(node) => {
+                    self.hubs[node].fetched(self.now, fetch.id, None);
                 }
                 Output::Fetch(fetch) => {
                     self.report.fetches += 1;
@@ -427,6 +477,19 @@ impl SequencedSim {
         };
         let who = format!("client {c} on node {node} in {room}");
         match v["type"].as_str() {
+            Some("subscribed") if self.is_down(node) => {
+                // Answered without the sequencer, from what the node has: any position, any
+                // outcome; what follows may have gaps.
+                let client = &mut self.clients[c];
+                client.lossy = true;
+                let asked = client.asked.remove(&room).flatten();
+                let from = match (asked, v["recovered"].as_bool()) {
+                    (Some(since), Some(true)) => since,
+                    _ => v["offset"].as_u64().unwrap_or(0),
+                };
+                client.next.insert(room, from);
+                Ok(())
+            }
             Some("subscribed") => self.subscribed(c, &room, &v, &who),
             Some("event") => self.event(c, &room, &v, &who),
             _ => Ok(()),
@@ -475,7 +538,8 @@ impl SequencedSim {
         let Some(&next) = self.clients[c].next.get(room) else {
             return Err(self.violation(format!("{who}: offset {offset} before subscribed")));
         };
-        if epoch != EPOCH || offset != next {
+        let missed = self.clients[c].lossy && offset > next;
+        if epoch != EPOCH || (offset != next && !missed) {
             let why = format!("{who}: offset {offset} in epoch {epoch}, expected {next}");
             return Err(self.violation(why));
         }
@@ -483,14 +547,14 @@ impl SequencedSim {
             let why = format!("{who}: offset {offset} carries publication {seq}");
             return Err(self.violation(why));
         }
-        self.clients[c].next.insert(room.to_owned(), next + 1);
+        self.clients[c].next.insert(room.to_owned(), offset + 1);
         self.report.delivered += 1;
         Ok(())
     }
 
     /// After settling: every client has each of its channels up to the last offset.
     fn check_complete(&self) -> Result<(), Violation> {
-        for (c, client) in self.clients.iter().enumerate() {
+        for (c, client) in self.clients.iter().enumerate().filter(|(_, c)| !c.lossy) {
             for room in &client.rooms {
                 let last = self.channels.get(room).map_or(0, |ch| ch.next);
                 let at = client.next.get(room).copied();

@@ -385,3 +385,28 @@ fn a_client_that_leaves_or_closes_before_the_answer_is_not_joined() {
     let footprint = b.hub.footprint();
     assert_eq!((footprint.sessions, footprint.fetches), (1, 0));
 }
+
+#[test]
+fn a_client_ahead_of_a_node_still_waiting_for_publications_gets_none_twice() {
+    let mut seq = Sequencer::new(2, 0);
+    let mut p = Sim::new(config());
+    for n in 0..3 {
+        publish(&mut p, n);
+    }
+    let numbered = seq.number(&mut p);
+    // The client saw 0..=2 on another node; here only 0 has arrived yet.
+    let mut b = Sim::new(config());
+    let c = b.open_path("/");
+    subscribe_since(&mut b, c, 3, 2);
+    assert_eq!(b.fetches[0].from, Some(3));
+    feed(&mut b, &numbered[..1]);
+    seq.answer(&mut b);
+    assert_eq!(b.fetches.len(), 1, "asks again for what it lacks");
+    assert_eq!(b.fetches[0].from, Some(1));
+    seq.answer(&mut b);
+    assert_eq!(b.of_type(c, "subscribed")[0]["recovered"], json!(true));
+    feed(&mut b, &numbered[1..]);
+    assert!(items(&b, c).is_empty(), "nothing it had");
+    publish_all(&mut seq, &mut p, &mut [&mut b], &[3]);
+    assert_eq!(items(&b, c), vec![(3, 3, 2)]);
+}

@@ -140,7 +140,7 @@ fn sequenced_sweep() {
         Some(seed) => vec![seed],
         None => (0..env("TIDINGS_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS) / 5).collect(),
     };
-    let (mut recovered, mut too_old, mut fetches) = (0, 0, 0);
+    let (mut recovered, mut too_old, mut fetches, mut outages) = (0, 0, 0, 0);
     for seed in seeds {
         let mut cfg = SequencedConfig::default();
         cfg.nodes = 2 + (seed % 3) as usize;
@@ -150,9 +150,11 @@ fn sequenced_sweep() {
         recovered += report.recovered;
         too_old += report.too_old;
         fetches += report.fetches;
+        outages += report.outages;
     }
     assert!(
-        recovered > 0 && too_old > 0 && fetches > 0,
-        "the sweep recovered {recovered}, refused {too_old} as too old, asked {fetches} times"
+        recovered > 0 && too_old > 0 && fetches > 0 && outages > 0,
+        "the sweep recovered {recovered}, refused {too_old} as too old, asked {fetches} times, \
+         lost a link {outages} times"
     );
 }
