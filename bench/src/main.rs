@@ -7,7 +7,7 @@
 //!                      [--sources 16] [--settle 2] [--hold 10]
 //! tidings-bench recovery [--servers smol,async-std,tidings-tokio] [--runs 3] [--connections 10000]
 //!                      [--messages 100] [--sources 16]
-//! tidings-bench server --kind tokio|bare|smol|async-std|tidings-tokio|smol-redis|smol-redis-idle|smol-redis-solo [--listen 127.0.0.1:0]
+//! tidings-bench server --kind tokio|bare|smol|async-std|tidings-tokio|smol-redis|smol-redis-idle|smol-redis-solo|smol-redis-history [--listen 127.0.0.1:0]
 //! ```
 //!
 //! Each run starts a fresh server process (`server`), drives it from this process, reads

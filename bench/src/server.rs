@@ -46,6 +46,9 @@ pub enum Kind {
     /// One node with the Redis backplane and no other node: what publishing through Redis
     /// costs the publishing node alone.
     SmolRedisSolo,
+    /// `SmolRedis` with history on the fan-out's channel: Redis numbers and keeps every
+    /// publication (one script per publish) and both nodes deliver it when it comes back.
+    SmolRedisHistory,
 }
 
 impl Kind {
@@ -59,6 +62,7 @@ impl Kind {
                 | Kind::SmolRedis
                 | Kind::SmolRedisIdle
                 | Kind::SmolRedisSolo
+                | Kind::SmolRedisHistory
         )
     }
 }
@@ -74,6 +78,7 @@ impl fmt::Display for Kind {
             Kind::SmolRedis => "smol-redis",
             Kind::SmolRedisIdle => "smol-redis-idle",
             Kind::SmolRedisSolo => "smol-redis-solo",
+            Kind::SmolRedisHistory => "smol-redis-history",
         })
     }
 }
@@ -91,8 +96,9 @@ impl FromStr for Kind {
             "smol-redis" => Ok(Kind::SmolRedis),
             "smol-redis-idle" => Ok(Kind::SmolRedisIdle),
             "smol-redis-solo" => Ok(Kind::SmolRedisSolo),
+            "smol-redis-history" => Ok(Kind::SmolRedisHistory),
             other => Err(format!(
-                "unknown server {other:?} (bare, tokio, smol, async-std, tidings-tokio, smol-redis, smol-redis-idle, smol-redis-solo)"
+                "unknown server {other:?} (bare, tokio, smol, async-std, tidings-tokio, smol-redis, smol-redis-idle, smol-redis-solo, smol-redis-history)"
             )),
         }
     }
@@ -140,19 +146,24 @@ pub fn run(kind: Kind, listen: &str) -> io::Result<()> {
             .enable_all()
             .build()?
             .block_on(serve_tidings(tidings_tokio::builder(), listen)),
-        Kind::SmolRedis | Kind::SmolRedisIdle => smol::block_on(nodes(2, listen)),
-        Kind::SmolRedisSolo => smol::block_on(nodes(1, listen)),
+        Kind::SmolRedis | Kind::SmolRedisIdle => smol::block_on(nodes(2, config(), listen)),
+        Kind::SmolRedisSolo => smol::block_on(nodes(1, config(), listen)),
+        Kind::SmolRedisHistory => {
+            let kept = tidings_smol::History::new(1000, std::time::Duration::from_secs(60));
+            smol::block_on(nodes(2, config().history(CHANNEL, kept), listen))
+        }
     }
 }
 
-/// `count` tidings nodes over a Redis of their own; announces their URLs and Redis's pid.
-async fn nodes(count: usize, listen: &str) -> io::Result<()> {
+/// `count` tidings nodes with `config` over a Redis of their own; announces their URLs and
+/// Redis's pid.
+async fn nodes(count: usize, config: tidings_smol::Config, listen: &str) -> io::Result<()> {
     let redis = tidings_redis::testing::RedisServer::start();
     let mut urls = Vec::new();
     let mut servers = Vec::new();
     for _ in 0..count {
         let server = tidings_smol::builder()
-            .config(config())
+            .config(config.clone())
             .max_connections_per_address(usize::MAX)
             .backplane(tidings_redis::Redis::new(redis.url()))
             .bind(listen)

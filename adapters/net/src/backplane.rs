@@ -11,6 +11,12 @@
 //! room's members, the connection count, the names), which the backplane asks of every live
 //! node, each answering from its own hub ([`Link::answer`]); and emits to a [`Member`](crate::Member) on
 //! whichever node holds it ([`Link::emit`] on that node).
+//!
+//! A backplane that numbers the streams of channels that keep history
+//! ([`Backplane::numbers_history`]) also gets the hub's questions about them
+//! ([`Link::fetch`]), and answers each ([`Link::fetched`]); when its link breaks
+//! ([`Link::set_up`]`(false)`), the hub stops trusting what it saw of those streams until it
+//! asks again.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,6 +1,7 @@
 //! A Redis backplane for tidings: several nodes behind a load balancer serve one set of
 //! rooms. A publish to a room, a namespace or everyone on any node reaches the members on
-//! every node, once, never echoed back to the node that published it.
+//! every node, once, never echoed back to the node that published it; channels that keep
+//! history are numbered and kept in Redis, so a client recovers on any node.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), tidings_net::Error> {
@@ -42,6 +43,21 @@
 //! own timeout if nothing comes back.
 //! Each node also publishes its connections' joins and leaves on the shared channel, which
 //! the others hand to `Handle::cluster_events` listeners.
+//!
+//! # History and recovery across nodes
+//!
+//! Channels that keep history (`Config::history`) get one stream for the whole cluster:
+//! this backplane numbers their publications ([`Backplane::numbers_history`] turns on the
+//! core's `Config::sequenced`). A publish to such a channel goes to Redis as a Lua script
+//! that gives it the channel's next offset, appends it to the channel's Redis stream (trimmed
+//! to the history rule's `max_len`, and by its `ttl`) and publishes it on the shared channel,
+//! in one step; every node, the publisher included, delivers it at that offset when it comes
+//! back, so all nodes hand out the same offsets and a channel's publications arrive in offset
+//! order. A node that must answer a subscribe, a recovery or a `history` request it did not
+//! see all of asks Redis with a second script (`streams.rs` has both, and the keys). The
+//! epoch and next offset stay in Redis for [`Redis::position_ttl`] after a channel's last use;
+//! when Redis loses them, the next use starts a new epoch and clients are told
+//! `epoch_changed`.
 //!
 //! # Faults
 //!
