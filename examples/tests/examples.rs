@@ -529,7 +529,8 @@ fn cursors_batch_moves_per_document() {
 }
 
 /// Two chat processes over one `redis-server` (started here): a room's messages reach its
-/// members on both nodes, once.
+/// members on both nodes, once, and a member that comes back on the other node recovers what
+/// it missed.
 #[test]
 fn two_chat_nodes_share_a_room_through_redis() {
     let Some(redis) = tidings_redis::testing::RedisServer::start_or_skip() else {
@@ -564,5 +565,25 @@ fn two_chat_nodes_share_a_room_through_redis() {
                 assert_eq!((got.0.as_str(), &got.1["text"]), ("message", &json!(text)));
             }
         }
+        // Bob drops off node two and comes back on node one: what was said meanwhile
+        // follows, once and in order (the room's stream is kept in Redis).
+        let left = bob.position("lobby").expect("bob's position");
+        bob.close().await.expect("close");
+        for text in ["while away 1", "while away 2"] {
+            ann.emit("say", json!({"room": "lobby", "text": text}))
+                .await
+                .expect("say");
+        }
+        let back = connect(&one.ws("/ws?name=bob")).await;
+        let told = back.subscribe_from("lobby", left).await.expect("subscribe");
+        assert_eq!(told, None, "recovered on the other node");
+        let mut said = Vec::new();
+        while said.len() < 2 {
+            let (event, data) = next_event(&back).await;
+            if event == "message" {
+                said.push(data["text"].clone());
+            }
+        }
+        assert_eq!(said, [json!("while away 1"), json!("while away 2")]);
     });
 }
