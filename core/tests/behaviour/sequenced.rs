@@ -410,3 +410,133 @@ fn a_client_ahead_of_a_node_still_waiting_for_publications_gets_none_twice() {
     publish_all(&mut seq, &mut p, &mut [&mut b], &[3]);
     assert_eq!(items(&b, c), vec![(3, 3, 2)]);
 }
+
+#[test]
+fn without_a_sequencing_backplane_a_node_numbers_its_own() {
+    for config in [
+        Sim::quiet()
+            .cluster(true)
+            .history("news", History::new(5, TTL)),
+        Sim::quiet()
+            .sequenced(true)
+            .history("news", History::new(5, TTL)),
+    ] {
+        let mut a = Sim::new(config);
+        let c = a.open_path("/");
+        a.subscribe(c, "news");
+        assert!(a.fetches.is_empty() && a.hub.in_room(c, "news"));
+        let message = Message::json("item", json!({ "n": 1 }));
+        let delivery = a
+            .hub
+            .publish(a.now, Target::room("/", "news"), message)
+            .expect("publish");
+        a.drain();
+        assert_eq!(delivery.queued, 1, "delivered here at once");
+        assert_eq!(items(&a, c).len(), 1);
+        assert!(a
+            .cluster
+            .iter()
+            .all(|m| matches!(m, ClusterMessage::Publish { .. })));
+    }
+}
+
+#[test]
+fn a_numbered_publication_counts_as_remote() {
+    let mut seq = Sequencer::new(1, 0);
+    let mut a = Sim::new(config());
+    member(&mut a, &seq);
+    publish_all(&mut seq, &mut a, &mut [], &[]);
+    publish(&mut a, 0);
+    publish(&mut a, 1);
+    let numbered = seq.number(&mut a);
+    feed(&mut a, &numbered);
+    assert_eq!(a.hub.counters().remote_publishes, 2);
+}
+
+#[test]
+fn what_the_backplane_gives_back_is_kept_as_long_as_what_this_node_kept() {
+    let mut seq = Sequencer::new(1, 0);
+    let mut a = Sim::new(config());
+    let stays = member(&mut a, &seq);
+    publish_all(&mut seq, &mut a, &mut [], &[]);
+    for n in 0..2 {
+        publish(&mut a, n);
+    }
+    let numbered = seq.number(&mut a);
+    feed(&mut a, &numbered);
+    // This node's own copies expire; the backplane still has them.
+    a.advance(TTL + Duration::from_secs(1));
+    assert_eq!(a.hub.footprint().history_bytes, 0);
+    let c = a.open_path("/");
+    subscribe_since(&mut a, c, 0, 1);
+    assert_eq!(a.fetches.len(), 1);
+    seq.answer(&mut a);
+    assert_eq!(a.of_type(c, "subscribed")[0]["recovered"], json!(true));
+    assert_eq!(items(&a, c), vec![(0, 0, 1), (1, 1, 1)]);
+    assert_eq!(items(&a, stays), vec![(0, 0, 1), (1, 1, 1)], "not twice");
+    // Given back now, they expire a ttl from now, with what this node keeps from then.
+    publish_all(&mut seq, &mut a, &mut [], &[]);
+    publish(&mut a, 2);
+    let numbered = seq.number(&mut a);
+    feed(&mut a, &numbered);
+    a.advance(TTL / 2);
+    a.send(c, r#"{"type":"history","channel":"news","id":"h"}"#);
+    seq.answer(&mut a);
+    let kept = a.of_type(c, "history")[0]["publications"]
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(kept, Some(3));
+    a.advance(TTL / 2 + Duration::from_secs(1));
+    assert_eq!(a.hub.footprint().history_bytes, 0, "all gone together");
+}
+
+#[test]
+fn a_node_keeps_no_more_than_its_rule_also_of_what_it_is_given() {
+    let mut seq = Sequencer::new(1, 0);
+    seq.max_len = 10;
+    let mut p = Sim::new(config());
+    publish_all(&mut seq, &mut p, &mut [], &[0, 1, 2, 3, 4]);
+    // b hears 5..=7 live; older ones it is given back, up to five kept in all.
+    let mut b = Sim::new(config());
+    member(&mut b, &seq);
+    publish_all(&mut seq, &mut p, &mut [&mut b], &[5, 6, 7]);
+    let c = b.open_path("/");
+    subscribe_since(&mut b, c, 1, 1);
+    seq.answer(&mut b);
+    assert_eq!(
+        b.of_type(c, "subscribed")[0]["reason"],
+        json!("too_old"),
+        "five kept here: from 3 on"
+    );
+    b.send(
+        c,
+        r#"{"type":"history","channel":"news","id":"h","limit":100}"#,
+    );
+    seq.answer(&mut b);
+    let kept = b.of_type(c, "history")[0]["publications"]
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(kept, Some(5));
+}
+
+#[test]
+fn an_older_publication_given_back_expires_with_the_oldest_kept_one() {
+    let mut seq = Sequencer::new(1, 0);
+    let mut p = Sim::new(config());
+    publish_all(&mut seq, &mut p, &mut [], &[0]);
+    // b joins after 0 and keeps 1 only.
+    let mut b = Sim::new(config());
+    member(&mut b, &seq);
+    publish_all(&mut seq, &mut p, &mut [&mut b], &[1]);
+    b.advance(TTL / 2);
+    let c = b.open_path("/");
+    subscribe_since(&mut b, c, 0, 1);
+    seq.answer(&mut b);
+    assert_eq!(items(&b, c), vec![(0, 0, 1), (1, 1, 1)]);
+    b.advance(TTL / 2 + Duration::from_secs(1));
+    assert_eq!(
+        b.hub.footprint().history_bytes,
+        0,
+        "0 went with 1, not a ttl after it was given back"
+    );
+}
