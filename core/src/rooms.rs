@@ -40,6 +40,9 @@ pub(crate) struct Room {
     /// Questions about it the backplane has not answered yet: the room lives until they are,
     /// so that what this node saw meanwhile is not forgotten (an answer may be older).
     pub asking: u32,
+    /// With `Config::sequenced`: numbered publications that arrived while the room waits for
+    /// the backplane to fill a gap before them (offset, epoch), delivered after its answer.
+    pub held: Option<Vec<(crate::message::Message, u64, u64)>>,
 }
 
 impl Room {
@@ -135,6 +138,7 @@ impl Registry {
             history: history.map(|rule| Log::new(rule, 0)),
             synced: None,
             asking: 0,
+            held: None,
         });
         if let Some(n) = self.namespaces.get_mut(ns) {
             n.rooms.insert(name, id);

@@ -234,12 +234,14 @@ impl Link {
             self.stats.outages.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(control) = self.control.upgrade() {
-            if !up {
-                // What comes next may not follow what this node saw: it asks again.
-                let lost: crate::driver::Command =
-                    Box::new(|driver, _| driver.hub.backplane_lost());
-                let _ = control.try_send(Control::Command(lost));
-            }
+            // Down: what comes next may not follow what this node saw, so it asks again.
+            // Up: its members get what was published meanwhile.
+            let streams: crate::driver::Command = if up {
+                Box::new(|driver, _| driver.hub.backplane_restored())
+            } else {
+                Box::new(|driver, _| driver.hub.backplane_lost())
+            };
+            let _ = control.try_send(Control::Command(streams));
             let event = if up {
                 ClusterEvent::Up
             } else {

@@ -43,7 +43,8 @@ impl Fetches {
 struct Waiting {
     /// The namespace (its room lives while this waits, so it does too).
     ns: usize,
-    conn: ConnId,
+    /// Whose request it is (none for a catch-up).
+    conn: Option<ConnId>,
     channel: String,
     then: Then,
     /// Asked a second time (see `Hub::behind_client`).
@@ -63,6 +64,8 @@ enum Then {
         since: Option<Position>,
         limit: Option<u64>,
     },
+    /// Fill a gap for the room's members, then deliver what it held meanwhile.
+    CatchUp,
 }
 
 impl Hub {
@@ -107,10 +110,77 @@ impl Hub {
             let _ = self.deliver(target, message, None, Fill::Overflow);
             return;
         };
+        let room = &mut self.registry.rooms[id];
+        if let Some(held) = room.held.as_mut() {
+            held.push((message.clone(), offset, epoch));
+            return;
+        }
+        // Publications this node missed (a link that broke unnoticed): its members get them
+        // from the backplane first, rather than skip them.
+        let gap = room.epoch == epoch
+            && room.synced.is_some()
+            && offset > room.next_offset
+            && !room.members.is_empty();
+        if gap {
+            room.held = Some(vec![(message.clone(), offset, epoch)]);
+            self.catch_up_room(id);
+            return;
+        }
         if self.advance(id, offset, epoch) {
             let _ = self.deliver_numbered(target, message, None, Fill::Overflow, Some(id));
         }
         self.registry.free_if_unused(id);
+    }
+
+    /// Tells the hub that its backplane's link is back: each channel whose stream the
+    /// backplane numbers and that has members here asks for what was published while the
+    /// link was down, and holds what arrives meanwhile, so that its members get every
+    /// publication, in order, across the outage.
+    pub fn backplane_restored(&mut self) {
+        let stale: Vec<usize> = self
+            .registry
+            .rooms
+            .iter()
+            .filter(|(_, r)| {
+                r.synced.is_some_and(|at| at != self.links_lost)
+                    && !r.members.is_empty()
+                    && r.held.is_none()
+                    && self.config.sequenced_history(&r.name).is_some()
+            })
+            .map(|(id, _)| id)
+            .collect();
+        for id in stale {
+            self.registry.rooms[id].held = Some(Vec::new());
+            self.catch_up_room(id);
+        }
+    }
+
+    /// Asks the backplane for room `id`'s stream from where the room stands.
+    fn catch_up_room(&mut self, id: usize) {
+        let room = &self.registry.rooms[id];
+        let Some(history) = room.history.as_ref().map(|log| log.rule) else {
+            return;
+        };
+        let from = Some(room.next_offset);
+        let waiting = Waiting {
+            ns: room.namespace,
+            conn: None,
+            channel: room.name.to_string(),
+            then: Then::CatchUp,
+            again: false,
+        };
+        self.send_fetch(waiting, history, from);
+    }
+
+    /// Delivers what room `id` held while it caught up; a gap left (the backplane no longer
+    /// kept what was missed, or could not be asked) is skipped, not asked about again.
+    fn release(&mut self, id: usize, target: &Target) {
+        let held = self.registry.rooms[id].held.take().unwrap_or_default();
+        for (message, offset, epoch) in held {
+            if self.advance(id, offset, epoch) {
+                let _ = self.deliver_numbered(target, &message, None, Fill::Overflow, Some(id));
+            }
+        }
     }
 
     /// The room of `target`, created if need be, if its stream is the backplane's.
@@ -188,7 +258,7 @@ impl Hub {
         if let Some(ns) = self.session(conn).map(|s| s.namespace) {
             let waiting = Waiting {
                 ns,
-                conn,
+                conn: Some(conn),
                 channel: channel.to_owned(),
                 then,
                 again: false,
@@ -322,26 +392,29 @@ impl Hub {
             epoch: s.epoch,
         });
         if let Some(stream) = stream {
-            self.catch_up(&target, stream);
+            // A catch-up asked for what it lacks: the answer is what comes next.
+            let live = !matches!(waiting.then, Then::CatchUp);
+            self.catch_up(&target, stream, live);
         }
-        if !self
-            .session(waiting.conn)
-            .is_some_and(|s| s.takes_answers())
-        {
+        if let (Then::CatchUp, Some(id)) = (&waiting.then, asked) {
+            self.release(id, &target);
+            self.registry.free_if_unused(id);
+            return;
+        }
+        let Some(conn) = waiting
+            .conn
+            .filter(|&c| self.session(c).is_some_and(|s| s.takes_answers()))
+        else {
             if let Some(id) = asked {
                 self.registry.free_if_unused(id);
             }
             return;
-        }
+        };
         let Some(waiting) = self.behind_client(waiting, top) else {
             return; // asked again
         };
         let Waiting {
-            ns,
-            conn,
-            channel,
-            then,
-            ..
+            ns, channel, then, ..
         } = waiting;
         match then {
             Then::Subscribe => {
@@ -371,6 +444,7 @@ impl Hub {
                     self.answer_history(conn, &channel, reference.as_deref(), since, limit);
                 }
             }
+            Then::CatchUp => {}
         }
         if let Some(id) = self.registry.room(ns, &channel) {
             self.registry.free_if_unused(id);
@@ -383,11 +457,12 @@ impl Hub {
     fn behind_client(&mut self, waiting: Waiting, top: Option<Position>) -> Option<Waiting> {
         let recover = match &waiting.then {
             Then::JoinPinned(from) => Some(*from),
-            Then::Subscribe => self
-                .session(waiting.conn)
+            Then::Subscribe => waiting
+                .conn
+                .and_then(|c| self.session(c))
                 .and_then(|s| s.pending_subscribes.get(&waiting.channel))
                 .and_then(|(_, recover)| *recover),
-            Then::History { .. } => None,
+            Then::History { .. } | Then::CatchUp => None,
         };
         let room = self
             .registry
@@ -420,14 +495,15 @@ impl Hub {
     ///
     /// An answer may be ahead of the publications on their way here. A room that has seen
     /// every publication since the link came up (synced, same epoch) takes from the answer
-    /// only what follows on from where it is: the rest is still coming. Any other room
-    /// follows the answer, and starts again where the answer has a gap.
-    fn catch_up(&mut self, target: &Target, stream: Stream) {
+    /// only what follows on from where it is: the rest is still coming (`live`: they are;
+    /// not for a catch-up, which holds them). Any other room follows the answer, and starts
+    /// again where the answer has a gap.
+    fn catch_up(&mut self, target: &Target, stream: Stream, live: bool) {
         let Some(id) = self.sequenced_room(target) else {
             return;
         };
         let room = &self.registry.rooms[id];
-        let following = room.synced == Some(self.links_lost) && room.epoch == stream.epoch;
+        let following = live && room.synced == Some(self.links_lost) && room.epoch == stream.epoch;
         if room.epoch != stream.epoch || room.synced.is_none() {
             let start = stream.entries.first().map_or(stream.next, |e| e.0);
             self.restart_stream(id, start, stream.epoch);

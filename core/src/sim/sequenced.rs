@@ -8,15 +8,19 @@
 //! first out per node (as one Redis channel is). A node's question about a stream
 //! ([`Output::Fetch`]) reaches the sequencer and its answer comes back each after a random
 //! latency of its own, so answers race the publications on their way. Nodes keep little
-//! themselves (a small `max_history_bytes`), so they ask often.
+//! themselves (a small `max_history_bytes`), so they ask often. Now and then a node loses
+//! its link for a while (what is sent to it is lost; [`Hub::backplane_lost`], then
+//! [`Hub::backplane_restored`]): its members must still get every publication, in order.
 //!
 //! Clients subscribe with `subscribe` frames and read at once; now and then one leaves its
 //! node and subscribes again on another from where it stood. Invariants, checked as it runs
 //! and when it settles: every `subscribed` carries the sequencer's epoch; after it, a client
 //! gets its channel's offsets one after the other from where it stood (if recovered) or from
-//! the offset the `subscribed` gave, with no gap and no duplicate; each offset carries the
+//! the offset the `subscribed` gave, with no duplicate and no gap, across its node's outages
+//! too (only what the sequencer no longer keeps may be skipped); each offset carries the
 //! publication the sequencer gave it; a recovery refused says `too_old`; and in the end every
-//! client has its channels' streams up to their last offset.
+//! client has its channels' streams up to their last offset. A client that subscribed while
+//! its node had no link, or whose node lost it again before it had caught up, may miss some.
 //!
 //! ```
 //! use std::time::Instant;
@@ -104,8 +108,9 @@ struct Client {
     next: BTreeMap<String, u64>,
     /// Per channel with a subscribe unanswered: the offset it asked to recover from.
     asked: BTreeMap<String, Option<u64>>,
-    /// Its node lost its link while it was there: it may miss publications (never get one
-    /// twice or out of order), until it moves.
+    /// It may miss publications (never get one twice or out of order), until it moves: it
+    /// subscribed while its node had no link, or its node lost the link again before it had
+    /// caught up after the last time.
     lossy: bool,
 }
 
@@ -119,6 +124,8 @@ enum Carry {
     Ask(usize, Fetch),
     /// The sequencer's answer, to a node.
     Answer(usize, u64, Stream),
+    /// A node's link is back.
+    Up(usize),
 }
 
 /// One channel's stream at the sequencer.
@@ -149,6 +156,8 @@ pub struct SequencedSim {
     numbered: BTreeMap<(String, u64), u64>,
     /// Nodes without their link, until when.
     down: BTreeMap<usize, Instant>,
+    /// When each node's link last came back.
+    back: BTreeMap<usize, Instant>,
     next_seq: u64,
     report: SequencedReport,
 }
@@ -186,6 +195,7 @@ impl SequencedSim {
             channels: BTreeMap::new(),
             numbered: BTreeMap::new(),
             down: BTreeMap::new(),
+            back: BTreeMap::new(),
             next_seq: 0,
             report: SequencedReport {
                 published: 0,
@@ -297,10 +307,23 @@ impl SequencedSim {
         if self.rng.u32(0..1000) < self.cfg.outage_permille {
             let node = self.rng.usize(0..self.hubs.len());
             let until = self.now + Duration::from_millis(self.rng.u64(20..=200));
-            if self.down.insert(node, until).is_none() {
+            if !self.is_down(node) {
+                self.down.insert(node, until);
                 self.report.outages += 1;
                 self.hubs[node].backplane_lost();
-                for client in self.clients.iter_mut().filter(|c| c.node == node) {
+                self.put(until, Carry::Up(node));
+                // Its members get what they miss when the link is back, unless it breaks again
+                // before the node had its answer: then they may miss some.
+                let (_, hi) = self.cfg.latency;
+                let settling = self
+                    .back
+                    .get(&node)
+                    .is_some_and(|&at| self.now < at + hi * 3);
+                for client in self
+                    .clients
+                    .iter_mut()
+                    .filter(|c| c.node == node && settling)
+                {
                     client.lossy = true;
                 }
             }
@@ -361,6 +384,12 @@ impl SequencedSim {
                 Carry::Answer(node, id, _) if self.is_down(node) => {
                     // The link broke under the question: it fails.
                     self.hubs[node].fetched(self.now, id, None);
+                    self.drain(node)?;
+                }
+                Carry::Up(node) => {
+                    self.down.remove(&node);
+                    self.back.insert(node, self.now);
+                    self.hubs[node].backplane_restored();
                     self.drain(node)?;
                 }
                 Carry::Answer(node, id, stream) => {
@@ -538,7 +567,14 @@ impl SequencedSim {
         let Some(&next) = self.clients[c].next.get(room) else {
             return Err(self.violation(format!("{who}: offset {offset} before subscribed")));
         };
-        let missed = self.clients[c].lossy && offset > next;
+        // Skipped offsets are allowed only where the sequencer no longer keeps them (the node
+        // was cut off for longer than the history holds), or for a client marked lossy.
+        let trimmed = self
+            .channels
+            .get(room)
+            .and_then(|ch| ch.kept.front())
+            .is_some_and(|&(first, _)| offset <= first);
+        let missed = offset > next && (self.clients[c].lossy || trimmed);
         if epoch != EPOCH || (offset != next && !missed) {
             let why = format!("{who}: offset {offset} in epoch {epoch}, expected {next}");
             return Err(self.violation(why));

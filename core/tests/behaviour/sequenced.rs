@@ -540,3 +540,57 @@ fn an_older_publication_given_back_expires_with_the_oldest_kept_one() {
         "0 went with 1, not a ttl after it was given back"
     );
 }
+
+#[test]
+fn members_get_what_was_published_while_the_link_was_down_in_order() {
+    let mut seq = Sequencer::new(1, 0);
+    let mut p = Sim::new(config());
+    let mut a = Sim::new(config());
+    let m = member(&mut a, &seq);
+    publish_all(&mut seq, &mut p, &mut [&mut a], &[0, 1]);
+    a.hub.backplane_lost();
+    publish_all(&mut seq, &mut p, &mut [], &[2, 3]); // a never hears of these
+    a.hub.backplane_restored();
+    a.drain();
+    assert_eq!(a.fetches.len(), 1);
+    assert_eq!(a.fetches[0].from, Some(2), "from where its members stand");
+    // 4 arrives live before the answer: held until then.
+    publish_all(&mut seq, &mut p, &mut [&mut a], &[4]);
+    assert_eq!(items(&a, m).len(), 2);
+    seq.answer(&mut a);
+    let all: Vec<_> = (0..5).map(|n| (n, n, 1)).collect();
+    assert_eq!(items(&a, m), all);
+    // A node with nobody in the channel asks nothing.
+    let mut idle = Sim::new(config());
+    publish_all(&mut seq, &mut p, &mut [&mut idle], &[5]);
+    idle.hub.backplane_lost();
+    idle.hub.backplane_restored();
+    idle.drain();
+    assert!(idle.fetches.is_empty());
+}
+
+#[test]
+fn a_gap_in_what_arrives_is_filled_from_the_backplane_first() {
+    let mut seq = Sequencer::new(1, 0);
+    let mut p = Sim::new(config());
+    let mut a = Sim::new(config());
+    let m = member(&mut a, &seq);
+    for n in 0..3 {
+        publish(&mut p, n);
+    }
+    let numbered = seq.number(&mut p);
+    feed(&mut a, &numbered[..1]);
+    feed(&mut a, &numbered[2..]); // 1 went missing on the way
+    assert_eq!(items(&a, m), vec![(0, 0, 1)]);
+    assert_eq!(a.fetches[0].from, Some(1));
+    seq.answer(&mut a);
+    assert_eq!(items(&a, m), vec![(0, 0, 1), (1, 1, 1), (2, 2, 1)]);
+    // If the backplane cannot be asked, what was held goes out with the gap.
+    publish_all(&mut seq, &mut p, &mut [], &[3]);
+    publish_all(&mut seq, &mut p, &mut [&mut a], &[4]);
+    let fetch = a.fetches.remove(0);
+    a.hub.fetched(a.now, fetch.id, None);
+    a.drain();
+    assert_eq!(items(&a, m).last(), Some(&(4, 4, 1)));
+    assert_eq!(a.hub.footprint().fetches, 0);
+}
