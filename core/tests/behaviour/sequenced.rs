@@ -334,6 +334,7 @@ fn a_backplane_that_cannot_answer_leaves_the_node_to_answer_alone() {
     let mut b = Sim::new(config());
     let c = b.open_path("/");
     subscribe_since(&mut b, c, 3, 8);
+    assert_eq!(b.hub.footprint().fetches, 1);
     let fetch = b.fetches.remove(0);
     b.hub.fetched(b.now, fetch.id, None);
     b.drain();
@@ -383,7 +384,11 @@ fn a_client_that_leaves_or_closes_before_the_answer_is_not_joined() {
     assert!(b.of_type(c, "subscribed").is_empty());
     b.advance(Duration::from_secs(10));
     let footprint = b.hub.footprint();
-    assert_eq!((footprint.sessions, footprint.fetches), (1, 0));
+    assert_eq!(
+        (footprint.sessions, footprint.fetches, footprint.rooms),
+        (1, 0, 0),
+        "the room lived while asked about, not after"
+    );
 }
 
 #[test]
@@ -593,4 +598,162 @@ fn a_gap_in_what_arrives_is_filled_from_the_backplane_first() {
     a.drain();
     assert_eq!(items(&a, m).last(), Some(&(4, 4, 1)));
     assert_eq!(a.hub.footprint().fetches, 0);
+}
+
+#[test]
+fn what_leaves_someone_out_or_may_be_dropped_is_not_numbered_and_goes_out_at_once() {
+    let seq = Sequencer::new(1, 0);
+    let mut a = Sim::new(config());
+    let (m, other) = (member(&mut a, &seq), member(&mut a, &seq));
+    let volatile = Message::json("item", json!({ "n": 1 })).volatile();
+    let except = Target::room("/", "news").except(other);
+    for (target, message) in [
+        (Target::room("/", "news"), volatile),
+        (except, Message::json("item", json!({ "n": 2 }))),
+    ] {
+        let delivery = a.hub.publish(a.now, target, message).expect("publish");
+        assert!(delivery.queued >= 1, "delivered here at once");
+    }
+    a.drain();
+    assert!(a
+        .cluster
+        .iter()
+        .all(|c| !matches!(c, ClusterMessage::Sequence { .. })));
+    let got = a.of_type(m, "event");
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|e| e.get("offset").is_none()));
+}
+
+#[test]
+fn a_new_epoch_arriving_live_starts_the_stream_again() {
+    let mut seq = Sequencer::new(1, 0);
+    let mut p = Sim::new(config());
+    let mut a = Sim::new(config());
+    let m = member(&mut a, &seq);
+    publish_all(&mut seq, &mut p, &mut [&mut a], &[0, 1]);
+    // Redis lost the stream: the next publication is offset 0 of a new epoch.
+    let mut lost = Sequencer::new(2, 0);
+    publish_all(&mut lost, &mut p, &mut [&mut a], &[9]);
+    assert_eq!(items(&a, m), vec![(0, 0, 1), (1, 1, 1), (9, 0, 2)]);
+    a.send(
+        m,
+        r#"{"type":"history","channel":"news","id":"h","limit":5}"#,
+    );
+    lost.answer(&mut a);
+    let kept: Vec<_> = a.of_type(m, "history")[0]["publications"]
+        .as_array()
+        .expect("publications")
+        .iter()
+        .map(|p| p["data"]["n"].clone())
+        .collect();
+    assert_eq!(kept, vec![json!(9)], "nothing of the old epoch");
+}
+
+#[test]
+fn questions_asked_together_are_each_answered() {
+    let mut seq = Sequencer::new(1, 0);
+    let mut p = Sim::new(config());
+    publish_all(&mut seq, &mut p, &mut [], &[0]);
+    let mut b = Sim::new(config());
+    let (c, d) = (b.open_path("/"), b.open_path("/"));
+    b.subscribe(c, "news");
+    subscribe_since(&mut b, d, 0, 1);
+    assert_eq!(b.fetches.len(), 2);
+    assert_ne!(b.fetches[0].id, b.fetches[1].id);
+    seq.answer(&mut b);
+    assert!(b.hub.in_room(c, "news") && b.hub.in_room(d, "news"));
+    assert_eq!(items(&b, d), vec![(0, 0, 1)]);
+}
+
+#[test]
+fn a_history_request_asks_only_for_what_this_node_lacks() {
+    let mut seq = Sequencer::new(1, 0);
+    let mut a = Sim::new(config());
+    let m = member(&mut a, &seq);
+    let mut p = Sim::new(config());
+    publish_all(&mut seq, &mut p, &mut [&mut a], &[0, 1, 2]);
+    for asked in [
+        r#"{"type":"history","channel":"news","limit":2}"#,
+        r#"{"type":"history","channel":"news","since":1,"epoch":1}"#,
+        r#"{"type":"history","channel":"news","since":0,"epoch":5}"#,
+    ] {
+        a.send(m, asked);
+        assert!(a.fetches.is_empty(), "{asked}: served here");
+    }
+    // Once the link broke, even what it has may be behind.
+    a.hub.backplane_lost();
+    a.send(m, r#"{"type":"history","channel":"news","limit":2}"#);
+    assert_eq!(a.fetches.len(), 1);
+    seq.answer(&mut a);
+    // A node that joined late lacks what came before.
+    let mut b = Sim::new(config());
+    let n = member(&mut b, &seq);
+    publish_all(&mut seq, &mut p, &mut [&mut a, &mut b], &[3]);
+    b.send(
+        n,
+        r#"{"type":"history","channel":"news","since":1,"epoch":1}"#,
+    );
+    assert_eq!(b.fetches.len(), 1);
+    seq.answer(&mut b);
+    let ns: Vec<_> = b.of_type(n, "history")[0]["publications"]
+        .as_array()
+        .expect("publications")
+        .iter()
+        .map(|p| p["data"]["n"].clone())
+        .collect();
+    assert_eq!(ns, vec![json!(1), json!(2), json!(3)]);
+    // It now keeps 1..=3: the last two are here.
+    b.send(n, r#"{"type":"history","channel":"news","limit":2}"#);
+    assert!(b.fetches.is_empty());
+}
+
+#[test]
+fn a_client_that_missed_nothing_is_answered_after_one_question() {
+    let mut seq = Sequencer::new(1, 0);
+    let mut p = Sim::new(config());
+    publish_all(&mut seq, &mut p, &mut [], &[0, 1]);
+    let mut b = Sim::new(config());
+    let c = b.open_path("/");
+    subscribe_since(&mut b, c, 2, 1);
+    seq.answer(&mut b);
+    assert!(b.fetches.is_empty());
+    assert_eq!(b.of_type(c, "subscribed")[0]["recovered"], json!(true));
+}
+
+#[test]
+fn a_client_ahead_of_what_the_backplane_still_keeps_is_answered_after_two_questions() {
+    let mut seq = Sequencer::new(1, 0);
+    seq.max_len = 2;
+    let mut p = Sim::new(config());
+    for n in 0..4 {
+        publish(&mut p, n);
+    }
+    let numbered = seq.number(&mut p); // keeps 2 and 3
+    let mut b = Sim::new(config());
+    let c = b.open_path("/");
+    subscribe_since(&mut b, c, 4, 1);
+    feed(&mut b, &numbered[..1]); // b has heard of 0 only
+    seq.answer(&mut b);
+    assert_eq!(b.fetches[0].from, Some(1));
+    seq.answer(&mut b);
+    assert!(b.fetches.is_empty(), "no third question");
+    assert!(b.hub.in_room(c, "news"));
+}
+
+#[test]
+fn a_node_that_lost_its_link_follows_the_answer_past_what_was_trimmed() {
+    let mut seq = Sequencer::new(1, 0);
+    let mut p = Sim::new(config());
+    let mut a = Sim::new(config());
+    let m = member(&mut a, &seq);
+    publish_all(&mut seq, &mut p, &mut [&mut a], &[0, 1]);
+    a.hub.backplane_lost();
+    publish_all(&mut seq, &mut p, &mut [], &[2, 3, 4, 5, 6, 7, 8, 9]); // kept: 5..=9
+    let c = a.open_path("/");
+    a.subscribe(c, "news");
+    assert_eq!(a.fetches[0].from, Some(2));
+    seq.answer(&mut a);
+    let got: Vec<u64> = items(&a, m).iter().map(|i| i.1).collect();
+    assert_eq!(got, vec![0, 1, 5, 6, 7, 8, 9], "2..=4 are gone");
+    assert_eq!(a.of_type(c, "subscribed")[0]["offset"], json!(10));
 }
