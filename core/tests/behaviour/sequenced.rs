@@ -702,7 +702,8 @@ fn a_history_request_asks_only_for_what_this_node_lacks() {
         .map(|p| p["data"]["n"].clone())
         .collect();
     assert_eq!(ns, vec![json!(1), json!(2), json!(3)]);
-    // It now keeps 1..=3: the last two are here.
+    // Five more: it keeps the last five of the stream, so the last two are here.
+    publish_all(&mut seq, &mut p, &mut [&mut b], &[4, 5, 6, 7, 8]);
     b.send(n, r#"{"type":"history","channel":"news","limit":2}"#);
     assert!(b.fetches.is_empty());
 }
