@@ -731,6 +731,7 @@ fn a_client_ahead_of_what_the_backplane_still_keeps_is_answered_after_two_questi
     }
     let numbered = seq.number(&mut p); // keeps 2 and 3
     let mut b = Sim::new(config());
+    let m = member(&mut b, &Sequencer::new(1, 0));
     let c = b.open_path("/");
     subscribe_since(&mut b, c, 4, 1);
     feed(&mut b, &numbered[..1]); // b has heard of 0 only
@@ -739,6 +740,10 @@ fn a_client_ahead_of_what_the_backplane_still_keeps_is_answered_after_two_questi
     seq.answer(&mut b);
     assert!(b.fetches.is_empty(), "no third question");
     assert!(b.hub.in_room(c, "news"));
+    // 1 is still on its way: the answer's 2 and 3 wait for it, for the member that stays.
+    feed(&mut b, &numbered[1..]);
+    let got: Vec<u64> = items(&b, m).iter().map(|i| i.1).collect();
+    assert_eq!(got, vec![0, 1, 2, 3]);
 }
 
 #[test]
@@ -757,4 +762,13 @@ fn a_node_that_lost_its_link_follows_the_answer_past_what_was_trimmed() {
     let got: Vec<u64> = items(&a, m).iter().map(|i| i.1).collect();
     assert_eq!(got, vec![0, 1, 5, 6, 7, 8, 9], "2..=4 are gone");
     assert_eq!(a.of_type(c, "subscribed")[0]["offset"], json!(10));
+    // Again, and this time everything expired: the stream goes on from its end.
+    a.hub.backplane_lost();
+    publish_all(&mut seq, &mut p, &mut [], &[10, 11]);
+    seq.kept.clear();
+    let d = a.open_path("/");
+    a.subscribe(d, "news");
+    seq.answer(&mut a);
+    assert_eq!(a.of_type(d, "subscribed")[0]["offset"], json!(12));
+    assert_eq!(items(&a, m).len(), 7);
 }
