@@ -180,8 +180,8 @@ pub struct Config {
     pub cluster: bool,
     /// Whether the backplane numbers and keeps the publications of channels that keep
     /// history, so that every node hands out the same offsets and a client recovers on any
-    /// node (only with `cluster`; tidings-net turns it on for a backplane that can,
-    /// tidings-redis). A publish to such a channel goes out as
+    /// node (only with `cluster`; tidings-net sets it from its backplane: on for one that
+    /// numbers streams, tidings-redis, and off otherwise). A publish to such a channel goes out as
     /// [`ClusterMessage::Sequence`](crate::ClusterMessage::Sequence) and is delivered here
     /// when it comes back numbered; a subscribe or `history` request this node cannot answer
     /// from what it saw asks the backplane ([`Output::Fetch`](crate::Output::Fetch)).

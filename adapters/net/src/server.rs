@@ -280,7 +280,9 @@ impl<R: Runtime> Builder<R> {
         }
         let close_grace = self.config.close_grace;
         self.config.cluster |= self.backplane.is_some();
-        self.config.sequenced |= self.backplane.as_ref().is_some_and(|b| b.numbers_history());
+        // Only a backplane that numbers streams may take publishes to be numbered: without
+        // one they would reach no one.
+        self.config.sequenced = self.backplane.as_ref().is_some_and(|b| b.numbers_history());
         self.config.seed = self.config.seed.or_else(|| Some(fresh_seed()));
         let hub = tidings_core::Hub::new(self.config)?;
         // What connection tasks have read and the hub has not handled: a client paused by
