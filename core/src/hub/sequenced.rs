@@ -25,16 +25,24 @@ use crate::io::Output;
 use crate::message::{ClusterMessage, Message, Scope, Target};
 use crate::session::Fill;
 
-/// Questions asked of the backplane and not yet answered, by id.
+/// Questions asked of the backplane and not yet answered, by id, and the requests that wait
+/// for them.
 #[derive(Debug, Default)]
 pub(super) struct Fetches {
     waiting: BTreeMap<u64, Waiting>,
+    /// The question in flight for each room `(namespace, name)` that clients asked about:
+    /// further requests about the room wait for its answer rather than ask again (ten
+    /// thousand clients recovering on a node that just started ask once).
+    in_flight: BTreeMap<(usize, String), u64>,
+    /// Requests waiting for the answer to another's question, by its id.
+    parked: BTreeMap<u64, Vec<Waiting>>,
     next: u64,
 }
 
 impl Fetches {
+    /// Requests waiting for the backplane.
     pub(super) fn len(&self) -> usize {
-        self.waiting.len()
+        self.waiting.len() + self.parked.values().map(Vec::len).sum::<usize>()
     }
 }
 
@@ -255,20 +263,28 @@ impl Hub {
         from: Option<u64>,
         then: Then,
     ) {
-        if let Some(ns) = self.session(conn).map(|s| s.namespace) {
-            let waiting = Waiting {
-                ns,
-                conn: Some(conn),
-                channel: channel.to_owned(),
-                then,
-                again: false,
-            };
-            self.send_fetch(waiting, history, from);
+        let Some(ns) = self.session(conn).map(|s| s.namespace) else {
+            return;
+        };
+        let waiting = Waiting {
+            ns,
+            conn: Some(conn),
+            channel: channel.to_owned(),
+            then,
+            again: false,
+        };
+        let key = (ns, channel.to_owned());
+        match self.fetches.in_flight.get(&key) {
+            Some(id) => self.fetches.parked.entry(*id).or_default().push(waiting),
+            None => {
+                let id = self.send_fetch(waiting, history, from);
+                self.fetches.in_flight.insert(key, id);
+            }
         }
     }
 
-    /// Outputs the question for `waiting`, keeping its room meanwhile.
-    fn send_fetch(&mut self, waiting: Waiting, history: History, from: Option<u64>) {
+    /// Outputs the question for `waiting`, keeping its room meanwhile. Returns its id.
+    fn send_fetch(&mut self, waiting: Waiting, history: History, from: Option<u64>) -> u64 {
         let ns = waiting.ns;
         let namespace = self.registry.namespaces[ns].name.to_string();
         let channel = waiting.channel.clone();
@@ -284,6 +300,7 @@ impl Hub {
             from,
             history,
         })));
+        id
     }
 
     /// Answers `conn`'s subscribe to `channel` now (it joins), or asks the backplane first.
@@ -381,6 +398,20 @@ impl Hub {
         let Some(waiting) = self.fetches.waiting.remove(&id) else {
             return;
         };
+        let key = (waiting.ns, waiting.channel.clone());
+        if self.fetches.in_flight.get(&key) == Some(&id) {
+            self.fetches.in_flight.remove(&key);
+        }
+        let parked = self.fetches.parked.remove(&id).unwrap_or_default();
+        self.answered(waiting, stream);
+        for waiting in parked {
+            self.again(waiting);
+        }
+    }
+
+    /// Serves the request whose question was answered (`stream`), after bringing its room up
+    /// to the answer.
+    fn answered(&mut self, waiting: Waiting, stream: Option<Stream>) {
         let asked = self.registry.room(waiting.ns, &waiting.channel);
         if let Some(id) = asked {
             self.registry.rooms[id].asking -= 1;
@@ -413,6 +444,52 @@ impl Hub {
         let Some(waiting) = self.behind_client(waiting, top) else {
             return; // asked again
         };
+        self.serve_waiting(conn, waiting);
+    }
+
+    /// A request that waited for another's answer: served now if this node has what it
+    /// needs, else asked about in turn.
+    fn again(&mut self, waiting: Waiting) {
+        let Some(conn) = waiting
+            .conn
+            .filter(|&c| self.session(c).is_some_and(|s| s.takes_answers()))
+        else {
+            return;
+        };
+        let channel = waiting.channel.clone();
+        let Some(history) = self.config.sequenced_history(&channel) else {
+            return;
+        };
+        let recover = match &waiting.then {
+            Then::Subscribe => match self
+                .session(conn)
+                .and_then(|s| s.pending_subscribes.get(&channel))
+            {
+                Some((_, recover)) => *recover,
+                None => return, // unsubscribed meanwhile
+            },
+            Then::JoinPinned(from) => Some(*from),
+            Then::History {
+                reference,
+                since,
+                limit,
+            } => {
+                let (reference, since, limit) = (reference.clone(), *since, *limit);
+                if !self.history_asking(conn, &channel, reference.as_deref(), since, limit) {
+                    self.answer_history(conn, &channel, reference.as_deref(), since, limit);
+                }
+                return;
+            }
+            Then::CatchUp => return,
+        };
+        match self.must_ask(conn, &channel, recover) {
+            Some(from) => self.ask(conn, &channel, history, from, waiting.then),
+            None => self.serve_waiting(conn, waiting),
+        }
+    }
+
+    /// Serves `conn`'s request from what this node has.
+    fn serve_waiting(&mut self, conn: ConnId, waiting: Waiting) {
         let Waiting {
             ns, channel, then, ..
         } = waiting;

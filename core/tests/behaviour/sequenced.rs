@@ -650,19 +650,45 @@ fn a_new_epoch_arriving_live_starts_the_stream_again() {
 }
 
 #[test]
-fn questions_asked_together_are_each_answered() {
+fn requests_about_one_channel_share_a_question_and_each_is_answered() {
     let mut seq = Sequencer::new(1, 0);
     let mut p = Sim::new(config());
-    publish_all(&mut seq, &mut p, &mut [], &[0]);
+    publish_all(&mut seq, &mut p, &mut [], &[0, 1]);
     let mut b = Sim::new(config());
+    // Three clients back from the same position, one that wants only the live stream.
+    let back: Vec<ConnId> = (0..3).map(|_| b.open_path("/")).collect();
+    for &c in &back {
+        subscribe_since(&mut b, c, 0, 1);
+    }
+    let fresh = b.open_path("/");
+    b.subscribe(fresh, "news");
+    assert_eq!(b.fetches.len(), 1, "one question for all four");
+    assert_eq!(b.hub.footprint().fetches, 4);
+    seq.answer(&mut b);
+    assert!(b.fetches.is_empty(), "the answer served them all");
+    for &c in &back {
+        assert_eq!(items(&b, c), vec![(0, 0, 1), (1, 1, 1)]);
+    }
+    assert_eq!(b.of_type(fresh, "subscribed")[0]["offset"], json!(2));
+    // One that needs more than the question in flight asks in turn.
     let (c, d) = (b.open_path("/"), b.open_path("/"));
+    b.hub.backplane_lost();
     b.subscribe(c, "news");
     subscribe_since(&mut b, d, 0, 1);
-    assert_eq!(b.fetches.len(), 2);
-    assert_ne!(b.fetches[0].id, b.fetches[1].id);
+    assert_eq!(b.fetches.len(), 1);
+    assert_eq!(
+        b.fetches[0].from,
+        Some(2),
+        "c's question: from where the node stands"
+    );
+    b.send(d, r#"{"type":"unsubscribe","channel":"news","id":"u"}"#);
     seq.answer(&mut b);
-    assert!(b.hub.in_room(c, "news") && b.hub.in_room(d, "news"));
-    assert_eq!(items(&b, d), vec![(0, 0, 1)]);
+    assert!(
+        b.fetches.is_empty(),
+        "d left before its turn: nothing asked for it"
+    );
+    assert!(b.hub.in_room(c, "news") && !b.hub.in_room(d, "news"));
+    assert_eq!(b.hub.footprint().fetches, 0);
 }
 
 #[test]
