@@ -20,10 +20,10 @@ use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use tidings_core::{Fetch, Message, Stream, Target};
 
-/// Numbers a publication, keeps it and publishes it to every node.
-/// KEYS: meta, stream. ARGV: Redis channel, sending node (JSON string), the publication
-/// (JSON), max_len, ttl ms, position ttl ms.
-const SEQUENCE: &str = r#"
+/// The start of both scripts: `now` (Redis time in ms) and the channel's `epoch`, a new one
+/// (microseconds of Redis time, below 2^53 so JavaScript reads it exactly) with an empty
+/// stream if the channel has none. KEYS: meta, stream.
+const EPOCH: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -32,6 +32,12 @@ if not epoch then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'next', 0)
 end
+"#;
+
+/// After [`EPOCH`]: numbers a publication, keeps it and publishes it to every node.
+/// KEYS: meta, stream. ARGV: Redis channel, sending node (JSON string), the publication
+/// (JSON), max_len, ttl ms, position ttl ms.
+const SEQUENCE: &str = r#"
 local offset = redis.call('HINCRBY', KEYS[1], 'next', 1) - 1
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], '1-' .. offset, 'e', ARGV[3], 't', now)
 local cutoff = now - tonumber(ARGV[5])
@@ -47,19 +53,11 @@ redis.call('PUBLISH', ARGV[1], '{"node":' .. ARGV[2] .. ',"wire":{"numbered":{"o
 return offset
 "#;
 
-/// Where a channel's stream stands, and its kept publications from an offset on (none if
-/// that is empty), not older than ttl. Starts a new epoch if the channel has none.
+/// After [`EPOCH`]: where a channel's stream stands, and its kept publications from an
+/// offset on (none if that is empty), not older than ttl.
 /// KEYS: meta, stream. ARGV: from offset or "", ttl ms, position ttl ms.
 /// Returns epoch, next, then offset and publication for each entry.
 const FETCH: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = t[1] .. string.format('%06d', tonumber(t[2]))
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'next', 0)
-end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 local out = {epoch, redis.call('HGET', KEYS[1], 'next')}
 if ARGV[1] ~= '' then
@@ -90,12 +88,12 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     pub(crate) async fn load(conn: &mut MultiplexedConnection) -> redis::RedisResult<Self> {
-        let load = |script: &'static str| {
+        let load = |body: &'static str| {
             let mut conn = conn.clone();
             async move {
                 redis::cmd("SCRIPT")
                     .arg("LOAD")
-                    .arg(script)
+                    .arg(format!("{EPOCH}{body}"))
                     .query_async::<String>(&mut conn)
                     .await
             }

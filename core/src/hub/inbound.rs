@@ -356,9 +356,7 @@ impl Hub {
         if !self.in_room(conn, channel) {
             return Err(Refusal::new(ErrorCode::NotSubscribed, "not subscribed").on(channel));
         }
-        if !self.history_asking(conn, channel, reference, since, limit) {
-            self.answer_history(conn, channel, reference, since, limit);
-        }
+        self.history_here_or_asked(conn, channel, reference, since, limit);
         Ok(())
     }
 

@@ -344,9 +344,24 @@ impl Hub {
         Some(Recovery::Asked)
     }
 
-    /// Answers a `history` request of `conn` in `channel` from the backplane if this node
-    /// may not have all it asks for: returns whether it asked.
-    pub(super) fn history_asking(
+    /// Answers a `history` request of `conn` in `channel` from what this node keeps, or asks
+    /// the backplane first if it may not have all it asks for.
+    pub(super) fn history_here_or_asked(
+        &mut self,
+        conn: ConnId,
+        channel: &str,
+        reference: Option<&str>,
+        since: Option<Position>,
+        limit: Option<u64>,
+    ) {
+        if !self.history_asking(conn, channel, reference, since, limit) {
+            self.answer_history(conn, channel, reference, since, limit);
+        }
+    }
+
+    /// Asks the backplane about a `history` request if this node may not have all it asks
+    /// for: returns whether it asked.
+    fn history_asking(
         &mut self,
         conn: ConnId,
         channel: &str,
@@ -475,9 +490,7 @@ impl Hub {
                 limit,
             } => {
                 let (reference, since, limit) = (reference.clone(), *since, *limit);
-                if !self.history_asking(conn, &channel, reference.as_deref(), since, limit) {
-                    self.answer_history(conn, &channel, reference.as_deref(), since, limit);
-                }
+                self.history_here_or_asked(conn, &channel, reference.as_deref(), since, limit);
                 return;
             }
             Then::CatchUp => return,

@@ -798,3 +798,29 @@ fn a_node_that_lost_its_link_follows_the_answer_past_what_was_trimmed() {
     assert_eq!(a.of_type(d, "subscribed")[0]["offset"], json!(12));
     assert_eq!(items(&a, m).len(), 7);
 }
+
+#[test]
+fn history_requests_that_share_a_question_are_each_answered() {
+    let mut seq = Sequencer::new(1, 0);
+    let mut p = Sim::new(config());
+    publish_all(&mut seq, &mut p, &mut [], &[0, 1, 2]);
+    let mut b = Sim::new(config());
+    let m = member(&mut b, &seq);
+    b.send(
+        m,
+        r#"{"type":"history","channel":"news","id":"1","limit":2}"#,
+    );
+    b.send(
+        m,
+        r#"{"type":"history","channel":"news","id":"2","limit":3}"#,
+    );
+    assert_eq!(b.fetches.len(), 1);
+    seq.answer(&mut b);
+    assert!(b.fetches.is_empty());
+    let answers = b.of_type(m, "history");
+    let counts: Vec<_> = answers
+        .iter()
+        .map(|h| (h["ref"].clone(), h["publications"].as_array().map(Vec::len)))
+        .collect();
+    assert_eq!(counts, vec![(json!("1"), Some(2)), (json!("2"), Some(3))]);
+}
