@@ -1,5 +1,7 @@
 //! Publishing: encode a message once, fan the shared bytes out to every recipient's queue,
-//! apply the slow-consumer policy, register acks, and collect batched items.
+//! apply the slow-consumer policy, register acks, and collect batched items; a publish to a
+//! channel whose stream the backplane numbers goes to it instead (`sequenced.rs` delivers it
+//! when it comes back).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -516,6 +518,28 @@ impl Hub {
         self.counters.batches_flushed += 1;
         let frame = batch.frame();
         let _ = self.fan_out(&batch.target, &frame, false, None, Fill::Overflow);
+    }
+
+    /// Sends a publish to `target` to the backplane to be numbered, if the channel's stream
+    /// is the backplane's. Returns whether it did.
+    pub(super) fn sequence(&mut self, target: &Target, message: &Message) -> bool {
+        let Scope::Room { room, .. } = &target.scope else {
+            return false;
+        };
+        if target.except.is_some() || message.volatile {
+            return false;
+        }
+        let Some(history) = self.config.sequenced_history(room) else {
+            return false;
+        };
+        self.outputs
+            .push_back(Output::Cluster(Box::new(ClusterMessage::Sequence {
+                target: target.clone(),
+                message: message.clone(),
+                max_len: history.max_len,
+                ttl_ms: u64::try_from(history.ttl.as_millis()).unwrap_or(u64::MAX),
+            })));
+        true
     }
 
     /// With `Config::cluster`, outputs a message for the backplane (never for one connection).

@@ -22,7 +22,7 @@ use super::Hub;
 use crate::history::{Fetch, History, Position, Recovery, Stream};
 use crate::ids::ConnId;
 use crate::io::Output;
-use crate::message::{ClusterMessage, Message, Scope, Target};
+use crate::message::{Message, Scope, Target};
 use crate::session::Fill;
 
 /// Questions asked of the backplane and not yet answered, by id, and the requests that wait
@@ -82,28 +82,6 @@ impl Hub {
     /// answers a subscribe or a recovery from what it saw.
     pub fn backplane_lost(&mut self) {
         self.links_lost += 1;
-    }
-
-    /// Sends a publish to `target` to the backplane to be numbered, if the channel's stream
-    /// is the backplane's. Returns whether it did.
-    pub(super) fn sequence(&mut self, target: &Target, message: &Message) -> bool {
-        let Scope::Room { room, .. } = &target.scope else {
-            return false;
-        };
-        if target.except.is_some() || message.volatile {
-            return false;
-        }
-        let Some(history) = self.config.sequenced_history(room) else {
-            return false;
-        };
-        self.outputs
-            .push_back(Output::Cluster(Box::new(ClusterMessage::Sequence {
-                target: target.clone(),
-                message: message.clone(),
-                max_len: history.max_len,
-                ttl_ms: u64::try_from(history.ttl.as_millis()).unwrap_or(u64::MAX),
-            })));
-        true
     }
 
     /// Delivers a publication the backplane numbered, unless this node delivered it already.
