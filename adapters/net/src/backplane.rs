@@ -80,6 +80,12 @@ impl Link {
         self.outgoing.recv().await.ok()
     }
 
+    /// The next message this node published for the other nodes, if one is waiting now: for
+    /// a backplane that sends several at a time.
+    pub fn try_outgoing(&self) -> Option<ClusterMessage> {
+        self.outgoing.try_recv().ok()
+    }
+
     /// The next change of membership on this node (a connection joined or left a room), for
     /// the other nodes; `None` once the hub has stopped. Its member's `node` is empty: the
     /// backplane names itself.

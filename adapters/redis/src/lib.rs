@@ -161,6 +161,9 @@ const POSITION_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Why a request fails when the link to Redis broke while it was served.
 const LOST_REDIS: &str = "the backplane lost Redis";
 
+/// The most of this node's publishes sent in one round trip to Redis.
+const OUT_BATCH: usize = 256;
+
 /// How long a question waits for the other live nodes' answers.
 const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
@@ -298,18 +301,58 @@ impl Node<'_> {
     }
 
     async fn publish(&mut self, channel: &str, wire: Wire) -> redis::RedisResult<()> {
+        match self.publish_cmd(channel, wire) {
+            Some(cmd) => cmd.query_async::<()>(&mut self.publisher).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The `PUBLISH` of `wire` from this node on `channel` (`None` if it is not JSON, which
+    /// core messages always are).
+    fn publish_cmd(&self, channel: &str, wire: Wire) -> Option<redis::Cmd> {
         let envelope = Envelope {
             node: self.id,
             wire,
         };
-        let Ok(bytes) = serde_json::to_vec(&envelope) else {
-            return Ok(()); // core messages are always JSON; nothing to send otherwise
-        };
-        redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(bytes)
-            .query_async::<()>(&mut self.publisher)
-            .await
+        let bytes = serde_json::to_vec(&envelope).ok()?;
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(bytes);
+        Some(cmd)
+    }
+
+    /// Sends this node's publishes for the others, `batch` taken together from the hub's
+    /// queue, in one round trip (a pipeline: Redis runs them in order, so a channel's
+    /// numbering follows the order they were made in).
+    async fn send_out(&mut self, batch: Vec<ClusterMessage>) -> redis::RedisResult<()> {
+        let r = self.redis;
+        let mut pipe = redis::pipe();
+        for message in batch {
+            let cmd = match message {
+                ClusterMessage::Sequence {
+                    target,
+                    message,
+                    max_len,
+                    ttl_ms,
+                } => {
+                    let entry = streams::Entry { target, message };
+                    let (scripts, id) = (&self.scripts, self.id);
+                    streams::sequence(
+                        scripts,
+                        &r.channel,
+                        id,
+                        &entry,
+                        max_len,
+                        ttl_ms,
+                        r.position_ttl,
+                    )
+                }
+                message => self.publish_cmd(&r.channel, Wire::Publish(message)),
+            };
+            if let Some(cmd) = cmd {
+                pipe.add_command(cmd).ignore();
+            }
+        }
+        pipe.query_async::<()>(&mut self.publisher).await
     }
 
     /// Publishes on the channel every node of the cluster reads.
@@ -358,27 +401,6 @@ impl Node<'_> {
         let ok = sent.is_ok();
         emit.reply(sent.map_err(|_| LOST_REDIS.to_owned()));
         ok
-    }
-
-    /// Numbers, keeps and publishes a publication to a channel that keeps history.
-    async fn sequence(
-        &mut self,
-        entry: &streams::Entry,
-        max_len: usize,
-        ttl_ms: u64,
-    ) -> redis::RedisResult<()> {
-        let r = self.redis;
-        streams::sequence(
-            &mut self.publisher,
-            &self.scripts,
-            &r.channel,
-            self.id,
-            entry,
-            max_len,
-            ttl_ms,
-            r.position_ttl,
-        )
-        .await
     }
 
     /// Reads a channel's stream for the hub.
@@ -516,25 +538,23 @@ async fn session(redis: &Redis, id: &str, link: &Link, backoff: &mut Duration) -
         .await;
         match next {
             Next::Out(None) => break Ended::Stopped,
-            Next::Out(Some(ClusterMessage::Sequence {
-                target,
-                message,
-                max_len,
-                ttl_ms,
-            })) => {
-                let entry = streams::Entry { target, message };
-                if node.sequence(&entry, max_len, ttl_ms).await.is_err() {
-                    link.lost(1);
+            Next::Out(Some(first)) => {
+                // What queued up behind it goes in the same round trip.
+                let mut batch = vec![first];
+                while batch.len() < OUT_BATCH {
+                    match link.try_outgoing() {
+                        Some(message) => batch.push(message),
+                        None => break,
+                    }
+                }
+                let n = batch.len() as u64;
+                if node.send_out(batch).await.is_err() {
+                    link.lost(n);
                     break Ended::Failed;
                 }
-                link.sent();
-            }
-            Next::Out(Some(message)) => {
-                if node.publish_shared(Wire::Publish(message)).await.is_err() {
-                    link.lost(1);
-                    break Ended::Failed;
+                for _ in 0..n {
+                    link.sent();
                 }
-                link.sent();
             }
             Next::In(None) => break Ended::Failed,
             Next::In(Some(msg)) => {

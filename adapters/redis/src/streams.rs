@@ -118,10 +118,11 @@ fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// Numbers, keeps and publishes a publication to a channel that keeps history.
+/// The command that numbers, keeps and publishes a publication to a channel that keeps
+/// history: one SEQUENCE script call.
+/// `None` for what is not a room publication (the core numbers those only).
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn sequence(
-    conn: &mut MultiplexedConnection,
+pub(crate) fn sequence(
     scripts: &Scripts,
     prefix: &str,
     node: &str,
@@ -129,17 +130,16 @@ pub(crate) async fn sequence(
     max_len: usize,
     ttl_ms: u64,
     position_ttl: std::time::Duration,
-) -> redis::RedisResult<()> {
-    let (namespace, room) = match &entry.target.scope {
-        tidings_core::Scope::Room { namespace, room } => (namespace, room),
-        _ => return Ok(()), // the core numbers room publications only
+) -> Option<redis::Cmd> {
+    let tidings_core::Scope::Room { namespace, room } = &entry.target.scope else {
+        return None;
     };
     let (Ok(node), Ok(json)) = (serde_json::to_string(node), serde_json::to_string(entry)) else {
-        return Ok(());
+        return None;
     };
     let (meta, stream) = keys(prefix, namespace, room);
-    redis::cmd("EVALSHA")
-        .arg(&scripts.sequence)
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(&scripts.sequence)
         .arg(2)
         .arg(meta)
         .arg(stream)
@@ -148,10 +148,8 @@ pub(crate) async fn sequence(
         .arg(json)
         .arg(max_len.max(1))
         .arg(ttl_ms.max(1))
-        .arg(millis(position_ttl).max(ttl_ms))
-        .query_async::<u64>(conn)
-        .await
-        .map(|_| ())
+        .arg(millis(position_ttl).max(ttl_ms));
+    Some(cmd)
 }
 
 /// Reads a channel's stream for the hub's `fetch`. `Ok(None)` if what Redis holds cannot be

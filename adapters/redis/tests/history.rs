@@ -212,6 +212,10 @@ fn a_client_is_told_when_redis_lost_or_trimmed_what_it_missed() {
         let held = back.position("feed:1").expect("position");
         back.close().await.expect("close");
         publish(&a, 12).await;
+        // Once b has it (a client that comes back before would recover what b had seen).
+        let (n, offset, epoch) = next(&watcher).await;
+        assert_eq!((n, offset), (json!(12), 0));
+        assert_ne!(epoch, held.epoch);
         let again = connect(&b).await;
         let told = again
             .subscribe_from("feed:1", held)
