@@ -43,6 +43,9 @@ pub(crate) struct Room {
     /// With `Config::sequenced`: numbered publications that arrived while the room waits for
     /// the backplane to fill a gap before them (offset, epoch), delivered after its answer.
     pub held: Option<Vec<(crate::message::Message, u64, u64)>>,
+    /// Members the application joined while the room caught up, with whether pinned: told
+    /// `subscribed` once it has (with the backplane's position).
+    pub announce: Vec<(ConnId, bool)>,
 }
 
 impl Room {
@@ -139,6 +142,7 @@ impl Registry {
             synced: None,
             asking: 0,
             held: None,
+            announce: Vec::new(),
         });
         if let Some(n) = self.namespaces.get_mut(ns) {
             n.rooms.insert(name, id);

@@ -15,13 +15,14 @@ use crate::wire::{self, Asked, Envelope, ErrorCode};
 
 impl Hub {
     /// Puts `conn` in `room` of its namespace. Returns whether it was not a member before.
-    /// A new member is told with `{"type":"subscribed",...,"server":true}` and
-    /// [`Event::Joined`] follows. The client may leave it with `unsubscribe`; see
+    /// A new member is told with `{"type":"subscribed",...,"server":true}` (with
+    /// `Config::sequenced`, on a node that does not know where the channel's stream stands,
+    /// once the backplane has said) and [`Event::Joined`] follows. The client may leave it with `unsubscribe`; see
     /// [`Hub::join_pinned`] for a membership it may not leave.
     pub fn join(&mut self, conn: ConnId, room: &str) -> Result<bool, Error> {
         let joined = self.join_quietly(conn, room, false)?;
         if joined {
-            self.send_subscribed(conn, room, Subscribed::Server { pinned: false }, None);
+            self.announce_joined(conn, room, false);
         }
         Ok(joined)
     }
@@ -34,7 +35,7 @@ impl Hub {
         let was_pinned = self.is_pinned(conn, room);
         let joined = self.join_quietly(conn, room, true)?;
         if !was_pinned {
-            self.send_subscribed(conn, room, Subscribed::Server { pinned: true }, None);
+            self.announce_joined(conn, room, true);
         }
         Ok(joined)
     }

@@ -141,13 +141,38 @@ impl Hub {
         }
     }
 
+    /// Tells `conn`, which the application just joined to `room`, that it is in it: at once,
+    /// or, in a channel whose stream the backplane numbers and that this node has not had
+    /// the backplane's position of since its link came up, once it has (what arrives
+    /// meanwhile is held), so that the `subscribed` carries the cluster's position.
+    pub(super) fn announce_joined(&mut self, conn: ConnId, room: &str, pinned: bool) {
+        let unsynced = self
+            .config
+            .sequenced_history(room)
+            .and_then(|_| self.session(conn))
+            .and_then(|s| self.registry.room(s.namespace, room))
+            .filter(|&id| self.registry.rooms[id].synced != Some(self.links_lost));
+        let Some(id) = unsynced else {
+            self.send_subscribed(conn, room, Subscribed::Server { pinned }, None);
+            return;
+        };
+        let r = &mut self.registry.rooms[id];
+        r.announce.push((conn, pinned));
+        if r.held.is_none() {
+            r.held = Some(Vec::new());
+            self.catch_up_room(id);
+        }
+    }
+
     /// Asks the backplane for room `id`'s stream from where the room stands.
     fn catch_up_room(&mut self, id: usize) {
         let room = &self.registry.rooms[id];
         let Some(history) = room.history.as_ref().map(|log| log.rule) else {
             return;
         };
-        let from = Some(room.next_offset);
+        // Where it stands, for a room that never had the backplane's position.
+        let from = room.synced.map(|_| room.next_offset);
+        let key = (room.namespace, room.name.to_string());
         let waiting = Waiting {
             ns: room.namespace,
             conn: None,
@@ -155,12 +180,21 @@ impl Hub {
             then: Then::CatchUp,
             again: false,
         };
-        self.send_fetch(waiting, history, from);
+        // Requests about the room wait for this answer: the room holds what arrives until.
+        let id = self.send_fetch(waiting, history, from);
+        self.fetches.in_flight.insert(key, id);
     }
 
     /// Delivers what room `id` held while it caught up; a gap left (the backplane no longer
     /// kept what was missed, or could not be asked) is skipped, not asked about again.
     fn release(&mut self, id: usize, target: &Target) {
+        let room = &mut self.registry.rooms[id];
+        let (announce, name) = (std::mem::take(&mut room.announce), room.name.clone());
+        for (conn, pinned) in announce {
+            if self.in_room(conn, &name) {
+                self.send_subscribed(conn, &name, Subscribed::Server { pinned }, None);
+            }
+        }
         let held = self.registry.rooms[id].held.take().unwrap_or_default();
         for (message, offset, epoch) in held {
             if self.advance(id, offset, epoch) {
@@ -416,9 +450,8 @@ impl Hub {
             epoch: s.epoch,
         });
         if let Some(stream) = stream {
-            // A catch-up asked for what it lacks: the answer is what comes next.
-            let live = !matches!(waiting.then, Then::CatchUp);
-            self.catch_up(&target, stream, live);
+            let filling = matches!(waiting.then, Then::CatchUp);
+            self.catch_up(&target, stream, filling);
         }
         if let (Then::CatchUp, Some(id)) = (&waiting.then, asked) {
             self.release(id, &target);
@@ -434,6 +467,17 @@ impl Hub {
             }
             return;
         };
+        // A room catching up holds publications it has not delivered yet: served after.
+        let key = (waiting.ns, waiting.channel.clone());
+        let holding = asked.is_some_and(|id| self.registry.rooms[id].held.is_some());
+        if let Some(&catching) = self.fetches.in_flight.get(&key).filter(|_| holding) {
+            self.fetches
+                .parked
+                .entry(catching)
+                .or_default()
+                .push(waiting);
+            return;
+        }
         let Some(waiting) = self.behind_client(waiting, top) else {
             return; // asked again
         };
@@ -563,15 +607,17 @@ impl Hub {
     ///
     /// An answer may be ahead of the publications on their way here. A room that has seen
     /// every publication since the link came up (synced, same epoch) takes from the answer
-    /// only what follows on from where it is: the rest is still coming (`live`: they are;
-    /// not for a catch-up, which holds them). Any other room follows the answer, and starts
-    /// again where the answer has a gap.
-    fn catch_up(&mut self, target: &Target, stream: Stream, live: bool) {
+    /// only what follows on from where it is: the rest is still coming. For a catch-up
+    /// (`filling`: a gap seen, or a room that never had the backplane's position) what it
+    /// misses is lost, not coming, so it follows the answer past gaps. A room that did not
+    /// see every publication follows the answer too, and, unless it holds what arrived
+    /// meanwhile (delivered next), starts again at its end.
+    fn catch_up(&mut self, target: &Target, stream: Stream, filling: bool) {
         let Some(id) = self.sequenced_room(target) else {
             return;
         };
         let room = &self.registry.rooms[id];
-        let following = live && room.synced == Some(self.links_lost) && room.epoch == stream.epoch;
+        let following = room.synced == Some(self.links_lost) && room.epoch == stream.epoch;
         if room.epoch != stream.epoch || room.synced.is_none() {
             let start = stream.entries.first().map_or(stream.next, |e| e.0);
             self.restart_stream(id, start, stream.epoch);
@@ -588,16 +634,31 @@ impl Hub {
                 break;
             }
         }
+        // A room that holds what arrives (while it catches up) holds these too, ahead of
+        // what it holds: members it is still to tell `subscribed` must not get them first.
+        let holding = self.registry.rooms[id].held.is_some();
+        let mut ahead = Vec::new();
+        let mut next = self.registry.rooms[id].next_offset;
         for (offset, message) in stream.entries {
-            let next = self.registry.rooms[id].next_offset;
-            if offset < next || (following && offset > next) {
+            if offset < next || (following && !filling && offset > next) {
                 continue;
             }
-            if self.advance(id, offset, stream.epoch) {
-                let _ = self.deliver_numbered(target, &message, None, Fill::Overflow, Some(id));
+            if holding {
+                ahead.push((message, offset, stream.epoch));
+                next = offset + 1;
+            } else {
+                if self.advance(id, offset, stream.epoch) {
+                    let _ = self.deliver_numbered(target, &message, None, Fill::Overflow, Some(id));
+                }
+                next = self.registry.rooms[id].next_offset;
             }
         }
-        if !following && self.registry.rooms[id].next_offset < stream.next {
+        if let Some(held) = self.registry.rooms[id].held.as_mut() {
+            ahead.append(held);
+            *held = ahead;
+        }
+        let room = &self.registry.rooms[id];
+        if !following && room.held.is_none() && room.next_offset < stream.next {
             // What came before the end is no longer kept: the stream goes on from there.
             self.restart_stream(id, stream.next, stream.epoch);
         }

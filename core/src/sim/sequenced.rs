@@ -12,8 +12,9 @@
 //! its link for a while (what is sent to it is lost; [`Hub::backplane_lost`], then
 //! [`Hub::backplane_restored`]): its members must still get every publication, in order.
 //!
-//! Clients subscribe with `subscribe` frames and read at once; now and then one leaves its
-//! node and subscribes again on another from where it stood. Invariants, checked as it runs
+//! Clients subscribe with `subscribe` frames, or the application joins them (`join`, or
+//! `join_pinned_from` where they stood), and read at once; now and then one leaves its node
+//! and comes back on another from where it stood. Invariants, checked as it runs
 //! and when it settles: every `subscribed` carries the sequencer's epoch; after it, a client
 //! gets its channel's offsets one after the other from where it stood (if recovered) or from
 //! the offset the `subscribed` gave, with no duplicate and no gap, across its node's outages
@@ -39,7 +40,7 @@ use serde_json::{json, Value};
 use super::Violation;
 use crate::{
     ClusterMessage, Config, ConnId, ConnectionInfo, Fetch, Frame, History, Hub, Input, Message,
-    Output, Stream, Target,
+    Output, Position, Stream, Target,
 };
 
 /// The sequencer's epoch: no hub's own epochs come near it.
@@ -259,21 +260,40 @@ impl SequencedSim {
         client.conn = conn;
         client.asked.clear();
         client.lossy = false;
-        let mut frames = Vec::new();
+        // Each room asked for by the client itself, or joined for it by the application
+        // (with where it stood, if it knew: `join_pinned_from`).
+        let mut asks = Vec::new();
         for room in &client.rooms {
             // Where it stood, if it knew; it waits for the `subscribed` to know again.
             let since = client.next.remove(room);
             client.asked.insert(room.clone(), since);
-            frames.push(match since {
-                Some(since) => {
-                    json!({"type": "subscribe", "channel": room, "since": since, "epoch": EPOCH})
-                }
-                None => json!({"type": "subscribe", "channel": room}),
-            });
+            asks.push((room.clone(), since));
         }
-        for frame in frames {
-            let frame = Frame::text(frame.to_string());
-            self.hubs[node].handle(self.now, Input::Frame { conn, frame });
+        for (room, since) in asks {
+            let by_application = self.rng.u32(0..3) == 0;
+            let hub = &mut self.hubs[node];
+            let joined = match (since, by_application) {
+                (None, true) => hub.join(conn, &room).map(|_| ()),
+                (Some(since), true) => {
+                    let from = Position {
+                        since,
+                        epoch: EPOCH,
+                    };
+                    hub.join_pinned_from(conn, &room, from).map(|_| ())
+                }
+                (since, false) => {
+                    let frame = match since {
+                        Some(since) => {
+                            json!({"type": "subscribe", "channel": room, "since": since, "epoch": EPOCH})
+                        }
+                        None => json!({"type": "subscribe", "channel": room}),
+                    };
+                    let frame = Frame::text(frame.to_string());
+                    hub.handle(self.now, Input::Frame { conn, frame });
+                    Ok(())
+                }
+            };
+            joined.map_err(|e| self.violation(e.to_string()))?;
         }
         self.drain(node)
     }

@@ -824,3 +824,41 @@ fn history_requests_that_share_a_question_are_each_answered() {
         .collect();
     assert_eq!(counts, vec![(json!("1"), Some(2)), (json!("2"), Some(3))]);
 }
+
+#[test]
+fn a_client_the_application_joins_is_told_the_clusters_position() {
+    let mut seq = Sequencer::new(3, 0);
+    let mut p = Sim::new(config());
+    publish_all(&mut seq, &mut p, &mut [], &[0, 1]);
+    let mut b = Sim::new(config());
+    let c = b.open_path("/");
+    assert_eq!(b.hub.join(c, "news"), Ok(true));
+    b.drain();
+    assert!(b.hub.in_room(c, "news"), "in the room at once");
+    assert!(
+        b.of_type(c, "subscribed").is_empty(),
+        "told once the position is known"
+    );
+    assert_eq!(b.fetches[0].from, None);
+    // What arrives meanwhile waits for the `subscribed`, and is delivered after it if the
+    // stream the answer describes goes on from before it.
+    publish(&mut p, 2);
+    let two = seq.number(&mut p);
+    let answer_before_two = Sequencer::new(3, 2);
+    feed(&mut b, &two);
+    assert!(items(&b, c).is_empty());
+    answer_before_two.answer(&mut b);
+    let subscribed = &b.of_type(c, "subscribed")[0];
+    assert_eq!(
+        (subscribed["offset"].clone(), subscribed["epoch"].clone()),
+        (json!(2), json!(3))
+    );
+    assert_eq!(items(&b, c), vec![(2, 2, 3)]);
+    // Where the position is known, at once; pinned ones are told they are pinned.
+    let d = b.open_path("/");
+    assert_eq!(b.hub.join_pinned(d, "news"), Ok(true));
+    b.drain();
+    assert!(b.fetches.is_empty());
+    assert_eq!(b.of_type(d, "subscribed")[0]["pinned"], json!(true));
+    assert_eq!(b.of_type(d, "subscribed")[0]["offset"], json!(3));
+}
