@@ -13,7 +13,14 @@
 //! (publications this node missed are delivered to its members, older ones put back in its
 //! log), then the request is served from the log as on a single node, in the same step, so
 //! the switch to live has no gap and no duplicate. A publication that comes back after the
-//! answer already brought it is not delivered again.
+//! answer already brought it is not delivered again. Requests about one room share one
+//! question in flight.
+//!
+//! A room *catches up* (asks from where it stands, and *holds* what arrives until the answer)
+//! when its node's link comes back ([`Hub::backplane_restored`]), when a gap shows in the
+//! offsets arriving, and when the application joins a client to it before this node knows
+//! where its stream stands (the client's `subscribed` waits for the answer). Its members then
+//! get what was published meanwhile, in order, unless the backplane no longer keeps it.
 
 use std::collections::BTreeMap;
 

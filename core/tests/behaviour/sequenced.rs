@@ -71,25 +71,30 @@ impl Sequencer {
         out
     }
 
+    /// The stream as the backplane answers a question from `from`.
+    fn stream(&self, from: Option<u64>) -> Stream {
+        let entries = match from {
+            Some(from) => self
+                .kept
+                .iter()
+                .filter(|(o, _)| *o >= from)
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        Stream {
+            epoch: self.epoch,
+            next: self.next,
+            entries,
+        }
+    }
+
     /// Answers every question `node` asked.
     fn answer(&self, node: &mut Sim) {
         for fetch in std::mem::take(&mut node.fetches) {
             assert_eq!(fetch.room, "news");
-            let entries = match fetch.from {
-                Some(from) => self
-                    .kept
-                    .iter()
-                    .filter(|(o, _)| *o >= from)
-                    .cloned()
-                    .collect(),
-                None => Vec::new(),
-            };
-            let stream = Stream {
-                epoch: self.epoch,
-                next: self.next,
-                entries,
-            };
-            node.hub.fetched(node.now, fetch.id, Some(stream));
+            node.hub
+                .fetched(node.now, fetch.id, Some(self.stream(fetch.from)));
             node.drain();
         }
     }
@@ -861,4 +866,36 @@ fn a_client_the_application_joins_is_told_the_clusters_position() {
     assert!(b.fetches.is_empty());
     assert_eq!(b.of_type(d, "subscribed")[0]["pinned"], json!(true));
     assert_eq!(b.of_type(d, "subscribed")[0]["offset"], json!(3));
+}
+
+#[test]
+fn what_an_answer_brings_while_a_room_catches_up_is_held_in_order() {
+    let mut seq = Sequencer::new(1, 0);
+    seq.max_len = 10;
+    let mut p = Sim::new(config());
+    publish_all(&mut seq, &mut p, &mut [], &[0, 1, 2, 3, 4]);
+    let mut a = Sim::new(config());
+    let m = member(&mut a, &seq); // at 5
+    let c = a.open_path("/");
+    subscribe_since(&mut a, c, 3, 1);
+    let asked_for_c = a.fetches.remove(0);
+    assert_eq!(asked_for_c.from, Some(3));
+    // 5, 6 and 7 are numbered; only 7 reaches a: a gap, so a catches up from 5.
+    for n in 5..8 {
+        publish(&mut p, n);
+    }
+    let numbered = seq.number(&mut p);
+    feed(&mut a, &numbered[2..]);
+    let catching_up = a.fetches.remove(0);
+    assert_eq!(catching_up.from, Some(5));
+    // c's answer comes first (with 3..=7), then the catch-up cannot be answered.
+    a.hub
+        .fetched(a.now, asked_for_c.id, Some(seq.stream(Some(3))));
+    a.drain();
+    assert!(items(&a, m).is_empty(), "held until the catch-up's answer");
+    a.hub.fetched(a.now, catching_up.id, None);
+    a.drain();
+    let offsets = |conn| items(&a, conn).iter().map(|i| i.1).collect::<Vec<_>>();
+    assert_eq!(offsets(m), vec![5, 6, 7]);
+    assert_eq!(offsets(c), vec![3, 4, 5, 6, 7]);
 }
