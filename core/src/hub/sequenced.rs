@@ -437,7 +437,7 @@ impl Hub {
             self.fetches.in_flight.remove(&key);
         }
         let parked = self.fetches.parked.remove(&id).unwrap_or_default();
-        self.answered(waiting, stream);
+        self.serve_answer(waiting, stream);
         for waiting in parked {
             self.again(waiting);
         }
@@ -445,7 +445,7 @@ impl Hub {
 
     /// Serves the request whose question was answered (`stream`), after bringing its room up
     /// to the answer.
-    fn answered(&mut self, waiting: Waiting, stream: Option<Stream>) {
+    fn serve_answer(&mut self, waiting: Waiting, stream: Option<Stream>) {
         let asked = self.registry.room(waiting.ns, &waiting.channel);
         if let Some(id) = asked {
             self.registry.rooms[id].asking -= 1;

@@ -144,6 +144,18 @@ fn items(node: &Sim, conn: ConnId) -> Vec<(u64, u64, u64)> {
         .collect()
 }
 
+/// The `n` of each publication in the last `history` answer `conn` received.
+fn backlog(node: &Sim, conn: ConnId) -> Vec<u64> {
+    let answers = node.of_type(conn, "history");
+    let last = answers.last().expect("a history answer");
+    last["publications"]
+        .as_array()
+        .expect("publications")
+        .iter()
+        .map(|p| p["data"]["n"].as_u64().unwrap_or(u64::MAX))
+        .collect()
+}
+
 fn subscribe_since(node: &mut Sim, conn: ConnId, since: u64, epoch: u64) {
     node.send(
         conn,
@@ -319,14 +331,7 @@ fn history_asks_the_backplane_for_what_this_node_did_not_keep() {
     );
     assert_eq!(b.fetches.len(), 1, "it kept one of the last three");
     seq.answer(&mut b);
-    let answer = &b.of_type(c, "history")[0];
-    let ns: Vec<_> = answer["publications"]
-        .as_array()
-        .expect("publications")
-        .iter()
-        .map(|p| p["data"]["n"].clone())
-        .collect();
-    assert_eq!(ns, vec![json!(1), json!(2), json!(3)]);
+    assert_eq!(backlog(&b, c), vec![1, 2, 3]);
     assert_eq!(
         items(&b, c),
         vec![(3, 3, 4)],
@@ -492,10 +497,7 @@ fn what_the_backplane_gives_back_is_kept_as_long_as_what_this_node_kept() {
     a.advance(TTL / 2);
     a.send(c, r#"{"type":"history","channel":"news","id":"h"}"#);
     seq.answer(&mut a);
-    let kept = a.of_type(c, "history")[0]["publications"]
-        .as_array()
-        .map(Vec::len);
-    assert_eq!(kept, Some(3));
+    assert_eq!(backlog(&a, c).len(), 3);
     a.advance(TTL / 2 + Duration::from_secs(1));
     assert_eq!(a.hub.footprint().history_bytes, 0, "all gone together");
 }
@@ -523,10 +525,7 @@ fn a_node_keeps_no_more_than_its_rule_also_of_what_it_is_given() {
         r#"{"type":"history","channel":"news","id":"h","limit":100}"#,
     );
     seq.answer(&mut b);
-    let kept = b.of_type(c, "history")[0]["publications"]
-        .as_array()
-        .map(Vec::len);
-    assert_eq!(kept, Some(5));
+    assert_eq!(backlog(&b, c).len(), 5);
 }
 
 #[test]
@@ -645,13 +644,7 @@ fn a_new_epoch_arriving_live_starts_the_stream_again() {
         r#"{"type":"history","channel":"news","id":"h","limit":5}"#,
     );
     lost.answer(&mut a);
-    let kept: Vec<_> = a.of_type(m, "history")[0]["publications"]
-        .as_array()
-        .expect("publications")
-        .iter()
-        .map(|p| p["data"]["n"].clone())
-        .collect();
-    assert_eq!(kept, vec![json!(9)], "nothing of the old epoch");
+    assert_eq!(backlog(&a, m), vec![9], "nothing of the old epoch");
 }
 
 #[test]
@@ -726,13 +719,7 @@ fn a_history_request_asks_only_for_what_this_node_lacks() {
     );
     assert_eq!(b.fetches.len(), 1);
     seq.answer(&mut b);
-    let ns: Vec<_> = b.of_type(n, "history")[0]["publications"]
-        .as_array()
-        .expect("publications")
-        .iter()
-        .map(|p| p["data"]["n"].clone())
-        .collect();
-    assert_eq!(ns, vec![json!(1), json!(2), json!(3)]);
+    assert_eq!(backlog(&b, n), vec![1, 2, 3]);
     // Five more: it keeps the last five of the stream, so the last two are here.
     publish_all(&mut seq, &mut p, &mut [&mut b], &[4, 5, 6, 7, 8]);
     b.send(n, r#"{"type":"history","channel":"news","limit":2}"#);
