@@ -226,3 +226,60 @@ fn a_client_is_told_when_redis_lost_or_trimmed_what_it_missed() {
         assert_ne!(now.epoch, held.epoch);
     });
 }
+
+/// The ids of the connections subscribed to something in `redis` (each node has one).
+fn subscribers(redis: &RedisServer) -> Vec<u64> {
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client.get_connection().expect("connect");
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut conn)
+        .expect("client list");
+    list.lines()
+        .filter_map(|line| line.strip_prefix("id=")?.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn members_get_what_was_published_while_their_node_was_cut_from_redis() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    smol::block_on(async {
+        let a = node(&redis).await;
+        let before = subscribers(&redis);
+        let b = node(&redis).await;
+        let b_subscriber = subscribers(&redis)
+            .into_iter()
+            .find(|id| !before.contains(id))
+            .expect("b's subscription");
+        let m = connect(&b).await;
+        m.subscribe("feed:1").await.expect("subscribe");
+        publish(&a, 1).await;
+        assert_eq!(next(&m).await.0, json!(1));
+        // Redis drops b's subscription; what a publishes now never reaches b live.
+        let client = redis::Client::open(redis.url()).expect("url");
+        let mut conn = client.get_connection().expect("connect");
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(b_subscriber)
+            .exec(&mut conn)
+            .expect("kill");
+        publish(&a, 2).await;
+        publish(&a, 3).await;
+        // b comes back by itself and asks Redis for what it missed.
+        let got = [next(&m).await, next(&m).await];
+        assert_eq!(
+            got.iter().map(|g| (g.0.clone(), g.1)).collect::<Vec<_>>(),
+            vec![(json!(2), 1), (json!(3), 2)]
+        );
+        publish(&a, 4).await;
+        assert_eq!(next(&m).await.0, json!(4));
+        quiet(&m).await;
+        let stats = b.handle().backplane().expect("stats");
+        assert!(stats.outages >= 1, "{stats:?}");
+    });
+}
