@@ -1089,6 +1089,14 @@ impl Sim {
                 self.recovered += 1;
                 client.next_offset.insert(channel.to_owned(), since);
                 client.replay_until.insert(channel.to_owned(), offset);
+                // A replay deeper than its queue leaves room for batches fills it through no
+                // fault of the reader: a batch (which does not wait) may then find it at twice
+                // its bound and cut it (README, when 4000 happens, case 3).
+                let room_for_batches = 2 * self.cfg.rooms.len();
+                let replay = usize::try_from(offset - since).unwrap_or(usize::MAX);
+                if replay + room_for_batches > self.cfg.hub.max_queue_frames {
+                    client.lagged = true;
+                }
             }
             (Some(_), Some(false)) => {
                 if value["reason"].as_str().is_none() {
