@@ -1207,9 +1207,14 @@ impl Sim {
             }
         }
         let cfg = &self.cfg.hub;
+        // A full queue drains a write window per round trip: on a slow link with a small
+        // window, an answer queued behind it takes that long to arrive.
+        let windows = 2 * cfg.max_queue_frames / cfg.write_window.max(1) + 1;
+        let drain = self.cfg.latency.1 * 2 * u32::try_from(windows).unwrap_or(u32::MAX);
         let settle = cfg.ack_timeout.max(cfg.answer_timeout)
             + cfg.close_grace
             + cfg.silence_limit().unwrap_or_default()
+            + drain
             + Duration::from_secs(1);
         self.drive(self.now + settle)?;
         for c in 0..self.clients.len() {
