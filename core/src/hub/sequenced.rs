@@ -106,6 +106,12 @@ impl Hub {
         let room = &mut self.registry.rooms[id];
         if let Some(held) = room.held.as_mut() {
             held.push((message.clone(), offset, epoch));
+            if held.len() >= self.config.max_queue_frames {
+                // The backplane is too slow to answer: stop waiting for it rather than hold
+                // more than a queue takes (what its answer brings later is not delivered
+                // twice; what it would have filled in before is skipped).
+                self.release(id, target);
+            }
             return;
         }
         // Publications this node missed (a link that broke unnoticed): its members get them

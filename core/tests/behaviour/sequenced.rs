@@ -886,3 +886,36 @@ fn what_an_answer_brings_while_a_room_catches_up_is_held_in_order() {
     assert_eq!(offsets(m), vec![5, 6, 7]);
     assert_eq!(offsets(c), vec![3, 4, 5, 6, 7]);
 }
+
+#[test]
+fn a_room_stops_holding_when_the_backplane_takes_too_long() {
+    // A room holds at most a queue's bound.
+    const LIMIT: u64 = 64;
+    let mut seq = Sequencer::new(1, 0);
+    seq.max_len = 1;
+    let mut p = Sim::new(config());
+    let mut a = Sim::new(config().max_queue_frames(LIMIT as usize));
+    let m = member(&mut a, &seq);
+    a.hub.backplane_lost();
+    a.hub.backplane_restored();
+    a.drain();
+    let catching_up = a.fetches.remove(0);
+    for n in 0..LIMIT - 1 {
+        publish(&mut p, n);
+    }
+    let numbered = seq.number(&mut p);
+    feed(&mut a, &numbered);
+    assert!(items(&a, m).is_empty(), "held while it waits");
+    publish_all(&mut seq, &mut p, &mut [&mut a], &[LIMIT - 1]);
+    assert_eq!(
+        items(&a, m).len() as u64,
+        LIMIT,
+        "delivered, not held without end"
+    );
+    // The answer, late, brings nothing twice.
+    a.hub
+        .fetched(a.now, catching_up.id, Some(seq.stream(Some(0))));
+    a.drain();
+    assert_eq!(items(&a, m).len() as u64, LIMIT);
+    assert_eq!(a.hub.footprint().fetches, 0);
+}
