@@ -125,9 +125,7 @@ impl Hub {
             self.catch_up_room(id);
             return;
         }
-        if self.advance(id, offset, epoch) {
-            let _ = self.deliver_numbered(target, message, None, Fill::Overflow, Some(id));
-        }
+        self.deliver_at(id, target, message, offset, epoch);
         self.registry.free_if_unused(id);
     }
 
@@ -210,9 +208,7 @@ impl Hub {
         }
         let held = self.registry.rooms[id].held.take().unwrap_or_default();
         for (message, offset, epoch) in held {
-            if self.advance(id, offset, epoch) {
-                let _ = self.deliver_numbered(target, &message, None, Fill::Overflow, Some(id));
-            }
+            self.deliver_at(id, target, &message, offset, epoch);
         }
     }
 
@@ -226,13 +222,21 @@ impl Hub {
         Some(self.registry.room_or_create(ns, room, Some(history)))
     }
 
-    /// Moves room `id` to the publication at `offset` in `epoch`: returns whether it is new
-    /// here (not one it delivered already). A new epoch, or a gap, starts its log again.
-    fn advance(&mut self, id: usize, offset: u64, epoch: u64) -> bool {
+    /// Delivers the publication at `offset` in `epoch` to room `id`'s members and keeps it,
+    /// unless this node delivered it already. A new epoch, or a gap, starts the room's log
+    /// again.
+    fn deliver_at(
+        &mut self,
+        id: usize,
+        target: &Target,
+        message: &Message,
+        offset: u64,
+        epoch: u64,
+    ) {
         let room = &self.registry.rooms[id];
         let same = room.epoch == epoch && room.synced.is_some();
         if same && offset < room.next_offset {
-            return false;
+            return;
         }
         if !same || offset > room.next_offset {
             self.restart_stream(id, offset, epoch);
@@ -240,7 +244,7 @@ impl Hub {
         let room = &mut self.registry.rooms[id];
         room.next_offset = offset + 1;
         room.synced = Some(self.links_lost);
-        true
+        let _ = self.deliver_numbered(target, message, None, Fill::Overflow, Some(id));
     }
 
     /// Whether `conn`'s subscribe to `channel` (recovering from `recover`) must wait for the
@@ -525,7 +529,10 @@ impl Hub {
                 limit,
             } => {
                 let (reference, since, limit) = (reference.clone(), *since, *limit);
-                self.history_here_or_asked(conn, &channel, reference.as_deref(), since, limit);
+                // Only for a member still (it may have left while the request waited).
+                if self.in_room(conn, &channel) {
+                    self.history_here_or_asked(conn, &channel, reference.as_deref(), since, limit);
+                }
                 return;
             }
             Then::CatchUp => return,
@@ -660,9 +667,7 @@ impl Hub {
                 ahead.push((message, offset, stream.epoch));
                 next = offset + 1;
             } else {
-                if self.advance(id, offset, stream.epoch) {
-                    let _ = self.deliver_numbered(target, &message, None, Fill::Overflow, Some(id));
-                }
+                self.deliver_at(id, target, &message, offset, stream.epoch);
                 next = self.registry.rooms[id].next_offset;
             }
         }

@@ -447,7 +447,14 @@ fn without_a_sequencing_backplane_a_node_numbers_its_own() {
             .expect("publish");
         a.drain();
         assert_eq!(delivery.queued, 1, "delivered here at once");
-        assert_eq!(items(&a, c).len(), 1);
+        assert_eq!(
+            items(&a, c),
+            vec![(1, 0, items(&a, c)[0].2)],
+            "numbered here, from 0"
+        );
+        // With a cluster, it goes to the others as a plain publish; without, nowhere.
+        let plain = usize::from(a.hub.config().cluster);
+        assert_eq!(a.cluster.len(), plain);
         assert!(a
             .cluster
             .iter()
@@ -918,4 +925,32 @@ fn a_room_stops_holding_when_the_backplane_takes_too_long() {
     a.drain();
     assert_eq!(items(&a, m).len() as u64, LIMIT);
     assert_eq!(a.hub.footprint().fetches, 0);
+}
+
+#[test]
+fn a_waiting_history_request_of_a_client_that_left_is_not_answered() {
+    let mut seq = Sequencer::new(1, 0);
+    let mut p = Sim::new(config());
+    publish_all(&mut seq, &mut p, &mut [], &[0, 1, 2]);
+    let mut b = Sim::new(config());
+    let m = member(&mut b, &seq);
+    b.send(
+        m,
+        r#"{"type":"history","channel":"news","id":"1","limit":3}"#,
+    );
+    b.send(
+        m,
+        r#"{"type":"history","channel":"news","id":"2","limit":3}"#,
+    );
+    b.send(m, r#"{"type":"unsubscribe","channel":"news","id":"u"}"#);
+    seq.answer(&mut b);
+    let refs: Vec<_> = b
+        .of_type(m, "history")
+        .iter()
+        .map(|h| h["ref"].clone())
+        .collect();
+    assert!(
+        refs.is_empty(),
+        "no backlog for a channel it left: {refs:?}"
+    );
 }
