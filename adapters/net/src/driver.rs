@@ -640,12 +640,31 @@ impl Driver {
     }
 }
 
-/// Runs the hub until shutdown is over, or every handle and connection task is gone.
+/// Runs the hub until shutdown is over, or every handle and connection task is gone, then
+/// turns away what handles send from then on.
 pub(crate) async fn run<R: Runtime>(
+    rt: R,
+    driver: Driver,
+    inbound: Receiver<Input>,
+    control: Receiver<Control>,
+) {
+    run_hub(rt, driver, inbound, &control).await;
+    refuse_commands(&control);
+}
+
+/// Closes the control channel and drops the commands still in it, so a handle call that
+/// raced the hub task's end answers `Stopped` instead of waiting forever: a command left
+/// in the channel would keep its reply sender alive for as long as any handle lives.
+fn refuse_commands(control: &Receiver<Control>) {
+    control.close();
+    while control.try_recv().is_ok() {}
+}
+
+async fn run_hub<R: Runtime>(
     rt: R,
     mut driver: Driver,
     inbound: Receiver<Input>,
-    control: Receiver<Control>,
+    control: &Receiver<Control>,
 ) {
     enum Wake {
         Control(Option<Control>),
@@ -743,5 +762,23 @@ mod tests {
         driver.route_outputs(now);
         assert_eq!(driver.spare.len(), SPARE_VECS);
         assert!(driver.spare.iter().all(|v| v.capacity() >= 8));
+    }
+
+    #[test]
+    fn a_command_sent_as_the_hub_task_ends_is_answered_stopped_not_left_waiting() {
+        let (control_tx, control) = async_channel::unbounded();
+        let (reply_tx, reply) = async_channel::bounded::<()>(1);
+        let command: Command = Box::new(move |_, _| {
+            let _ = reply_tx.try_send(());
+        });
+        // Queued, never run: the hub task had stopped reading.
+        control_tx.try_send(Control::Command(command)).expect("queued");
+        refuse_commands(&control);
+        assert!(
+            matches!(reply.try_recv(), Err(async_channel::TryRecvError::Closed)),
+            "the command was dropped, so its caller sees the hub gone"
+        );
+        let late: Command = Box::new(|_, _| {});
+        assert!(control_tx.try_send(Control::Command(late)).is_err());
     }
 }
