@@ -93,6 +93,7 @@ mod info;
 mod io;
 mod message;
 mod metrics;
+mod outbound;
 mod rooms;
 mod session;
 #[cfg(feature = "sim")]
@@ -110,6 +111,7 @@ pub use info::ConnectionInfo;
 pub use io::{AckOutcome, Event, Initiator, Input, Output};
 pub use message::{ClusterMessage, Delivery, Message, Payload, Scope, Target};
 pub use metrics::Counters;
+pub use outbound::Chunk;
 pub use wire::{ErrorCode, PROTOCOL_VERSION};
 
 /// A driver owns the hub in one task and may move it between threads; the application
@@ -124,6 +126,7 @@ mod send_sync {
         send::<crate::Hub>();
         send::<crate::Output>();
         send_sync::<crate::Input>();
+        send_sync::<crate::Chunk>();
         send_sync::<crate::Message>();
         send_sync::<crate::Config>();
         send_sync::<crate::Error>();

@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::frame::{CloseCode, Frame};
 use crate::ids::{AckId, ConnId};
 use crate::info::ConnectionInfo;
+use crate::outbound::{Block, Chunk, Flight, Run};
 use crate::timers::{ConnTimer, TimerKey, Timers};
 
 /// A drained queue keeps up to this many slots for steady traffic; a burst that grew it
@@ -78,12 +79,21 @@ pub(crate) struct Session {
     pub behind: bool,
     /// Its reading is paused until the room it published to has no member behind.
     pub paused: bool,
-    /// Frames not yet handed to the driver.
-    queue: VecDeque<Frame>,
+    /// The run of room publications a publish to the same room extends, queued after
+    /// `queue`: kept here, in the lines a fan-out touches anyway, rather than at the end of
+    /// `queue`, whose tail is a cache miss per recipient (perf: half of the offer's time).
+    open: Option<Run>,
+    /// Frames and bytes in `queue` and `open`, then handed out and not yet written: what
+    /// the bounds count, in the session's first cache line with `open`.
+    queued_frames: usize,
     queued_bytes: usize,
-    /// Sizes of frames handed to the driver and not yet reported written, oldest first.
-    in_flight: VecDeque<usize>,
+    in_flight_frames: usize,
     in_flight_bytes: usize,
+    /// Frames not yet handed to the driver (before `open`): single frames, and runs of room
+    /// publications shared with the other members.
+    queue: VecDeque<Chunk>,
+    /// What was handed to the driver and not yet reported written, oldest first.
+    in_flight: VecDeque<Flight>,
     pub state: State,
     /// Server→client ack requests and their deadlines.
     pub acks_out: BTreeMap<AckId, Instant>,
@@ -126,9 +136,12 @@ impl Session {
             info: Box::new(info),
             namespace,
             state: State::Open,
+            open: None,
             queue: VecDeque::new(),
+            queued_frames: 0,
             queued_bytes: 0,
             in_flight: VecDeque::new(),
+            in_flight_frames: 0,
             in_flight_bytes: 0,
             ready: false,
             ping_queued: false,
@@ -158,7 +171,7 @@ impl Session {
     /// Frames queued or in flight.
     #[inline]
     pub(crate) fn depth_frames(&self) -> usize {
-        self.queue.len() + self.in_flight.len()
+        self.queued_frames + self.in_flight_frames
     }
 
     /// Bytes queued or in flight.
@@ -171,10 +184,50 @@ impl Session {
     /// any one frame, so a frame larger than the bound is delivered alone rather than never.
     #[inline]
     pub(crate) fn offer(&mut self, frame: Frame, bound: Bound, fill: Fill) -> Offer {
+        let offer = self.admit(frame.len(), bound, fill);
+        if offer == Offer::Queued {
+            self.push_one(frame);
+        }
+        offer
+    }
+
+    /// Offers slot `at` of a room's `block` (a frame of `len` bytes), as [`Session::offer`]
+    /// does a frame: it extends the run at the end of the queue when that run ends just
+    /// before the slot, so a burst from one room costs one queue entry per block and
+    /// writes no memory of its own per frame.
+    #[inline]
+    pub(crate) fn offer_shared(
+        &mut self,
+        block: &Arc<Block>,
+        at: u16,
+        len: usize,
+        bound: Bound,
+        fill: Fill,
+    ) -> Offer {
+        let offer = self.admit(len, bound, fill);
+        if offer == Offer::Queued {
+            self.queued_frames += 1;
+            self.queued_bytes += len;
+            let extended = self
+                .open
+                .as_mut()
+                .is_some_and(|run| run.extend(block, at, len));
+            if !extended {
+                self.close_run();
+                self.open = Some(Run::new(block, at, len));
+            }
+        }
+        offer
+    }
+
+    /// Whether a frame of `len` bytes may be queued, filling the queue at most as far as
+    /// `fill` allows. An empty queue takes any one frame, so a frame larger than the bound
+    /// is delivered alone rather than never.
+    #[inline]
+    fn admit(&self, len: usize, bound: Bound, fill: Fill) -> Offer {
         if !self.is_open() {
             return Offer::NotOpen;
         }
-        let len = frame.len();
         let depth = self.depth_frames();
         let times = match fill {
             Fill::Bound => 1,
@@ -188,9 +241,22 @@ impl Session {
         if depth > 0 && (depth + 1 > max_frames || self.depth_bytes() + len > max_bytes) {
             return Offer::Full;
         }
-        self.queued_bytes += len;
-        self.queue.push_back(frame);
         Offer::Queued
+    }
+
+    /// Queues one frame.
+    fn push_one(&mut self, frame: Frame) {
+        self.queued_frames += 1;
+        self.queued_bytes += frame.len();
+        self.close_run();
+        self.queue.push_back(Chunk::from(frame));
+    }
+
+    /// Moves the open run to the end of `queue`: what comes next goes after it.
+    fn close_run(&mut self) {
+        if let Some(run) = self.open.take() {
+            self.queue.push_back(Chunk::from(run));
+        }
     }
 
     /// Queues an answer to a client request on a connection that is closing with flush
@@ -199,8 +265,7 @@ impl Session {
         if !self.flushing() {
             return Offer::NotOpen;
         }
-        self.queued_bytes += frame.len();
-        self.queue.push_back(frame);
+        self.push_one(frame);
         Offer::Queued
     }
 
@@ -230,7 +295,7 @@ impl Session {
     /// Whether a frame can be handed to the driver now.
     #[inline]
     pub(crate) fn can_transmit(&self, window: usize) -> bool {
-        !self.queue.is_empty() && self.in_flight.len() < window && self.flushing()
+        self.queued_frames > 0 && self.in_flight_frames < window && self.flushing()
     }
 
     /// Whether queued frames still go out (open, or closing with flush).
@@ -248,23 +313,61 @@ impl Session {
         if !self.flushing() {
             return 0;
         }
-        self.queue
-            .len()
-            .min(window.saturating_sub(self.in_flight.len()))
+        self.queued_frames
+            .min(window.saturating_sub(self.in_flight_frames))
     }
 
     /// Hands the next frame to the driver, moving it in flight.
     #[inline]
     pub(crate) fn take_next(&mut self) -> Option<Frame> {
-        let frame = self.queue.pop_front()?;
+        let frame = match self.queue.front_mut() {
+            Some(front) => match front.take_first() {
+                Some(frame) => frame,
+                None => self.queue.pop_front()?.into_first()?,
+            },
+            None => match self.open.as_mut()?.take_first() {
+                Some(frame) => frame,
+                None => self.open.take()?.into_first()?,
+            },
+        };
         if matches!(frame, Frame::Ping(_)) {
             self.ping_queued = false;
         }
         let len = frame.len();
-        self.queued_bytes -= len;
-        self.in_flight.push_back(len);
-        self.in_flight_bytes += len;
+        self.moved_in_flight(1, len, Flight::One(len));
         Some(frame)
+    }
+
+    /// Hands the driver the next chunk of at most `max` frames (a run is split at `max`),
+    /// moving it in flight. Returns it with its bytes.
+    #[inline]
+    pub(crate) fn take_chunk(&mut self, max: usize) -> Option<(Chunk, usize)> {
+        if max == 0 {
+            return None;
+        }
+        // The open run is handed out from where it is, without passing through `queue`.
+        let chunk = match self.queue.front_mut() {
+            Some(front) if front.len() > max => front.split_front(max),
+            Some(_) => self.queue.pop_front()?,
+            None => match self.open.as_mut()? {
+                run if run.len() > max => Chunk::from(run.split_front(max)),
+                _ => Chunk::from(self.open.take()?),
+            },
+        };
+        if matches!(chunk.as_one(), Some(Frame::Ping(_))) {
+            self.ping_queued = false;
+        }
+        let bytes = chunk.bytes();
+        self.moved_in_flight(chunk.len(), bytes, Flight::of(&chunk));
+        Some((chunk, bytes))
+    }
+
+    fn moved_in_flight(&mut self, frames: usize, bytes: usize, flight: Flight) {
+        self.queued_frames -= frames;
+        self.queued_bytes -= bytes;
+        self.in_flight_frames += frames;
+        self.in_flight_bytes += bytes;
+        self.in_flight.push_back(flight);
     }
 
     /// Puts the session on the hub's ready list if it has a frame to hand out and is not on
@@ -278,14 +381,25 @@ impl Session {
     }
 
     /// The driver wrote `n` frames.
-    pub(crate) fn written(&mut self, n: usize) {
-        for _ in 0..n {
-            match self.in_flight.pop_front() {
-                Some(len) => self.in_flight_bytes -= len,
-                None => break,
-            }
+    pub(crate) fn written(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(first) = self.in_flight.front_mut() else {
+                break;
+            };
+            let frames = first.frames();
+            let bytes = if frames <= n {
+                let bytes = first.bytes();
+                self.in_flight.pop_front();
+                bytes
+            } else {
+                first.write_front(n)
+            };
+            let done = frames.min(n);
+            self.in_flight_frames -= done;
+            self.in_flight_bytes -= bytes;
+            n -= done;
         }
-        if self.queue.is_empty() && self.in_flight.is_empty() && self.queue.capacity() > KEEP_SLOTS
+        if self.queue_is_empty() && self.in_flight.is_empty() && self.queue.capacity() > KEEP_SLOTS
         {
             // A burst is over: give back its memory so an idle connection stays small.
             self.queue = VecDeque::new();
@@ -302,7 +416,7 @@ impl Session {
                 code,
                 reason,
                 flush: true,
-            } if self.queue.is_empty() && self.acks_in.is_empty() => Some((*code, reason.clone())),
+            } if self.queue_is_empty() && self.acks_in.is_empty() => Some((*code, reason.clone())),
             _ => None,
         }
     }
@@ -315,12 +429,14 @@ impl Session {
 
     #[inline]
     pub(crate) fn queue_is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.is_empty() && self.open.is_none()
     }
 
     /// Drops every queued frame (an immediate close).
     pub(crate) fn clear_queue(&mut self) {
         self.queue.clear();
+        self.open = None;
+        self.queued_frames = 0;
         self.queued_bytes = 0;
         self.ping_queued = false;
     }

@@ -153,8 +153,12 @@ impl State {
             let mut frames = Vec::new();
             if self.batched {
                 if let Some(conn) = self.hub.poll_transmits(&mut frames) {
-                    assert!(!frames.is_empty(), "a connection with nothing to send");
-                    *self.unwritten.entry(conn).or_default() += frames.len();
+                    let count: usize = frames.iter().map(|chunk| chunk.len()).sum();
+                    assert!(
+                        count > 0 && frames.iter().all(|chunk| !chunk.is_empty()),
+                        "a connection with nothing to send"
+                    );
+                    *self.unwritten.entry(conn).or_default() += count;
                     continue;
                 }
             }

@@ -19,11 +19,12 @@ use async_tungstenite::WebSocketStream;
 use futures_lite::future::or;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt, Stream, StreamExt};
 use futures_util::Sink;
-use tidings_core::{CloseCode, ConnId, Frame, Input, Text};
+use tidings_core::{Chunk, CloseCode, ConnId, Frame, Input, Text};
 use tungstenite::error::{CapacityError, ProtocolError};
-use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::frame::coding::{Control as ControlCode, Data, OpCode};
+use tungstenite::protocol::frame::{CloseFrame, FrameHeader};
 use tungstenite::protocol::WebSocketConfig;
-use tungstenite::{Message, Utf8Bytes};
+use tungstenite::Message;
 
 use crate::driver::{Control, Opened, ReadGate, WriterCmd, WriterRx};
 use crate::Runtime;
@@ -107,72 +108,149 @@ impl ConnEnds {
 /// async-tungstenite's own `split` locks a mutex for every `poll_ready` and `start_send`:
 /// those two lock round trips per frame were about 7 % of the server's CPU in the open-loop
 /// fan-out (perf); a burst here is fed under one lock per poll.
-struct Shared<S>(Mutex<WebSocketStream<S>>);
+struct Shared<S>(Mutex<Socket<S>>);
+
+struct Socket<S> {
+    ws: WebSocketStream<S>,
+    /// The peer's close frame was read: tungstenite owes (or has sent) the echo, after which
+    /// nothing more may be written.
+    peer_closed: bool,
+}
+
+/// Bytes of encoded frames gathered before one write to the socket.
+const WRITE_AT: usize = 64 * 1024;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
-    fn lock(&self) -> MutexGuard<'_, WebSocketStream<S>> {
+    fn new(ws: WebSocketStream<S>) -> Self {
+        Shared(Mutex::new(Socket {
+            ws,
+            peer_closed: false,
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Socket<S>> {
         // Poisoned only if tungstenite panicked mid-call; the stream then fails its next
         // call with an error, which ends the connection.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, tungstenite::Error>>> {
-        Pin::new(&mut *self.lock()).poll_next(cx)
+        let mut stream = self.lock();
+        let next = Pin::new(&mut stream.ws).poll_next(cx);
+        if let Poll::Ready(Some(Ok(Message::Close(_)))) = &next {
+            stream.peer_closed = true;
+        }
+        next
     }
 
-    /// Writes `burst` and flushes, and gives back the emptied `Vec` (its allocation serves
-    /// a later hand-out). `written` counts the frames the stream has taken so far.
+    /// Writes the frames of `burst` and flushes, and gives back the emptied `Vec` (its
+    /// allocation serves a later hand-out). `written` counts the socket's writes so far
+    /// (the write timeout watches it move).
+    ///
+    /// The frames are encoded here, with tungstenite's frame header, and written to the
+    /// socket in writes of about [`WRITE_AT`] bytes, not fed to tungstenite one message at a
+    /// time: a run a room's members share is encoded once for all of them (see
+    /// [`Chunk::encode`]), and a burst costs a few large writes. tungstenite still writes
+    /// what it owes itself (pongs, the close), flushed before the burst so frames never
+    /// interleave; once the peer's close was read, nothing more is written, as tungstenite
+    /// would refuse.
     async fn write_burst(
         &self,
-        mut burst: Vec<Frame>,
+        mut burst: Vec<Chunk>,
         written: &AtomicUsize,
-    ) -> Result<Vec<Frame>, tungstenite::Error> {
-        self.feed(burst.drain(..).map(to_message), written).await?;
+    ) -> Result<Vec<Chunk>, tungstenite::Error> {
+        poll_fn(|cx| Pin::new(&mut self.lock().ws).poll_flush(cx)).await?;
+        let mut out = Vec::new();
+        let mut chunks = burst.iter();
+        loop {
+            for chunk in chunks.by_ref() {
+                chunk.encode(encode, &mut out);
+                if out.len() >= WRITE_AT {
+                    break;
+                }
+            }
+            if out.is_empty() {
+                break;
+            }
+            self.write_all(&out, written).await?;
+            out.clear();
+        }
+        poll_fn(|cx| Pin::new(&mut self.lock().ws).poll_flush(cx)).await?;
+        burst.clear();
         Ok(burst)
+    }
+
+    /// Writes `bytes` (whole frames) to the socket.
+    async fn write_all(
+        &self,
+        bytes: &[u8],
+        written: &AtomicUsize,
+    ) -> Result<(), tungstenite::Error> {
+        let mut at = 0;
+        poll_fn(|cx| {
+            let mut stream = self.lock();
+            if stream.peer_closed {
+                return Poll::Ready(Err(ProtocolError::SendAfterClosing.into()));
+            }
+            let socket = stream.ws.get_mut();
+            while at < bytes.len() {
+                match Pin::new(&mut *socket).poll_write(cx, &bytes[at..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(std::io::Error::from(
+                            std::io::ErrorKind::WriteZero,
+                        )
+                        .into()))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        at += n;
+                        written.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
     }
 
     /// Writes one message and flushes.
     async fn send(&self, message: Message) -> Result<(), tungstenite::Error> {
-        self.feed(std::iter::once(message), &AtomicUsize::new(0))
-            .await
-    }
-
-    /// Feeds `messages` to the stream, as many per poll as it takes, then flushes.
-    async fn feed(
-        &self,
-        mut messages: impl Iterator<Item = Message>,
-        written: &AtomicUsize,
-    ) -> Result<(), tungstenite::Error> {
-        // A message the stream was not ready for when a poll ended.
-        let mut waiting: Option<Message> = None;
+        let mut message = Some(message);
         poll_fn(|cx| {
-            let mut ws = self.lock();
-            let mut ws = Pin::new(&mut *ws);
-            let mut fed = 0;
-            let result = loop {
-                let Some(message) = waiting.take().or_else(|| messages.next()) else {
-                    break ws.as_mut().poll_flush(cx);
-                };
+            let mut stream = self.lock();
+            let mut ws = Pin::new(&mut stream.ws);
+            if message.is_some() {
                 match ws.as_mut().poll_ready(cx) {
                     Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
-                    Poll::Pending => {
-                        waiting = Some(message);
-                        break Poll::Pending;
-                    }
+                    other => return other,
                 }
-                if let Err(e) = ws.as_mut().start_send(message) {
-                    break Poll::Ready(Err(e));
+                if let Some(message) = message.take() {
+                    ws.as_mut().start_send(message)?;
                 }
-                fed += 1;
-            };
-            if fed > 0 {
-                written.fetch_add(fed, Ordering::Relaxed);
             }
-            result
+            ws.poll_flush(cx)
         })
         .await
     }
+}
+
+/// Appends `frame` to `out` as it goes on the wire from a server: tungstenite's header for
+/// one final, unmasked frame of its kind, then the payload.
+fn encode(frame: &Frame, out: &mut Vec<u8>) {
+    let (opcode, payload): (OpCode, &[u8]) = match frame {
+        Frame::Text(text) => (OpCode::Data(Data::Text), text.as_bytes()),
+        Frame::Binary(bytes) => (OpCode::Data(Data::Binary), bytes),
+        Frame::Ping(bytes) => (OpCode::Control(ControlCode::Ping), bytes),
+        Frame::Pong(bytes) => (OpCode::Control(ControlCode::Pong), bytes),
+    };
+    let header = FrameHeader {
+        opcode,
+        ..FrameHeader::default()
+    };
+    // Formatting into a `Vec` cannot fail: `Vec`'s `io::Write` never does.
+    let _ = header.format(payload.len() as u64, out);
+    out.extend_from_slice(payload);
 }
 
 /// Runs a connection over `ws` until it ends.
@@ -186,7 +264,7 @@ pub(crate) async fn run<R, S>(
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let ws = Shared(Mutex::new(ws));
+    let ws = Shared::new(ws);
     // Set when the reader has ended. Reader and writer are polled by one `or` in one task,
     // the reader first, so the writer sees the flag in the same poll that set it.
     let reader_ended = AtomicBool::new(false);
@@ -312,24 +390,6 @@ fn transport_error(conn: ConnId, error: String) -> Input {
     Input::TransportError { conn, error }
 }
 
-/// The frame as tungstenite sends it; the bytes are shared, not copied.
-fn to_message(frame: Frame) -> Message {
-    match frame {
-        Frame::Text(text) => {
-            // SAFETY: `Text` is only ever built from `str`/`String` or from bytes that
-            // `Text::from_utf8` validated (tidings-core, frame.rs), and its bytes are
-            // immutable, so they are valid UTF-8 as `from_bytes_unchecked` requires. This
-            // spares a UTF-8 scan per recipient of every fan-out.
-            #[allow(unsafe_code)]
-            let text = unsafe { Utf8Bytes::from_bytes_unchecked(text.into_bytes()) };
-            Message::Text(text)
-        }
-        Frame::Binary(bytes) => Message::Binary(bytes),
-        Frame::Ping(bytes) => Message::Ping(bytes),
-        Frame::Pong(bytes) => Message::Pong(bytes),
-    }
-}
-
 /// How the writer reports to the hub.
 struct ToHub<'a> {
     conn: ConnId,
@@ -380,7 +440,7 @@ async fn write<R, S>(
                 None => return linger(Instant::now() + options.close_delay).await,
             },
         };
-        let mut burst: Vec<Frame> = Vec::new();
+        let mut burst: Vec<Chunk> = Vec::new();
         let mut close = None;
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
@@ -396,13 +456,13 @@ async fn write<R, S>(
             next = held.pop_front().or_else(|| commands.try_recv().ok());
         }
         if !burst.is_empty() {
-            let frames = burst.len();
+            let frames = burst.iter().map(Chunk::len).sum();
             // Frames the socket has taken so far: the write timeout counts from the last.
             let progress = AtomicUsize::new(0);
             let progress = &progress;
             let mut writing = pin!(ws.write_burst(burst, progress));
             enum Wrote {
-                Done(Result<Vec<Frame>, tungstenite::Error>),
+                Done(Result<Vec<Chunk>, tungstenite::Error>),
                 TimedOut,
                 Closing(CloseCode, String),
             }
@@ -463,7 +523,7 @@ async fn write<R, S>(
                     // frame follows if they all went out.
                     let until = Instant::now() + options.close_delay;
                     let sleep = rt.sleep_until(until);
-                    let rest: Vec<Frame> = held
+                    let rest: Vec<Chunk> = held
                         .drain(..)
                         .flat_map(|cmd| match cmd {
                             WriterCmd::Frames(frames) => frames,

@@ -24,7 +24,7 @@ use event_listener::EventListener;
 use futures_lite::future::or;
 use futures_lite::FutureExt;
 use tidings_core::{
-    AckId, AckOutcome, CloseCode, ClusterMessage, ConnId, ConnectionInfo, Delivery, Event, Frame,
+    AckId, AckOutcome, Chunk, CloseCode, ClusterMessage, ConnId, ConnectionInfo, Delivery, Event,
     Hub, Input, Message, Output, Payload, Target,
 };
 
@@ -51,7 +51,7 @@ pub(crate) type Command = Box<dyn FnOnce(&mut Driver, Instant) + Send>;
 /// What must reach the hub even while it does not read connection input.
 pub(crate) enum Control {
     /// A writer wrote this many frames; the emptied `Vec` they came in is for reuse.
-    Written(ConnId, usize, Vec<Frame>),
+    Written(ConnId, usize, Vec<Chunk>),
     Command(Command),
     /// A message another node published, from the backplane.
     Remote(ClusterMessage),
@@ -71,7 +71,7 @@ pub(crate) enum WriterCmd {
     /// Frames to write, in order: all the hub handed this connection at once
     /// ([`Hub::poll_transmits`]), so a fan-out costs one channel send per connection and
     /// burst, not one per frame.
-    Frames(Vec<Frame>),
+    Frames(Vec<Chunk>),
     Close(CloseCode, String),
 }
 
@@ -201,7 +201,7 @@ pub(crate) struct Driver {
     /// Emptied hand-out `Vec`s the writers gave back: a hand-out takes one instead of
     /// allocating. Allocated here and freed by a writer on another thread, they were 2 %
     /// of the server's CPU in the open-loop fan-out (perf).
-    spare: Vec<Vec<Frame>>,
+    spare: Vec<Vec<Chunk>>,
     /// Time the hub task has spent working (from a wake to the end of its drain), for the
     /// metrics: how close the one hub task is to saturation.
     pub busy: std::time::Duration,
@@ -467,7 +467,7 @@ impl Driver {
             };
             match output {
                 Output::Transmit { conn, frame } => {
-                    self.send_to_writer(conn, WriterCmd::Frames(vec![frame]))
+                    self.send_to_writer(conn, WriterCmd::Frames(vec![Chunk::from(frame)]))
                 }
                 Output::Close { conn, code, reason } => {
                     self.send_to_writer(conn, WriterCmd::Close(code, reason));
@@ -772,7 +772,9 @@ mod tests {
             let _ = reply_tx.try_send(());
         });
         // Queued, never run: the hub task had stopped reading.
-        control_tx.try_send(Control::Command(command)).expect("queued");
+        control_tx
+            .try_send(Control::Command(command))
+            .expect("queued");
         refuse_commands(&control);
         assert!(
             matches!(reply.try_recv(), Err(async_channel::TryRecvError::Closed)),

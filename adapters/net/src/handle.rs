@@ -625,8 +625,9 @@ impl<R: Runtime> Handle<R> {
 
     // ---- bring your own server ----
 
-    /// Adopts a WebSocket that the application's own HTTP server upgraded: from now on it is
-    /// a connection like any other. `info` says what it was opened with (its path, and a
+    /// Adopts a WebSocket that the application's own HTTP server upgraded (the server's
+    /// side: frames are written unmasked, as RFC 6455 has a server write them): from now on
+    /// it is a connection like any other. `info` says what it was opened with (its path, and a
     /// name to find it by); `close_delay` overrides how long a close waits for the peer's
     /// close frame before the socket is dropped.
     ///

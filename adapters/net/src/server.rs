@@ -251,7 +251,9 @@ impl<R: Runtime> Builder<R> {
     }
 
     /// Tunes tungstenite's buffers and limits (default: a 1 KiB read buffer, messages up
-    /// to the hub's `max_message_size`).
+    /// to the hub's `max_message_size`). Its write buffer carries only what tungstenite
+    /// writes itself (pongs, the close frame): the hub's frames are encoded and written by
+    /// the connection task.
     #[must_use]
     pub fn websocket_config(mut self, config: WebSocketConfig) -> Self {
         self.options.ws = config;

@@ -401,8 +401,10 @@ impl<R: Runtime> Upgrader<R> {
 /// closes with 1009 before it is buffered whole), a 1 KiB read buffer (tungstenite
 /// allocates and zeroes the whole buffer per connection: its 128 KiB default costs 135 KiB
 /// per idle connection, 4 KiB about 4 KiB; a message larger than the buffer is still read
-/// whole, in reads of this size), writes gathered up to 16 KiB per syscall, and never more
-/// buffered than one burst the hub can hand out.
+/// whole, in reads of this size). The frames the hub hands out do not pass through
+/// tungstenite's write buffer (the connection task encodes and writes them itself, see
+/// conn.rs); what does (pongs, the close frame) is written out at 16 KiB, and never more
+/// is buffered than one burst the hub can hand out.
 pub(crate) fn ws_config(config: &Config) -> WebSocketConfig {
     const WRITE_BUFFER: usize = 16 * 1024;
     WebSocketConfig::default()

@@ -35,13 +35,14 @@ pub fn drain(hub: &mut Hub, now: Instant) -> (usize, usize) {
     let mut batch = Vec::new();
     loop {
         if let Some(conn) = hub.poll_transmits(&mut batch) {
-            frames += batch.len();
+            let count: usize = batch.iter().map(|chunk| chunk.len()).sum();
+            frames += count;
             black_box(&batch);
             hub.handle(
                 now,
                 Input::Written {
                     conn,
-                    frames: batch.len(),
+                    frames: count,
                 },
             );
             batch.clear();

@@ -19,11 +19,12 @@ use slab::Slab;
 use crate::batch::Batches;
 use crate::config::Config;
 use crate::error::Error;
-use crate::frame::{CloseCode, Frame};
+use crate::frame::CloseCode;
 use crate::ids::ConnId;
 use crate::io::{AckOutcome, Event, Initiator, Input, Output};
 use crate::message::{ClusterMessage, Scope, Target};
 use crate::metrics::Counters;
+use crate::outbound::Chunk;
 use crate::rooms::Registry;
 use crate::session::{Fill, Session, State};
 use crate::timers::{ConnTimer, TimerKey, Timers};
@@ -265,9 +266,11 @@ impl Hub {
         None
     }
 
-    /// Frames a connection at a time: moves into `frames` every frame the next ready
+    /// Frames a connection at a time: moves into `chunks` every frame the next ready
     /// connection may be handed now (up to `Config::write_window` in flight), in order, and
-    /// returns that connection; report them with [`Input::Written`] as they are written.
+    /// returns that connection; report them with [`Input::Written`] as they are written
+    /// (counting frames, not chunks). A [`Chunk`] is one frame or a run of a room's
+    /// publications that the room's other members share.
     ///
     /// It returns `None` while [`Hub::poll_output`] has an event, close or cluster message
     /// to give first, so a driver that calls this until `None`, then `poll_output` once, and
@@ -275,7 +278,7 @@ impl Hub {
     /// alone. It spares a driver that writes each connection's frames together (one channel
     /// send, one flush) an `Output` per frame.
     #[must_use]
-    pub fn poll_transmits(&mut self, frames: &mut Vec<Frame>) -> Option<ConnId> {
+    pub fn poll_transmits(&mut self, chunks: &mut Vec<Chunk>) -> Option<ConnId> {
         if !self.outputs.is_empty() {
             return None;
         }
@@ -285,15 +288,15 @@ impl Hub {
                 continue;
             };
             s.ready = false;
-            let start = frames.len();
-            frames.reserve(s.sendable(window));
-            let mut bytes = 0;
+            let (mut count, mut bytes) = (0, 0);
             while s.can_transmit(window) {
-                let Some(frame) = s.take_next() else { break };
-                bytes += frame.len() as u64;
-                frames.push(frame);
+                let Some((chunk, len)) = s.take_chunk(s.sendable(window)) else {
+                    break;
+                };
+                count += chunk.len();
+                bytes += len as u64;
+                chunks.push(chunk);
             }
-            let count = frames.len() - start;
             if count == 0 {
                 continue;
             }

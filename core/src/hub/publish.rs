@@ -4,6 +4,7 @@
 //! when it comes back).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -17,6 +18,7 @@ use crate::ids::{AckId, ConnId};
 use crate::io::Output;
 use crate::message::{ClusterMessage, Delivery, Message, Payload, Scope, Target};
 use crate::metrics::Counters;
+use crate::outbound::Block;
 use crate::session::{Fill, Offer, Session};
 use crate::timers::{TimerKey, Timers};
 use crate::wire::{self, Envelope};
@@ -33,6 +35,8 @@ struct Fanout<'a> {
     counters: &'a mut Counters,
     config: &'a Config,
     frame: &'a Frame,
+    /// Where the frame was written for a room's members to share, if it was.
+    shared: Option<(Arc<Block>, u16)>,
     volatile: bool,
     /// How far this frame may fill a queue (see [`Fill`]).
     fill: Fill,
@@ -57,7 +61,11 @@ impl Fanout<'_> {
             return;
         }
         let bound = self.config.bound();
-        match s.offer(self.frame.clone(), bound, self.fill) {
+        let offer = match &self.shared {
+            Some((block, at)) => s.offer_shared(block, *at, self.frame.len(), bound, self.fill),
+            None => s.offer(self.frame.clone(), bound, self.fill),
+        };
+        match offer {
             Offer::Queued => {
                 self.delivery.queued += 1;
                 if let Some((ack, deadline)) = self.ack {
@@ -344,6 +352,16 @@ impl Hub {
         ack: Option<(AckId, Instant)>,
         fill: Fill,
     ) -> Delivery {
+        // A room's members share one copy; one recipient gains nothing from a shared block.
+        let shared = match &target.scope {
+            Scope::Room { namespace, room } => self
+                .registry
+                .room_by_names(namespace, room)
+                .map(|id| &mut self.registry.rooms[id])
+                .filter(|room| room.members.len() > 1)
+                .map(|room| room.shelf.put(frame.clone())),
+            _ => None,
+        };
         let (registry, names) = (&self.registry, &self.names);
         let mut f = Fanout {
             sessions: &mut self.sessions,
@@ -352,6 +370,7 @@ impl Hub {
             counters: &mut self.counters,
             config: &self.config,
             frame,
+            shared,
             volatile,
             // A volatile frame is dropped rather than deepen a queue that is behind.
             fill: if volatile { Fill::Bound } else { fill },

@@ -743,7 +743,7 @@ impl Sim {
             if self.seed % 2 == 1 {
                 let mut frames = Vec::new();
                 if let Some(conn) = self.hub.poll_transmits(&mut frames) {
-                    for frame in frames {
+                    for frame in frames.into_iter().flatten() {
                         (0u8, conn, frame.as_text(), frame.len()).hash(&mut self.trace);
                         self.send_down(conn, Down::Frame(frame));
                     }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::common::Sim;
-use tidings_core::{CloseCode, Event, Initiator, Message, SlowConsumerPolicy, Target};
+use tidings_core::{Chunk, CloseCode, Event, Initiator, Message, SlowConsumerPolicy, Target};
 
 fn room_of_three(
     config: tidings_core::Config,
@@ -308,7 +308,11 @@ fn poll_transmits_hands_out_a_connection_at_a_time_within_the_window_in_order() 
         None,
         "both windows are full"
     );
-    let texts: Vec<&str> = frames.iter().filter_map(|f| f.as_text()).collect();
+    let texts: Vec<&str> = frames
+        .iter()
+        .flat_map(Chunk::frames)
+        .filter_map(|f| f.as_text())
+        .collect();
     assert!(texts[0].contains(r#""data":"0""#) && texts[2].contains(r#""data":"2""#));
     sim.hub
         .handle(sim.now, tidings_core::Input::Written { conn: a, frames: 3 });
@@ -329,7 +333,13 @@ fn poll_transmits_hands_out_a_connection_at_a_time_within_the_window_in_order() 
         Some(tidings_core::Output::Close { conn, .. }) if conn == a
     ));
     let counters = sim.hub.counters();
-    let bytes: usize = frames.iter().map(|f| f.len()).sum::<usize>() * 8 / 2;
+    let bytes: usize = frames
+        .iter()
+        .flat_map(Chunk::frames)
+        .map(|f| f.len())
+        .sum::<usize>()
+        * 8
+        / 2;
     assert_eq!(counters.frames_out, 8);
     assert_eq!(counters.bytes_out, bytes as u64, "8 frames of one size");
 }

@@ -16,3 +16,4 @@ mod observability;
 mod publish;
 mod rooms;
 mod sequenced;
+mod shared;
