@@ -396,3 +396,50 @@ fn can_take_asks_only_about_the_targets_recipients() {
     assert!(sim.hub.can_take(&Target::namespace("/nobody")));
     assert!(!sim.hub.can_take(&Target::all()));
 }
+
+#[test]
+fn poll_transmits_hands_a_connection_its_next_burst_once_the_last_is_written() {
+    let mut sim = Sim::new(Sim::quiet().write_window(4));
+    let c = sim.open_path("/");
+    let emit = |sim: &mut Sim, i: usize| {
+        let _ = sim.hub.emit(sim.now, c, Message::text("t", i.to_string()));
+    };
+    emit(&mut sim, 0);
+    let mut chunks = Vec::new();
+    assert_eq!(sim.hub.poll_transmits(&mut chunks), Some(c));
+    assert_eq!(chunks.len(), 1);
+    // More arrives while the first is being written, and the driver writes it.
+    for i in 1..4 {
+        emit(&mut sim, i);
+    }
+    chunks.clear();
+    assert_eq!(
+        sim.hub.poll_transmits(&mut chunks),
+        None,
+        "nothing while a burst is unwritten"
+    );
+    sim.hub
+        .handle(sim.now, tidings_core::Input::Written { conn: c, frames: 1 });
+    assert_eq!(sim.hub.poll_transmits(&mut chunks), Some(c));
+    assert_eq!(chunks.len(), 3, "what gathered meanwhile, in one burst");
+    // A partial report is not the end of a burst.
+    emit(&mut sim, 4);
+    sim.hub
+        .handle(sim.now, tidings_core::Input::Written { conn: c, frames: 2 });
+    let mut next = Vec::new();
+    assert_eq!(
+        sim.hub.poll_transmits(&mut next),
+        None,
+        "one frame still unwritten"
+    );
+    sim.hub
+        .handle(sim.now, tidings_core::Input::Written { conn: c, frames: 1 });
+    assert_eq!(sim.hub.poll_transmits(&mut next), Some(c));
+    let texts: Vec<&str> = next
+        .iter()
+        .flat_map(Chunk::frames)
+        .filter_map(|f| f.as_text())
+        .collect();
+    assert_eq!(texts.len(), 1);
+    assert!(texts[0].contains(r#""data":"4""#));
+}
