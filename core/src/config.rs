@@ -104,8 +104,7 @@ pub struct Config {
     /// written. Beyond it, frames wait in the core, where volatile ones can still be dropped.
     /// A driver writes what it holds in one burst with one flush, so this is also the largest
     /// burst: 64 cost a reader of a 2,000-message burst thirty round trips through the hub;
-    /// 512 and 4,096 measured the same (BENCHMARKS.md). `poll_transmits` hands a connection
-    /// its next burst only once the last is written. Default 512.
+    /// 512 and 4,096 measured the same (BENCHMARKS.md). Default 512.
     pub write_window: usize,
     /// What a queue at twice its bound does to a non-volatile message from a source that
     /// cannot wait. Default [`SlowConsumerPolicy::Disconnect`].

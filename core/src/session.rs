@@ -298,12 +298,6 @@ impl Session {
         self.queued_frames > 0 && self.in_flight_frames < window && self.flushing()
     }
 
-    /// Whether frames handed out are not yet reported written.
-    #[inline]
-    pub(crate) fn has_in_flight(&self) -> bool {
-        self.in_flight_frames > 0
-    }
-
     /// Whether queued frames still go out (open, or closing with flush).
     #[inline]
     fn flushing(&self) -> bool {
