@@ -66,7 +66,9 @@
 //!   [`Hub::publish_batched`], [`Hub::join`], [`Hub::close`], [`Hub::shutdown`], ...
 //! - Outputs: [`Output::Transmit`], [`Output::Close`], [`Output::PauseReading`] /
 //!   [`Output::ResumeReading`], [`Output::Event`], [`Output::Cluster`];
-//!   [`Hub::poll_transmits`] hands out a connection's frames together.
+//!   [`Hub::poll_transmits`] hands out a connection's frames together, as [`Chunk`]s: a
+//!   room's publications are written once and shared by its members' queues as runs, and
+//!   [`Chunk::encode`] keeps a driver's encoding of a shared frame for every writer.
 //! - Flow control: a queue past its bound is *behind*; the clients feeding it are paused,
 //!   application publishes wait for [`Hub::can_take`], and a queue behind for
 //!   `Config::slow_consumer_timeout` is closed with 4000 (see `Config::max_queue_frames`).
