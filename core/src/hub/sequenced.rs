@@ -339,7 +339,7 @@ impl Hub {
         channel: &str,
         reference: Option<&str>,
         recover: Option<Position>,
-    ) -> Result<(), crate::Error> {
+    ) -> Result<(), crate::error::Error> {
         match (
             self.must_ask(conn, channel, recover),
             self.config.sequenced_history(channel),
