@@ -387,7 +387,9 @@ mod tests {
         assert!(!run.extend(&block, b + 1), "a gap is not extended over");
         assert!(run.extend(&block, b));
         assert_eq!(texts(&run), ["a", "bb"]);
-        assert_eq!((run.len(), run.bytes()), (2, 3));
+        assert_eq!((run.len(), run.bytes(), run.is_empty()), (2, 3, false));
+        assert!(Chunk::run(Arc::clone(&block), b, b).is_empty());
+        assert!(!Chunk::from(Frame::text("x")).is_empty());
         let other = Arc::new(Block::new());
         assert!(!run.extend(&other, b + 1), "another block's slot");
         assert!(!Chunk::from(Frame::text("x")).extend(&block, 0));

@@ -170,3 +170,49 @@ fn the_welcome_announces_the_application_heartbeat() {
     let d = plain.open_path("/");
     assert!(plain.json(d)[0].get("heartbeat").is_none());
 }
+
+/// A driver that takes frames a connection at a time (`poll_transmits`, as tidings-net
+/// does) gets a ping every period too: handing one out frees the place of the next.
+#[test]
+fn pings_handed_out_in_bursts_make_room_for_the_next() {
+    let mut hub = tidings_core::Hub::new(config()).expect("config");
+    let start = std::time::Instant::now();
+    let c = hub
+        .open(start, tidings_core::ConnectionInfo::new("/"))
+        .expect("open");
+    let mut pings = 0;
+    for period in 1..=3u64 {
+        let now = start + Duration::from_secs(10 * period);
+        hub.handle_timeout(now);
+        hub.handle(
+            now,
+            tidings_core::Input::Frame {
+                conn: c,
+                frame: Frame::Pong(Bytes::new()),
+            },
+        );
+        // As tidings-net drains: bursts until none, then one output, until both are done.
+        loop {
+            let mut chunks = Vec::new();
+            if let Some(conn) = hub.poll_transmits(&mut chunks) {
+                let frames = chunks.iter().map(tidings_core::Chunk::len).sum();
+                hub.handle(now, tidings_core::Input::Written { conn, frames });
+                pings += chunks
+                    .iter()
+                    .flat_map(tidings_core::Chunk::frames)
+                    .filter(|f| matches!(f, Frame::Ping(_)))
+                    .count();
+                continue;
+            }
+            match hub.poll_output() {
+                Some(tidings_core::Output::Transmit { conn, frame }) => {
+                    pings += usize::from(matches!(frame, Frame::Ping(_)));
+                    hub.handle(now, tidings_core::Input::Written { conn, frames: 1 });
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    assert_eq!(pings, 3, "one ping each period");
+}
