@@ -352,16 +352,15 @@ impl Hub {
         ack: Option<(AckId, Instant)>,
         fill: Fill,
     ) -> Delivery {
-        // A room's members share one copy; one recipient gains nothing from a shared block.
-        let shared = match &target.scope {
-            Scope::Room { namespace, room } => self
-                .registry
-                .room_by_names(namespace, room)
-                .map(|id| &mut self.registry.rooms[id])
-                .filter(|room| room.members.len() > 1)
-                .map(|room| room.shelf.put(frame.clone())),
+        let room_id = match &target.scope {
+            Scope::Room { namespace, room } => self.registry.room_by_names(namespace, room),
             _ => None,
         };
+        // A room's members share one copy; one recipient gains nothing from a shared block.
+        let shared = room_id
+            .map(|id| &mut self.registry.rooms[id])
+            .filter(|room| room.members.len() > 1)
+            .map(|room| room.shelf.put(frame.clone()));
         let (registry, names) = (&self.registry, &self.names);
         let mut f = Fanout {
             sessions: &mut self.sessions,
@@ -381,8 +380,8 @@ impl Hub {
         };
         match &target.scope {
             Scope::Conn(conn) => f.offer(*conn),
-            Scope::Room { namespace, room } => {
-                if let Some(id) = registry.room_by_names(namespace, room) {
+            Scope::Room { .. } => {
+                if let Some(id) = room_id {
                     registry.rooms[id].members.iter().for_each(|&c| f.offer(c));
                 }
             }
