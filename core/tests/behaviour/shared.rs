@@ -190,3 +190,65 @@ fn one_at_a_time_hand_outs_take_frames_out_of_runs_in_order() {
     }
     assert_eq!(data(got.into_iter()), ["0", "1", "2", "3", "4"]);
 }
+
+#[test]
+fn a_run_followed_by_a_direct_frame_is_split_at_the_window() {
+    let (mut sim, members) = room(2, 3);
+    publish(&mut sim, Target::room("/", "r"), 5);
+    let _ = sim
+        .hub
+        .emit(sim.now, members[0], Message::text("m", "direct"))
+        .expect("emit");
+    let mut bursts = Vec::new();
+    loop {
+        let mut chunks = Vec::new();
+        let Some(conn) = sim.hub.poll_transmits(&mut chunks) else {
+            break;
+        };
+        let frames: Vec<Frame> = chunks.iter().flat_map(Chunk::frames).cloned().collect();
+        sim.hub.handle(
+            sim.now,
+            Input::Written {
+                conn,
+                frames: frames.len(),
+            },
+        );
+        if conn == members[0] {
+            bursts.push(data(frames.into_iter()));
+        }
+    }
+    assert_eq!(
+        bursts,
+        [vec!["0", "1", "2"], vec!["3", "4", "direct"]],
+        "no burst past the window of 3"
+    );
+}
+
+#[test]
+fn a_closing_member_is_closed_right_after_its_last_shared_publication() {
+    let (mut sim, members) = room(2, 512);
+    publish(&mut sim, Target::room("/", "r"), 2);
+    sim.hub
+        .close(sim.now, members[0], tidings_core::CloseCode::NORMAL, "bye")
+        .expect("close");
+    let mut chunks = Vec::new();
+    let mut closed_after = None;
+    loop {
+        if let Some(conn) = sim.hub.poll_transmits(&mut chunks) {
+            let frames = chunks.iter().map(Chunk::len).sum();
+            sim.hub.handle(sim.now, Input::Written { conn, frames });
+            continue;
+        }
+        match sim.hub.poll_output() {
+            Some(tidings_core::Output::Close { conn, .. }) if conn == members[0] => {
+                closed_after = Some(chunks.iter().map(Chunk::len).sum::<usize>());
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert!(
+        closed_after.is_some_and(|n| n >= 2),
+        "the close follows both publications: {closed_after:?}"
+    );
+}
