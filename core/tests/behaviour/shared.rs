@@ -226,7 +226,14 @@ fn a_run_followed_by_a_direct_frame_is_split_at_the_window() {
 
 #[test]
 fn a_closing_member_is_closed_right_after_its_last_shared_publication() {
-    let (mut sim, members) = room(2, 512);
+    // A window larger than the run, and one just as long.
+    for window in [512, 2] {
+        closed_after_its_last_shared_publication(window);
+    }
+}
+
+fn closed_after_its_last_shared_publication(window: usize) {
+    let (mut sim, members) = room(2, window);
     publish(&mut sim, Target::room("/", "r"), 2);
     sim.hub
         .close(sim.now, members[0], tidings_core::CloseCode::NORMAL, "bye")
