@@ -27,6 +27,14 @@ fn publish(sim: &mut Sim, target: Target, n: usize) {
     }
 }
 
+/// A frame for `conn` alone, between publications.
+fn direct(sim: &mut Sim, conn: ConnId) {
+    let _ = sim
+        .hub
+        .emit(sim.now, conn, Message::text("m", "direct"))
+        .expect("emit");
+}
+
 /// Every hand-out until none is left, each connection's frames reported written at once.
 fn hand_out_all(sim: &mut Sim) -> Vec<(ConnId, Vec<Chunk>)> {
     let mut handed = Vec::new();
@@ -84,10 +92,7 @@ fn a_burst_to_a_room_is_handed_out_in_runs_in_order() {
 fn what_comes_between_publications_keeps_its_place() {
     let (mut sim, members) = room(2, 512);
     publish(&mut sim, Target::room("/", "r"), 2);
-    let _ = sim
-        .hub
-        .emit(sim.now, members[0], Message::text("m", "direct"))
-        .expect("emit");
+    direct(&mut sim, members[0]);
     // Leaves the first member out: its run breaks, the other's goes on.
     let _ = sim
         .hub
@@ -195,28 +200,12 @@ fn one_at_a_time_hand_outs_take_frames_out_of_runs_in_order() {
 fn a_run_followed_by_a_direct_frame_is_split_at_the_window() {
     let (mut sim, members) = room(2, 3);
     publish(&mut sim, Target::room("/", "r"), 5);
-    let _ = sim
-        .hub
-        .emit(sim.now, members[0], Message::text("m", "direct"))
-        .expect("emit");
-    let mut bursts = Vec::new();
-    loop {
-        let mut chunks = Vec::new();
-        let Some(conn) = sim.hub.poll_transmits(&mut chunks) else {
-            break;
-        };
-        let frames: Vec<Frame> = chunks.iter().flat_map(Chunk::frames).cloned().collect();
-        sim.hub.handle(
-            sim.now,
-            Input::Written {
-                conn,
-                frames: frames.len(),
-            },
-        );
-        if conn == members[0] {
-            bursts.push(data(frames.into_iter()));
-        }
-    }
+    direct(&mut sim, members[0]);
+    let bursts: Vec<Vec<String>> = hand_out_all(&mut sim)
+        .into_iter()
+        .filter(|(conn, _)| *conn == members[0])
+        .map(|(_, chunks)| data(chunks.iter().flat_map(Chunk::frames).cloned()))
+        .collect();
     assert_eq!(
         bursts,
         [vec!["0", "1", "2"], vec!["3", "4", "direct"]],
