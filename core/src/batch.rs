@@ -7,10 +7,8 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::error::Error;
-use crate::frame::Frame;
 use crate::message::Target;
 use crate::timers::{TimerKey, Timers};
-use crate::wire;
 
 /// The two batch shapes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -43,13 +41,15 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// The one frame the batch leaves as.
-    pub(crate) fn frame(&self) -> Frame {
-        match self.kind {
-            Kind::Json => wire::encode_batch(&self.event, self.target.channel(), &self.buf),
-            // Text items were pushed as `&str`, so the buffer is UTF-8.
-            Kind::Text => wire::encode_text_batch(&self.event, &String::from_utf8_lossy(&self.buf)),
-        }
+    /// Its shape.
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Its items: serialised JSON values joined by commas, or lines joined by `\n`. Text
+    /// items were pushed as `&str`, so text is UTF-8.
+    pub(crate) fn items(&self) -> &[u8] {
+        &self.buf
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::history::{History, HistoryRule};
+use crate::protocol::PathRule;
 
 /// What happens to a non-volatile message from a source that cannot wait when a recipient's
 /// outbound queue is at twice its bound (see [`Config::max_queue_frames`]).
@@ -135,8 +136,15 @@ pub struct Config {
     /// With pings on, a connection that sends nothing (no pong, no frame) for this long is
     /// closed with 4001. Must exceed `ping_period`. Default 60 s.
     pub pong_wait: Duration,
-    /// An application-level text heartbeat. Default `None`.
+    /// An application-level text heartbeat. Default `None`. A [`PathRule`] may set another
+    /// for its paths.
     pub app_heartbeat: Option<AppHeartbeat>,
+    /// Per-path settings: the wire protocol and application heartbeat of connections on
+    /// matching paths; the first rule that matches a connection's path applies. Default
+    /// none: every connection speaks `tidings.v1` (unless its subprotocol or its
+    /// `ConnectionInfo::protocol` says otherwise) with `app_heartbeat`. Add with
+    /// [`Config::path`].
+    pub paths: Vec<PathRule>,
     /// How long a closing connection may keep flushing its queue before it is cut. Also the
     /// shutdown grace. Default 5 s.
     pub close_grace: Duration,
@@ -160,8 +168,9 @@ pub struct Config {
     /// Whether clients may `publish` to channels they are subscribed to. Default `false`:
     /// clients send events and the application decides what to broadcast.
     pub client_publish: bool,
-    /// Whether binary frames are accepted; if not, one closes the connection with 1003.
-    /// Default `true`.
+    /// Whether `tidings.v1` clients may send binary frames; if not, one closes the connection
+    /// with 1003. (A raw connection's binary frames are its data: always accepted.) Default
+    /// `true`.
     pub accept_binary: bool,
     /// Longest room, channel, event or namespace name in bytes. Default 128.
     pub max_name_len: usize,
@@ -222,6 +231,7 @@ impl Default for Config {
             ping_period: Some(Duration::from_secs(25)),
             pong_wait: Duration::from_secs(60),
             app_heartbeat: None,
+            paths: Vec::new(),
             close_grace: Duration::from_secs(5),
             error_close_delay: Duration::ZERO,
             auth_timeout: None,
@@ -331,6 +341,26 @@ setters! {
 }
 
 impl Config {
+    /// Adds a [`PathRule`] after those already set
+    /// (`Config::default().path(PathRule::new("/raw/*", Protocol::Raw))`).
+    #[must_use]
+    pub fn path(mut self, rule: PathRule) -> Self {
+        self.paths.push(rule);
+        self
+    }
+
+    /// The index in `paths` of the first rule that covers `path`.
+    pub(crate) fn rule_for(&self, path: &str) -> Option<usize> {
+        self.paths.iter().position(|rule| rule.matches(path))
+    }
+
+    /// The application heartbeat of connections under rule `rule` (an index in `paths`).
+    pub(crate) fn heartbeat_of(&self, rule: Option<usize>) -> Option<&AppHeartbeat> {
+        rule.and_then(|i| self.paths.get(i))
+            .and_then(|r| r.app_heartbeat.as_ref())
+            .or(self.app_heartbeat.as_ref())
+    }
+
     /// Checks that the bounds are usable together.
     pub fn validate(&self) -> Result<(), Error> {
         let fail = |why: &'static str| Err(Error::InvalidConfig(why));
@@ -342,13 +372,17 @@ impl Config {
                 return fail("ping_period must be shorter than pong_wait");
             }
         }
-        if let Some(hb) = &self.app_heartbeat {
+        let rules = self.paths.iter().filter_map(|r| r.app_heartbeat.as_ref());
+        for hb in self.app_heartbeat.iter().chain(rules) {
             if hb.alive_timeout.is_zero() {
                 return fail("app_heartbeat.alive_timeout must be greater than zero");
             }
             if hb.ping.is_empty() {
                 return fail("app_heartbeat.ping must not be empty");
             }
+        }
+        if self.paths.iter().any(|r| !r.path.starts_with('/')) {
+            return fail("a path rule's path must start with /");
         }
         if self.max_connections == 0 || self.max_connections >= u32::MAX as usize {
             return fail("max_connections must be between 1 and u32::MAX - 1");
@@ -439,10 +473,11 @@ impl Config {
         }
     }
 
-    /// How long a connection may stay silent before it is closed, if anything limits it.
-    pub(crate) fn silence_limit(&self) -> Option<Duration> {
+    /// How long a connection under rule `rule` (an index in `paths`) may stay silent before
+    /// it is closed, if anything limits it.
+    pub(crate) fn silence_limit(&self, rule: Option<usize>) -> Option<Duration> {
         let pong = self.ping_period.map(|_| self.pong_wait);
-        let alive = self.app_heartbeat.as_ref().map(|hb| hb.alive_timeout);
+        let alive = self.heartbeat_of(rule).map(|hb| hb.alive_timeout);
         match (pong, alive) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -502,13 +537,13 @@ mod tests {
             alive_timeout: Duration::from_secs(30),
             ..AppHeartbeat::default()
         }));
-        assert_eq!(c.silence_limit(), Some(Duration::from_secs(30)));
+        assert_eq!(c.silence_limit(None), Some(Duration::from_secs(30)));
         let c = c.ping_period(None);
-        assert_eq!(c.silence_limit(), Some(Duration::from_secs(30)));
+        assert_eq!(c.silence_limit(None), Some(Duration::from_secs(30)));
         let c = c.app_heartbeat(None);
-        assert_eq!(c.silence_limit(), None);
+        assert_eq!(c.silence_limit(None), None);
         assert_eq!(
-            Config::default().silence_limit(),
+            Config::default().silence_limit(None),
             Some(Duration::from_secs(60))
         );
     }

@@ -30,6 +30,17 @@ pub enum Error {
     /// Another connection holds this name and the policy is [`NameConflict::Refuse`](crate::NameConflict::Refuse).
     #[error("connection name {0:?} is taken")]
     NameTaken(String),
+    /// The connection's wire protocol has no such thing (acks or recovery on a raw
+    /// connection).
+    #[error("connection {conn} speaks {protocol}, which has no {what}")]
+    NotInProtocol {
+        /// The connection.
+        conn: ConnId,
+        /// Its protocol.
+        protocol: crate::Protocol,
+        /// What it has not ("acks", "recovery").
+        what: &'static str,
+    },
     /// A room, channel, event or namespace name breaks the naming rules.
     #[error("invalid {what} name: {why}")]
     InvalidName {

@@ -3,6 +3,8 @@
 use core::net::SocketAddr;
 use std::borrow::Cow;
 
+use crate::protocol::Protocol;
+
 /// The request a connection was opened with, as the adapter saw it.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct ConnectionInfo {
@@ -18,6 +20,11 @@ pub struct ConnectionInfo {
     pub namespace: String,
     /// A unique name to find the connection by, e.g. its path. Default none.
     pub name: Option<String>,
+    /// The wire protocol it speaks, if the adapter chose it (from the negotiated
+    /// subprotocol, or because the application said so). `None`: the first of
+    /// `Config::paths` that matches `path` decides, else `tidings.v1`. Once open, the hub's
+    /// copy ([`Hub::info`](crate::Hub::info)) holds the protocol it chose.
+    pub protocol: Option<Protocol>,
 }
 
 impl ConnectionInfo {
@@ -30,6 +37,7 @@ impl ConnectionInfo {
             headers: Vec::new(),
             namespace: "/".into(),
             name: None,
+            protocol: None,
         }
     }
 
@@ -65,6 +73,13 @@ impl ConnectionInfo {
     #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the wire protocol.
+    #[must_use]
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = Some(protocol);
         self
     }
 

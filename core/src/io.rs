@@ -113,12 +113,15 @@ pub enum Initiator {
     Transport,
 }
 
-/// How a server→client ack request ended. Each request ends exactly once.
+/// How a server→client ack request (or a [`Hub::ping`](crate::Hub::ping)) ended. Each
+/// request ends exactly once.
 #[derive(Clone, PartialEq, Debug)]
 #[non_exhaustive]
 pub enum AckOutcome {
     /// The client answered with this data.
     Reply(Payload),
+    /// The pong of a [`Hub::ping`](crate::Hub::ping) came back after this long.
+    Pong(std::time::Duration),
     /// No answer before the deadline.
     TimedOut,
     /// The connection closed first.

@@ -77,6 +77,11 @@
 //! network from one seed, checking delivery, ack, heartbeat, batching and bound invariants as
 //! it goes; applications can simulate their own configurations with it.
 //!
+//! Each connection speaks one wire [`Protocol`]: `tidings.v1` (PROTOCOL.md), or raw frames
+//! with no envelope for clients written for wsm or goWs, chosen by subprotocol or by
+//! [`PathRule`]. Rooms, bounds, heartbeats and closes work the same for both, and a room
+//! whose members speak both gets each message encoded once per protocol.
+//!
 //! A peer's misbehaviour is never an `Err`: it is answered on the wire (an `error` frame or a
 //! close with the matching code) and shows up as events and [`Counters`]. `Err` ([`Error`]) is
 //! for the application's calls. The wire protocol is specified in PROTOCOL.md.
@@ -96,6 +101,8 @@ mod io;
 mod message;
 mod metrics;
 mod outbound;
+mod protocol;
+mod raw;
 mod rooms;
 mod session;
 #[cfg(feature = "sim")]
@@ -114,6 +121,7 @@ pub use io::{AckOutcome, Event, Initiator, Input, Output};
 pub use message::{ClusterMessage, Delivery, Message, Payload, Scope, Target};
 pub use metrics::Counters;
 pub use outbound::Chunk;
+pub use protocol::{path_matches, PathRule, Protocol, RAW_EVENT};
 pub use wire::{ErrorCode, PROTOCOL_VERSION};
 
 /// A driver owns the hub in one task and may move it between threads; the application

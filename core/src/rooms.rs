@@ -46,8 +46,9 @@ pub(crate) struct Room {
     /// Members the application joined while the room caught up, with whether pinned: told
     /// `subscribed` once it has (with the backplane's position).
     pub announce: Vec<(ConnId, bool)>,
-    /// Where its publications are written once for members to share.
-    pub shelf: crate::outbound::Shelf,
+    /// Where its publications are written once for members to share, one shelf per
+    /// protocol (indexed by `Protocol::index`).
+    pub shelves: [crate::outbound::Shelf; crate::Protocol::COUNT],
 }
 
 impl Room {
@@ -145,7 +146,7 @@ impl Registry {
             asking: 0,
             held: None,
             announce: Vec::new(),
-            shelf: Default::default(),
+            shelves: Default::default(),
         });
         if let Some(n) = self.namespaces.get_mut(ns) {
             n.rooms.insert(name, id);

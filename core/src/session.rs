@@ -11,6 +11,7 @@ use crate::frame::{CloseCode, Frame};
 use crate::ids::{AckId, ConnId};
 use crate::info::ConnectionInfo;
 use crate::outbound::{Block, Chunk, Flight, Run};
+use crate::protocol::Protocol;
 use crate::timers::{ConnTimer, TimerKey, Timers};
 
 /// A drained queue keeps up to this many slots for steady traffic; a burst that grew it
@@ -75,6 +76,8 @@ pub(crate) struct Session {
     pub ready: bool,
     /// Whether a ping waits in `queue`: at most one does.
     ping_queued: bool,
+    /// What it speaks: read per recipient by a fan-out.
+    pub protocol: Protocol,
     /// Past the bound and not yet drained to half of it (the hub's `behind` set holds it).
     pub behind: bool,
     /// Its reading is paused until the room it published to has no member behind.
@@ -95,8 +98,12 @@ pub(crate) struct Session {
     /// What was handed to the driver and not yet reported written, oldest first.
     in_flight: VecDeque<Flight>,
     pub state: State,
-    /// Server→client ack requests and their deadlines.
+    /// Server→client ack requests and their deadlines, pings of [`Hub::ping`] included.
+    ///
+    /// [`Hub::ping`]: crate::Hub::ping
     pub acks_out: BTreeMap<AckId, Instant>,
+    /// Those of `acks_out` that are pings, with when each was asked.
+    pub pings: BTreeMap<AckId, Instant>,
     // Warm: inbound frames and timers.
     pub last_seen: Instant,
     /// Inbound frames in the current rate window, and when it began.
@@ -104,6 +111,8 @@ pub(crate) struct Session {
     pub rate_since: Instant,
     pub timers: [Option<Instant>; ConnTimer::COUNT],
     pub namespace: usize,
+    /// The index in `Config::paths` of the rule its path matched, if one did.
+    pub rule: Option<usize>,
     /// Marked by [`Hub::authenticate`](crate::Hub::authenticate).
     pub authenticated: bool,
     pub errors: u32,
@@ -124,15 +133,23 @@ pub(crate) struct Session {
     pub info: Box<ConnectionInfo>,
 }
 
+/// Whether `frame` is the heartbeat's ping (empty; an application's ping names itself).
+fn is_heartbeat(frame: &Frame) -> bool {
+    matches!(frame, Frame::Ping(payload) if payload.is_empty())
+}
+
 impl Session {
     pub(crate) fn new(
         generation: u32,
         info: ConnectionInfo,
         namespace: usize,
+        rule: Option<usize>,
         now: Instant,
     ) -> Self {
         Session {
             generation,
+            protocol: info.protocol.unwrap_or_default(),
+            rule,
             info: Box::new(info),
             namespace,
             state: State::Open,
@@ -150,6 +167,7 @@ impl Session {
             rooms: BTreeMap::new(),
             pending_subscribes: BTreeMap::new(),
             acks_out: BTreeMap::new(),
+            pings: BTreeMap::new(),
             acks_in: BTreeMap::new(),
             pinned: BTreeSet::new(),
             last_seen: now,
@@ -330,7 +348,7 @@ impl Session {
                 None => self.open.take()?.into_first()?,
             },
         };
-        if matches!(frame, Frame::Ping(_)) {
+        if is_heartbeat(&frame) {
             self.ping_queued = false;
         }
         let len = frame.len();
@@ -354,7 +372,7 @@ impl Session {
                 _ => Chunk::from(self.open.take()?),
             },
         };
-        if matches!(chunk.as_one(), Some(Frame::Ping(_))) {
+        if chunk.as_one().is_some_and(is_heartbeat) {
             self.ping_queued = false;
         }
         let bytes = chunk.bytes();
@@ -478,7 +496,7 @@ mod tests {
     use super::*;
 
     fn session() -> Session {
-        Session::new(0, ConnectionInfo::new("/"), 0, Instant::now())
+        Session::new(0, ConnectionInfo::new("/"), 0, None, Instant::now())
     }
 
     fn bound(frames: usize, bytes: usize) -> Bound {

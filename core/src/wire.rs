@@ -9,9 +9,12 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
+use crate::batch::{Batch, Kind};
 use crate::frame::{Frame, Text};
 use crate::history::Position;
-use crate::message::Payload;
+use crate::ids::AckId;
+use crate::message::{Message, Payload, Target};
+use crate::protocol::Codec;
 
 /// The protocol version in the `welcome` frame.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -19,6 +22,46 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The largest `ack` number a client may use: 2^53 - 1, the largest integer a JavaScript
 /// number holds exactly. Larger ones are refused as `malformed`.
 pub const MAX_ACK: u64 = (1 << 53) - 1;
+
+/// PROTOCOL.md's codec: what [`Protocol::Tidings`](crate::Protocol::Tidings) connections
+/// speak.
+pub(crate) struct Tidings;
+
+impl Codec for Tidings {
+    fn decode(&self, frame: &Frame) -> Result<Request, DecodeError> {
+        match frame {
+            Frame::Text(text) => decode_text(text.as_str()),
+            Frame::Binary(bytes) => decode_binary(bytes),
+            Frame::Ping(_) | Frame::Pong(_) => Err(DecodeError {
+                code: ErrorCode::Malformed,
+                message: "a control frame is not a request".into(),
+                id: None,
+                ack: None,
+            }),
+        }
+    }
+
+    fn publication(
+        &self,
+        target: &Target,
+        message: &Message,
+        position: Option<(u64, u64)>,
+        ack: Option<AckId>,
+    ) -> Option<Frame> {
+        Some(encode_publication(target, message, position, ack))
+    }
+
+    fn batch(&self, batch: &Batch) -> Frame {
+        match batch.kind() {
+            Kind::Json => encode_batch(&batch.event, batch.target.channel(), batch.items()),
+            Kind::Text => encode_text_batch(&batch.event, &String::from_utf8_lossy(batch.items())),
+        }
+    }
+
+    fn envelopes(&self) -> bool {
+        true
+    }
+}
 
 /// Machine-readable codes of `error` frames (the `code` field).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -176,6 +219,31 @@ fn text_frame(json: Vec<u8>) -> Frame {
     }
 }
 
+/// A publication of `message` to `target`: an `event`, with its position in the channel's
+/// stream (offset, epoch) if it has one, and the ack it asks for.
+pub(crate) fn encode_publication(
+    target: &Target,
+    message: &Message,
+    position: Option<(u64, u64)>,
+    ack: Option<AckId>,
+) -> Frame {
+    encode(
+        Envelope {
+            kind: "event",
+            event: Some(&message.event),
+            channel: target.channel(),
+            id: message.id.as_deref(),
+            reply_to: message.reply_to.as_deref(),
+            ts: message.timestamp,
+            offset: position.map(|p| p.0),
+            epoch: position.map(|p| p.1),
+            ack: ack.map(|a| a.0),
+            ..Envelope::default()
+        },
+        Some(&message.payload),
+    )
+}
+
 /// What a refused frame asked, to answer it by: the client's `id` (echoed as `ref`), the
 /// `ack` number of an `event` that asked for one, and the channel it was about.
 #[derive(Clone, Copy, Default, Debug)]
@@ -217,7 +285,7 @@ pub(crate) fn encode_failed_ack(ack: u64, code: &str, message: &str) -> Frame {
 
 /// A JSON batch frame: `{"type":"batch","event":...,"channel":...,"messages":[items]}`.
 /// `items` are already-serialised JSON values joined by commas.
-pub(crate) fn encode_batch(event: &str, channel: Option<&str>, items: &[u8]) -> Frame {
+fn encode_batch(event: &str, channel: Option<&str>, items: &[u8]) -> Frame {
     #[derive(Serialize)]
     struct Head<'a> {
         #[serde(rename = "type")]
@@ -278,7 +346,7 @@ pub(crate) fn encode_history<'f>(
 }
 
 /// A text batch frame: the header line, then one line per item.
-pub(crate) fn encode_text_batch(header: &str, lines: &str) -> Frame {
+fn encode_text_batch(header: &str, lines: &str) -> Frame {
     let mut s = String::with_capacity(header.len() + 1 + lines.len());
     s.push_str(header);
     s.push('\n');

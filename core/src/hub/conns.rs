@@ -32,7 +32,10 @@ impl Hub {
     ///
     /// Refused with [`Error::ShuttingDown`], [`Error::TooManyConnections`] (answer with HTTP
     /// 503 or close 1013), [`Error::NameTaken`] or [`Error::InvalidName`] (the namespace).
-    pub fn open(&mut self, now: Instant, info: ConnectionInfo) -> Result<ConnId, Error> {
+    ///
+    /// The connection speaks `info.protocol`, or else the protocol of the first of
+    /// `Config::paths` that matches its path, or else `tidings.v1`.
+    pub fn open(&mut self, now: Instant, mut info: ConnectionInfo) -> Result<ConnId, Error> {
         let now = self.clock(now);
         let refused = |hub: &mut Hub, e: Error| {
             hub.counters.connections_refused += 1;
@@ -78,17 +81,23 @@ impl Hub {
             return refused(self, Error::TooManyConnections { limit });
         }
 
+        let rule = self.config.rule_for(&info.path);
+        let protocol = info
+            .protocol
+            .or_else(|| rule.map(|i| self.config.paths[i].protocol))
+            .unwrap_or_default();
+        info.protocol = Some(protocol);
         let ns = self.registry.namespace_or_create(&info.namespace);
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
         let entry = self.sessions.vacant_entry();
         let conn = ConnId::new(entry.key(), generation);
         let name = info.name.clone();
-        let s = entry.insert(Session::new(generation, info, ns, now));
+        let s = entry.insert(Session::new(generation, info, ns, rule, now));
         if let Some(period) = self.config.ping_period {
             s.set_timer(&mut self.timers, conn, ConnTimer::Ping, Some(now + period));
         }
-        if let Some(limit) = self.config.silence_limit() {
+        if let Some(limit) = self.config.silence_limit(rule) {
             s.set_timer(
                 &mut self.timers,
                 conn,
@@ -109,11 +118,11 @@ impl Hub {
         self.event(Event::Connected { conn });
         if self.config.welcome {
             let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-            let heartbeat = self.config.app_heartbeat.as_ref();
+            let heartbeat = self.config.heartbeat_of(rule);
             let frame = wire::encode_welcome(
                 &conn.to_string(),
                 self.config.ping_period.map(ms),
-                self.config.silence_limit().map(ms),
+                self.config.silence_limit(rule).map(ms),
                 heartbeat.map(|hb| (hb.ping.as_str(), hb.pong.as_str())),
             );
             self.reply(conn, frame);
@@ -327,7 +336,7 @@ impl Hub {
         if s.is_open() {
             return self.reply(conn, frame);
         }
-        if s.offer_answer(frame) == Offer::Queued {
+        if s.protocol.codec().envelopes() && s.offer_answer(frame) == Offer::Queued {
             s.wake(&mut self.ready, conn, window);
         }
     }
@@ -341,6 +350,9 @@ impl Hub {
         let Some(s) = session_in(&mut self.sessions, conn) else {
             return;
         };
+        if !s.protocol.codec().envelopes() {
+            return;
+        }
         match s.offer(frame, bound, Fill::Overflow) {
             Offer::Queued => {
                 s.wake(&mut self.ready, conn, window);
@@ -359,7 +371,20 @@ impl Hub {
     /// be, and a client whose queue that puts behind is paused until it reads its answers
     /// (and cut if it stays behind for `slow_consumer_timeout`). Only a connection that is
     /// closing or gone takes no reply (but see [`Hub::answer`] for answers to its requests).
+    /// These are `tidings.v1` frames: a connection whose protocol has no envelopes takes
+    /// none (see [`Hub::send_back`] for a reply every protocol has).
     pub(super) fn reply(&mut self, conn: ConnId, frame: Frame) {
+        if self
+            .session(conn)
+            .is_some_and(|s| s.protocol.codec().envelopes())
+        {
+            self.send_back(conn, frame);
+        }
+    }
+
+    /// Queues a reply to what the client sent, whatever its protocol (an application
+    /// heartbeat's answer), as [`Hub::reply`] does.
+    pub(super) fn send_back(&mut self, conn: ConnId, frame: Frame) {
         let (bound, window) = (self.config.bound(), self.config.write_window);
         let Some(s) = session_in(&mut self.sessions, conn) else {
             return;

@@ -11,6 +11,7 @@ use crate::history::Position;
 use crate::ids::{AckId, ConnId};
 use crate::io::{AckOutcome, Event};
 use crate::message::{Message, Target};
+use crate::protocol::Protocol;
 use crate::session::Fill;
 use crate::timers::TimerKey;
 use crate::wire::{self, Asked, Body, Envelope, ErrorCode, Request};
@@ -55,28 +56,28 @@ impl Hub {
                 return self.protocol_error(now, conn, code, &message, asked);
             }
         }
-        let decoded = match &frame {
+        let protocol = s.protocol;
+        match &frame {
             // Liveness only: the WebSocket library answers pings itself.
-            Frame::Ping(_) | Frame::Pong(_) => return,
+            Frame::Ping(_) => return,
+            Frame::Pong(payload) => return self.on_pong(now, conn, payload),
             Frame::Text(text) => {
-                if let Some(hb) = &self.config.app_heartbeat {
+                if let Some(hb) = self.config.heartbeat_of(s.rule) {
                     if text.as_str() == hb.ping {
                         let pong = Frame::text(hb.pong.as_str());
-                        self.reply(conn, pong);
+                        self.send_back(conn, pong);
                         return;
                     }
                 }
-                wire::decode_text(text.as_str())
             }
-            Frame::Binary(bytes) => {
-                if !self.config.accept_binary {
-                    let reason = "binary frames are not accepted".to_owned();
-                    return self.close_now(conn, CloseCode::UNSUPPORTED_DATA, reason);
-                }
-                wire::decode_binary(bytes)
+            // A raw connection's binary frames are its data.
+            Frame::Binary(_) if !self.config.accept_binary && protocol == Protocol::Tidings => {
+                let reason = "binary frames are not accepted".to_owned();
+                return self.close_now(conn, CloseCode::UNSUPPORTED_DATA, reason);
             }
-        };
-        match decoded {
+            Frame::Binary(_) => {}
+        }
+        match protocol.codec().decode(&frame) {
             Ok(request) => self.on_request(now, conn, request),
             Err(e) => {
                 let asked = Asked {
@@ -273,7 +274,11 @@ impl Hub {
             }
             Body::Ack { ack, data } => {
                 let ack = AckId(ack);
-                match self.session_mut(conn).and_then(|s| s.acks_out.remove(&ack)) {
+                // A ping's id is answered by its pong only.
+                let asked = self
+                    .session_mut(conn)
+                    .filter(|s| !s.pings.contains_key(&ack));
+                match asked.and_then(|s| s.acks_out.remove(&ack)) {
                     Some(deadline) => {
                         self.timers.remove(deadline, TimerKey::Ack(conn, ack));
                         self.counters.acks_replied += 1;

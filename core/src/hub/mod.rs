@@ -7,6 +7,7 @@ mod conns;
 mod flow;
 mod history;
 mod inbound;
+mod ping;
 mod publish;
 mod rooms;
 mod sequenced;
@@ -333,6 +334,7 @@ impl Hub {
                     let Some(s) = self.session_mut(conn) else {
                         continue;
                     };
+                    s.pings.remove(&ack);
                     if s.acks_out.remove(&ack).is_some() {
                         self.counters.acks_timed_out += 1;
                         self.event(Event::Ack {
@@ -364,12 +366,12 @@ impl Hub {
 
     fn on_conn_timer(&mut self, now: Instant, conn: ConnId, which: ConnTimer) {
         let ping_period = self.config.ping_period;
-        let silence = self.config.silence_limit();
         let window = self.config.write_window;
         let bound = self.config.bound();
         let Some(s) = session_in(&mut self.sessions, conn) else {
             return;
         };
+        let silence = self.config.silence_limit(s.rule);
         s.timers[which as usize] = None; // popped already
         match which {
             ConnTimer::Ping => {

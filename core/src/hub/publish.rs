@@ -3,6 +3,7 @@
 //! channel whose stream the backplane numbers goes to it instead (`sequenced.rs` delivers it
 //! when it comes back).
 
+use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::{session_in, Hub};
-use crate::batch::{self, Kind};
+use crate::batch::{self, Batch, Kind};
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::error::Error;
 use crate::frame::{CloseCode, Frame};
@@ -18,7 +19,8 @@ use crate::ids::{AckId, ConnId};
 use crate::io::Output;
 use crate::message::{ClusterMessage, Delivery, Message, Payload, Scope, Target};
 use crate::metrics::Counters;
-use crate::outbound::Block;
+use crate::outbound::{Block, Shelf};
+use crate::protocol::Protocol;
 use crate::session::{Fill, Offer, Session};
 use crate::timers::{TimerKey, Timers};
 use crate::wire::{self, Envelope};
@@ -26,17 +28,80 @@ use crate::wire::{self, Envelope};
 /// The close reason of a queue that reached twice its bound.
 pub(super) const OVERFLOW: &str = "outbound queue overflow: the client reads too slowly";
 
-/// Offers one encoded frame to many sessions. Holds the hub's tables by field so the room's
-/// member set can be read while sessions are written.
+/// One outgoing message as each protocol writes it, encoded the first time a recipient
+/// that speaks that protocol needs it: once per protocol, never per member.
+pub(super) struct Outgoing<'a> {
+    what: What<'a>,
+    frames: [OnceCell<Option<Frame>>; Protocol::COUNT],
+}
+
+enum What<'a> {
+    Publication {
+        target: &'a Target,
+        message: &'a Message,
+        position: Option<(u64, u64)>,
+        ack: Option<AckId>,
+    },
+    Batch(&'a Batch),
+}
+
+impl<'a> Outgoing<'a> {
+    /// A publication of `message` to `target`, at `position` in its channel's stream,
+    /// asking for `ack`.
+    pub(super) fn publication(
+        target: &'a Target,
+        message: &'a Message,
+        position: Option<(u64, u64)>,
+        ack: Option<AckId>,
+    ) -> Self {
+        Outgoing::of(What::Publication {
+            target,
+            message,
+            position,
+            ack,
+        })
+    }
+
+    fn of(what: What<'a>) -> Self {
+        Outgoing {
+            what,
+            frames: Default::default(),
+        }
+    }
+
+    /// The frame for members that speak `protocol`; `None` if they do not get it.
+    pub(super) fn frame(&self, protocol: Protocol) -> Option<&Frame> {
+        self.frames[protocol.index()]
+            .get_or_init(|| {
+                let codec = protocol.codec();
+                match &self.what {
+                    What::Publication {
+                        target,
+                        message,
+                        position,
+                        ack,
+                    } => codec.publication(target, message, *position, *ack),
+                    What::Batch(batch) => Some(codec.batch(batch)),
+                }
+            })
+            .as_ref()
+    }
+}
+
+/// Offers one message, encoded once per protocol, to many sessions. Holds the hub's tables
+/// by field so the room's member set can be read while sessions are written.
 struct Fanout<'a> {
     sessions: &'a mut Slab<Session>,
     ready: &'a mut VecDeque<ConnId>,
     timers: &'a mut Timers,
     counters: &'a mut Counters,
     config: &'a Config,
-    frame: &'a Frame,
-    /// Where the frame was written for a room's members to share, if it was.
-    shared: Option<(Arc<Block>, u16)>,
+    outgoing: &'a Outgoing<'a>,
+    /// The room's shelves, taken out of it while its members are read, if it has members
+    /// enough to share: each protocol's frame is written there once for its members.
+    shelves: Option<[Shelf; Protocol::COUNT]>,
+    /// Where each protocol's frame was written on its shelf, once it was.
+    shared: [Option<(Arc<Block>, u16)>; Protocol::COUNT],
     volatile: bool,
     /// How far this frame may fill a queue (see [`Fill`]).
     fill: Fill,
@@ -56,14 +121,23 @@ impl Fanout<'_> {
         let Some(s) = session_in(self.sessions, conn) else {
             return;
         };
-        if self.ack.is_some() && s.acks_out.len() >= self.config.max_pending_acks {
+        let protocol = s.protocol;
+        let Some(frame) = self.outgoing.frame(protocol) else {
+            return;
+        };
+        let acks = protocol.codec().envelopes();
+        if self.ack.is_some() && (!acks || s.acks_out.len() >= self.config.max_pending_acks) {
             self.delivery.refused.push(conn);
             return;
         }
         let bound = self.config.bound();
-        let offer = match &self.shared {
-            Some((block, at)) => s.offer_shared(block, *at, self.frame.len(), bound, self.fill),
-            None => s.offer(self.frame.clone(), bound, self.fill),
+        let p = protocol.index();
+        if let (Some(shelves), None) = (&mut self.shelves, &self.shared[p]) {
+            self.shared[p] = Some(shelves[p].put(frame.clone()));
+        }
+        let offer = match &self.shared[p] {
+            Some((block, at)) => s.offer_shared(block, *at, frame.len(), bound, self.fill),
+            None => s.offer(frame.clone(), bound, self.fill),
         };
         match offer {
             Offer::Queued => {
@@ -146,7 +220,7 @@ impl Hub {
     }
 
     /// Sends `message` to one connection and asks it to acknowledge within `timeout` (default
-    /// `Config::ack_timeout`). Exactly one [`Event::Ack`](crate::Event::Ack) follows for the
+    /// `Config::ack_timeout`). A raw connection has no acks: [`Error::NotInProtocol`]. Exactly one [`Event::Ack`](crate::Event::Ack) follows for the
     /// returned id: the reply, a timeout, or the connection's close.
     pub fn emit_with_ack(
         &mut self,
@@ -156,6 +230,14 @@ impl Hub {
         timeout: Option<Duration>,
     ) -> Result<AckId, Error> {
         let s = self.open_session(conn)?;
+        if !s.protocol.codec().envelopes() {
+            let protocol = s.protocol;
+            return Err(Error::NotInProtocol {
+                conn,
+                protocol,
+                what: "acks",
+            });
+        }
         if s.acks_out.len() >= self.config.max_pending_acks {
             return Err(Error::TooManyPendingAcks {
                 conn,
@@ -172,8 +254,8 @@ impl Hub {
 
     /// Publishes `message` to `target`, asking every recipient to acknowledge. Each recipient
     /// that got it resolves once, as its own [`Event::Ack`](crate::Event::Ack) with the shared
-    /// id. Recipients with `max_pending_acks` outstanding are skipped and listed in
-    /// [`Delivery::refused`]. Acks are local to this node: nothing is output for the cluster.
+    /// id. Recipients with `max_pending_acks` outstanding, and those whose protocol has no
+    /// acks (raw), are skipped and listed in [`Delivery::refused`]. Acks are local to this node: nothing is output for the cluster.
     pub fn publish_with_ack(
         &mut self,
         now: Instant,
@@ -329,13 +411,14 @@ impl Hub {
             let room = &self.registry.rooms[id];
             (room.next_offset - 1, room.epoch)
         });
-        let frame = publication(target, message, position, ack.map(|a| a.0));
+        let outgoing = Outgoing::publication(target, message, position, ack.map(|a| a.0));
         let kept_in = numbered_in.filter(|&id| self.registry.rooms[id].history.is_some());
         // Kept before it is offered to anyone: a member that recovers later cannot miss it.
-        if let Some(id) = kept_in {
-            self.keep(id, &frame);
+        // History keeps the `tidings.v1` frame: only that protocol recovers.
+        if let (Some(id), Some(frame)) = (kept_in, outgoing.frame(Protocol::Tidings)) {
+            self.keep(id, frame);
         }
-        let delivery = self.fan_out(target, &frame, message.volatile, ack, fill);
+        let delivery = self.fan_out(target, &outgoing, message.volatile, ack, fill);
         if let Some(id) = kept_in {
             // A room nobody is in whose only publication did not fit under the cap.
             self.registry.free_if_unused(id);
@@ -343,11 +426,11 @@ impl Hub {
         delivery
     }
 
-    /// Offers `frame` to every recipient of `target`.
+    /// Offers `outgoing` to every recipient of `target`.
     pub(super) fn fan_out(
         &mut self,
         target: &Target,
-        frame: &Frame,
+        outgoing: &Outgoing<'_>,
         volatile: bool,
         ack: Option<(AckId, Instant)>,
         fill: Fill,
@@ -357,10 +440,10 @@ impl Hub {
             _ => None,
         };
         // A room's members share one copy; one recipient gains nothing from a shared block.
-        let shared = room_id
+        let shelves = room_id
             .map(|id| &mut self.registry.rooms[id])
             .filter(|room| room.members.len() > 1)
-            .map(|room| room.shelf.put(frame.clone()));
+            .map(|room| std::mem::take(&mut room.shelves));
         let (registry, names) = (&self.registry, &self.names);
         let mut f = Fanout {
             sessions: &mut self.sessions,
@@ -368,8 +451,9 @@ impl Hub {
             timers: &mut self.timers,
             counters: &mut self.counters,
             config: &self.config,
-            frame,
-            shared,
+            outgoing,
+            shelves,
+            shared: Default::default(),
             volatile,
             // A volatile frame is dropped rather than deepen a queue that is behind.
             fill: if volatile { Fill::Bound } else { fill },
@@ -405,6 +489,9 @@ impl Hub {
             }
         }
         let (delivery, behind) = (f.delivery, f.behind);
+        if let (Some(id), Some(shelves)) = (room_id, f.shelves) {
+            self.registry.rooms[id].shelves = shelves;
+        }
         self.counters.deliveries += delivery.queued as u64;
         for conn in behind {
             self.check_behind(conn);
@@ -534,8 +621,8 @@ impl Hub {
             return;
         };
         self.counters.batches_flushed += 1;
-        let frame = batch.frame();
-        let _ = self.fan_out(&batch.target, &frame, false, None, Fill::Overflow);
+        let outgoing = Outgoing::of(What::Batch(&batch));
+        let _ = self.fan_out(&batch.target, &outgoing, false, None, Fill::Overflow);
     }
 
     /// Sends a publish to `target` to the backplane to be numbered, if the channel's stream
@@ -589,29 +676,4 @@ impl Hub {
             Scope::Conn(_) | Scope::All | Scope::Name(_) => Ok(()),
         }
     }
-}
-
-/// The frame of a publication to `target`: an `event`, with its position in the channel's
-/// stream (offset, epoch) if it has one.
-pub(super) fn publication(
-    target: &Target,
-    message: &Message,
-    position: Option<(u64, u64)>,
-    ack: Option<AckId>,
-) -> Frame {
-    wire::encode(
-        Envelope {
-            kind: "event",
-            event: Some(&message.event),
-            channel: target.channel(),
-            id: message.id.as_deref(),
-            reply_to: message.reply_to.as_deref(),
-            ts: message.timestamp,
-            offset: position.map(|p| p.0),
-            epoch: position.map(|p| p.1),
-            ack: ack.map(|a| a.0),
-            ..Envelope::default()
-        },
-        Some(&message.payload),
-    )
 }

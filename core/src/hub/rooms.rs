@@ -47,20 +47,28 @@ impl Hub {
     /// and so does what this returns. A connection already in the room gets no replay (what
     /// came since it joined, it has). With `Config::sequenced`, a node that cannot recover
     /// from what it saw asks the backplane, and the client joins when it answers
-    /// ([`Recovery::Asked`]).
+    /// ([`Recovery::Asked`]). A raw connection has no recovery: [`Error::NotInProtocol`].
     pub fn join_pinned_from(
         &mut self,
         conn: ConnId,
         room: &str,
         from: Position,
     ) -> Result<Recovery, Error> {
+        let s = self.open_session(conn)?;
+        if !s.protocol.codec().envelopes() {
+            let protocol = s.protocol;
+            return Err(Error::NotInProtocol {
+                conn,
+                protocol,
+                what: "recovery",
+            });
+        }
         if self.in_room(conn, room) {
             self.join_pinned(conn, room)?;
             return Ok(Recovery::Recovered);
         }
         wire::check_name(room, self.config.max_name_len)
             .map_err(|why| Error::InvalidName { what: "room", why })?;
-        self.open_session(conn)?;
         if let Some(asked) = self.join_pinned_asking(conn, room, from) {
             return Ok(asked);
         }

@@ -649,7 +649,7 @@ impl Hub {
                 continue;
             }
             let position = Some((*offset, stream.epoch));
-            let frame = super::publish::publication(target, message, position, None);
+            let frame = crate::wire::encode_publication(target, message, position, None);
             if *offset + 1 != self.log_first(id) || !self.keep_older(id, frame) {
                 break;
             }

@@ -1149,7 +1149,7 @@ impl Sim {
         }
         let hub = &self.hub;
         self.model
-            .check_deadlines(self.now, self.cfg.hub.silence_limit(), |c| {
+            .check_deadlines(self.now, self.cfg.hub.silence_limit(None), |c| {
                 hub.is_connected(c)
             })?;
         for (room, ident, deadline) in self.model.due_batches(self.now) {
@@ -1213,7 +1213,7 @@ impl Sim {
         let drain = self.cfg.latency.1 * 2 * u32::try_from(windows).unwrap_or(u32::MAX);
         let settle = cfg.ack_timeout.max(cfg.answer_timeout)
             + cfg.close_grace
-            + cfg.silence_limit().unwrap_or_default()
+            + cfg.silence_limit(None).unwrap_or_default()
             + drain
             + Duration::from_secs(1);
         self.drive(self.now + settle)?;

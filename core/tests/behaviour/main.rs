@@ -14,6 +14,7 @@ mod inbound;
 mod lifecycle;
 mod observability;
 mod publish;
+mod raw;
 mod rooms;
 mod sequenced;
 mod shared;
