@@ -748,27 +748,34 @@ pub async fn a_reader_that_reads_slowly_is_not_cut_by_the_write_timeout<R: Runti
     raw_send(&mut reader, subscribe("feed")).await;
     raw_json(&rt, &mut reader).await;
     // 24 MiB in one burst: more than loopback's socket buffers hold, so the writer waits on
-    // the reader for seconds, much longer than the write timeout.
+    // the reader for seconds, much longer than the write timeout. The reader reads from the
+    // start: were it to wait for the whole burst to be published, a slow machine could take
+    // longer than the write timeout to publish it, and the socket would rightly be cut.
     let (count, size) = (384usize, 64 * 1024);
     let filler = "x".repeat(size);
-    for n in 0..count {
-        let message = Message::json("item", json!({"n": n, "pad": filler}));
-        let delivery = handle.to_room("feed", message).await.expect("publish");
-        assert_eq!(delivery.queued, 1);
-    }
-    let started = Instant::now();
-    for next in 0..count {
-        if next % 20 == 0 {
-            // About 12 MiB a second: slow, but the socket takes frames all the time.
-            sleep(&rt, Duration::from_millis(100)).await;
+    let publish = async {
+        for n in 0..count {
+            let message = Message::json("item", json!({"n": n, "pad": filler}));
+            let delivery = handle.to_room("feed", message).await.expect("publish");
+            assert_eq!(delivery.queued, 1);
         }
-        let item = raw_json(&rt, &mut reader).await;
-        assert_eq!(
-            item["data"]["n"],
-            json!(next),
-            "every item, in order, none after a close"
-        );
-    }
+    };
+    let started = Instant::now();
+    let read = async {
+        for next in 0..count {
+            if next % 20 == 0 {
+                // About 12 MiB a second: slow, but the socket takes frames all the time.
+                sleep(&rt, Duration::from_millis(100)).await;
+            }
+            let item = raw_json(&rt, &mut reader).await;
+            assert_eq!(
+                item["data"]["n"],
+                json!(next),
+                "every item, in order, none after a close"
+            );
+        }
+    };
+    futures_lite::future::zip(publish, read).await;
     assert!(
         started.elapsed() > write_timeout * 3,
         "the burst took longer than the write timeout"
