@@ -54,6 +54,34 @@ impl From<Value> for Payload {
     }
 }
 
+impl From<String> for Payload {
+    /// Text.
+    fn from(s: String) -> Self {
+        Payload::Text(s)
+    }
+}
+
+impl From<&str> for Payload {
+    /// Text.
+    fn from(s: &str) -> Self {
+        Payload::Text(s.to_owned())
+    }
+}
+
+impl From<Bytes> for Payload {
+    /// Binary.
+    fn from(b: Bytes) -> Self {
+        Payload::Binary(b)
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    /// Binary.
+    fn from(b: Vec<u8>) -> Self {
+        Payload::Binary(Bytes::from(b))
+    }
+}
+
 /// One message from the application to one or many connections.
 ///
 /// Built with [`Message::json`], [`Message::text`] or [`Message::binary`] and the chaining

@@ -190,6 +190,36 @@ impl<R: Runtime> Handle<R> {
         }
     }
 
+    /// Sends `data` to one connection as a message named
+    /// [`RAW_EVENT`](tidings_core::RAW_EVENT), waiting for room as [`Handle::emit`] does: a
+    /// raw connection gets the bytes as they are (text, or binary for bytes), a `tidings.v1`
+    /// one an `event` envelope around them. wsm's `Send(url, data)` is
+    /// `handle.send(handle.by_name(url).await?.unwrap(), data)`.
+    pub async fn send(&self, conn: ConnId, data: impl Into<Payload>) -> Result<Delivery> {
+        let message = Message::new(tidings_core::RAW_EVENT, data.into());
+        self.emit(conn, message).await
+    }
+
+    /// Sends `conn` a WebSocket ping and returns the round-trip time once its pong is back,
+    /// for a connection of any protocol: [`Error::Timeout`] after `timeout` (default
+    /// `Config::ack_timeout`), or [`Error::ConnectionClosed`] if it closes first. The time
+    /// runs from the hub's queueing of the ping to its reading of the pong, so it includes
+    /// what was queued ahead of the ping.
+    pub async fn ping(&self, conn: ConnId, timeout: Option<Duration>) -> Result<Duration> {
+        let (outcome, wait) = self
+            .call(move |d, now| {
+                let wait = timeout.unwrap_or(d.hub.config().ack_timeout);
+                let ping = d.hub.ping(now, conn, timeout)?;
+                Ok::<_, tidings_core::Error>((d.await_ack(conn, ping), wait))
+            })
+            .await??;
+        match outcome.recv().await {
+            Ok(AckOutcome::Pong(rtt)) => Ok(rtt),
+            Ok(AckOutcome::TimedOut) => Err(Error::Timeout(wait)),
+            _ => Err(Error::ConnectionClosed(conn)),
+        }
+    }
+
     /// Answers a client's event that asked for an ack (see [`Incoming::ack`]).
     pub async fn reply_ack(&self, conn: ConnId, ack: u64, data: impl Serialize) -> Result<()> {
         let data = Payload::Json(serde_json::to_value(data)?);

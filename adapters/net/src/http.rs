@@ -147,7 +147,11 @@ where
             Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "the hub has stopped\n"),
         };
     }
-    if !front.paths.iter().any(|p| path_matches(p, path)) {
+    if !front
+        .paths
+        .iter()
+        .any(|p| tidings_core::path_matches(p, path))
+    {
         return match &front.http {
             Some(handler) => handler(shared.handle.clone(), req).await,
             None => plain(StatusCode::NOT_FOUND, "not found\n"),
@@ -155,15 +159,6 @@ where
     }
     match crate::upgrade::upgrade::<R, S>(&shared, remote, req).await {
         Ok(response) | Err(response) => response,
-    }
-}
-
-fn path_matches(pattern: &str, path: &str) -> bool {
-    match pattern.strip_suffix("/*") {
-        Some(prefix) => path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1),
-        None => pattern == path,
     }
 }
 
@@ -194,18 +189,3 @@ impl<F: Future<Output = ()>> Future for Sleeping<F> {
 }
 
 impl<F: Future<Output = ()> + Send + Sync + 'static> hyper::rt::Sleep for Sleeping<F> {}
-
-#[cfg(test)]
-mod tests {
-    use super::path_matches;
-
-    #[test]
-    fn paths_match_exactly_or_under_a_prefix() {
-        assert!(path_matches("/ws", "/ws"));
-        assert!(!path_matches("/ws", "/ws/x"));
-        assert!(path_matches("/ws/*", "/ws/user123/notification"));
-        assert!(!path_matches("/ws/*", "/ws"));
-        assert!(!path_matches("/ws/*", "/ws/"));
-        assert!(!path_matches("/ws/*", "/wsx/a"));
-    }
-}

@@ -103,7 +103,8 @@ macro_rules! runtime_api {
         pub type Upgrader = $crate::Upgrader<$runtime>;
 
         pub use $crate::reexports::tidings_core::{
-            CloseCode, Config, ConnId, ConnectionInfo, Delivery, History, Message, Payload, Target,
+            AppHeartbeat, CloseCode, Config, ConnId, ConnectionInfo, Delivery, History, Message,
+            PathRule, Payload, Protocol, Target, RAW_EVENT,
         };
         pub use $crate::{
             reexports, Accept, ClientEvent, ConnectRequest, Error, HttpResponse, Incoming,

@@ -396,6 +396,12 @@ impl<R: Runtime> Ctx<R> {
         self.handle.emit(self.conn, message).await.map(|_| ())
     }
 
+    /// Sends `data` to this connection as it is (see [`Handle::send`]): for a raw
+    /// connection, the echo of what it sent is `ctx.send(data)`.
+    pub async fn send(&self, data: impl Into<Payload>) -> Result<()> {
+        self.handle.send(self.conn, data).await.map(|_| ())
+    }
+
     /// Answers the event with an application error of code `application`; see
     /// [`Ctx::error_code`].
     pub async fn error(&self, message: &str) -> Result<()> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http::Request;
 use hyper::body::Incoming;
-use tidings_core::{Config, SubscribePolicy};
+use tidings_core::{Config, Protocol, SubscribePolicy};
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::backplane::{Backplane, Link, FETCHES, OUTGOING_LIMIT};
@@ -51,7 +51,7 @@ pub struct Builder<R: Runtime> {
 
 impl<R: Runtime> Builder<R> {
     /// A builder with the defaults: the hub's [`Config::default`], WebSocket at `/ws`,
-    /// same-origin policy, subprotocol `tidings.v1` offered, a 10 s write timeout and
+    /// same-origin policy, subprotocols `tidings.v1` and `tidings.raw` offered, a 10 s write timeout and
     /// handshake timeout, a 1 s close delay, 1 KiB read buffers.
     pub fn new(rt: R) -> Self {
         let config = Config::default();
@@ -59,7 +59,7 @@ impl<R: Runtime> Builder<R> {
             rt,
             paths: vec!["/ws".into()],
             origin: OriginPolicy::default(),
-            subprotocols: vec![SUBPROTOCOL_V1.into()],
+            subprotocols: vec![SUBPROTOCOL_V1.into(), Protocol::Raw.subprotocol().into()],
             connect: None,
             http: None,
             router: None,
@@ -127,7 +127,8 @@ impl<R: Runtime> Builder<R> {
     }
 
     /// The paths that upgrade to WebSocket, replacing `/ws`. A path ending in `/*` takes
-    /// every path under it (`/ws/*` takes `/ws/user123/notification`).
+    /// every path under it (`/ws/*` takes `/ws/user123/notification`). The paths of
+    /// `Config::paths` rules upgrade too (`PathRule::new("/raw/*", Protocol::Raw)`).
     #[must_use]
     pub fn paths<I, S>(mut self, paths: I) -> Self
     where
@@ -146,8 +147,10 @@ impl<R: Runtime> Builder<R> {
     }
 
     /// The subprotocols the server speaks; the first one the client lists that is here
-    /// wins. A client that offers some but none of these is refused with 400. Default
-    /// `["tidings.v1"]`.
+    /// wins. A client that offers some but none of these is refused with 400. A name of a
+    /// [`Protocol`](tidings_core::Protocol) (`tidings.v1`, `tidings.raw`) makes the
+    /// connection speak it, whatever its path; any other name, or none offered, leaves the
+    /// choice to the path (`Config::paths`). Default `["tidings.v1", "tidings.raw"]`.
     #[must_use]
     pub fn subprotocols<I, S>(mut self, protocols: I) -> Self
     where
@@ -286,6 +289,12 @@ impl<R: Runtime> Builder<R> {
         // one they would reach no one.
         self.config.sequenced = self.backplane.as_ref().is_some_and(|b| b.numbers_history());
         self.config.seed = self.config.seed.or_else(|| Some(fresh_seed()));
+        // A path the hub has a rule for upgrades, whether or not it was listed here.
+        for rule in &self.config.paths {
+            if !self.paths.contains(&rule.path) {
+                self.paths.push(rule.path.clone());
+            }
+        }
         let hub = tidings_core::Hub::new(self.config)?;
         // What connection tasks have read and the hub has not handled: a client paused by
         // flow control may still have this much on its way, so it stays small (one burst).

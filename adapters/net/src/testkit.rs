@@ -22,6 +22,7 @@ pub mod cases;
 pub mod conformance;
 pub mod flow;
 pub mod hostile;
+pub mod raw;
 pub mod recovery;
 
 /// Everything a log subscriber wrote, for tests that read tidings' log lines back: install
@@ -111,6 +112,14 @@ macro_rules! loopback_suite {
             a_plain_client_that_comes_back_with_its_position_recovers,
             subscribe_from_a_kept_position_and_a_refused_reconnect,
             a_restarted_server_starts_new_epochs,
+        );
+        $crate::loopback_suite!(@in raw $runtime, $block_on;
+            raw_clients_get_text_binary_and_fragmented_messages_back_as_they_came,
+            a_room_is_shared_by_raw_and_tidings_clients,
+            the_subprotocol_chooses_the_protocol_over_the_path,
+            a_raw_path_answers_its_heartbeat_and_ping_measures_the_round_trip,
+            a_stalled_raw_reader_is_cut_while_raw_readers_get_everything,
+            a_raw_message_over_the_limit_closes_with_1009,
         );
         $crate::loopback_suite!(@in conformance $runtime, $block_on;
             protocol_md_transcripts_hold,

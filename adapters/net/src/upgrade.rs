@@ -17,7 +17,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use smol_hyper::rt::FuturesIo;
-use tidings_core::{Config, ConnectionInfo};
+use tidings_core::{Config, ConnectionInfo, Protocol};
 use tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::front::{AddressClaim, Shared};
@@ -260,6 +260,8 @@ async fn checks<R: Runtime, B>(
     if let Some(ns) = accept.namespace {
         info = info.namespace(ns);
     }
+    // A subprotocol that names a wire protocol chooses it; else the hub goes by the path.
+    info.protocol = protocol.as_deref().and_then(Protocol::from_subprotocol);
     let admitted = shared
         .handle
         .admit(info, accept.meta, accept.authenticated)
