@@ -8,7 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::{http, start, start_with};
+use futures_lite::StreamExt;
 use serde_json::{json, Value};
+use tidings_smol::reexports::async_tungstenite::{self, WebSocketStream};
+use tidings_smol::reexports::tungstenite::Message as Ws;
 use tidings_smol::{Client, ClientEvent, Payload};
 
 /// The next event that is not a welcome or a membership notice, as (event name, JSON data).
@@ -55,6 +58,61 @@ fn echo_sends_every_event_back_and_answers_acks() {
         assert_eq!(next_event(&client).await, ("hi".into(), json!({"a": 1})));
         let answer = client.emit_with_ack("q", json!([1, 2]), None).await;
         assert_eq!(answer.expect("ack"), Payload::Json(json!([1, 2])));
+    });
+}
+
+/// A plain WebSocket client (tungstenite, no tidings envelope) connected to `url`.
+async fn plain(url: &str) -> WebSocketStream<smol::net::TcpStream> {
+    let authority = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let tcp = smol::net::TcpStream::connect(authority).await.expect("tcp");
+    let (ws, _) = async_tungstenite::client_async(url, tcp)
+        .await
+        .expect("handshake");
+    ws
+}
+
+/// The next data message a plain client reads, within 5 s.
+async fn plain_next(ws: &mut WebSocketStream<smol::net::TcpStream>) -> Ws {
+    let read = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Ws::Ping(_) | Ws::Pong(_))) => continue,
+                Some(Ok(message)) => return message,
+                other => panic!("the echo ended: {other:?}"),
+            }
+        }
+    };
+    futures_lite::future::or(read, async {
+        smol::Timer::after(Duration::from_secs(5)).await;
+        panic!("no echo within 5 s")
+    })
+    .await
+}
+
+#[test]
+fn echo_raw_sends_every_frame_back_as_it_came_to_a_plain_client() {
+    let echo = start(env!("CARGO_BIN_EXE_echo-raw"));
+    smol::block_on(async {
+        for path in ["/", "/any/path?user=1"] {
+            let mut ws = plain(&echo.ws(path)).await;
+            ws.send(Ws::text("hello")).await.expect("send");
+            assert_eq!(plain_next(&mut ws).await, Ws::text("hello"));
+            let bytes = vec![0u8, 255, 10, 13];
+            ws.send(Ws::binary(bytes.clone())).await.expect("send");
+            assert_eq!(plain_next(&mut ws).await, Ws::binary(bytes));
+            // What would be a tidings request is only text here.
+            let json = r#"{"type":"subscribe","channel":"x"}"#;
+            ws.send(Ws::text(json)).await.expect("send");
+            assert_eq!(plain_next(&mut ws).await, Ws::text(json));
+            // A megabyte comes back whole.
+            let big = "x".repeat(1 << 20);
+            ws.send(Ws::text(big.clone())).await.expect("send");
+            assert_eq!(plain_next(&mut ws).await, Ws::text(big));
+        }
     });
 }
 
@@ -263,12 +321,20 @@ fn every_example_prints_what_answers_there() {
         (env!("CARGO_BIN_EXE_cursors"), "page"),
         (env!("CARGO_BIN_EXE_echo"), "socket"),
         (env!("CARGO_BIN_EXE_lobby"), "socket"),
+        (env!("CARGO_BIN_EXE_echo-raw"), "raw"),
     ] {
         let running = start(bin);
         if kind == "page" {
             assert!(running.url.starts_with("http://"), "{bin}: {}", running.url);
             let (status, _) = http(&running.addr(), "GET", "/", "");
             assert_eq!(status, 200, "{bin}: {}", running.url);
+        } else if kind == "raw" {
+            assert!(running.url.starts_with("ws://"), "{bin}: {}", running.url);
+            smol::block_on(async {
+                let mut ws = plain(&running.url).await;
+                ws.send(Ws::text("here?")).await.expect("send");
+                assert_eq!(plain_next(&mut ws).await, Ws::text("here?"));
+            });
         } else {
             assert!(running.url.starts_with("ws://"), "{bin}: {}", running.url);
             smol::block_on(async {
