@@ -1,6 +1,7 @@
 //! Arbitrary sequences of hub operations with time deltas: client frames (structured and raw),
 //! writes completing or not, drops, server publishes, acks, batches, joins, closes, shutdown,
-//! recoveries and history requests (rooms `a` and `b` keep history, `c` none).
+//! recoveries and history requests (rooms `a` and `b` keep history, `c` none), on
+//! connections of both wire protocols (`tidings.v1` and raw), and pings answered or not.
 //! Checked after every operation: each ack and each connection ends once, queues stay within
 //! their bounds, `poll_timeout` is never in the past; at the end every table is empty.
 
@@ -15,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 use tidings_core::{
     AckId, CloseCode, Config, ConnId, ConnectionInfo, Event, Frame, History, Hub, Input, Message,
-    Output, Target,
+    Output, Protocol, Target,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -23,6 +24,8 @@ enum Op {
     Open {
         name: Option<u8>,
         other_namespace: bool,
+        /// Speaks raw (no envelope) rather than `tidings.v1`.
+        raw: bool,
     },
     Subscribe {
         conn: u8,
@@ -107,6 +110,11 @@ enum Op {
     ReplyAck {
         conn: u8,
         ack: u8,
+    },
+    /// `Hub::ping`, answered at once by the pong that echoes it, or left to time out.
+    Ping {
+        conn: u8,
+        answer: bool,
     },
     Shutdown,
 }
@@ -242,8 +250,12 @@ impl State {
             Op::Open {
                 name,
                 other_namespace,
+                raw,
             } => {
                 let mut info = ConnectionInfo::new("/ws");
+                if raw {
+                    info = info.protocol(Protocol::Raw);
+                }
                 if let Some(n) = name {
                     info = info.name(format!("n{}", n % 4));
                 }
@@ -371,6 +383,18 @@ impl State {
                 let _ = self
                     .hub
                     .publish(now, Target::room("/", ROOMS[room as usize % 3]), m);
+            }
+            Op::Ping { conn, answer } => {
+                if let Some(c) = self.conn(conn) {
+                    let timeout = Some(Duration::from_millis(300));
+                    if let Ok(ping) = self.hub.ping(now, c, timeout) {
+                        self.acks.insert((c, ping));
+                        if answer {
+                            let payload = Bytes::copy_from_slice(&ping.0.to_be_bytes());
+                            self.frame(c, Frame::Pong(payload));
+                        }
+                    }
+                }
             }
             Op::EmitAck { conn } => {
                 if let Some(c) = self.conn(conn) {

@@ -15,6 +15,7 @@ struct Case {
     seed: u64,
     steps: u16,
     clients: u8,
+    raw_clients: u8,
     queue_frames: u8,
     window: u8,
     max_latency_ms: u8,
@@ -24,6 +25,7 @@ struct Case {
 fuzz_target!(|case: Case| {
     let mut cfg = SimConfig::default();
     cfg.clients = 1 + case.clients as usize % 12;
+    cfg.raw_clients = case.raw_clients as usize % (cfg.clients + 1);
     cfg.hub = cfg
         .hub
         .max_queue_frames(2 + case.queue_frames as usize % 40)

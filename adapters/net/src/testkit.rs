@@ -120,6 +120,7 @@ macro_rules! loopback_suite {
             a_raw_path_answers_its_heartbeat_and_ping_measures_the_round_trip,
             a_stalled_raw_reader_is_cut_while_raw_readers_get_everything,
             a_raw_message_over_the_limit_closes_with_1009,
+            a_raw_websocket_the_application_upgraded_is_managed_by_its_url,
         );
         $crate::loopback_suite!(@in conformance $runtime, $block_on;
             protocol_md_transcripts_hold,

@@ -46,7 +46,7 @@ use serde_json::{json, Value};
 
 use crate::{
     CloseCode, Config, ConnId, ConnectionInfo, Event, Footprint, Frame, History, Hub, Input,
-    Message, Output, Target,
+    Message, Output, Protocol, Target,
 };
 use model::Model;
 
@@ -58,6 +58,10 @@ pub struct SimConfig {
     pub hub: Config,
     /// Simulated clients; each connects, drops and reconnects as the RNG decides.
     pub clients: usize,
+    /// How many of `clients` (the last ones) speak raw: they send plain text and binary
+    /// frames, which must reach the application as they were sent and in order, and the
+    /// server joins them to rooms, whose publications they must get as bare payloads.
+    pub raw_clients: usize,
     /// Rooms the clients subscribe to and the server publishes to (namespace `/`).
     pub rooms: Vec<String>,
     /// One-way latency of each packet, chosen uniformly in this range.
@@ -95,6 +99,7 @@ impl Default for SimConfig {
                 .history("b", History::new(4, Duration::from_millis(700)))
                 .max_history_bytes(6 * 1024),
             clients: 8,
+            raw_clients: 2,
             rooms: vec!["a".into(), "b".into(), "c".into()],
             latency: (Duration::from_millis(1), Duration::from_millis(40)),
             max_step: Duration::from_millis(40),
@@ -158,6 +163,10 @@ enum Mode {
 
 #[derive(Debug)]
 struct Client {
+    /// Speaks raw: no envelope either way.
+    raw: bool,
+    /// Raw messages it sent, across its connections: each carries its number.
+    raw_sent: u64,
     conn: Option<ConnId>,
     mode: Mode,
     unread: VecDeque<Down>,
@@ -244,14 +253,19 @@ pub struct Sim {
     /// Subscriptions recovered, and ones told they could not be.
     recovered: u64,
     not_recovered: u64,
+    /// The number of the last raw message the application got from each raw connection.
+    raw_received: BTreeMap<ConnId, u64>,
 }
 
 impl Sim {
     /// A simulation of `cfg` driven by `seed`, with virtual time starting at `start`.
     pub fn new(seed: u64, cfg: SimConfig, start: Instant) -> Self {
         let hub = Hub::new(cfg.hub.clone()).unwrap_or_else(|e| panic!("SimConfig::hub: {e}"));
+        let first_raw = cfg.clients.saturating_sub(cfg.raw_clients);
         let clients = (0..cfg.clients)
-            .map(|_| Client {
+            .map(|c| Client {
+                raw: c >= first_raw,
+                raw_sent: 0,
                 conn: None,
                 mode: Mode::Reading,
                 unread: VecDeque::new(),
@@ -290,6 +304,7 @@ impl Sim {
             stream: BTreeMap::new(),
             recovered: 0,
             not_recovered: 0,
+            raw_received: BTreeMap::new(),
         }
     }
 
@@ -450,7 +465,10 @@ impl Sim {
 
     fn client_act(&mut self, c: usize) -> Result<(), String> {
         if self.clients[c].conn.is_none() {
-            let info = ConnectionInfo::new("/ws").name(format!("client-{c}"));
+            let mut info = ConnectionInfo::new("/ws").name(format!("client-{c}"));
+            if self.clients[c].raw {
+                info = info.protocol(Protocol::Raw);
+            }
             if let Ok(conn) = self.hub.open(self.now, info) {
                 self.connections += 1;
                 let client = &mut self.clients[c];
@@ -483,6 +501,10 @@ impl Sim {
             return self.drain();
         }
         let roll = self.rng.u32(0..100);
+        // A raw client has no requests: it talks, and has the faults of the last arms.
+        if self.clients[c].raw && roll <= 70 {
+            return self.raw_act(c);
+        }
         match roll {
             0..=24 => {
                 let room = self.room();
@@ -575,6 +597,48 @@ impl Sim {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// A raw client says something: its next number, as text or as 8 binary bytes, and
+    /// now and then what would be a `tidings.v1` request, which is only text here; with
+    /// faults, sometimes a message over the size limit (1009).
+    fn raw_act(&mut self, c: usize) -> Result<(), String> {
+        self.clients[c].raw_sent += 1;
+        let n = self.clients[c].raw_sent;
+        let frame = match self.rng.u32(0..20) {
+            0..=11 => Frame::text(format!("raw {n}")),
+            12..=16 => Frame::Binary(bytes::Bytes::copy_from_slice(&n.to_be_bytes())),
+            17..=18 => Frame::text(format!(r#"{{"type":"subscribe","channel":"a","raw":{n}}}"#)),
+            _ if self.cfg.faults => Frame::text("x".repeat(self.cfg.hub.max_message_size + 1)),
+            _ => Frame::text(format!("raw {n}")),
+        };
+        self.send_up(c, frame);
+        Ok(())
+    }
+
+    /// The application got `data` from raw connection `conn`: one message a client sent,
+    /// as it sent it, after the one before it (the rate limit may drop some, never reorder).
+    fn raw_message(&mut self, conn: ConnId, data: &crate::Payload) -> Result<(), String> {
+        use crate::Payload;
+        let n = match data {
+            Payload::Text(text) => text
+                .strip_prefix("raw ")
+                .and_then(|n| n.parse().ok())
+                .or_else(|| serde_json::from_str::<Value>(text).ok()?["raw"].as_u64()),
+            Payload::Binary(bytes) => <[u8; 8]>::try_from(&bytes[..]).ok().map(u64::from_be_bytes),
+            Payload::Json(_) => None,
+        };
+        let Some(n) = n else {
+            return Err(format!("{conn:?} (raw) reached the application as {data:?}"));
+        };
+        let last = self.raw_received.entry(conn).or_insert(0);
+        if n <= *last {
+            return Err(format!(
+                "{conn:?} (raw) sent message {n} after {last}, the application got it after"
+            ));
+        }
+        *last = n;
         Ok(())
     }
 
@@ -792,6 +856,11 @@ impl Sim {
                             }
                         }
                         Event::ShutdownComplete => self.shutdown_complete = true,
+                        Event::Message { conn, data, .. }
+                            if self.owner.get(&conn).is_some_and(|&c| self.clients[c].raw) =>
+                        {
+                            self.raw_message(conn, &data)?;
+                        }
                         Event::Message {
                             conn,
                             ack: Some(ack),
@@ -964,6 +1033,23 @@ impl Sim {
             .handle(self.now, Input::Written { conn, frames: 1 });
         match &frame {
             Frame::Ping(payload) => self.send_up(c, Frame::Pong(payload.clone())),
+            Frame::Text(text) if self.clients[c].raw => {
+                // Bare payloads: a publication's data, or a JSON batch's items.
+                let value: Value = serde_json::from_str(text.as_str())
+                    .map_err(|e| format!("{conn:?} (raw) got a frame that is not JSON: {e}"))?;
+                match &value {
+                    Value::Object(o) if !o.contains_key("type") => {
+                        if let Some(id) = value["id"].as_u64() {
+                            self.model.received(conn, id)?;
+                        }
+                    }
+                    Value::Array(items) => {
+                        let items: Vec<u64> = items.iter().filter_map(Value::as_u64).collect();
+                        self.model.batch_received(conn, &items)?;
+                    }
+                    _ => return Err(format!("{conn:?} (raw) got an envelope: {value}")),
+                }
+            }
             Frame::Text(text) => {
                 let value: Value = serde_json::from_str(text.as_str())
                     .map_err(|e| format!("{conn:?} got a frame that is not JSON: {e}"))?;

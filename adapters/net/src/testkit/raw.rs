@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tidings_core::{
-    AppHeartbeat, CloseCode, Config, ConnId, Message, PathRule, Payload, Protocol, RAW_EVENT,
+    AppHeartbeat, CloseCode, Config, ConnId, ConnectionInfo, Message, PathRule, Payload, Protocol,
+    RAW_EVENT,
 };
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::Frame as WireFrame;
@@ -291,4 +292,68 @@ pub async fn a_raw_message_over_the_limit_closes_with_1009<R: Runtime>(rt: R) {
         Some(Ws::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1009),
         other => panic!("expected close 1009, got {other:?}"),
     }
+}
+
+/// wsm's flow in tidings: the application's own server upgrades, and the connection is
+/// managed by its URL: open, send, receive with a timeout, exists, names, is-connected,
+/// close.
+pub async fn a_raw_websocket_the_application_upgraded_is_managed_by_its_url<R: Runtime>(rt: R) {
+    let handle = Builder::new(rt.clone()).start().expect("start");
+    let listener = rt.bind("127.0.0.1:0").await.expect("bind");
+    let addr = rt.local_addr(&listener).expect("addr");
+    let (opened_tx, opened) = async_channel::bounded(1);
+    let own = handle.clone();
+    let rt2 = rt.clone();
+    rt.spawn(async move {
+        let (tcp, _) = rt2.accept(&listener).await.expect("accept");
+        let ws = async_tungstenite::accept_async(tcp).await.expect("upgrade");
+        let url = "/ws/user123/notification";
+        let info = ConnectionInfo::new(url).name(url).protocol(Protocol::Raw);
+        let conn = own
+            .open(info, ws, Some(Duration::from_millis(200)))
+            .await
+            .expect("open");
+        let _ = opened_tx.send(conn).await;
+    });
+    let url = "/ws/user123/notification";
+    let mut ws = raw(&rt, &format!("ws://{addr}{url}"), &[])
+        .await
+        .expect("connect");
+    let conn = opened.recv().await.expect("opened");
+    assert!(handle.exists(url).await.expect("exists"));
+    assert_eq!(handle.names().await.expect("names"), vec![url.to_owned()]);
+    assert!(handle.is_connected(conn).await.expect("is connected"));
+
+    let _ = handle.send(conn, "hello").await.expect("send");
+    assert_eq!(raw_next(&rt, &mut ws).await, Some(Ws::text("hello")));
+    let _ = handle.send(conn, vec![1u8, 2]).await.expect("send");
+    assert_eq!(raw_next(&rt, &mut ws).await, Some(Ws::binary(vec![1u8, 2])));
+
+    let quiet = handle
+        .receive_timeout(conn, Duration::from_millis(50))
+        .await;
+    assert!(quiet.expect("open").is_none(), "nothing sent yet");
+    ws.send(Ws::binary(vec![9u8, 8])).await.expect("send");
+    let got = handle
+        .receive_timeout(conn, Duration::from_secs(5))
+        .await
+        .expect("open")
+        .expect("a message");
+    assert_eq!(
+        (got.event.as_str(), got.data),
+        (RAW_EVENT, Payload::Binary(vec![9u8, 8].into()))
+    );
+
+    handle
+        .close(conn, CloseCode::NORMAL, "bye")
+        .await
+        .expect("close");
+    match raw_next(&rt, &mut ws).await {
+        Some(Ws::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1000),
+        other => panic!("expected close 1000, got {other:?}"),
+    }
+    eventually(&rt, "the URL is gone", || async {
+        !handle.exists(url).await.expect("exists")
+    })
+    .await;
 }
