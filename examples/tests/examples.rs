@@ -390,6 +390,29 @@ fn every_example_shuts_down_gracefully_on_sigint_and_sigterm() {
     }
 }
 
+/// A raw connection is shut down as any other: what it was sent arrives, then 1001.
+#[test]
+fn echo_raw_shuts_down_gracefully_for_plain_clients() {
+    for signal in ["INT", "TERM"] {
+        let mut running = start(env!("CARGO_BIN_EXE_echo-raw"));
+        smol::block_on(async {
+            let mut ws = plain(&running.ws("/")).await;
+            ws.send(Ws::text("before")).await.expect("send");
+            assert_eq!(plain_next(&mut ws).await, Ws::text("before"));
+            running.signal(signal);
+            match plain_next(&mut ws).await {
+                Ws::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1001),
+                other => panic!("expected close 1001 on SIG{signal}, got {other:?}"),
+            }
+        });
+        let status = running.wait_exit(Duration::from_secs(10));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "SIG{signal}: {status:?}"
+        );
+    }
+}
+
 #[test]
 fn lobby_routes_game_commands_and_refuses_unknown_ones() {
     let lobby = start(env!("CARGO_BIN_EXE_lobby"));
