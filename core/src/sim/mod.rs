@@ -630,7 +630,9 @@ impl Sim {
             Payload::Json(_) => None,
         };
         let Some(n) = n else {
-            return Err(format!("{conn:?} (raw) reached the application as {data:?}"));
+            return Err(format!(
+                "{conn:?} (raw) reached the application as {data:?}"
+            ));
         };
         let last = self.raw_received.entry(conn).or_insert(0);
         if n <= *last {
