@@ -100,8 +100,8 @@ struct Fanout<'a> {
     /// The room's shelves, taken out of it while its members are read, if it has members
     /// enough to share: each protocol's frame is written there once for its members.
     shelves: Option<[Shelf; Protocol::COUNT]>,
-    /// Where each protocol's frame was written on its shelf, once it was.
-    shared: [Option<(Arc<Block>, u16)>; Protocol::COUNT],
+    /// Each protocol's frame as its recipients take it, once the first of them needed it.
+    prepared: [Prepared; Protocol::COUNT],
     volatile: bool,
     /// How far this frame may fill a queue (see [`Fill`]).
     fill: Fill,
@@ -110,6 +110,37 @@ struct Fanout<'a> {
     delivery: Delivery,
     /// Recipients whose queue this publish took past its bound.
     behind: Vec<ConnId>,
+}
+
+/// One protocol's frame in a fan-out, once the first of its recipients needed it.
+#[derive(Default)]
+enum Prepared {
+    /// No recipient of this protocol yet.
+    #[default]
+    Unprepared,
+    /// Its recipients do not get this message.
+    Skipped,
+    /// The frame, its length, and where it was written on the room's shelf if it was.
+    Ready(Frame, usize, Option<(Arc<Block>, u16)>),
+}
+
+impl Prepared {
+    /// Encodes `outgoing` for `protocol`, and writes it on its shelf if there are shelves.
+    #[cold]
+    fn new(
+        outgoing: &Outgoing<'_>,
+        shelves: &mut Option<[Shelf; Protocol::COUNT]>,
+        protocol: Protocol,
+    ) -> Self {
+        let Some(frame) = outgoing.frame(protocol).cloned() else {
+            return Prepared::Skipped;
+        };
+        let shared = shelves
+            .as_mut()
+            .map(|s| s[protocol.index()].put(frame.clone()));
+        let len = frame.len();
+        Prepared::Ready(frame, len, shared)
+    }
 }
 
 impl Fanout<'_> {
@@ -122,21 +153,22 @@ impl Fanout<'_> {
             return;
         };
         let protocol = s.protocol;
-        let Some(frame) = self.outgoing.frame(protocol) else {
+        let prepared = &mut self.prepared[protocol.index()];
+        if let Prepared::Unprepared = prepared {
+            *prepared = Prepared::new(self.outgoing, &mut self.shelves, protocol);
+        }
+        let Prepared::Ready(frame, len, shared) = prepared else {
             return;
         };
-        let acks = protocol.codec().envelopes();
-        if self.ack.is_some() && (!acks || s.acks_out.len() >= self.config.max_pending_acks) {
+        if self.ack.is_some()
+            && (!protocol.codec().envelopes() || s.acks_out.len() >= self.config.max_pending_acks)
+        {
             self.delivery.refused.push(conn);
             return;
         }
         let bound = self.config.bound();
-        let p = protocol.index();
-        if let (Some(shelves), None) = (&mut self.shelves, &self.shared[p]) {
-            self.shared[p] = Some(shelves[p].put(frame.clone()));
-        }
-        let offer = match &self.shared[p] {
-            Some((block, at)) => s.offer_shared(block, *at, frame.len(), bound, self.fill),
+        let offer = match shared {
+            Some((block, at)) => s.offer_shared(block, *at, *len, bound, self.fill),
             None => s.offer(frame.clone(), bound, self.fill),
         };
         match offer {
@@ -220,8 +252,9 @@ impl Hub {
     }
 
     /// Sends `message` to one connection and asks it to acknowledge within `timeout` (default
-    /// `Config::ack_timeout`). A raw connection has no acks: [`Error::NotInProtocol`]. Exactly one [`Event::Ack`](crate::Event::Ack) follows for the
-    /// returned id: the reply, a timeout, or the connection's close.
+    /// `Config::ack_timeout`). Exactly one [`Event::Ack`](crate::Event::Ack) follows for the
+    /// returned id: the reply, a timeout, or the connection's close. A raw connection has no
+    /// acks: [`Error::NotInProtocol`].
     pub fn emit_with_ack(
         &mut self,
         now: Instant,
@@ -255,7 +288,8 @@ impl Hub {
     /// Publishes `message` to `target`, asking every recipient to acknowledge. Each recipient
     /// that got it resolves once, as its own [`Event::Ack`](crate::Event::Ack) with the shared
     /// id. Recipients with `max_pending_acks` outstanding, and those whose protocol has no
-    /// acks (raw), are skipped and listed in [`Delivery::refused`]. Acks are local to this node: nothing is output for the cluster.
+    /// acks (raw), are skipped and listed in [`Delivery::refused`]. Acks are local to this
+    /// node: nothing is output for the cluster.
     pub fn publish_with_ack(
         &mut self,
         now: Instant,
@@ -453,7 +487,7 @@ impl Hub {
             config: &self.config,
             outgoing,
             shelves,
-            shared: Default::default(),
+            prepared: Default::default(),
             volatile,
             // A volatile frame is dropped rather than deepen a queue that is behind.
             fill: if volatile { Fill::Bound } else { fill },
