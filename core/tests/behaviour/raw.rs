@@ -439,3 +439,75 @@ fn a_tidings_clients_ack_frame_cannot_answer_a_ping() {
     sim.send_frame(conn, Frame::Pong(payload));
     assert!(matches!(ack_outcomes(&mut sim)[..], [AckOutcome::Pong(_)]));
 }
+
+#[test]
+fn each_ping_has_its_own_id_and_is_answered_by_its_own_pong() {
+    let mut sim = raw_paths(Sim::quiet());
+    let conn = sim.open_path("/raw/1");
+    let first = sim
+        .hub
+        .ping(sim.now, conn, Some(Duration::from_secs(1)))
+        .expect("ping");
+    let second = sim
+        .hub
+        .ping(sim.now, conn, Some(Duration::from_secs(1)))
+        .expect("ping");
+    assert_ne!(first, second);
+    sim.drain();
+    // The second's pong alone: the second resolves, the first times out.
+    sim.send_frame(
+        conn,
+        Frame::Pong(Bytes::copy_from_slice(&second.0.to_be_bytes())),
+    );
+    sim.advance(Duration::from_secs(1));
+    let outcomes: Vec<_> = sim
+        .take_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Ack { ack, outcome, .. } => Some((ack, outcome)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (second, AckOutcome::Pong(Duration::ZERO)),
+            (first, AckOutcome::TimedOut)
+        ]
+    );
+}
+
+#[test]
+fn an_application_ping_handed_out_does_not_make_room_for_a_second_heartbeat_ping() {
+    // One frame in flight at a time, and a reader that writes nothing back: a heartbeat ping
+    // queued behind the application's ping must stay the only one queued.
+    let period = Duration::from_secs(1);
+    let config = Sim::quiet()
+        .ping_period(Some(period))
+        .pong_wait(Duration::from_secs(60))
+        .write_window(1);
+    let mut sim = raw_paths(config);
+    let conn = sim.open_path("/raw/1");
+    sim.stalled.insert(conn);
+    let _ = sim
+        .hub
+        .emit(sim.now, conn, Message::text("m", "first"))
+        .expect("emit");
+    sim.drain(); // the message is in flight, unwritten
+    sim.hub
+        .ping(sim.now, conn, Some(Duration::from_secs(30)))
+        .expect("ping");
+    sim.advance(period); // the heartbeat's ping queues behind the application's
+                         // The message is written (as the stalled writer's count knows).
+    sim.hub.handle(sim.now, Input::Written { conn, frames: 1 });
+    *sim.unwritten.get_mut(&conn).expect("in flight") -= 1;
+    sim.drain(); // the application's ping is handed out; the heartbeat's still waits
+    sim.advance(period); // a heartbeat ping is still queued: this period adds none
+    sim.unstall(conn);
+    sim.advance(Duration::from_millis(1));
+    let heartbeats = frames(&sim, conn)
+        .iter()
+        .filter(|f| matches!(f, Frame::Ping(p) if p.is_empty()))
+        .count();
+    assert_eq!(heartbeats, 1, "{:?}", frames(&sim, conn));
+}
