@@ -63,7 +63,8 @@
 //! - Inputs from the driver: [`Hub::open`], [`Hub::handle`] with an [`Input`],
 //!   [`Hub::handle_timeout`], [`Hub::handle_remote`] for other nodes' publishes.
 //! - Application commands: [`Hub::publish`], [`Hub::emit`], [`Hub::emit_with_ack`],
-//!   [`Hub::publish_batched`], [`Hub::join`], [`Hub::close`], [`Hub::shutdown`], ...
+//!   [`Hub::publish_batched`], [`Hub::join`], [`Hub::close`], [`Hub::ping`],
+//!   [`Hub::shutdown`], ...
 //! - Outputs: [`Output::Transmit`], [`Output::Close`], [`Output::PauseReading`] /
 //!   [`Output::ResumeReading`], [`Output::Event`], [`Output::Cluster`];
 //!   [`Hub::poll_transmits`] hands out a connection's frames together, as [`Chunk`]s: a

@@ -657,9 +657,11 @@ impl<R: Runtime> Handle<R> {
 
     /// Adopts a WebSocket that the application's own HTTP server upgraded (the server's
     /// side: frames are written unmasked, as RFC 6455 has a server write them): from now on
-    /// it is a connection like any other. `info` says what it was opened with (its path, and a
-    /// name to find it by); `close_delay` overrides how long a close waits for the peer's
-    /// close frame before the socket is dropped.
+    /// it is a connection like any other. `info` says what it was opened with (its path, a
+    /// name to find it by, and the wire protocol it speaks: `info.protocol(Protocol::Raw)`
+    /// for a client that sends plain frames, else the hub's path rules decide);
+    /// `close_delay` overrides how long a close waits for the peer's close frame before the
+    /// socket is dropped.
     ///
     /// ```no_run
     /// # async fn demo(handle: tidings_net::Handle<impl tidings_net::Runtime>,

@@ -10,7 +10,12 @@
 //!   applications that upgrade requests in their own server and hand the socket to
 //!   [`Handle::open`].
 //! - [`Handle`]: a `Clone + Send + Sync` way into the hub from any task or thread: publish,
-//!   emit, emit-with-ack, join, close, receive, batch, shutdown.
+//!   emit, emit-with-ack, send, ping, join, close, receive, batch, shutdown.
+//! - Each connection speaks `tidings.v1` (PROTOCOL.md) or raw frames with no envelope, for
+//!   clients written for wsm or goWs: chosen by the negotiated subprotocol, the hub's
+//!   [`PathRule`](tidings_core::PathRule)s, or the
+//!   [`ConnectionInfo::protocol`](tidings_core::ConnectionInfo::protocol) given to
+//!   [`Handle::open`].
 //! - [`Router`]: handlers by event name, with serde, hooks and subscribe authorization.
 //! - [`Client`]: a client that speaks PROTOCOL.md.
 //!
