@@ -457,6 +457,21 @@ impl Hub {
         }
     }
 
+    /// An open session whose protocol has the hub's own frames, for `what` needs them
+    /// ("acks", "recovery").
+    fn enveloped_session(&self, id: ConnId, what: &'static str) -> Result<&Session, Error> {
+        let s = self.open_session(id)?;
+        if s.protocol.codec().envelopes() {
+            Ok(s)
+        } else {
+            Err(Error::NotInProtocol {
+                conn: id,
+                protocol: s.protocol,
+                what,
+            })
+        }
+    }
+
     fn event(&mut self, event: Event) {
         self.outputs.push_back(Output::Event(Box::new(event)));
     }

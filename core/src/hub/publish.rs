@@ -262,15 +262,7 @@ impl Hub {
         message: Message,
         timeout: Option<Duration>,
     ) -> Result<AckId, Error> {
-        let s = self.open_session(conn)?;
-        if !s.protocol.codec().envelopes() {
-            let protocol = s.protocol;
-            return Err(Error::NotInProtocol {
-                conn,
-                protocol,
-                what: "acks",
-            });
-        }
+        let s = self.enveloped_session(conn, "acks")?;
         if s.acks_out.len() >= self.config.max_pending_acks {
             return Err(Error::TooManyPendingAcks {
                 conn,

@@ -54,15 +54,7 @@ impl Hub {
         room: &str,
         from: Position,
     ) -> Result<Recovery, Error> {
-        let s = self.open_session(conn)?;
-        if !s.protocol.codec().envelopes() {
-            let protocol = s.protocol;
-            return Err(Error::NotInProtocol {
-                conn,
-                protocol,
-                what: "recovery",
-            });
-        }
+        self.enveloped_session(conn, "recovery")?;
         if self.in_room(conn, room) {
             self.join_pinned(conn, room)?;
             return Ok(Recovery::Recovered);
