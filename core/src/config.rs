@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::history::{History, HistoryRule};
-use crate::protocol::PathRule;
+use crate::protocol::{path_matches, Protocol};
 
 /// What happens to a non-volatile message from a source that cannot wait when a recipient's
 /// outbound queue is at twice its bound (see [`Config::max_queue_frames`]).
@@ -72,6 +72,43 @@ impl Default for AppHeartbeat {
             pong: "pong".into(),
             alive_timeout: Duration::from_secs(60),
         }
+    }
+}
+
+/// Settings for the connections whose path matches `path`: which protocol they speak (unless
+/// their subprotocol names one) and their application heartbeat.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PathRule {
+    /// `/raw` matches that path only; `/raw/*` every path under it (`/raw/a/b`), as
+    /// `Builder::paths` in tidings-net does.
+    pub path: String,
+    /// The protocol of connections on these paths. Default [`Protocol::Tidings`].
+    pub protocol: Protocol,
+    /// The application heartbeat on these paths, in place of
+    /// [`Config::app_heartbeat`](crate::Config::app_heartbeat); `None` keeps that one.
+    pub app_heartbeat: Option<AppHeartbeat>,
+}
+
+impl PathRule {
+    /// Connections on `path` speak `protocol`, with the hub-wide heartbeat.
+    pub fn new(path: impl Into<String>, protocol: Protocol) -> Self {
+        PathRule {
+            path: path.into(),
+            protocol,
+            app_heartbeat: None,
+        }
+    }
+
+    /// Sets this path's application heartbeat.
+    #[must_use]
+    pub fn app_heartbeat(mut self, heartbeat: AppHeartbeat) -> Self {
+        self.app_heartbeat = Some(heartbeat);
+        self
+    }
+
+    /// Whether the rule covers `path`.
+    pub fn matches(&self, path: &str) -> bool {
+        path_matches(&self.path, path)
     }
 }
 

@@ -37,7 +37,7 @@ pub enum Error {
         /// The connection.
         conn: ConnId,
         /// Its protocol.
-        protocol: crate::Protocol,
+        protocol: crate::protocol::Protocol,
         /// What it has not ("acks", "recovery").
         what: &'static str,
     },

@@ -91,6 +91,7 @@
 #![deny(missing_docs)]
 
 mod batch;
+mod codec;
 mod config;
 mod error;
 mod frame;
@@ -104,6 +105,7 @@ mod metrics;
 mod outbound;
 mod protocol;
 mod raw;
+mod request;
 mod rooms;
 mod session;
 #[cfg(feature = "sim")]
@@ -111,7 +113,9 @@ pub mod sim;
 mod timers;
 mod wire;
 
-pub use config::{AppHeartbeat, Config, NameConflict, SlowConsumerPolicy, SubscribePolicy};
+pub use config::{
+    AppHeartbeat, Config, NameConflict, PathRule, SlowConsumerPolicy, SubscribePolicy,
+};
 pub use error::Error;
 pub use frame::{CloseCode, Frame, Text};
 pub use history::{Fetch, History, HistoryRule, Position, Recovery, Stream, Unrecoverable};
@@ -122,8 +126,9 @@ pub use io::{AckOutcome, Event, Initiator, Input, Output};
 pub use message::{ClusterMessage, Delivery, Message, Payload, Scope, Target};
 pub use metrics::Counters;
 pub use outbound::Chunk;
-pub use protocol::{path_matches, PathRule, Protocol, RAW_EVENT};
-pub use wire::{ErrorCode, PROTOCOL_VERSION};
+pub use protocol::{path_matches, Protocol, RAW_EVENT};
+pub use request::ErrorCode;
+pub use wire::PROTOCOL_VERSION;
 
 /// A driver owns the hub in one task and may move it between threads; the application
 /// sends it values from anywhere.

@@ -1,35 +1,12 @@
-//! The wire protocols a connection may speak, and the seam between the hub and them.
+//! The wire protocols a connection may speak ([`Protocol`]), and how a path is matched.
 //!
-//! A connection's [`Protocol`] is fixed when it opens ([`ConnectionInfo::protocol`], else its
-//! subprotocol, else the first [`PathRule`] that matches its path, else `tidings.v1`). The
-//! hub decides everything else (rooms, bounds, heartbeats, closes) the same way for every
-//! protocol; a [`Codec`] only says what a client frame asks and what an outgoing message
-//! looks like on that protocol's wire:
+//! A connection's protocol is fixed when it opens ([`ConnectionInfo::protocol`], else its
+//! subprotocol, else the first `Config::paths` rule that matches its path, else
+//! `tidings.v1`). What each protocol reads and writes is its codec (`codec.rs`).
 //!
-//! - **`tidings.v1`** (`wire.rs`, PROTOCOL.md): JSON envelopes with requests, acks, errors,
-//!   batches and recovery.
-//! - **raw** (`raw.rs`): no envelope. Each text or binary frame a client sends is one
-//!   message for the application, as it came; what the application sends is written as it
-//!   is. The hub's own frames (welcome, subscribed, errors, acks, history) do not exist.
-//!
-//! A fan-out encodes a message once per protocol among its recipients, never per member
-//! (see `hub/publish.rs`).
-//!
-//! **A third protocol** (Socket.IO v5 is the likely one) is one more [`Protocol`] variant and
-//! one more [`Codec`]: its `decode` maps its packets onto the hub's requests (an `EVENT`
-//! packet is an event, with its ack id; `CONNECT` to a namespace is a join), its
-//! `publication` and `batch` write the hub's messages as its packets, and `envelopes`
-//! becomes the set of hub frames it has an equivalent for. What it would also need beyond
-//! this seam: its handshake packet at open (the hub's `welcome` is the place), and the
-//! Engine.IO long-polling transport, which is not a WebSocket and so belongs in an adapter.
+//! [`ConnectionInfo::protocol`]: crate::ConnectionInfo::protocol
 
 use std::fmt;
-
-use crate::batch::Batch;
-use crate::frame::Frame;
-use crate::ids::AckId;
-use crate::message::{Message, Target};
-use crate::wire::{DecodeError, Request};
 
 /// A wire protocol, chosen per connection.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -39,8 +16,8 @@ pub enum Protocol {
     #[default]
     Tidings,
     /// No envelope: frames are the application's messages as they are, subprotocol
-    /// `tidings.raw` (or a path whose [`PathRule`] says so: clients written for wsm or goWs
-    /// offer no subprotocol).
+    /// `tidings.raw` (or a path whose [`PathRule`](crate::PathRule) says so: clients written
+    /// for wsm or goWs offer no subprotocol).
     Raw,
 }
 
@@ -68,14 +45,6 @@ impl Protocol {
     pub(crate) fn index(self) -> usize {
         self as usize
     }
-
-    /// Its codec.
-    pub(crate) fn codec(self) -> &'static dyn Codec {
-        match self {
-            Protocol::Tidings => &crate::wire::Tidings,
-            Protocol::Raw => &crate::raw::Raw,
-        }
-    }
 }
 
 impl fmt::Display for Protocol {
@@ -88,70 +57,6 @@ impl fmt::Display for Protocol {
 /// [`Event::Message`](crate::Event::Message) carries for a frame it sent, and what a message
 /// sent to it is best called (the name is not written: raw frames carry only the data).
 pub const RAW_EVENT: &str = "message";
-
-/// What one protocol writes and reads. The hub holds one per [`Protocol`], chosen by
-/// [`Protocol::codec`].
-pub(crate) trait Codec: Sync {
-    /// What a client's text or binary frame asks; a fault is answered with an `error`
-    /// frame where the protocol has them (see `envelopes`), and always counts toward
-    /// `Config::max_errors`.
-    fn decode(&self, frame: &Frame) -> Result<Request, DecodeError>;
-
-    /// A publication of `message` to `target`, at `position` in its channel's stream
-    /// (offset, epoch), asking for `ack`. `None`: this protocol's members do not get it.
-    fn publication(
-        &self,
-        target: &Target,
-        message: &Message,
-        position: Option<(u64, u64)>,
-        ack: Option<AckId>,
-    ) -> Option<Frame>;
-
-    /// The one frame a flushed batch leaves as.
-    fn batch(&self, batch: &Batch) -> Frame;
-
-    /// Whether the protocol has the hub's own frames: `welcome`, `subscribed`, `error`,
-    /// `ack`, `pong`, `history` and recovery replays, and so client requests, acks asked of
-    /// the client, and channel recovery.
-    fn envelopes(&self) -> bool;
-}
-
-/// Settings for the connections whose path matches `path`: which protocol they speak (unless
-/// their subprotocol names one) and their application heartbeat.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct PathRule {
-    /// `/raw` matches that path only; `/raw/*` every path under it (`/raw/a/b`), as
-    /// `Builder::paths` in tidings-net does.
-    pub path: String,
-    /// The protocol of connections on these paths. Default [`Protocol::Tidings`].
-    pub protocol: Protocol,
-    /// The application heartbeat on these paths, in place of
-    /// [`Config::app_heartbeat`](crate::Config::app_heartbeat); `None` keeps that one.
-    pub app_heartbeat: Option<crate::AppHeartbeat>,
-}
-
-impl PathRule {
-    /// Connections on `path` speak `protocol`, with the hub-wide heartbeat.
-    pub fn new(path: impl Into<String>, protocol: Protocol) -> Self {
-        PathRule {
-            path: path.into(),
-            protocol,
-            app_heartbeat: None,
-        }
-    }
-
-    /// Sets this path's application heartbeat.
-    #[must_use]
-    pub fn app_heartbeat(mut self, heartbeat: crate::AppHeartbeat) -> Self {
-        self.app_heartbeat = Some(heartbeat);
-        self
-    }
-
-    /// Whether the rule covers `path`.
-    pub fn matches(&self, path: &str) -> bool {
-        path_matches(&self.path, path)
-    }
-}
 
 /// Whether `path` is `pattern`, or lies under it if `pattern` ends in `/*` (`/ws/*` takes
 /// `/ws/a` and `/ws/a/b`, not `/ws` or `/ws/`).
@@ -176,7 +81,6 @@ mod tests {
         assert!(!path_matches("/ws/*", "/ws"));
         assert!(!path_matches("/ws/*", "/ws/"));
         assert!(!path_matches("/ws/*", "/wsx/a"));
-        assert!(PathRule::new("/raw/*", Protocol::Raw).matches("/raw/a"));
     }
 
     #[test]

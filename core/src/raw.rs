@@ -8,11 +8,12 @@
 //! its items; a text batch is its lines joined by `\n`, without the header line.
 
 use crate::batch::{Batch, Kind};
+use crate::codec::Codec;
 use crate::frame::{Frame, Text};
 use crate::ids::AckId;
 use crate::message::{Message, Payload, Target};
-use crate::protocol::{Codec, RAW_EVENT};
-use crate::wire::{Body, DecodeError, ErrorCode, Request};
+use crate::protocol::RAW_EVENT;
+use crate::request::{Body, DecodeError, ErrorCode, Request};
 
 pub(crate) struct Raw;
 

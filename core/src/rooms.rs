@@ -48,7 +48,7 @@ pub(crate) struct Room {
     pub announce: Vec<(ConnId, bool)>,
     /// Where its publications are written once for members to share, one shelf per
     /// protocol (indexed by `Protocol::index`).
-    pub shelves: [crate::outbound::Shelf; crate::Protocol::COUNT],
+    pub shelves: [crate::outbound::Shelf; crate::protocol::Protocol::COUNT],
 }
 
 impl Room {

@@ -336,7 +336,7 @@ impl Hub {
         if s.is_open() {
             return self.reply(conn, frame);
         }
-        if s.protocol.codec().envelopes() && s.offer_answer(frame) == Offer::Queued {
+        if super::codec(s.protocol).envelopes() && s.offer_answer(frame) == Offer::Queued {
             s.wake(&mut self.ready, conn, window);
         }
     }
@@ -350,7 +350,7 @@ impl Hub {
         let Some(s) = session_in(&mut self.sessions, conn) else {
             return;
         };
-        if !s.protocol.codec().envelopes() {
+        if !super::codec(s.protocol).envelopes() {
             return;
         }
         match s.offer(frame, bound, Fill::Overflow) {
@@ -376,7 +376,7 @@ impl Hub {
     pub(super) fn reply(&mut self, conn: ConnId, frame: Frame) {
         if self
             .session(conn)
-            .is_some_and(|s| s.protocol.codec().envelopes())
+            .is_some_and(|s| super::codec(s.protocol).envelopes())
         {
             self.send_back(conn, frame);
         }

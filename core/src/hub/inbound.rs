@@ -12,9 +12,10 @@ use crate::ids::{AckId, ConnId};
 use crate::io::{AckOutcome, Event};
 use crate::message::{Message, Target};
 use crate::protocol::Protocol;
+use crate::request::{Body, ErrorCode, Request};
 use crate::session::Fill;
 use crate::timers::TimerKey;
-use crate::wire::{self, Asked, Body, Envelope, ErrorCode, Request};
+use crate::wire::{self, Asked, Envelope};
 
 impl Hub {
     pub(super) fn on_frame(&mut self, now: Instant, conn: ConnId, frame: Frame) {
@@ -77,7 +78,7 @@ impl Hub {
             }
             Frame::Binary(_) => {}
         }
-        match protocol.codec().decode(&frame) {
+        match super::codec(protocol).decode(&frame) {
             Ok(request) => self.on_request(now, conn, request),
             Err(e) => {
                 let asked = Asked {

@@ -18,6 +18,7 @@ use std::time::Instant;
 use slab::Slab;
 
 use crate::batch::Batches;
+use crate::codec::Codec;
 use crate::config::Config;
 use crate::error::Error;
 use crate::frame::CloseCode;
@@ -26,10 +27,19 @@ use crate::io::{AckOutcome, Event, Initiator, Input, Output};
 use crate::message::{ClusterMessage, Scope, Target};
 use crate::metrics::Counters;
 use crate::outbound::Chunk;
+use crate::protocol::Protocol;
 use crate::rooms::Registry;
 use crate::session::{Fill, Session, State};
 use crate::timers::{ConnTimer, TimerKey, Timers};
 use crate::wire;
+
+/// The codec of `protocol`: the one place that knows every protocol's implementation.
+fn codec(protocol: Protocol) -> &'static dyn Codec {
+    match protocol {
+        Protocol::Tidings => &wire::Tidings,
+        Protocol::Raw => &crate::raw::Raw,
+    }
+}
 
 /// A connection's outbound queue, as [`Hub::queue_depth`] reports it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -461,7 +471,7 @@ impl Hub {
     /// ("acks", "recovery").
     fn enveloped_session(&self, id: ConnId, what: &'static str) -> Result<&Session, Error> {
         let s = self.open_session(id)?;
-        if s.protocol.codec().envelopes() {
+        if codec(s.protocol).envelopes() {
             Ok(s)
         } else {
             Err(Error::NotInProtocol {

@@ -73,7 +73,7 @@ impl<'a> Outgoing<'a> {
     pub(super) fn frame(&self, protocol: Protocol) -> Option<&Frame> {
         self.frames[protocol.index()]
             .get_or_init(|| {
-                let codec = protocol.codec();
+                let codec = super::codec(protocol);
                 match &self.what {
                     What::Publication {
                         target,
@@ -161,7 +161,8 @@ impl Fanout<'_> {
             return;
         };
         if self.ack.is_some()
-            && (!protocol.codec().envelopes() || s.acks_out.len() >= self.config.max_pending_acks)
+            && (!super::codec(protocol).envelopes()
+                || s.acks_out.len() >= self.config.max_pending_acks)
         {
             self.delivery.refused.push(conn);
             return;

@@ -11,7 +11,8 @@ use crate::error::Error;
 use crate::history::{Position, Recovery, Unrecoverable};
 use crate::ids::ConnId;
 use crate::io::Event;
-use crate::wire::{self, Asked, Envelope, ErrorCode};
+use crate::request::ErrorCode;
+use crate::wire::{self, Asked, Envelope};
 
 impl Hub {
     /// Puts `conn` in `room` of its namespace. Returns whether it was not a member before.
