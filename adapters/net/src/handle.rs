@@ -14,8 +14,8 @@ use futures_lite::future::or;
 use futures_lite::{AsyncRead, AsyncWrite};
 use serde::Serialize;
 use tidings_core::{
-    AckOutcome, CloseCode, ConnId, ConnectionInfo, Counters, Delivery, Input, Message, Payload,
-    Target,
+    AckId, AckOutcome, CloseCode, ConnId, ConnectionInfo, Counters, Delivery, Hub, Input, Message,
+    Payload, Target,
 };
 
 use crate::conn::{self, ConnEnds, ConnOptions, TaskCount};
@@ -176,17 +176,37 @@ impl<R: Runtime> Handle<R> {
         message: Message,
         timeout: Option<Duration>,
     ) -> Result<Payload> {
+        let ask = move |hub: &mut Hub, now| hub.emit_with_ack(now, conn, message, timeout);
+        self.asked(conn, timeout, ask, |outcome| match outcome {
+            AckOutcome::Reply(payload) => Some(payload),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Asks `conn` something the hub resolves as an ack (`ask` returns its id), and waits
+    /// for the answer `answered` takes from its outcome: [`Error::Timeout`] after `timeout`
+    /// (default `Config::ack_timeout`), [`Error::ConnectionClosed`] if it closes first.
+    async fn asked<T>(
+        &self,
+        conn: ConnId,
+        timeout: Option<Duration>,
+        ask: impl FnOnce(&mut Hub, Instant) -> std::result::Result<AckId, tidings_core::Error>
+            + Send
+            + 'static,
+        answered: impl FnOnce(AckOutcome) -> Option<T>,
+    ) -> Result<T> {
         let (outcome, wait) = self
             .call(move |d, now| {
                 let wait = timeout.unwrap_or(d.hub.config().ack_timeout);
-                let ack = d.hub.emit_with_ack(now, conn, message, timeout)?;
+                let ack = ask(&mut d.hub, now)?;
                 Ok::<_, tidings_core::Error>((d.await_ack(conn, ack), wait))
             })
             .await??;
         match outcome.recv().await {
-            Ok(AckOutcome::Reply(payload)) => Ok(payload),
             Ok(AckOutcome::TimedOut) => Err(Error::Timeout(wait)),
-            _ => Err(Error::ConnectionClosed(conn)),
+            Ok(outcome) => answered(outcome).ok_or(Error::ConnectionClosed(conn)),
+            Err(_) => Err(Error::ConnectionClosed(conn)),
         }
     }
 
@@ -206,18 +226,12 @@ impl<R: Runtime> Handle<R> {
     /// runs from the hub's queueing of the ping to its reading of the pong, so it includes
     /// what was queued ahead of the ping.
     pub async fn ping(&self, conn: ConnId, timeout: Option<Duration>) -> Result<Duration> {
-        let (outcome, wait) = self
-            .call(move |d, now| {
-                let wait = timeout.unwrap_or(d.hub.config().ack_timeout);
-                let ping = d.hub.ping(now, conn, timeout)?;
-                Ok::<_, tidings_core::Error>((d.await_ack(conn, ping), wait))
-            })
-            .await??;
-        match outcome.recv().await {
-            Ok(AckOutcome::Pong(rtt)) => Ok(rtt),
-            Ok(AckOutcome::TimedOut) => Err(Error::Timeout(wait)),
-            _ => Err(Error::ConnectionClosed(conn)),
-        }
+        let ask = move |hub: &mut Hub, now| hub.ping(now, conn, timeout);
+        self.asked(conn, timeout, ask, |outcome| match outcome {
+            AckOutcome::Pong(rtt) => Some(rtt),
+            _ => None,
+        })
+        .await
     }
 
     /// Answers a client's event that asked for an ack (see [`Incoming::ack`]).

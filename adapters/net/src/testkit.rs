@@ -314,6 +314,41 @@ where
     }
 }
 
+/// A hub without a server of its own, and the application's own accept loop for one
+/// socket: `upgrade` is the application's handshake, and the WebSocket it makes is handed
+/// to the hub with `info`. Returns the hub's handle, the address to connect to, and the
+/// connection once it is open.
+pub async fn own_server<R, U, Fut>(
+    rt: &R,
+    info: tidings_core::ConnectionInfo,
+    upgrade: U,
+) -> (
+    crate::Handle<R>,
+    std::net::SocketAddr,
+    async_channel::Receiver<tidings_core::ConnId>,
+)
+where
+    R: Runtime,
+    U: FnOnce(R::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = WebSocketStream<R::TcpStream>> + Send,
+{
+    let handle = Builder::new(rt.clone()).start().expect("start");
+    let listener = rt.bind("127.0.0.1:0").await.expect("bind");
+    let addr = rt.local_addr(&listener).expect("addr");
+    let (opened_tx, opened) = async_channel::bounded(1);
+    let (own, rt2) = (handle.clone(), rt.clone());
+    rt.spawn(async move {
+        let (tcp, _) = rt2.accept(&listener).await.expect("accept");
+        let ws = upgrade(tcp).await;
+        let conn = own
+            .open(info, ws, Some(Duration::from_millis(200)))
+            .await
+            .expect("open");
+        let _ = opened_tx.send(conn).await;
+    });
+    (handle, addr, opened)
+}
+
 /// A subscribe frame.
 pub fn subscribe(channel: &str) -> Value {
     json!({"type": "subscribe", "channel": channel})

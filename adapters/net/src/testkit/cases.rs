@@ -1067,40 +1067,29 @@ pub async fn graceful_shutdown_delivers_queued_messages_then_1001<R: Runtime>(rt
 }
 
 pub async fn bring_your_own_server_hands_over_a_websocket<R: Runtime>(rt: R) {
-    // A hub without a server of its own, and the application's own accept loop.
-    let handle = Builder::new(rt.clone()).start().expect("start");
-    let listener = rt.bind("127.0.0.1:0").await.expect("bind");
-    let addr = rt.local_addr(&listener).expect("addr");
-    let (opened_tx, opened) = async_channel::bounded(1);
-    let own = handle.clone();
-    let rt2 = rt.clone();
-    rt.spawn(async move {
-        let (tcp, _) = rt2.accept(&listener).await.expect("accept");
-        // The application's server answers the subprotocol our client offers.
-        #[allow(clippy::result_large_err)] // the callback's type is tungstenite's
-        let choose = |req: &tungstenite::handshake::server::Request,
-                      mut res: tungstenite::handshake::server::Response| {
-            let offered = req.headers().get("sec-websocket-protocol");
-            if offered
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains(crate::SUBPROTOCOL_V1))
-            {
-                let v = http::HeaderValue::from_static(crate::SUBPROTOCOL_V1);
-                res.headers_mut().insert("sec-websocket-protocol", v);
-            }
-            Ok(res)
-        };
-        let ws = async_tungstenite::accept_hdr_async(tcp, choose)
+    // A hub without a server of its own, and the application's own accept loop, whose
+    // handshake answers the subprotocol our client offers.
+    #[allow(clippy::result_large_err)] // the callback's type is tungstenite's
+    let choose = |req: &tungstenite::handshake::server::Request,
+                  mut res: tungstenite::handshake::server::Response| {
+        let offered = req.headers().get("sec-websocket-protocol");
+        if offered
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains(crate::SUBPROTOCOL_V1))
+        {
+            let v = http::HeaderValue::from_static(crate::SUBPROTOCOL_V1);
+            res.headers_mut().insert("sec-websocket-protocol", v);
+        }
+        Ok(res)
+    };
+    let name = "/ws/user123/notification";
+    let info = ConnectionInfo::new(name).name(name);
+    let (handle, addr, opened) = own_server(&rt, info, move |tcp| async move {
+        async_tungstenite::accept_hdr_async(tcp, choose)
             .await
-            .expect("upgrade");
-        let name = "/ws/user123/notification";
-        let info = ConnectionInfo::new(name).name(name);
-        let conn = own
-            .open(info, ws, Some(Duration::from_millis(200)))
-            .await
-            .expect("open");
-        let _ = opened_tx.send(conn).await;
-    });
+            .expect("upgrade")
+    })
+    .await;
     let url = format!("ws://{addr}/ws/user123/notification");
     let a = ClientBuilder::new(rt.clone(), &url)
         .connect()

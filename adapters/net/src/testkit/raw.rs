@@ -298,24 +298,12 @@ pub async fn a_raw_message_over_the_limit_closes_with_1009<R: Runtime>(rt: R) {
 /// managed by its URL: open, send, receive with a timeout, exists, names, is-connected,
 /// close.
 pub async fn a_raw_websocket_the_application_upgraded_is_managed_by_its_url<R: Runtime>(rt: R) {
-    let handle = Builder::new(rt.clone()).start().expect("start");
-    let listener = rt.bind("127.0.0.1:0").await.expect("bind");
-    let addr = rt.local_addr(&listener).expect("addr");
-    let (opened_tx, opened) = async_channel::bounded(1);
-    let own = handle.clone();
-    let rt2 = rt.clone();
-    rt.spawn(async move {
-        let (tcp, _) = rt2.accept(&listener).await.expect("accept");
-        let ws = async_tungstenite::accept_async(tcp).await.expect("upgrade");
-        let url = "/ws/user123/notification";
-        let info = ConnectionInfo::new(url).name(url).protocol(Protocol::Raw);
-        let conn = own
-            .open(info, ws, Some(Duration::from_millis(200)))
-            .await
-            .expect("open");
-        let _ = opened_tx.send(conn).await;
-    });
     let url = "/ws/user123/notification";
+    let info = ConnectionInfo::new(url).name(url).protocol(Protocol::Raw);
+    let (handle, addr, opened) = own_server(&rt, info, |tcp| async {
+        async_tungstenite::accept_async(tcp).await.expect("upgrade")
+    })
+    .await;
     let mut ws = raw(&rt, &format!("ws://{addr}{url}"), &[])
         .await
         .expect("connect");
