@@ -40,7 +40,7 @@ pub struct Counters {
     pub closes: BTreeMap<CloseCode, u64>,
     /// Error frames sent to clients.
     pub protocol_errors: u64,
-    /// Server→client acks answered by the client.
+    /// Server→client acks answered by the client (pings are counted apart).
     pub acks_replied: u64,
     /// Server→client acks that timed out.
     pub acks_timed_out: u64,
@@ -48,6 +48,12 @@ pub struct Counters {
     pub acks_failed: u64,
     /// Ack replies for ids that were not pending (unknown or duplicate), ignored.
     pub acks_unknown: u64,
+    /// Pings of `Hub::ping` whose pong came back.
+    pub pings_answered: u64,
+    /// Pings of `Hub::ping` whose pong did not come back in time.
+    pub pings_timed_out: u64,
+    /// Pings of `Hub::ping` ended by the connection's close.
+    pub pings_failed: u64,
     /// Client ack requests the application did not answer in time, which the server
     /// answered with `no_answer` (`Config::answer_timeout`).
     pub answers_timed_out: u64,

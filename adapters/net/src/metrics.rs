@@ -123,6 +123,21 @@ const COUNTERS: &[Total] = &[
         |c| c.acks_unknown,
     ),
     (
+        "pings_answered",
+        "Pings of Handle::ping whose pong came back.",
+        |c| c.pings_answered,
+    ),
+    (
+        "pings_timed_out",
+        "Pings of Handle::ping whose pong did not come back in time.",
+        |c| c.pings_timed_out,
+    ),
+    (
+        "pings_failed",
+        "Pings of Handle::ping ended by the connection's close.",
+        |c| c.pings_failed,
+    ),
+    (
         "answers_timed_out",
         "Client ack requests the server answered with no_answer.",
         |c| c.answers_timed_out,
@@ -267,7 +282,7 @@ mod tests {
         c.rooms = 4;
         c.members = 9;
         // Each total a distinct value, so a name wired to the wrong field shows.
-        let fields: [&mut u64; 18] = [
+        let fields: [&mut u64; 21] = [
             &mut c.connections_opened,
             &mut c.connections_refused,
             &mut c.frames_in,
@@ -283,6 +298,9 @@ mod tests {
             &mut c.acks_timed_out,
             &mut c.acks_failed,
             &mut c.acks_unknown,
+            &mut c.pings_answered,
+            &mut c.pings_timed_out,
+            &mut c.pings_failed,
             &mut c.answers_timed_out,
             &mut c.batches_flushed,
             &mut c.remote_publishes,

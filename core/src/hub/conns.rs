@@ -301,7 +301,11 @@ impl Hub {
             }
         }
         for ack in std::mem::take(&mut s.acks_out).into_keys() {
-            self.counters.acks_failed += 1;
+            if s.pings.contains_key(&ack) {
+                self.counters.pings_failed += 1;
+            } else {
+                self.counters.acks_failed += 1;
+            }
             self.event(Event::Ack {
                 conn,
                 ack,

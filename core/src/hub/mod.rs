@@ -344,9 +344,13 @@ impl Hub {
                     let Some(s) = self.session_mut(conn) else {
                         continue;
                     };
-                    s.pings.remove(&ack);
+                    let ping = s.pings.remove(&ack).is_some();
                     if s.acks_out.remove(&ack).is_some() {
-                        self.counters.acks_timed_out += 1;
+                        if ping {
+                            self.counters.pings_timed_out += 1;
+                        } else {
+                            self.counters.acks_timed_out += 1;
+                        }
                         self.event(Event::Ack {
                             conn,
                             ack,

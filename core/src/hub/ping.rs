@@ -67,6 +67,7 @@ impl Hub {
         if let Some(deadline) = s.acks_out.remove(&ack) {
             self.timers.remove(deadline, TimerKey::Ack(conn, ack));
         }
+        self.counters.pings_answered += 1;
         self.event(Event::Ack {
             conn,
             ack,

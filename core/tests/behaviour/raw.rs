@@ -389,6 +389,8 @@ fn a_ping_resolves_with_its_round_trip_time_when_its_pong_comes_back() {
         sim.send_frame(conn, Frame::Pong(payload));
         sim.advance(Duration::from_secs(10));
         assert!(ack_outcomes(&mut sim).is_empty());
+        let counters = sim.hub.counters();
+        assert_eq!((counters.pings_answered, counters.acks_replied), (1, 0));
     }
 }
 
@@ -410,6 +412,9 @@ fn a_ping_without_its_pong_times_out_or_ends_with_its_connection() {
         ack_outcomes(&mut sim).is_empty(),
         "a late pong resolves nothing"
     );
+    let counters = sim.hub.counters();
+    assert_eq!((counters.pings_timed_out, counters.pings_answered), (1, 0));
+    assert_eq!(counters.acks_timed_out, 0, "a ping is not an ack");
 
     sim.hub.ping(sim.now, conn, None).expect("ping");
     sim.hub
@@ -417,6 +422,8 @@ fn a_ping_without_its_pong_times_out_or_ends_with_its_connection() {
         .expect("open");
     sim.drain();
     assert_eq!(ack_outcomes(&mut sim), vec![AckOutcome::Closed]);
+    let counters = sim.hub.counters();
+    assert_eq!((counters.pings_failed, counters.acks_failed), (1, 0));
     assert_eq!(
         sim.hub.ping(sim.now, conn, None),
         Err(Error::UnknownConnection(conn))
