@@ -213,8 +213,8 @@ impl<R: Runtime> Handle<R> {
     /// Sends `data` to one connection as a message named
     /// [`RAW_EVENT`](tidings_core::RAW_EVENT), waiting for room as [`Handle::emit`] does: a
     /// raw connection gets the bytes as they are (text, or binary for bytes), a `tidings.v1`
-    /// one an `event` envelope around them. wsm's `Send(url, data)` is
-    /// `handle.send(handle.by_name(url).await?.unwrap(), data)`.
+    /// one an `event` envelope around them. wsm's `Send(url, data)` is `handle.send(conn,
+    /// data)`, with `conn` from `handle.by_name(url)` (`None`: that URL is not connected).
     pub async fn send(&self, conn: ConnId, data: impl Into<Payload>) -> Result<Delivery> {
         let message = Message::new(tidings_core::RAW_EVENT, data.into());
         self.emit(conn, message).await
