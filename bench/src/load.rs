@@ -116,6 +116,9 @@ async fn subscribed(ws: &mut Ws, subscribe: &str) -> io::Result<serde_json::Valu
     }
 }
 
+/// The epoch in the frames the baselines relay with `--same-frames`: as long as tidings'.
+const SAME_EPOCH: u64 = 4_503_599_627_370_495;
+
 /// Nanoseconds since the load generator started: the clock of the payload timestamps.
 fn clock_ns() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
@@ -135,6 +138,11 @@ pub struct Fanout {
     pub window: usize,
     /// Messages per second, or 0 for as fast as the window allows.
     pub rate: u64,
+    /// The baselines' publisher sends the very frame tidings delivers for a publish
+    /// (`{"type":"event",...}`), which they relay as is: every server then delivers the same
+    /// bytes and the generator reads and parses the same frames. Without it the baselines
+    /// deliver the bare payload, about 30 % fewer bytes.
+    pub same_frames: bool,
 }
 
 /// What one fan-out run measured.
@@ -152,6 +160,11 @@ pub struct FanoutResult {
     pub p99_us: f64,
     /// See `p50_us`.
     pub p999_us: f64,
+    /// The load generator's own CPU seconds from the first publish to the last delivery:
+    /// near `elapsed`, the generator (one thread) is what limits the run.
+    pub generator_cpu_seconds: f64,
+    /// Text bytes per delivery, as the generator received them (frame headers not counted).
+    pub bytes_per_delivery: f64,
 }
 
 impl FanoutResult {
@@ -165,15 +178,18 @@ impl FanoutResult {
 #[derive(Default)]
 struct Tally {
     delivered: Cell<u64>,
+    /// Text bytes of the deliveries counted.
+    bytes: Cell<u64>,
     warmed: Cell<usize>,
     last: Cell<Option<Instant>>,
     latencies_ns: RefCell<Vec<u64>>,
 }
 
 impl Tally {
-    /// Records one text frame; returns whether it was the warm-up.
-    fn record(&self, kind: Kind, text: &str) -> bool {
-        let payload = if kind.is_tidings() {
+    /// Records one text frame, an `event` envelope or a bare payload; returns whether it was
+    /// the warm-up.
+    fn record(&self, enveloped: bool, text: &str) -> bool {
+        let payload = if enveloped {
             match text.find(r#""data":""#) {
                 Some(at) => &text[at + 8..],
                 None => return false, // not a publish (a pong, say)
@@ -192,6 +208,7 @@ impl Tally {
             return false;
         };
         self.delivered.set(self.delivered.get() + 1);
+        self.bytes.set(self.bytes.get() + text.len() as u64);
         self.last.set(Some(Instant::now()));
         self.latencies_ns
             .borrow_mut()
@@ -217,7 +234,8 @@ pub fn fanout(target: &Target, w: Fanout) -> io::Result<FanoutResult> {
 
 async fn fanout_on(ex: &LocalExecutor<'_>, target: &Target, w: Fanout) -> io::Result<FanoutResult> {
     let tally = Rc::new(Tally::default());
-    let kind = target.kind;
+    // How deliveries look: the tidings envelope, or the bare payload.
+    let enveloped = target.kind.is_tidings() || w.same_frames;
     let failed = open_clients(
         ex,
         target,
@@ -226,7 +244,7 @@ async fn fanout_on(ex: &LocalExecutor<'_>, target: &Target, w: Fanout) -> io::Re
         |_| {
             let (tally, mut warmed) = (tally.clone(), false);
             move |text: &str| {
-                if tally.record(kind, text) && !warmed {
+                if tally.record(enveloped, text) && !warmed {
                     warmed = true;
                     tally.warmed.set(tally.warmed.get() + 1);
                 }
@@ -243,10 +261,17 @@ async fn fanout_on(ex: &LocalExecutor<'_>, target: &Target, w: Fanout) -> io::Re
     // The publisher is in the room on tidings and gets its own messages: read and drop them.
     ex.spawn(async move { while let Some(Ok(_)) = receiver.next().await {} })
         .detach();
-    let frame = |body: String| {
+    // The `seq`th message (0 for the warm-up) with payload `body`.
+    let frame = |seq: usize, body: String| {
         if target.kind.is_tidings() {
             Message::text(format!(
                 r#"{{"type":"publish","channel":"{CHANNEL}","event":"tick","data":"{body}"}}"#
+            ))
+        } else if w.same_frames {
+            // What tidings delivers: its stream position (an offset, and an epoch that is a
+            // random number of 16 digits) comes with every publication.
+            Message::text(format!(
+                r#"{{"type":"event","event":"tick","channel":"{CHANNEL}","offset":{seq},"epoch":{SAME_EPOCH},"data":"{body}"}}"#
             ))
         } else {
             Message::text(body)
@@ -261,12 +286,13 @@ async fn fanout_on(ex: &LocalExecutor<'_>, target: &Target, w: Fanout) -> io::Re
             return Err(io::Error::other("subscribers never all got the warm-up"));
         }
         sender
-            .send(frame("w".into()))
+            .send(frame(0, "w".into()))
             .await
             .map_err(io::Error::other)?;
         Timer::after(Duration::from_millis(20)).await;
     }
 
+    let generator_before = crate::procfs::usage(std::process::id())?.cpu_seconds;
     let start = Instant::now();
     let subscribers = w.subscribers as u64;
     for seq in 0..w.messages {
@@ -289,7 +315,7 @@ async fn fanout_on(ex: &LocalExecutor<'_>, target: &Target, w: Fanout) -> io::Re
             Timer::at(at).await;
         }
         sender
-            .send(frame(payload(seq, w.size)))
+            .send(frame(seq + 1, payload(seq, w.size)))
             .await
             .map_err(io::Error::other)?;
     }
@@ -302,6 +328,8 @@ async fn fanout_on(ex: &LocalExecutor<'_>, target: &Target, w: Fanout) -> io::Re
             seen = (tally.delivered.get(), Instant::now());
         }
     }
+    let generator_cpu_seconds =
+        crate::procfs::usage(std::process::id())?.cpu_seconds - generator_before;
     let _ = sender.close(None).await;
 
     let mut lat = tally.latencies_ns.take();
@@ -314,6 +342,8 @@ async fn fanout_on(ex: &LocalExecutor<'_>, target: &Target, w: Fanout) -> io::Re
         p50_us: us(0.5),
         p99_us: us(0.99),
         p999_us: us(0.999),
+        generator_cpu_seconds,
+        bytes_per_delivery: tally.bytes.get() as f64 / tally.delivered.get().max(1) as f64,
     })
 }
 
@@ -564,13 +594,14 @@ mod tests {
         let p = payload(7, 128);
         assert_eq!(p.len(), 128);
         let tally = Tally::default();
-        assert!(!tally.record(Kind::Bare, &p));
+        assert!(!tally.record(false, &p));
         let framed = format!(r#"{{"type":"event","channel":"bench","data":"{p}"}}"#);
-        assert!(!tally.record(Kind::Smol, &framed));
+        assert!(!tally.record(true, &framed));
         assert_eq!(tally.delivered.get(), 2);
+        assert_eq!(tally.bytes.get(), (p.len() + framed.len()) as u64);
         assert_eq!(tally.latencies_ns.borrow().len(), 2);
-        assert!(tally.record(Kind::Bare, "w"), "the warm-up is told apart");
-        assert!(!tally.record(Kind::Smol, r#"{"type":"pong"}"#));
+        assert!(tally.record(false, "w"), "the warm-up is told apart");
+        assert!(!tally.record(true, r#"{"type":"pong"}"#));
         assert_eq!(tally.delivered.get(), 2, "neither counts as a delivery");
     }
 

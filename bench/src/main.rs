@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! tidings-bench fanout [--servers tokio,bare,smol,async-std,tidings-tokio] [--runs 5] [--subscribers 1000]
-//!                      [--messages 2000] [--size 128] [--window 0] [--rate 0] [--sources 8]
+//!                      [--messages 2000] [--size 128] [--window 0] [--rate 0] [--sources 8] [--same-frames]
 //! tidings-bench idle   [--servers tokio,bare,smol,async-std,tidings-tokio] [--runs 3] [--connections 10000]
 //!                      [--sources 16] [--settle 2] [--hold 10]
 //! tidings-bench recovery [--servers smol,async-std,tidings-tokio] [--runs 3] [--connections 10000]
@@ -82,6 +82,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             size: 128,
             window: 0,
             rate: 0,
+            same_frames: false,
         },
         connections: 10_000,
         settle: Duration::from_secs(2),
@@ -114,6 +115,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             Long("size") => o.fanout.size = parser.value()?.parse()?,
             Long("window") => o.fanout.window = parser.value()?.parse()?,
             Long("rate") => o.fanout.rate = parser.value()?.parse()?,
+            Long("same-frames") => o.fanout.same_frames = true,
             Long("connections") => o.connections = parser.value()?.parse()?,
             Long("settle") => o.settle = Duration::from_secs(parser.value()?.parse()?),
             Long("hold") => o.hold = Duration::from_secs(parser.value()?.parse()?),
@@ -293,8 +295,8 @@ fn fanout(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             });
         }
     }
-    println!("| server | deliveries/s | time to last delivery (s) | p50 (µs) | p99 (µs) | p99.9 (µs) | received = expected | server CPU (s) | CPU per delivery (µs) | server peak RSS (MiB) |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| server | deliveries/s | time to last delivery (s) | p50 (µs) | p99 (µs) | p99.9 (µs) | received = expected | server CPU (s) | CPU per delivery (µs) | server peak RSS (MiB) | bytes per delivery | generator CPU (s) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (kind, runs) in o.servers.iter().zip(&runs) {
         let of =
             |f: &dyn Fn(&FanoutRun) -> f64| Spread::of(&runs.iter().map(f).collect::<Vec<_>>());
@@ -303,7 +305,7 @@ fn fanout(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             .filter(|r| r.result.received == r.result.expected)
             .count();
         println!(
-            "| {kind} | {} | {} | {} | {} | {} | {complete} of {} runs | {} | {} | {} |",
+            "| {kind} | {} | {} | {} | {} | {} | {complete} of {} runs | {} | {} | {} | {} | {} |",
             of(&|r| r.result.rate()).show(0),
             of(&|r| r.result.elapsed.as_secs_f64()).show(3),
             of(&|r| r.result.p50_us).show(0),
@@ -313,6 +315,8 @@ fn fanout(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             of(&|r| r.cpu_seconds).show(2),
             of(&FanoutRun::cpu_per_delivery_us).show(3),
             of(&|r| r.peak_rss_kib as f64 / 1024.0).show(1),
+            of(&|r| r.result.bytes_per_delivery).show(0),
+            of(&|r| r.result.generator_cpu_seconds).show(2),
         );
     }
     for (kind, runs) in o.servers.iter().zip(&runs) {

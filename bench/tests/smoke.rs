@@ -28,7 +28,7 @@ fn row<'a>(table: &'a str, server: &str) -> Vec<&'a str> {
 }
 
 #[test]
-fn fanout_delivers_everything_on_every_server_open_loop_and_windowed() {
+fn fanout_delivers_everything_on_every_server_open_loop_windowed_and_with_the_same_frames() {
     let small = [
         "fanout",
         "--runs",
@@ -38,11 +38,19 @@ fn fanout_delivers_everything_on_every_server_open_loop_and_windowed() {
         "--messages",
         "50",
     ];
-    for extra in [&[][..], &["--window", "8"][..]] {
+    for extra in [&[][..], &["--window", "8"][..], &["--same-frames"][..]] {
         let out = bench(&[&small[..], extra].concat());
         for server in ["tokio", "bare", "smol", "async-std", "tidings-tokio"] {
             let cells = row(&out, server);
             assert_eq!(cells[7], "1 of 1 runs", "{server} lost deliveries:\n{out}");
+        }
+        // Bytes per delivery: the baselines deliver the bare payload, or with
+        // --same-frames exactly the frame tidings delivers.
+        let bytes = |server| row(&out, server)[11].to_owned();
+        if extra == ["--same-frames"] {
+            assert_eq!(bytes("tokio"), bytes("smol"), "{out}");
+        } else {
+            assert_ne!(bytes("tokio"), bytes("smol"), "{out}");
         }
         for baseline in ["tokio", "bare"] {
             let table = out
