@@ -560,7 +560,8 @@ async fn write<R, S>(
             match outcome {
                 Wrote::Done(Ok(spare)) => {
                     // The emptied `Vec` goes back with the report, for a later hand-out.
-                    let _ = control.send(Control::Written(conn, frames, spare)).await;
+                    // Unbounded: never full, so nothing to wait for.
+                    let _ = control.try_send(Control::Written(conn, frames, spare));
                 }
                 Wrote::Done(Err(e)) => {
                     let _ = inbound.send(transport_error(conn, e.to_string())).await;
