@@ -11,7 +11,7 @@ use std::future::{pending, poll_fn};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use async_channel::Sender;
@@ -115,6 +115,10 @@ struct Socket<S> {
     /// The peer's close frame was read: tungstenite owes (or has sent) the echo, after which
     /// nothing more may be written.
     peer_closed: bool,
+    /// A burst's write stopped inside a frame (the socket took part of it). tungstenite
+    /// writes the pongs it owes from within a read, so the reader waits (here) for the
+    /// frame's end: a pong in the middle of a frame would corrupt the stream.
+    mid_frame: Option<Option<Waker>>,
 }
 
 /// Bytes of encoded frames gathered before one write to the socket.
@@ -125,6 +129,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         Shared(Mutex::new(Socket {
             ws,
             peer_closed: false,
+            mid_frame: None,
         }))
     }
 
@@ -136,6 +141,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
 
     fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, tungstenite::Error>>> {
         let mut stream = self.lock();
+        if let Some(reader) = &mut stream.mid_frame {
+            *reader = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
         let next = Pin::new(&mut stream.ws).poll_next(cx);
         if let Poll::Ready(Some(Ok(Message::Close(_)))) = &next {
             stream.peer_closed = true;
@@ -180,7 +189,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         Ok(burst)
     }
 
-    /// Writes `bytes` (whole frames) to the socket.
+    /// Writes `bytes` (whole frames) to the socket. Until the last byte is taken, a write
+    /// that stopped inside them holds the reader back (see [`Socket::mid_frame`]).
     async fn write_all(
         &self,
         bytes: &[u8],
@@ -206,8 +216,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                         written.fetch_add(1, Ordering::Relaxed);
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        if at > 0 && stream.mid_frame.is_none() {
+                            stream.mid_frame = Some(None);
+                        }
+                        return Poll::Pending;
+                    }
                 }
+            }
+            if let Some(Some(reader)) = stream.mid_frame.take() {
+                reader.wake();
             }
             Poll::Ready(Ok(()))
         })

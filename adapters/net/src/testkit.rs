@@ -95,6 +95,7 @@ macro_rules! loopback_suite {
             client_that_stops_reading_is_cut_while_others_get_everything,
             a_reader_that_reads_slowly_is_not_cut_by_the_write_timeout,
             frames_handed_out_before_a_close_go_out_even_while_a_write_is_stuck,
+            a_ping_while_a_write_is_stuck_is_answered_between_whole_frames,
             graceful_shutdown_delivers_queued_messages_then_1001,
             bring_your_own_server_hands_over_a_websocket,
             client_publishes_and_unsubscribes,

@@ -844,6 +844,69 @@ pub async fn frames_handed_out_before_a_close_go_out_even_while_a_write_is_stuck
     }
 }
 
+/// A client's ping read while a write is stuck in the middle of a frame: tungstenite's
+/// automatic pong must wait for the frame's end, or the client's stream is corrupt.
+pub async fn a_ping_while_a_write_is_stuck_is_answered_between_whole_frames<R: Runtime>(rt: R) {
+    let config = Config::default()
+        .max_queue_frames(100_000)
+        .max_queue_bytes(256 * 1024 * 1024)
+        .slow_consumer_timeout(Duration::from_secs(60))
+        .write_window(100_000);
+    let server = start(
+        Builder::new(rt.clone())
+            .config(config)
+            .write_timeout(Duration::from_secs(20)),
+    )
+    .await;
+    let handle = server.handle();
+    let mut reader = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+    raw_send(&mut reader, subscribe("feed")).await;
+    raw_json(&rt, &mut reader).await;
+    // 8 MiB that the reader does not read yet: the writer is stuck, most likely inside a
+    // frame (frames of 64 KiB, socket buffers of odd sizes).
+    let (count, filler) = (128usize, "x".repeat(64 * 1024));
+    for n in 0..count {
+        let message = Message::json("item", json!({"n": n, "pad": filler}));
+        let delivery = handle.to_room("feed", message).await.expect("publish");
+        assert_eq!(delivery.queued, 1);
+    }
+    sleep(&rt, Duration::from_millis(200)).await;
+    // The server reads these pings while its write is stuck; tungstenite owes their pongs.
+    for n in 0u8..3 {
+        futures_util::SinkExt::send(&mut reader, Ws::Ping(vec![n].into()))
+            .await
+            .expect("ping");
+        sleep(&rt, Duration::from_millis(50)).await;
+    }
+    // Every item whole and in order, and the three pongs (owed before the burst's end)
+    // somewhere between them or after.
+    let (mut next, mut pongs) = (0, Vec::new());
+    while next < count || pongs.len() < 3 {
+        let frame = or(reader.next(), async {
+            sleep(&rt, Duration::from_secs(5)).await;
+            panic!(
+                "nothing within 5 s: item {next} of {count}, {} pongs",
+                pongs.len()
+            );
+        })
+        .await;
+        match frame {
+            Some(Ok(Ws::Text(text))) => {
+                let item: Value = serde_json::from_str(&text).expect("a whole JSON frame");
+                assert_eq!(item["data"]["n"], json!(next), "every item, in order");
+                next += 1;
+            }
+            Some(Ok(Ws::Pong(payload))) => pongs.push(payload.to_vec()),
+            other => panic!("the stream broke before item {next}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        pongs,
+        [vec![0u8], vec![1], vec![2]],
+        "each ping answered once, in order"
+    );
+}
+
 /// One HTTP/1.1 GET's whole answer, head and body.
 async fn http_get<R: Runtime>(rt: &R, server: &Server<R>, path: &str) -> String {
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
