@@ -6,7 +6,6 @@
 //! `close_delay` for the peer's answer), or once the hub has forgotten the connection (peer
 //! close, transport error), or when a write fails or times out.
 
-use std::collections::VecDeque;
 use std::future::{pending, poll_fn};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 use async_channel::Sender;
 use async_tungstenite::WebSocketStream;
 use futures_lite::future::or;
-use futures_lite::{AsyncRead, AsyncWrite, FutureExt, Stream, StreamExt};
+use futures_lite::{AsyncRead, AsyncWrite, FutureExt, Stream};
 use futures_util::Sink;
 use tidings_core::{Chunk, CloseCode, ConnId, Frame, Input, Text};
 use tungstenite::error::{CapacityError, ProtocolError};
@@ -26,7 +25,8 @@ use tungstenite::protocol::frame::{CloseFrame, FrameHeader};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Message;
 
-use crate::driver::{Control, Opened, ReadGate, WriterCmd, WriterRx};
+use crate::driver::{Control, Opened};
+use crate::link::{Link, Taken};
 use crate::Runtime;
 
 /// How a connection's socket is run.
@@ -79,12 +79,11 @@ impl Drop for TaskGuard {
     }
 }
 
-/// A connection task's ends: its id, what the hub hands its writer, its reading gate, and
-/// the channels to the hub.
+/// A connection task's ends: its id, its link (what the hub hands its writer, and its
+/// reading gate), and the channels to the hub.
 pub(crate) struct ConnEnds {
     pub conn: ConnId,
-    pub commands: WriterRx,
-    pub gate: Arc<ReadGate>,
+    pub link: Arc<Link>,
     pub inbound: Sender<Input>,
     pub control: Sender<Control>,
 }
@@ -93,8 +92,7 @@ impl ConnEnds {
     pub fn new(opened: Opened, inbound: Sender<Input>, control: Sender<Control>) -> Self {
         ConnEnds {
             conn: opened.conn,
-            commands: opened.commands,
-            gate: opened.gate,
+            link: opened.link,
             inbound,
             control,
         }
@@ -288,13 +286,12 @@ pub(crate) async fn run<R, S>(
     let reader_ended = AtomicBool::new(false);
     let ConnEnds {
         conn,
-        mut commands,
-        gate,
+        link,
         inbound,
         control,
     } = ends;
     let reader = pin!(async {
-        read(&ws, conn, &gate, &inbound).await;
+        read(&ws, conn, &link, &inbound).await;
         reader_ended.store(true, Ordering::Release);
         pending::<()>().await
     });
@@ -304,7 +301,7 @@ pub(crate) async fn run<R, S>(
         inbound: &inbound,
         control: &control,
     };
-    let writer = write(&rt, &ws, &mut commands, to_hub, options, &reader_ended);
+    let writer = write(&rt, &ws, &link, to_hub, options, &reader_ended);
     or(reader, writer).await;
 }
 
@@ -370,7 +367,7 @@ impl<F: std::future::Future + Unpin> std::future::Future for WokenOnly<F> {
 
 /// Feeds every message to the hub until the stream ends or fails, reading only while the
 /// gate is open.
-async fn read<S>(ws: &Shared<S>, conn: ConnId, gate: &ReadGate, inbound: &Sender<Input>)
+async fn read<S>(ws: &Shared<S>, conn: ConnId, gate: &Link, inbound: &Sender<Input>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -480,7 +477,7 @@ struct ToHub<'a> {
 async fn write<R, S>(
     rt: &R,
     ws: &Shared<S>,
-    commands: &mut WriterRx,
+    link: &Link,
     to_hub: ToHub<'_>,
     options: ConnOptions,
     reader_ended: &AtomicBool,
@@ -493,8 +490,6 @@ async fn write<R, S>(
         inbound,
         control,
     } = to_hub;
-    // Commands taken off the channel while a write was stuck, in order.
-    let mut held: VecDeque<WriterCmd> = VecDeque::new();
     let linger = |until: Instant| async move {
         // The reader ends when the peer's close arrives (or the stream does).
         or(
@@ -510,30 +505,16 @@ async fn write<R, S>(
         .await;
     };
     loop {
-        let first = match held.pop_front() {
-            Some(cmd) => cmd,
-            None => match commands.next().await {
-                Some(cmd) => cmd,
-                // The hub forgot the connection (the peer closed, or the transport failed):
-                // let the reader send the close echo, then drop the socket.
-                None => return linger(Instant::now() + options.close_delay).await,
-            },
+        // At most `write_window` frames are ever handed out, so a burst is bounded.
+        let Some(Taken {
+            frames: burst,
+            mut close,
+        }) = link.take().await
+        else {
+            // The hub forgot the connection (the peer closed, or the transport failed): let
+            // the reader send the close echo, then drop the socket.
+            return linger(Instant::now() + options.close_delay).await;
         };
-        let mut burst: Vec<Chunk> = Vec::new();
-        let mut close = None;
-        let mut next = Some(first);
-        while let Some(cmd) = next.take() {
-            match cmd {
-                WriterCmd::Frames(frames) if burst.is_empty() => burst = frames,
-                WriterCmd::Frames(mut frames) => burst.append(&mut frames),
-                WriterCmd::Close(code, reason) => {
-                    close = Some((code, reason));
-                    break;
-                }
-            }
-            // At most `write_window` frames are ever handed out, so a burst is bounded.
-            next = held.pop_front().or_else(|| commands.try_recv().ok());
-        }
         if !burst.is_empty() {
             let frames = burst.iter().map(Chunk::len).sum();
             // Frames the socket has taken so far: the write timeout counts from the last.
@@ -543,7 +524,7 @@ async fn write<R, S>(
             enum Wrote {
                 Done(Result<Vec<Chunk>, tungstenite::Error>),
                 TimedOut,
-                Closing(CloseCode, String),
+                Closing(CloseCode, String, Vec<Chunk>),
             }
             // Stalled: a whole `write_timeout` in which the socket took not one frame.
             let timeout = async {
@@ -558,17 +539,11 @@ async fn write<R, S>(
                 }
             };
             // While a write is stuck, the hub may give up on this peer (a slow consumer):
-            // notice its close rather than wait out the write timeout.
+            // notice its close rather than wait out the write timeout. What it hands out
+            // meanwhile waits in the link.
             let watch = async {
-                loop {
-                    match commands.next().await {
-                        Some(WriterCmd::Close(code, reason)) => {
-                            return Wrote::Closing(code, reason)
-                        }
-                        Some(cmd) => held.push_back(cmd),
-                        None => pending::<()>().await,
-                    }
-                }
+                let (code, reason, rest) = link.closing().await;
+                Wrote::Closing(code, reason, rest)
             };
             let outcome = or(
                 async { Wrote::Done((&mut writing).await) },
@@ -577,8 +552,8 @@ async fn write<R, S>(
             .await;
             match outcome {
                 Wrote::Done(Ok(spare)) => {
-                    // The emptied `Vec` goes back with the report, for a later hand-out.
-                    // Unbounded: never full, so nothing to wait for.
+                    // Unbounded: never full, so nothing to wait for. The emptied `Vec` goes
+                    // back with the report, for a later hand-out.
                     let _ = control.try_send(Control::Written(conn, frames, spare));
                 }
                 Wrote::Done(Err(e)) => {
@@ -596,20 +571,13 @@ async fn write<R, S>(
                     let _ = inbound.send(stalled).await;
                     return;
                 }
-                Wrote::Closing(code, reason) => {
+                Wrote::Closing(code, reason, rest) => {
                     // The hub has already forgotten the connection. Give the stuck write
                     // the close delay to finish, then the frames handed out after it and
                     // before the close (the answers a flushing close waits for); the close
                     // frame follows if they all went out.
                     let until = Instant::now() + options.close_delay;
                     let sleep = rt.sleep_until(until);
-                    let rest: Vec<Chunk> = held
-                        .drain(..)
-                        .flat_map(|cmd| match cmd {
-                            WriterCmd::Frames(frames) => frames,
-                            WriterCmd::Close(..) => Vec::new(),
-                        })
-                        .collect();
                     let flushed = async {
                         (&mut writing).await.is_ok()
                             && (rest.is_empty()

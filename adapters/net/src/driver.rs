@@ -3,19 +3,19 @@
 //!
 //! Connection tasks send the hub's [`Input`] for what they read over a bounded channel (a full
 //! channel stops their reading, so TCP pushes back on a flooding peer) and their write reports
-//! over an unbounded one (bounded in practice by the core's `write_window`). The hub's
-//! [`Output::PauseReading`] closes a connection's reading gate until `ResumeReading`.
+//! over an unbounded one (bounded in practice by the core's `write_window`). Each connection's
+//! [`Link`] carries the hub's hand-outs to its writer and its reading gate, which the hub's
+//! [`Output::PauseReading`] closes until `ResumeReading`.
 //! Handles send commands as closures over the [`Driver`], so each handle method is a few
 //! lines and the hub has one owner. Application publishes that wait for room wait here, in
 //! one queue, until [`Hub::can_take`] says their recipients have it.
-//! Outputs go to each connection's writer channel, to the router task, to a connection's
+//! Outputs go to each connection's link, to the router task, to a connection's
 //! inbox for [`Handle::receive`](crate::Handle::receive), to whoever awaits an ack, or (with a
 //! backplane: `backplane.rs`) to the other nodes, whose messages come back as
 //! [`Control::Remote`].
 
 use std::collections::{HashMap, VecDeque};
 use std::future::pending;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,6 +29,7 @@ use tidings_core::{
 };
 
 use crate::cluster::Stats;
+use crate::link::Link;
 use crate::router::Routes;
 use crate::Runtime;
 
@@ -55,57 +56,6 @@ pub(crate) enum Control {
     Command(Command),
     /// A message another node published, from the backplane.
     Remote(ClusterMessage),
-}
-
-/// The hub task's end of a connection's writer channel.
-///
-/// futures-channel's unbounded queue, not async-channel's: an idle connection holds one
-/// empty node (about 100 bytes) where async-channel keeps a 31-slot block and three events
-/// (2.3 KiB), which was a quarter of an idle connection's memory (BENCHMARKS.md).
-pub(crate) type WriterTx = futures_channel::mpsc::UnboundedSender<WriterCmd>;
-/// The connection task's end of its writer channel.
-pub(crate) type WriterRx = futures_channel::mpsc::UnboundedReceiver<WriterCmd>;
-
-/// What the hub asks of one connection's writer.
-pub(crate) enum WriterCmd {
-    /// Frames to write, in order: all the hub handed this connection at once
-    /// ([`Hub::poll_transmits`]), so a fan-out costs one channel send per connection and
-    /// burst, not one per frame.
-    Frames(Vec<Chunk>),
-    Close(CloseCode, String),
-}
-
-/// Whether the hub reads a connection now: closed by [`Output::PauseReading`], opened by
-/// `ResumeReading` (see the core's flow control). Shared by the hub task and the
-/// connection task; an idle one is a flag and an unallocated event.
-///
-/// [`Output::PauseReading`]: tidings_core::Output::PauseReading
-#[derive(Default)]
-pub(crate) struct ReadGate {
-    paused: AtomicBool,
-    resumed: event_listener::Event,
-}
-
-impl ReadGate {
-    pub fn pause(&self) {
-        self.paused.store(true, Ordering::Release);
-    }
-
-    pub fn resume(&self) {
-        self.paused.store(false, Ordering::Release);
-        self.resumed.notify(usize::MAX);
-    }
-
-    /// Completes once the gate is open.
-    pub async fn opened(&self) {
-        while self.paused.load(Ordering::Acquire) {
-            let listener = self.resumed.listen();
-            if !self.paused.load(Ordering::Acquire) {
-                return;
-            }
-            listener.await;
-        }
-    }
 }
 
 /// A message from a client that no router handler took; read it with
@@ -140,20 +90,26 @@ pub(crate) struct RouterLink {
     pub room: Arc<event_listener::Event>,
 }
 
-/// A connection's ends on the hub task: its writer channel and its reading gate.
+/// A connection's end on the hub task: its link.
 struct ConnSlot {
     conn: ConnId,
-    writer: WriterTx,
-    gate: Arc<ReadGate>,
+    link: Arc<Link>,
     /// The connection's span (logs.rs), closed with the slot.
     span: crate::logs::ConnSpan,
+}
+
+impl Drop for ConnSlot {
+    /// The hub forgot the connection, or the hub task ended: its writer writes what it was
+    /// handed and ends, and its reader is let go to see the end.
+    fn drop(&mut self) {
+        self.link.hang_up();
+    }
 }
 
 /// What [`Driver::open`] gives the connection task.
 pub(crate) struct Opened {
     pub conn: ConnId,
-    pub commands: WriterRx,
-    pub gate: Arc<ReadGate>,
+    pub link: Arc<Link>,
 }
 
 /// Where the outcome of a publish that waits for room is sent.
@@ -284,7 +240,7 @@ impl Driver {
         }
     }
 
-    /// Opens a connection in the hub and gives it a writer channel and a reading gate.
+    /// Opens a connection in the hub and gives it its link.
     pub fn open(
         &mut self,
         now: Instant,
@@ -294,23 +250,17 @@ impl Driver {
         let info = self.hub.info(conn);
         let span = crate::logs::ConnSpan::new(conn, info);
         crate::logs::opened(span.get(), info.and_then(|i| i.name.as_deref()));
-        let (writer, commands) = futures_channel::mpsc::unbounded();
-        let gate = Arc::new(ReadGate::default());
+        let link = Arc::new(Link::default());
         let index = conn.index();
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, || None);
         }
         self.slots[index] = Some(ConnSlot {
             conn,
-            writer,
-            gate: gate.clone(),
+            link: link.clone(),
             span,
         });
-        Ok(Opened {
-            conn,
-            commands,
-            gate,
-        })
+        Ok(Opened { conn, link })
     }
 
     /// Publishes `message` to `target` once no recipient is behind, answering on `answer`.
@@ -456,7 +406,7 @@ impl Driver {
         loop {
             let mut frames = self.spare.pop().unwrap_or_default();
             if let Some(conn) = self.hub.poll_transmits(&mut frames) {
-                self.send_to_writer(conn, WriterCmd::Frames(frames));
+                self.hand_out(conn, frames);
                 continue;
             }
             if frames.capacity() > 0 {
@@ -467,19 +417,21 @@ impl Driver {
             };
             match output {
                 Output::Transmit { conn, frame } => {
-                    self.send_to_writer(conn, WriterCmd::Frames(vec![Chunk::from(frame)]))
+                    self.hand_out(conn, vec![Chunk::from(frame)]);
                 }
                 Output::Close { conn, code, reason } => {
-                    self.send_to_writer(conn, WriterCmd::Close(code, reason));
+                    if let Some(slot) = self.slot(conn) {
+                        slot.link.close(code, reason);
+                    }
                 }
                 Output::PauseReading { conn } => {
                     if let Some(slot) = self.slot(conn) {
-                        slot.gate.pause();
+                        slot.link.pause();
                     }
                 }
                 Output::ResumeReading { conn } => {
                     if let Some(slot) = self.slot(conn) {
-                        slot.gate.resume();
+                        slot.link.resume();
                     }
                 }
                 Output::Event(event) => self.on_event(now, *event),
@@ -511,10 +463,15 @@ impl Driver {
         }
     }
 
-    fn send_to_writer(&self, conn: ConnId, cmd: WriterCmd) {
-        if let Some(slot) = self.slot(conn) {
-            // Unbounded: never full. Closed only once the connection task has ended.
-            let _ = slot.writer.unbounded_send(cmd);
+    /// Hands `frames` to the connection's writer; a `Vec` they did not need is kept for reuse.
+    fn hand_out(&mut self, conn: ConnId, frames: Vec<Chunk>) {
+        let Some(slot) = self.slot(conn) else {
+            return;
+        };
+        if let Some(spare) = slot.link.hand_out(frames) {
+            if self.spare.len() < SPARE_VECS {
+                self.spare.push(spare);
+            }
         }
     }
 
@@ -597,14 +554,13 @@ impl Driver {
         }
     }
 
-    /// A connection is gone. Dropping its senders ends the writer (after what it holds) and
-    /// the inbox (after what it holds); its gate opens, so a paused reader sees its end.
+    /// A connection is gone. Dropping its slot hangs up its link (the writer ends after what
+    /// it was handed, and a paused reader is let go to see the end), and dropping its inbox's
+    /// sender ends the inbox after what it holds.
     fn forget(&mut self, conn: ConnId) {
         if let Some(slot) = self.slots.get_mut(conn.index()) {
             if slot.as_ref().is_some_and(|s| s.conn == conn) {
-                if let Some(s) = slot.take() {
-                    s.gate.resume();
-                }
+                slot.take();
             }
         }
         self.inboxes.remove(&conn);

@@ -38,6 +38,7 @@ mod front;
 mod handle;
 mod hooks;
 mod http;
+mod link;
 mod logs;
 mod metrics;
 mod origin;

@@ -1,0 +1,241 @@
+//! One connection's link with the hub task, shared by the two: what the hub hands the
+//! connection's writer (frames, then perhaps a close) and the gate that stops its reader.
+//!
+//! The hub appends each hand-out under a lock and wakes the writer; the writer takes all that
+//! waits in one go. A hand-out costs no allocation (a channel allocated a node per send,
+//! which the writer then freed on another thread), and an idle link is one small struct.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+use tidings_core::{Chunk, CloseCode};
+
+/// A connection's link with the hub task (see the module docs).
+#[derive(Default)]
+pub(crate) struct Link {
+    handed: Mutex<Handed>,
+    /// The writer, waiting for a hand-out or a close.
+    writer: AtomicWaker,
+    /// Whether the hub reads the connection now: closed by `Output::PauseReading`, opened by
+    /// `ResumeReading` (see the core's flow control).
+    paused: AtomicBool,
+    resumed: event_listener::Event,
+}
+
+/// What the hub handed out and the writer has not taken yet.
+#[derive(Default)]
+struct Handed {
+    frames: Vec<Chunk>,
+    /// The close, which follows every frame handed out before it.
+    close: Option<(CloseCode, String)>,
+    /// The hub forgot the connection: nothing more will come.
+    hung_up: bool,
+}
+
+/// What the writer takes in one go: the frames handed out since it last took, and the close
+/// if the hub has sent it (to be written after them).
+pub(crate) struct Taken {
+    pub frames: Vec<Chunk>,
+    pub close: Option<(CloseCode, String)>,
+}
+
+impl Link {
+    fn handed(&self) -> MutexGuard<'_, Handed> {
+        // Poisoned only by a panic inside these few lines; what they guard is still whole.
+        self.handed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands `frames` to the writer, after what it has not taken yet. Gives back an emptied
+    /// `Vec` for reuse when the frames were added to others.
+    pub fn hand_out(&self, mut frames: Vec<Chunk>) -> Option<Vec<Chunk>> {
+        let spare = {
+            let mut handed = self.handed();
+            if handed.frames.is_empty() {
+                std::mem::swap(&mut handed.frames, &mut frames);
+            } else {
+                handed.frames.append(&mut frames);
+            }
+            frames
+        };
+        self.writer.wake();
+        (spare.capacity() > 0).then_some(spare)
+    }
+
+    /// Hands the writer the close, to write after the frames handed out before it.
+    pub fn close(&self, code: CloseCode, reason: String) {
+        self.handed().close = Some((code, reason));
+        self.writer.wake();
+    }
+
+    /// The hub forgot the connection: the writer takes what is left and then ends, and a
+    /// paused reader is let go, to see the end too.
+    pub fn hang_up(&self) {
+        self.handed().hung_up = true;
+        self.writer.wake();
+        self.resume();
+    }
+
+    /// Takes everything handed out; `None` once the hub hung up and nothing is left.
+    pub async fn take(&self) -> Option<Taken> {
+        std::future::poll_fn(|cx| self.poll_take(cx)).await
+    }
+
+    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<Taken>> {
+        // Registered before the look, so a hand-out after the look wakes this writer.
+        self.writer.register(cx.waker());
+        let mut handed = self.handed();
+        if !handed.frames.is_empty() || handed.close.is_some() {
+            return Poll::Ready(Some(Taken {
+                frames: std::mem::take(&mut handed.frames),
+                close: handed.close.take(),
+            }));
+        }
+        match handed.hung_up {
+            true => Poll::Ready(None),
+            false => Poll::Pending,
+        }
+    }
+
+    /// Completes once the hub has sent the close, with it and the frames handed out before
+    /// it; never, if the hub hangs up without one.
+    pub async fn closing(&self) -> (CloseCode, String, Vec<Chunk>) {
+        std::future::poll_fn(|cx| {
+            self.writer.register(cx.waker());
+            let mut handed = self.handed();
+            match handed.close.take() {
+                Some((code, reason)) => {
+                    Poll::Ready((code, reason, std::mem::take(&mut handed.frames)))
+                }
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Stops the reading of the connection.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::Release);
+    }
+
+    /// Lets the reading of the connection go on.
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::Release);
+        self.resumed.notify(usize::MAX);
+    }
+
+    /// Completes once reading is allowed.
+    pub async fn opened(&self) {
+        while self.paused.load(Ordering::Acquire) {
+            let listener = self.resumed.listen();
+            if !self.paused.load(Ordering::Acquire) {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Wake, Waker};
+
+    use super::*;
+
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn frames(n: usize) -> Vec<Chunk> {
+        (0..n)
+            .map(|i| Chunk::from(tidings_core::Frame::Text(i.to_string().into())))
+            .collect()
+    }
+
+    #[test]
+    fn the_writer_takes_all_that_was_handed_out_in_order_then_the_close_then_the_end() {
+        let link = Link::default();
+        let wakes = Arc::new(Count(0.into()));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(link.poll_take(&mut cx).is_pending());
+
+        assert!(link.hand_out(frames(2)).is_none(), "the first Vec is kept");
+        let spare = link.hand_out(frames(3)).expect("added to the first");
+        assert!(spare.is_empty() && spare.capacity() >= 3);
+        link.close(CloseCode(4100), "done".into());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "woken once: it takes all in one go");
+
+        let Poll::Ready(Some(taken)) = link.poll_take(&mut cx) else {
+            panic!("taken");
+        };
+        let close = taken.close;
+        let texts: Vec<String> = taken
+            .frames
+            .into_iter()
+            .flatten()
+            .map(|frame| match frame {
+                tidings_core::Frame::Text(text) => String::from_utf8_lossy(text.as_bytes()).into(),
+                other => panic!("a text frame, not {other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, ["0", "1", "0", "1", "2"]);
+        assert_eq!(close, Some((CloseCode(4100), "done".to_owned())));
+
+        assert!(link.poll_take(&mut cx).is_pending(), "nothing more yet");
+        link.hang_up();
+        assert!(matches!(link.poll_take(&mut cx), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn frames_left_when_the_hub_hangs_up_are_still_taken() {
+        let link = Link::default();
+        link.hand_out(frames(1));
+        link.hang_up();
+        let taken = futures_lite::future::block_on(link.take()).expect("what is left");
+        assert_eq!(taken.frames.len(), 1);
+        assert!(futures_lite::future::block_on(link.take()).is_none());
+    }
+
+    #[test]
+    fn closing_waits_for_the_close_and_takes_the_frames_before_it() {
+        let link = Link::default();
+        link.hand_out(frames(2));
+        let waker = Waker::from(Arc::new(Count(0.into())));
+        let mut cx = Context::from_waker(&waker);
+        let mut closing = std::pin::pin!(link.closing());
+        assert!(
+            closing.as_mut().poll(&mut cx).is_pending(),
+            "frames are no close"
+        );
+        link.hang_up();
+        assert!(
+            closing.as_mut().poll(&mut cx).is_pending(),
+            "nor is a hang-up"
+        );
+        link.close(CloseCode::NORMAL, String::new());
+        let Poll::Ready((code, _, rest)) = closing.as_mut().poll(&mut cx) else {
+            panic!("the close");
+        };
+        assert_eq!((code, rest.len()), (CloseCode::NORMAL, 2));
+    }
+
+    #[test]
+    fn a_hang_up_lets_a_paused_reader_go() {
+        let link = Link::default();
+        link.pause();
+        let waker = Waker::from(Arc::new(Count(0.into())));
+        let mut cx = Context::from_waker(&waker);
+        let mut opened = std::pin::pin!(link.opened());
+        assert!(opened.as_mut().poll(&mut cx).is_pending());
+        link.hang_up();
+        assert!(opened.as_mut().poll(&mut cx).is_ready());
+    }
+}
