@@ -171,7 +171,11 @@ mod tests {
         let spare = link.hand_out(frames(3)).expect("added to the first");
         assert!(spare.is_empty() && spare.capacity() >= 3);
         link.close(CloseCode(4100), "done".into());
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "woken once: it takes all in one go");
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "woken once: it takes all in one go"
+        );
 
         let Poll::Ready(Some(taken)) = link.poll_take(&mut cx) else {
             panic!("taken");
