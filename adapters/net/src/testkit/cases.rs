@@ -727,15 +727,31 @@ pub async fn client_that_stops_reading_is_cut_while_others_get_everything<R: Run
     drop(slow);
 }
 
-/// The write timeout counts from the last frame the socket took, not from the start of a
-/// burst: a reader that keeps taking frames, however slowly, is never cut by it.
-pub async fn a_reader_that_reads_slowly_is_not_cut_by_the_write_timeout<R: Runtime>(rt: R) {
-    // Bounds and a slow-consumer timeout that cannot cut it: only the write timeout could.
-    let config = Config::default()
+/// Bounds and a slow-consumer timeout that never cut a reader within a test: only the write
+/// timeout could.
+fn never_cut_by_the_hub() -> Config {
+    Config::default()
         .max_queue_frames(100_000)
         .max_queue_bytes(256 * 1024 * 1024)
         .slow_consumer_timeout(Duration::from_secs(60))
-        .write_window(100_000);
+        .write_window(100_000)
+}
+
+/// Publishes items `{"n": 0..count}`, each padded to 64 KiB, to room `feed`, whose one
+/// member is the reader under test.
+async fn publish_big_items<R: Runtime>(handle: &crate::Handle<R>, count: usize) {
+    let filler = "x".repeat(64 * 1024);
+    for n in 0..count {
+        let message = Message::json("item", json!({"n": n, "pad": filler}));
+        let delivery = handle.to_room("feed", message).await.expect("publish");
+        assert_eq!(delivery.queued, 1);
+    }
+}
+
+/// The write timeout counts from the last frame the socket took, not from the start of a
+/// burst: a reader that keeps taking frames, however slowly, is never cut by it.
+pub async fn a_reader_that_reads_slowly_is_not_cut_by_the_write_timeout<R: Runtime>(rt: R) {
+    let config = never_cut_by_the_hub();
     let write_timeout = Duration::from_millis(300);
     let server = start(
         Builder::new(rt.clone())
@@ -789,12 +805,7 @@ pub async fn a_reader_that_reads_slowly_is_not_cut_by_the_write_timeout<R: Runti
 pub async fn frames_handed_out_before_a_close_go_out_even_while_a_write_is_stuck<R: Runtime>(
     rt: R,
 ) {
-    let config = Config::default()
-        .max_queue_frames(100_000)
-        .max_queue_bytes(256 * 1024 * 1024)
-        .slow_consumer_timeout(Duration::from_secs(60))
-        .write_window(100_000)
-        .close_grace(Duration::from_secs(20));
+    let config = never_cut_by_the_hub().close_grace(Duration::from_secs(20));
     let server = start(
         Builder::new(rt.clone())
             .config(config)
@@ -815,12 +826,8 @@ pub async fn frames_handed_out_before_a_close_go_out_even_while_a_write_is_stuck
     raw_json(&rt, &mut reader).await;
     // 24 MiB that the reader does not read yet: more than loopback's socket buffers hold, so
     // the writer is stuck in this burst.
-    let (count, filler) = (384usize, "x".repeat(64 * 1024));
-    for n in 0..count {
-        let message = Message::json("item", json!({"n": n, "pad": filler}));
-        let delivery = handle.to_room("feed", message).await.expect("publish");
-        assert_eq!(delivery.queued, 1);
-    }
+    let count = 384;
+    publish_big_items(&handle, count).await;
     sleep(&rt, Duration::from_millis(200)).await;
     // Handed out while that write is stuck, then the close.
     let last = Message::json("item", json!({"n": count}));
@@ -847,14 +854,9 @@ pub async fn frames_handed_out_before_a_close_go_out_even_while_a_write_is_stuck
 /// A client's ping read while a write is stuck in the middle of a frame: tungstenite's
 /// automatic pong must wait for the frame's end, or the client's stream is corrupt.
 pub async fn a_ping_while_a_write_is_stuck_is_answered_between_whole_frames<R: Runtime>(rt: R) {
-    let config = Config::default()
-        .max_queue_frames(100_000)
-        .max_queue_bytes(256 * 1024 * 1024)
-        .slow_consumer_timeout(Duration::from_secs(60))
-        .write_window(100_000);
     let server = start(
         Builder::new(rt.clone())
-            .config(config)
+            .config(never_cut_by_the_hub())
             .write_timeout(Duration::from_secs(20)),
     )
     .await;
@@ -864,12 +866,8 @@ pub async fn a_ping_while_a_write_is_stuck_is_answered_between_whole_frames<R: R
     raw_json(&rt, &mut reader).await;
     // 8 MiB that the reader does not read yet: the writer is stuck, most likely inside a
     // frame (frames of 64 KiB, socket buffers of odd sizes).
-    let (count, filler) = (128usize, "x".repeat(64 * 1024));
-    for n in 0..count {
-        let message = Message::json("item", json!({"n": n, "pad": filler}));
-        let delivery = handle.to_room("feed", message).await.expect("publish");
-        assert_eq!(delivery.queued, 1);
-    }
+    let count = 128;
+    publish_big_items(&handle, count).await;
     sleep(&rt, Duration::from_millis(200)).await;
     // The server reads these pings while its write is stuck; tungstenite owes their pongs.
     for n in 0u8..3 {
