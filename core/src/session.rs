@@ -45,11 +45,13 @@ pub(crate) enum Fill {
     /// Up to the bound: volatile frames and pings, dropped rather than deepen a queue that is
     /// behind.
     Bound,
-    /// Up to twice the bound: sources that cannot wait (replies, batches, publishes that
-    /// did not wait for room, other nodes).
+    /// Up to twice the bound, plus what `Pushback` sources put past the bound and is still
+    /// queued: sources that cannot wait (notices, batches, publishes that did not wait for
+    /// room, other nodes).
     Overflow,
-    /// Without limit: a publishing client, whose reading is paused as soon as a queue it
-    /// feeds is behind, so what it adds past the bound is only what the driver had read.
+    /// Without limit: replies and replays, which answer what the client asked, and a
+    /// publishing client, whose reading is paused as soon as a queue it feeds is behind, so
+    /// what it adds past the bound is only what the driver had read.
     Pushback,
 }
 
@@ -92,6 +94,13 @@ pub(crate) struct Session {
     queued_bytes: usize,
     in_flight_frames: usize,
     in_flight_bytes: usize,
+    /// What sources that never drop ([`Fill::Pushback`]: answers to the client, a recovery's
+    /// replay, a paused publisher's last reads) queued past the bound and may still be
+    /// queued. A source that cannot wait ([`Fill::Overflow`]) may fill the queue this much
+    /// past twice the bound: a reader that reads its replay is not cut because the replay
+    /// was long. Read only when a queue is that full.
+    excused_frames: usize,
+    excused_bytes: usize,
     /// Frames not yet handed to the driver (before `open`): single frames, and runs of room
     /// publications shared with the other members.
     queue: VecDeque<Chunk>,
@@ -160,6 +169,8 @@ impl Session {
             in_flight: VecDeque::new(),
             in_flight_frames: 0,
             in_flight_bytes: 0,
+            excused_frames: 0,
+            excused_bytes: 0,
             ready: false,
             ping_queued: false,
             behind: false,
@@ -204,6 +215,7 @@ impl Session {
     pub(crate) fn offer(&mut self, frame: Frame, bound: Bound, fill: Fill) -> Offer {
         let offer = self.admit(frame.len(), bound, fill);
         if offer == Offer::Queued {
+            self.excuse(frame.len(), bound, fill);
             self.push_one(frame);
         }
         offer
@@ -224,6 +236,7 @@ impl Session {
     ) -> Offer {
         let offer = self.admit(len, bound, fill);
         if offer == Offer::Queued {
+            self.excuse(len, bound, fill);
             self.queued_frames += 1;
             self.queued_bytes += len;
             let extended = self
@@ -257,9 +270,28 @@ impl Session {
             bound.bytes.saturating_mul(times),
         );
         if depth > 0 && (depth + 1 > max_frames || self.depth_bytes() + len > max_bytes) {
-            return Offer::Full;
+            let excused = fill == Fill::Overflow
+                && depth < max_frames + self.excused_frames
+                && self.depth_bytes() + len <= max_bytes + self.excused_bytes;
+            if !excused {
+                return Offer::Full;
+            }
         }
         Offer::Queued
+    }
+
+    /// Counts what a frame of `len` bytes about to be queued by a source that never drops
+    /// adds past the bound (see [`Session::excused_frames`]).
+    #[inline]
+    fn excuse(&mut self, len: usize, bound: Bound, fill: Fill) {
+        if fill != Fill::Pushback {
+            return;
+        }
+        if self.depth_frames() >= bound.frames {
+            self.excused_frames += 1;
+        }
+        let past = (self.depth_bytes() + len).saturating_sub(bound.bytes);
+        self.excused_bytes += past.min(len);
     }
 
     /// Queues one frame.
@@ -417,6 +449,10 @@ impl Session {
             self.in_flight_bytes -= bytes;
             n -= done;
         }
+        // Excused frames were the last queued when they came: no more of them can be queued
+        // than the queue holds.
+        self.excused_frames = self.excused_frames.min(self.depth_frames());
+        self.excused_bytes = self.excused_bytes.min(self.depth_bytes());
         if self.queue_is_empty() && self.in_flight.is_empty() && self.queue.capacity() > KEEP_SLOTS
         {
             // A burst is over: give back its memory so an idle connection stays small.
@@ -456,6 +492,8 @@ impl Session {
         self.open = None;
         self.queued_frames = 0;
         self.queued_bytes = 0;
+        self.excused_frames = 0;
+        self.excused_bytes = 0;
         self.ping_queued = false;
     }
 

@@ -460,6 +460,81 @@ fn recovery_goes_through_the_queue_bounds_like_any_answer() {
     assert!(sim.close_of(c).is_none());
 }
 
+/// A client stalled with a replay of 40 kept publications queued (the bound is 8 frames,
+/// so the replay alone is past twice the bound), as a client is between asking and reading.
+fn stalled_with_a_long_replay(sim: &mut Sim) -> ConnId {
+    for n in 0..40 {
+        publish(sim, "news", n);
+    }
+    let epoch = {
+        let probe = sim.open_path("/");
+        sim.subscribe(probe, "news");
+        sim.of_type(probe, "subscribed")[0]["epoch"]
+            .as_u64()
+            .expect("epoch")
+    };
+    let c = sim.open(ConnectionInfo::new("/"));
+    sim.stalled.insert(c);
+    subscribe_since(sim, c, 0, epoch);
+    let depth = sim.hub.queue_depth(c).expect("open").frames;
+    assert!(
+        depth > 16,
+        "the replay is past twice the bound: {depth} frames"
+    );
+    c
+}
+
+#[test]
+fn a_publish_that_does_not_wait_does_not_cut_a_client_for_its_long_replay() {
+    // The replay is an answer, queued past the bound; a publish that does not wait for room
+    // (a batch, another node, `try_publish`) may still fill the queue to twice the bound
+    // beyond it. Found by the fuzzer: such a publish cut a reader that read all the while.
+    let mut sim = Sim::new(config(50).max_queue_frames(8).write_window(4));
+    let c = stalled_with_a_long_replay(&mut sim);
+    let message = Message::json("item", json!({ "n": 40 }));
+    let delivery = sim
+        .hub
+        .publish(sim.now, Target::room("/", "news"), message)
+        .expect("publish");
+    assert_eq!((delivery.queued, delivery.disconnected.len()), (2, 0));
+    sim.drain();
+    sim.unstall(c);
+    sim.advance(Duration::from_secs(1));
+    let got: Vec<u64> = items(&sim, c).iter().map(|i| i.0).collect();
+    assert_eq!(got, (0..=40).collect::<Vec<_>>(), "the replay, then live");
+    assert!(sim.close_of(c).is_none());
+}
+
+#[test]
+fn past_a_long_replay_a_queue_still_holds_twice_its_bound_at_most() {
+    // What does not wait fills the queue to twice the bound, counting the replay's first
+    // bound's worth (queued before the queue was past it) and not the rest: 8 live
+    // publications here, and the ninth cuts the stalled client.
+    let mut sim = Sim::new(config(50).max_queue_frames(8).write_window(4));
+    let c = stalled_with_a_long_replay(&mut sim);
+    let mut queued = 0;
+    for n in 40..100 {
+        let message = Message::json("item", json!({ "n": n }));
+        let delivery = sim
+            .hub
+            .publish(sim.now, Target::room("/", "news"), message)
+            .expect("publish");
+        sim.drain();
+        if delivery.disconnected.contains(&c) {
+            break;
+        }
+        queued += 1;
+    }
+    assert_eq!(
+        queued, 8,
+        "twice the bound, beyond the replay past the bound"
+    );
+    assert_eq!(
+        sim.close_of(c).map(|(code, _)| code),
+        Some(tidings_core::CloseCode::SLOW_CONSUMER)
+    );
+}
+
 #[test]
 fn a_room_left_empty_lingers_so_its_members_come_back_to_the_same_epoch() {
     let mut sim = Sim::new(config(10));
