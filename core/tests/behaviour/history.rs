@@ -460,8 +460,8 @@ fn recovery_goes_through_the_queue_bounds_like_any_answer() {
     assert!(sim.close_of(c).is_none());
 }
 
-/// A client stalled with a replay of 40 kept publications queued (the bound is 8 frames,
-/// so the replay alone is past twice the bound), as a client is between asking and reading.
+/// A client stalled with a replay of 40 kept publications queued (past twice the bound
+/// that `sim` sets), as a client is between asking and reading.
 fn stalled_with_a_long_replay(sim: &mut Sim) -> ConnId {
     for n in 0..40 {
         publish(sim, "news", n);
@@ -476,12 +476,48 @@ fn stalled_with_a_long_replay(sim: &mut Sim) -> ConnId {
     let c = sim.open(ConnectionInfo::new("/"));
     sim.stalled.insert(c);
     subscribe_since(sim, c, 0, epoch);
-    let depth = sim.hub.queue_depth(c).expect("open").frames;
+    let depth = sim.hub.queue_depth(c).expect("open");
     assert!(
-        depth > 16,
-        "the replay is past twice the bound: {depth} frames"
+        depth.frames > 16 || depth.bytes > 1600,
+        "the replay is past twice the bound: {depth:?}"
     );
     c
+}
+
+/// Publishes items from 40 on, not waiting, until `c` is cut; returns how many it took.
+fn publish_until_cut(sim: &mut Sim, c: ConnId) -> usize {
+    for (queued, n) in (40..200).enumerate() {
+        let message = Message::json("item", json!({ "n": n }));
+        let delivery = sim
+            .hub
+            .publish(sim.now, Target::room("/", "news"), message)
+            .expect("publish");
+        sim.drain();
+        if delivery.disconnected.contains(&c) {
+            return queued;
+        }
+    }
+    panic!("never cut");
+}
+
+/// `c` reads everything once it is unstalled: the replay, then item 40, and is not cut.
+fn reads_the_replay_then_live(sim: &mut Sim, c: ConnId) {
+    sim.unstall(c);
+    sim.advance(Duration::from_secs(1));
+    let got: Vec<u64> = items(sim, c).iter().map(|i| i.0).collect();
+    assert_eq!(got, (0..=40).collect::<Vec<_>>(), "the replay, then live");
+    assert!(sim.close_of(c).is_none());
+}
+
+/// One publish of item 40 that does not wait; returns how many it cut.
+fn publish_item_40(sim: &mut Sim) -> usize {
+    let message = Message::json("item", json!({ "n": 40 }));
+    let delivery = sim
+        .hub
+        .publish(sim.now, Target::room("/", "news"), message)
+        .expect("publish");
+    sim.drain();
+    delivery.disconnected.len()
 }
 
 #[test]
@@ -491,18 +527,8 @@ fn a_publish_that_does_not_wait_does_not_cut_a_client_for_its_long_replay() {
     // beyond it. Found by the fuzzer: such a publish cut a reader that read all the while.
     let mut sim = Sim::new(config(50).max_queue_frames(8).write_window(4));
     let c = stalled_with_a_long_replay(&mut sim);
-    let message = Message::json("item", json!({ "n": 40 }));
-    let delivery = sim
-        .hub
-        .publish(sim.now, Target::room("/", "news"), message)
-        .expect("publish");
-    assert_eq!((delivery.queued, delivery.disconnected.len()), (2, 0));
-    sim.drain();
-    sim.unstall(c);
-    sim.advance(Duration::from_secs(1));
-    let got: Vec<u64> = items(&sim, c).iter().map(|i| i.0).collect();
-    assert_eq!(got, (0..=40).collect::<Vec<_>>(), "the replay, then live");
-    assert!(sim.close_of(c).is_none());
+    assert_eq!(publish_item_40(&mut sim), 0);
+    reads_the_replay_then_live(&mut sim, c);
 }
 
 #[test]
@@ -512,26 +538,34 @@ fn past_a_long_replay_a_queue_still_holds_twice_its_bound_at_most() {
     // publications here, and the ninth cuts the stalled client.
     let mut sim = Sim::new(config(50).max_queue_frames(8).write_window(4));
     let c = stalled_with_a_long_replay(&mut sim);
-    let mut queued = 0;
-    for n in 40..100 {
-        let message = Message::json("item", json!({ "n": n }));
-        let delivery = sim
-            .hub
-            .publish(sim.now, Target::room("/", "news"), message)
-            .expect("publish");
-        sim.drain();
-        if delivery.disconnected.contains(&c) {
-            break;
-        }
-        queued += 1;
-    }
-    assert_eq!(
-        queued, 8,
-        "twice the bound, beyond the replay past the bound"
-    );
+    let queued = publish_until_cut(&mut sim, c);
+    assert_eq!(queued, 8, "twice the bound, beyond the replay past it");
     assert_eq!(
         sim.close_of(c).map(|(code, _)| code),
         Some(tidings_core::CloseCode::SLOW_CONSUMER)
+    );
+}
+
+#[test]
+fn the_byte_bound_excuses_a_long_replay_alike() {
+    // The same with bytes: 40 items of about 80 bytes against a bound of 800. A publish
+    // that does not wait still fits after the replay; about one bound's worth more does
+    // (the replay's first 800 bytes count, the rest does not), and the next one cuts.
+    let config = config(50)
+        .max_queue_frames(10_000)
+        .max_queue_bytes(800)
+        .write_window(4);
+    let mut sim = Sim::new(config.clone());
+    let c = stalled_with_a_long_replay(&mut sim);
+    assert_eq!(publish_item_40(&mut sim), 0);
+    reads_the_replay_then_live(&mut sim, c);
+
+    let mut sim = Sim::new(config);
+    let c = stalled_with_a_long_replay(&mut sim);
+    let queued = publish_until_cut(&mut sim, c);
+    assert!(
+        (7..=11).contains(&queued),
+        "about 800 bytes of items past the replay, not {queued}"
     );
 }
 
