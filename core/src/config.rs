@@ -11,8 +11,8 @@ use crate::history::{History, HistoryRule};
 use crate::protocol::{path_matches, Protocol};
 
 /// What happens to a non-volatile message from a source that cannot wait when a recipient's
-/// outbound queue is at twice its bound (see [`Config::max_queue_frames`]; answers to the
-/// client that went past the bound, such as a recovery's replay, do not count).
+/// outbound queue is at twice its bound (see [`Config::max_queue_frames`]; what a recovery's
+/// replay put past the bound does not count).
 ///
 /// Volatile messages ([`Message::volatile`](crate::Message::volatile)) are always dropped for
 /// that recipient instead, whatever the policy.
@@ -127,8 +127,8 @@ pub struct Config {
     /// publishing client's socket is not read, an application publish that waits for room
     /// waits) until it drains to half the bound, and if it stays behind for
     /// `slow_consumer_timeout` the connection is cut as a slow consumer. Sources that cannot
-    /// wait may fill a queue to twice its bound, not counting what answers to the client (its
-    /// replies, a recovery's replay) put past the bound; past that, see `slow_consumer`. The frames
+    /// wait may fill a queue to twice its bound, not counting what a recovery's replay put
+    /// past the bound; past that, see `slow_consumer`. The frames
     /// share their payload with every recipient, so a deep queue costs a few words per frame.
     /// Default 4,096.
     pub max_queue_frames: usize,

@@ -45,14 +45,18 @@ pub(crate) enum Fill {
     /// Up to the bound: volatile frames and pings, dropped rather than deepen a queue that is
     /// behind.
     Bound,
-    /// Up to twice the bound, plus what `Pushback` sources put past the bound and is still
+    /// Up to twice the bound, plus what a recovery's replay put past the bound and is still
     /// queued: sources that cannot wait (notices, batches, publishes that did not wait for
     /// room, other nodes).
     Overflow,
-    /// Without limit: replies and replays, which answer what the client asked, and a
-    /// publishing client, whose reading is paused as soon as a queue it feeds is behind, so
-    /// what it adds past the bound is only what the driver had read.
+    /// Without limit: replies, which answer what the client asked, and a publishing client,
+    /// whose reading is paused as soon as a queue it feeds is behind, so what it adds past
+    /// the bound is only what the driver had read.
     Pushback,
+    /// Without limit, as `Pushback`: a recovery's replay, an answer as long as what the
+    /// client missed. What it puts past the bound does not use up the allowance of sources
+    /// that cannot wait (`Overflow`): a client that reads its long replay is not cut for it.
+    Replay,
 }
 
 /// The outcome of offering a frame to a session's queue.
@@ -94,13 +98,16 @@ pub(crate) struct Session {
     queued_bytes: usize,
     in_flight_frames: usize,
     in_flight_bytes: usize,
-    /// What sources that never drop ([`Fill::Pushback`]: answers to the client, a recovery's
-    /// replay, a paused publisher's last reads) queued past the bound and may still be
-    /// queued. A source that cannot wait ([`Fill::Overflow`]) may fill the queue this much
-    /// past twice the bound: a reader that reads its replay is not cut because the replay
-    /// was long. Read only when a queue is that full.
+    /// What a recovery's replay ([`Fill::Replay`]) put past the bound and is still queued: a
+    /// source that cannot wait ([`Fill::Overflow`]) may fill the queue this much past twice
+    /// the bound. Read only when a queue is that full.
     excused_frames: usize,
     excused_bytes: usize,
+    /// Frames and bytes from the head of the queue through the last excused one: the
+    /// excused ones are the last of them, so as the queue is written, no more of them can be
+    /// left than this.
+    excused_within_frames: usize,
+    excused_within_bytes: usize,
     /// Frames not yet handed to the driver (before `open`): single frames, and runs of room
     /// publications shared with the other members.
     queue: VecDeque<Chunk>,
@@ -171,6 +178,8 @@ impl Session {
             in_flight_bytes: 0,
             excused_frames: 0,
             excused_bytes: 0,
+            excused_within_frames: 0,
+            excused_within_bytes: 0,
             ready: false,
             ping_queued: false,
             behind: false,
@@ -263,7 +272,7 @@ impl Session {
         let times = match fill {
             Fill::Bound => 1,
             Fill::Overflow => 2,
-            Fill::Pushback => usize::MAX,
+            Fill::Pushback | Fill::Replay => usize::MAX,
         };
         let (max_frames, max_bytes) = (
             bound.frames.saturating_mul(times),
@@ -280,18 +289,23 @@ impl Session {
         Offer::Queued
     }
 
-    /// Counts what a frame of `len` bytes about to be queued by a source that never drops
-    /// adds past the bound (see [`Session::excused_frames`]).
+    /// Counts what a frame of `len` bytes about to be queued by a replay adds past the bound
+    /// (see [`Session::excused_frames`]).
     #[inline]
     fn excuse(&mut self, len: usize, bound: Bound, fill: Fill) {
-        if fill != Fill::Pushback {
+        if fill != Fill::Replay {
             return;
         }
-        if self.depth_frames() >= bound.frames {
+        let (frames, bytes) = (self.depth_frames() + 1, self.depth_bytes() + len);
+        if frames > bound.frames {
             self.excused_frames += 1;
+            self.excused_within_frames = frames;
         }
-        let past = (self.depth_bytes() + len).saturating_sub(bound.bytes);
-        self.excused_bytes += past.min(len);
+        let past = bytes.saturating_sub(bound.bytes).min(len);
+        if past > 0 {
+            self.excused_bytes += past;
+            self.excused_within_bytes = bytes;
+        }
     }
 
     /// Queues one frame.
@@ -432,6 +446,7 @@ impl Session {
 
     /// The driver wrote `n` frames.
     pub(crate) fn written(&mut self, mut n: usize) {
+        let (mut frames_written, mut bytes_written) = (0, 0);
         while n > 0 {
             let Some(first) = self.in_flight.front_mut() else {
                 break;
@@ -448,11 +463,14 @@ impl Session {
             self.in_flight_frames -= done;
             self.in_flight_bytes -= bytes;
             n -= done;
+            frames_written += done;
+            bytes_written += bytes;
         }
-        // Excused frames were the last queued when they came: no more of them can be queued
-        // than the queue holds.
-        self.excused_frames = self.excused_frames.min(self.depth_frames());
-        self.excused_bytes = self.excused_bytes.min(self.depth_bytes());
+        // The oldest frames were written: of the excused ones, at most those still within.
+        self.excused_within_frames = self.excused_within_frames.saturating_sub(frames_written);
+        self.excused_within_bytes = self.excused_within_bytes.saturating_sub(bytes_written);
+        self.excused_frames = self.excused_frames.min(self.excused_within_frames);
+        self.excused_bytes = self.excused_bytes.min(self.excused_within_bytes);
         if self.queue_is_empty() && self.in_flight.is_empty() && self.queue.capacity() > KEEP_SLOTS
         {
             // A burst is over: give back its memory so an idle connection stays small.
@@ -494,6 +512,8 @@ impl Session {
         self.queued_bytes = 0;
         self.excused_frames = 0;
         self.excused_bytes = 0;
+        self.excused_within_frames = 0;
+        self.excused_within_bytes = 0;
         self.ping_queued = false;
     }
 

@@ -378,22 +378,36 @@ impl Hub {
     /// These are `tidings.v1` frames: a connection whose protocol has no envelopes takes
     /// none (see [`Hub::send_back`] for a reply every protocol has).
     pub(super) fn reply(&mut self, conn: ConnId, frame: Frame) {
+        self.answer_filling(conn, frame, Fill::Pushback);
+    }
+
+    /// Queues a frame of a recovery's replay, as [`Hub::reply`] queues a reply; what it puts
+    /// past the bound does not count against sources that cannot wait (see `Fill::Replay`).
+    pub(super) fn replay(&mut self, conn: ConnId, frame: Frame) {
+        self.answer_filling(conn, frame, Fill::Replay);
+    }
+
+    fn answer_filling(&mut self, conn: ConnId, frame: Frame, fill: Fill) {
         if self
             .session(conn)
             .is_some_and(|s| super::codec(s.protocol).envelopes())
         {
-            self.send_back(conn, frame);
+            self.send_back_filling(conn, frame, fill);
         }
     }
 
     /// Queues a reply to what the client sent, whatever its protocol (an application
     /// heartbeat's answer), as [`Hub::reply`] does.
     pub(super) fn send_back(&mut self, conn: ConnId, frame: Frame) {
+        self.send_back_filling(conn, frame, Fill::Pushback);
+    }
+
+    fn send_back_filling(&mut self, conn: ConnId, frame: Frame, fill: Fill) {
         let (bound, window) = (self.config.bound(), self.config.write_window);
         let Some(s) = session_in(&mut self.sessions, conn) else {
             return;
         };
-        if s.offer(frame, bound, Fill::Pushback) == Offer::Queued {
+        if s.offer(frame, bound, fill) == Offer::Queued {
             s.wake(&mut self.ready, conn, window);
             self.check_behind(conn);
             self.push_back(conn, None);

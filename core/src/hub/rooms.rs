@@ -299,7 +299,7 @@ impl Hub {
         self.send_subscribed(conn, channel, why, Some(outcome));
         if let Ok(missed) = recovery {
             for frame in missed {
-                self.reply(conn, frame);
+                self.replay(conn, frame);
             }
         }
         outcome.err()
