@@ -570,6 +570,31 @@ fn the_byte_bound_excuses_a_long_replay_alike() {
 }
 
 #[test]
+fn a_replay_once_read_excuses_nothing_more() {
+    // The client reads its replay and item 40, then stalls again: what does not wait now
+    // fills its queue to twice the bound and no further, frames and bytes alike.
+    for (config, least, most) in [
+        (config(50).max_queue_frames(8), 16, 16),
+        (
+            config(50).max_queue_frames(10_000).max_queue_bytes(800),
+            17,
+            23,
+        ),
+    ] {
+        let mut sim = Sim::new(config.write_window(4));
+        let c = stalled_with_a_long_replay(&mut sim);
+        assert_eq!(publish_item_40(&mut sim), 0);
+        reads_the_replay_then_live(&mut sim, c);
+        sim.stalled.insert(c);
+        let queued = publish_until_cut(&mut sim, c);
+        assert!(
+            (least..=most).contains(&queued),
+            "twice the bound once the replay is read: {queued}"
+        );
+    }
+}
+
+#[test]
 fn a_room_left_empty_lingers_so_its_members_come_back_to_the_same_epoch() {
     let mut sim = Sim::new(config(10));
     let a = sim.open_path("/");
