@@ -440,19 +440,7 @@ fn recovery_goes_through_the_queue_bounds_like_any_answer() {
     // A replay longer than the queue bound pauses the client's reading until it drains,
     // rather than being cut short or cutting the reader.
     let mut sim = Sim::new(config(50).max_queue_frames(8).write_window(4));
-    for n in 0..40 {
-        publish(&mut sim, "news", n);
-    }
-    let epoch = {
-        let probe = sim.open_path("/");
-        sim.subscribe(probe, "news");
-        sim.of_type(probe, "subscribed")[0]["epoch"]
-            .as_u64()
-            .expect("epoch")
-    };
-    let c = sim.open(ConnectionInfo::new("/"));
-    sim.stalled.insert(c);
-    subscribe_since(&mut sim, c, 0, epoch);
+    let c = stalled_with_a_long_replay(&mut sim);
     sim.unstall(c);
     sim.advance(Duration::from_secs(1));
     let got: Vec<u64> = items(&sim, c).iter().map(|i| i.0).collect();
