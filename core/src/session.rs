@@ -98,16 +98,9 @@ pub(crate) struct Session {
     queued_bytes: usize,
     in_flight_frames: usize,
     in_flight_bytes: usize,
-    /// What a recovery's replay ([`Fill::Replay`]) put past the bound and is still queued: a
-    /// source that cannot wait ([`Fill::Overflow`]) may fill the queue this much past twice
-    /// the bound. Read only when a queue is that full.
-    excused_frames: usize,
-    excused_bytes: usize,
-    /// Frames and bytes from the head of the queue through the last excused one: the
-    /// excused ones are the last of them, so as the queue is written, no more of them can be
-    /// left than this.
-    excused_within_frames: usize,
-    excused_within_bytes: usize,
+    /// What a recovery's replay put past the bound and is still queued, if anything: boxed,
+    /// as it is rare, so that the fields a fan-out touches stay together.
+    excused: Option<Box<Excused>>,
     /// Frames not yet handed to the driver (before `open`): single frames, and runs of room
     /// publications shared with the other members.
     queue: VecDeque<Chunk>,
@@ -154,6 +147,32 @@ fn is_heartbeat(frame: &Frame) -> bool {
     matches!(frame, Frame::Ping(payload) if payload.is_empty())
 }
 
+/// What a recovery's replay ([`Fill::Replay`]) put past the bound and is still queued: a
+/// source that cannot wait ([`Fill::Overflow`]) may fill the queue this much past twice the
+/// bound, so a client that reads its long replay is not cut for it.
+#[derive(Debug, Default)]
+struct Excused {
+    frames: usize,
+    bytes: usize,
+    /// Frames and bytes from the head of the queue through the last excused one: the
+    /// excused ones are the last of them, so as the queue is written, no more of them can be
+    /// left than this.
+    within_frames: usize,
+    within_bytes: usize,
+}
+
+impl Excused {
+    /// The oldest `frames` frames (`bytes` bytes) of the queue were written; returns whether
+    /// nothing is excused any more.
+    fn written(&mut self, frames: usize, bytes: usize) -> bool {
+        self.within_frames = self.within_frames.saturating_sub(frames);
+        self.within_bytes = self.within_bytes.saturating_sub(bytes);
+        self.frames = self.frames.min(self.within_frames);
+        self.bytes = self.bytes.min(self.within_bytes);
+        self.frames == 0 && self.bytes == 0
+    }
+}
+
 impl Session {
     pub(crate) fn new(
         generation: u32,
@@ -176,10 +195,7 @@ impl Session {
             in_flight: VecDeque::new(),
             in_flight_frames: 0,
             in_flight_bytes: 0,
-            excused_frames: 0,
-            excused_bytes: 0,
-            excused_within_frames: 0,
-            excused_within_bytes: 0,
+            excused: None,
             ready: false,
             ping_queued: false,
             behind: false,
@@ -280,8 +296,9 @@ impl Session {
         );
         if depth > 0 && (depth + 1 > max_frames || self.depth_bytes() + len > max_bytes) {
             let excused = fill == Fill::Overflow
-                && depth < max_frames + self.excused_frames
-                && self.depth_bytes() + len <= max_bytes + self.excused_bytes;
+                && self.excused.as_ref().is_some_and(|e| {
+                    depth < max_frames + e.frames && self.depth_bytes() + len <= max_bytes + e.bytes
+                });
             if !excused {
                 return Offer::Full;
             }
@@ -290,21 +307,25 @@ impl Session {
     }
 
     /// Counts what a frame of `len` bytes about to be queued by a replay adds past the bound
-    /// (see [`Session::excused_frames`]).
+    /// (see [`Excused`]).
     #[inline]
     fn excuse(&mut self, len: usize, bound: Bound, fill: Fill) {
         if fill != Fill::Replay {
             return;
         }
         let (frames, bytes) = (self.depth_frames() + 1, self.depth_bytes() + len);
-        if frames > bound.frames {
-            self.excused_frames += 1;
-            self.excused_within_frames = frames;
-        }
         let past = bytes.saturating_sub(bound.bytes).min(len);
+        if frames <= bound.frames && past == 0 {
+            return;
+        }
+        let e = self.excused.get_or_insert_with(Box::default);
+        if frames > bound.frames {
+            e.frames += 1;
+            e.within_frames = frames;
+        }
         if past > 0 {
-            self.excused_bytes += past;
-            self.excused_within_bytes = bytes;
+            e.bytes += past;
+            e.within_bytes = bytes;
         }
     }
 
@@ -466,11 +487,11 @@ impl Session {
             frames_written += done;
             bytes_written += bytes;
         }
-        // The oldest frames were written: of the excused ones, at most those still within.
-        self.excused_within_frames = self.excused_within_frames.saturating_sub(frames_written);
-        self.excused_within_bytes = self.excused_within_bytes.saturating_sub(bytes_written);
-        self.excused_frames = self.excused_frames.min(self.excused_within_frames);
-        self.excused_bytes = self.excused_bytes.min(self.excused_within_bytes);
+        if let Some(e) = &mut self.excused {
+            if e.written(frames_written, bytes_written) {
+                self.excused = None;
+            }
+        }
         if self.queue_is_empty() && self.in_flight.is_empty() && self.queue.capacity() > KEEP_SLOTS
         {
             // A burst is over: give back its memory so an idle connection stays small.
@@ -510,10 +531,7 @@ impl Session {
         self.open = None;
         self.queued_frames = 0;
         self.queued_bytes = 0;
-        self.excused_frames = 0;
-        self.excused_bytes = 0;
-        self.excused_within_frames = 0;
-        self.excused_within_bytes = 0;
+        self.excused = None;
         self.ping_queued = false;
     }
 
