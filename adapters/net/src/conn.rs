@@ -366,14 +366,14 @@ impl<F: std::future::Future + Unpin> std::future::Future for WokenOnly<F> {
 }
 
 /// Feeds every message to the hub until the stream ends or fails, reading only while the
-/// gate is open.
-async fn read<S>(ws: &Shared<S>, conn: ConnId, gate: &Link, inbound: &Sender<Input>)
+/// link's reading gate is open.
+async fn read<S>(ws: &Shared<S>, conn: ConnId, link: &Link, inbound: &Sender<Input>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut closed = false;
     loop {
-        gate.opened().await;
+        link.opened().await;
         let Some(item) = poll_fn(|cx| ws.poll_next(cx)).await else {
             break;
         };
