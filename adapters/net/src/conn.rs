@@ -270,39 +270,60 @@ fn encode(frame: &Frame, out: &mut Vec<u8>) {
 }
 
 /// Runs a connection over `ws` until it ends.
-pub(crate) async fn run<R, S>(
+///
+/// A plain fn that builds the task's state before its future: an async fn keeps a slot
+/// for each of its arguments for its whole life, beside what they were moved into (the
+/// socket, 400 bytes, twice), and that state is most of an idle connection's memory.
+pub(crate) fn run<R, S>(
     rt: R,
     ws: WebSocketStream<S>,
     ends: ConnEnds,
     options: ConnOptions,
-    _guard: TaskGuard,
-) where
+    guard: TaskGuard,
+) -> impl std::future::Future<Output = ()>
+where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let ws = Shared::new(ws);
-    // Set when the reader has ended. Reader and writer are polled by one `or` in one task,
-    // the reader first, so the writer sees the flag in the same poll that set it.
-    let reader_ended = AtomicBool::new(false);
     let ConnEnds {
         conn,
         link,
         inbound,
         control,
     } = ends;
-    let reader = pin!(async {
-        read(&ws, conn, &link, &inbound).await;
-        reader_ended.store(true, Ordering::Release);
-        pending::<()>().await
-    });
-    let reader = WokenOnly::new(reader);
-    let to_hub = ToHub {
-        conn,
-        inbound: &inbound,
-        control: &control,
+    let deadlines = Deadlines {
+        write_timeout: options.write_timeout,
+        close_delay: options.close_delay,
     };
-    let writer = write(&rt, &ws, &link, to_hub, options, &reader_ended);
-    or(reader, writer).await;
+    async move {
+        let _guard = guard;
+        // Set when the reader has ended. Reader and writer are polled by one `or` in one
+        // task, the reader first, so the writer sees the flag in the same poll that set it.
+        let reader_ended = AtomicBool::new(false);
+        let reader = pin!(async {
+            read(&ws, conn, &link, &inbound).await;
+            reader_ended.store(true, Ordering::Release);
+            pending::<()>().await
+        });
+        let reader = WokenOnly::new(reader);
+        let to_hub = ToHub {
+            conn,
+            inbound: &inbound,
+            control: &control,
+        };
+        let writer = write(&rt, &ws, &link, to_hub, deadlines, &reader_ended);
+        or(reader, writer).await;
+    }
+}
+
+/// What a connection's writer needs of its [`ConnOptions`].
+#[derive(Clone, Copy)]
+struct Deadlines {
+    /// See [`ConnOptions::write_timeout`].
+    write_timeout: Duration,
+    /// See [`ConnOptions::close_delay`].
+    close_delay: Duration,
 }
 
 /// A future polled only once its own waker has fired (and on its first poll), however often
@@ -479,7 +500,7 @@ async fn write<R, S>(
     ws: &Shared<S>,
     link: &Link,
     to_hub: ToHub<'_>,
-    options: ConnOptions,
+    options: Deadlines,
     reader_ended: &AtomicBool,
 ) where
     R: Runtime,
@@ -583,10 +604,12 @@ async fn write<R, S>(
                             && (rest.is_empty()
                                 || ws.write_burst(rest, &AtomicUsize::new(0)).await.is_ok())
                     };
-                    let finished = or(flushed, async {
+                    // Boxed, as the close below: a path taken once, whose state would
+                    // otherwise size every connection's task for its whole life.
+                    let finished = Box::pin(or(flushed, async {
                         sleep.await;
                         false
-                    })
+                    }))
                     .await;
                     if !finished {
                         return;
@@ -597,7 +620,7 @@ async fn write<R, S>(
         }
         if let Some((code, reason)) = close {
             let until = Instant::now() + options.close_delay;
-            send_close(rt, ws, code, reason, until).await;
+            Box::pin(send_close(rt, ws, code, reason, until)).await;
             return linger(until).await;
         }
     }
