@@ -279,7 +279,7 @@ pub(crate) fn run<R, S>(
     ws: WebSocketStream<S>,
     ends: ConnEnds,
     options: ConnOptions,
-    guard: TaskGuard,
+    held: impl Send + 'static,
 ) -> impl std::future::Future<Output = ()>
 where
     R: Runtime,
@@ -297,7 +297,8 @@ where
         close_delay: options.close_delay,
     };
     async move {
-        let _guard = guard;
+        // Dropped when the connection ends: its task count's guard, its address's claim.
+        let _held = held;
         // Set when the reader has ended. Reader and writer are polled by one `or` in one
         // task, the reader first, so the writer sees the flag in the same poll that set it.
         let reader_ended = AtomicBool::new(false);
@@ -500,7 +501,7 @@ async fn write<R, S>(
     ws: &Shared<S>,
     link: &Link,
     to_hub: ToHub<'_>,
-    options: Deadlines,
+    deadlines: Deadlines,
     reader_ended: &AtomicBool,
 ) where
     R: Runtime,
@@ -534,50 +535,19 @@ async fn write<R, S>(
         else {
             // The hub forgot the connection (the peer closed, or the transport failed): let
             // the reader send the close echo, then drop the socket.
-            return linger(Instant::now() + options.close_delay).await;
+            return linger(Instant::now() + deadlines.close_delay).await;
         };
         if !burst.is_empty() {
             let frames = burst.iter().map(Chunk::len).sum();
-            // Frames the socket has taken so far: the write timeout counts from the last.
-            let progress = AtomicUsize::new(0);
-            let progress = &progress;
-            let mut writing = pin!(ws.write_burst(burst, progress));
-            enum Wrote {
-                Done(Result<Vec<Chunk>, tungstenite::Error>),
-                TimedOut,
-                Closing(CloseCode, String, Vec<Chunk>),
-            }
-            // Stalled: a whole `write_timeout` in which the socket took not one frame.
-            let timeout = async {
-                let mut seen = 0;
-                loop {
-                    rt.sleep_until(Instant::now() + options.write_timeout).await;
-                    let now = progress.load(Ordering::Relaxed);
-                    if now == seen {
-                        return Wrote::TimedOut;
-                    }
-                    seen = now;
-                }
-            };
-            // While a write is stuck, the hub may give up on this peer (a slow consumer):
-            // notice its close rather than wait out the write timeout. What it hands out
-            // meanwhile waits in the link.
-            let watch = async {
-                let (code, reason, rest) = link.closing().await;
-                Wrote::Closing(code, reason, rest)
-            };
-            let outcome = or(
-                async { Wrote::Done((&mut writing).await) },
-                timeout.or(watch),
-            )
-            .await;
-            match outcome {
-                Wrote::Done(Ok(spare)) => {
+            // Boxed: a burst's state is most of what a writer ever holds, and an idle
+            // connection, waiting for its next hand-out, holds none of it.
+            match Box::pin(write_burst_within(rt, ws, link, burst, deadlines)).await {
+                Wrote::Done(spare) => {
                     // Unbounded: never full, so nothing to wait for. The emptied `Vec` goes
                     // back with the report, for a later hand-out.
                     let _ = control.try_send(Control::Written(conn, frames, spare));
                 }
-                Wrote::Done(Err(e)) => {
+                Wrote::Failed(e) => {
                     let _ = inbound.send(transport_error(conn, e.to_string())).await;
                     return;
                 }
@@ -586,32 +556,18 @@ async fn write<R, S>(
                     // close frame cannot be written, so the socket is dropped).
                     let reason = format!(
                         "the socket took nothing for {} ms: the client reads too slowly",
-                        options.write_timeout.as_millis()
+                        deadlines.write_timeout.as_millis()
                     );
                     let stalled = violation(conn, CloseCode::SLOW_CONSUMER, reason);
                     let _ = inbound.send(stalled).await;
                     return;
                 }
-                Wrote::Closing(code, reason, rest) => {
-                    // The hub has already forgotten the connection. Give the stuck write
-                    // the close delay to finish, then the frames handed out after it and
-                    // before the close (the answers a flushing close waits for); the close
-                    // frame follows if they all went out.
-                    let until = Instant::now() + options.close_delay;
-                    let sleep = rt.sleep_until(until);
-                    let flushed = async {
-                        (&mut writing).await.is_ok()
-                            && (rest.is_empty()
-                                || ws.write_burst(rest, &AtomicUsize::new(0)).await.is_ok())
-                    };
-                    // Boxed, as the close below: a path taken once, whose state would
-                    // otherwise size every connection's task for its whole life.
-                    let finished = Box::pin(or(flushed, async {
-                        sleep.await;
-                        false
-                    }))
-                    .await;
-                    if !finished {
+                Wrote::Closed {
+                    code,
+                    reason,
+                    flushed,
+                } => {
+                    if !flushed {
                         return;
                     }
                     close = Some((code, reason));
@@ -619,9 +575,103 @@ async fn write<R, S>(
             }
         }
         if let Some((code, reason)) = close {
-            let until = Instant::now() + options.close_delay;
+            let until = Instant::now() + deadlines.close_delay;
+            // Boxed, as the close of a stuck write: a path taken once, whose state would
+            // otherwise size every connection's task for its whole life.
             Box::pin(send_close(rt, ws, code, reason, until)).await;
             return linger(until).await;
+        }
+    }
+}
+
+/// How the write of one burst ended.
+enum Wrote {
+    /// Every frame went out; the burst's emptied `Vec`.
+    Done(Vec<Chunk>),
+    Failed(tungstenite::Error),
+    /// A whole write timeout passed in which the socket took not one frame.
+    TimedOut,
+    /// The hub closed the connection while the write was stuck; `flushed` if the rest of
+    /// it and what was handed out before the close went out within the close delay, so
+    /// the close frame follows.
+    Closed {
+        code: CloseCode,
+        reason: String,
+        flushed: bool,
+    },
+}
+
+/// Writes `burst` unless the socket stalls for a write timeout or the hub closes the
+/// connection meanwhile.
+async fn write_burst_within<R, S>(
+    rt: &R,
+    ws: &Shared<S>,
+    link: &Link,
+    burst: Vec<Chunk>,
+    deadlines: Deadlines,
+) -> Wrote
+where
+    R: Runtime,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // Frames the socket has taken so far: the write timeout counts from the last.
+    let progress = AtomicUsize::new(0);
+    let progress = &progress;
+    let mut writing = pin!(ws.write_burst(burst, progress));
+    enum Outcome {
+        Done(Result<Vec<Chunk>, tungstenite::Error>),
+        TimedOut,
+        Closing(CloseCode, String, Vec<Chunk>),
+    }
+    // Stalled: a whole `write_timeout` in which the socket took not one frame.
+    let timeout = async {
+        let mut seen = 0;
+        loop {
+            rt.sleep_until(Instant::now() + deadlines.write_timeout)
+                .await;
+            let now = progress.load(Ordering::Relaxed);
+            if now == seen {
+                return Outcome::TimedOut;
+            }
+            seen = now;
+        }
+    };
+    // While a write is stuck, the hub may give up on this peer (a slow consumer): notice
+    // its close rather than wait out the write timeout. What it hands out meanwhile waits
+    // in the link.
+    let watch = async {
+        let (code, reason, rest) = link.closing().await;
+        Outcome::Closing(code, reason, rest)
+    };
+    let outcome = or(
+        async { Outcome::Done((&mut writing).await) },
+        timeout.or(watch),
+    )
+    .await;
+    match outcome {
+        Outcome::Done(Ok(spare)) => Wrote::Done(spare),
+        Outcome::Done(Err(e)) => Wrote::Failed(e),
+        Outcome::TimedOut => Wrote::TimedOut,
+        Outcome::Closing(code, reason, rest) => {
+            // The hub has already forgotten the connection. Give the stuck write the close
+            // delay to finish, then the frames handed out after it and before the close
+            // (the answers a flushing close waits for); the close frame follows if they
+            // all went out.
+            let sleep = rt.sleep_until(Instant::now() + deadlines.close_delay);
+            let flushed = async {
+                (&mut writing).await.is_ok()
+                    && (rest.is_empty() || ws.write_burst(rest, &AtomicUsize::new(0)).await.is_ok())
+            };
+            let flushed = or(flushed, async {
+                sleep.await;
+                false
+            })
+            .await;
+            Wrote::Closed {
+                code,
+                reason,
+                flushed,
+            }
         }
     }
 }

@@ -701,7 +701,7 @@ impl<R: Runtime> Handle<R> {
         if let Some(delay) = close_delay {
             options.close_delay = delay;
         }
-        self.attach(admitted, ws, options);
+        self.attach(admitted, ws, options, ());
         Ok(conn)
     }
 
@@ -736,33 +736,22 @@ impl<R: Runtime> Handle<R> {
         })
     }
 
-    /// Runs an admitted connection over `ws`.
-    pub(crate) fn attach<S>(&self, admitted: Admitted, ws: WebSocketStream<S>, options: ConnOptions)
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        self.inner
-            .rt
-            .spawn(self.run_connection(admitted, ws, options));
-    }
-
-    /// Runs an admitted connection over `ws` until it ends.
-    pub(crate) fn run_connection<S>(
+    /// Runs an admitted connection over `ws` in a task of its own, which keeps `held` (the
+    /// built-in server's claim on the address's share) until the connection ends.
+    pub(crate) fn attach<S>(
         &self,
         admitted: Admitted,
         ws: WebSocketStream<S>,
         options: ConnOptions,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static
-    where
+        held: impl Send + 'static,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        conn::run(
-            self.inner.rt.clone(),
-            ws,
-            admitted.ends,
-            options,
-            admitted.guard,
-        )
+        let held = (admitted.guard, held);
+        let rt = self.inner.rt.clone();
+        self.inner
+            .rt
+            .spawn(conn::run(rt, ws, admitted.ends, options, held));
     }
 
     /// Reports that an admitted connection's upgrade failed.

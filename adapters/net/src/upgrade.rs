@@ -311,8 +311,9 @@ where
         let ws =
             WebSocketStream::from_partially_read(stream, pre_read, Role::Server, Some(options.ws))
                 .await;
-        handle.run_connection(admitted, ws, options).await;
-        drop(claim); // the address's share is given back when the connection ends
+        // The connection's own task keeps the claim: the address's share is given back
+        // when the connection ends. This one ends here, and with it the upgrade's state.
+        handle.attach(admitted, ws, options, claim);
     });
     switching(&accept_key, protocol)
 }
