@@ -150,7 +150,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         next
     }
 
-    /// Writes the frames of `burst` and flushes, and gives back the emptied `Vec` (its
+    /// Writes the frames of `burst` to the socket, and gives back the emptied `Vec` (its
     /// allocation serves a later hand-out). `written` counts the socket's writes so far
     /// (the write timeout watches it move).
     ///
@@ -182,7 +182,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
             self.write_all(&out, written).await?;
             out.clear();
         }
-        poll_fn(|cx| Pin::new(&mut self.lock().ws).poll_flush(cx)).await?;
+        // No flush after: the bytes went to the socket itself, past tungstenite's buffer,
+        // and a TCP socket's flush does nothing.
         burst.clear();
         Ok(burst)
     }
