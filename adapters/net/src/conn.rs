@@ -745,4 +745,100 @@ mod tests {
         assert!(Pin::new(&mut future).poll(&mut cx).is_pending());
         assert_eq!(polls.get(), 2);
     }
+
+    /// A socket in memory: reads give `input` and then would block; writes take bytes
+    /// until `output` holds `room` of them, and then would block.
+    struct Pipe {
+        input: Vec<u8>,
+        read_at: usize,
+        output: Vec<u8>,
+        room: usize,
+    }
+
+    impl AsyncRead for Pipe {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let this = self.get_mut();
+            let rest = &this.input[this.read_at..];
+            if rest.is_empty() {
+                return Poll::Pending;
+            }
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            this.read_at += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for Pipe {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let this = self.get_mut();
+            let n = buf.len().min(this.room.saturating_sub(this.output.len()));
+            if n == 0 {
+                return Poll::Pending;
+            }
+            this.output.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_pong_tungstenite_wrote_in_part_is_finished_before_a_burst() {
+        // A client's masked ping "hello".
+        let mask = [1u8, 2, 3, 4];
+        let mut ping = vec![0x89, 0x80 | 5];
+        ping.extend_from_slice(&mask);
+        ping.extend(b"hello".iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        let pipe = Pipe {
+            input: ping,
+            read_at: 0,
+            output: Vec::new(),
+            room: 3,
+        };
+        let ws = futures_lite::future::block_on(WebSocketStream::from_raw_socket(
+            pipe,
+            tungstenite::protocol::Role::Server,
+            None,
+        ));
+        let shared = Shared::new(ws);
+        let waker = Waker::from(Arc::new(TaskWakes(AtomicUsize::new(0))));
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(
+            shared.poll_next(&mut cx),
+            Poll::Ready(Some(Ok(Message::Ping(_))))
+        ));
+        // The next read writes the pong first; the socket takes 3 of its 7 bytes.
+        assert!(shared.poll_next(&mut cx).is_pending());
+        assert_eq!(shared.lock().ws.get_ref().output, [0x8A, 5, b'h']);
+
+        shared.lock().ws.get_mut().room = usize::MAX;
+        let burst = vec![Chunk::from(Frame::Text("after".to_owned().into()))];
+        let written = AtomicUsize::new(0);
+        let wrote = futures_lite::future::block_on(shared.write_burst(burst, &written));
+        assert!(wrote.is_ok());
+        let mut expected = vec![0x8A, 5];
+        expected.extend_from_slice(b"hello");
+        expected.extend_from_slice(&[0x81, 5]);
+        expected.extend_from_slice(b"after");
+        assert_eq!(
+            shared.lock().ws.get_ref().output,
+            expected,
+            "the pong whole, then the burst's frame"
+        );
+    }
 }
