@@ -9,6 +9,7 @@
 //! frame's wire bytes as the driver encodes them ([`Chunk::encode`]): the first writer
 //! encodes a publication, the others copy its bytes.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -366,6 +367,55 @@ impl Flight {
     }
 }
 
+/// What was handed to a driver and not yet reported written, oldest first. The oldest is
+/// kept inline: a connection that keeps up has one hand-out in flight at a time, and then
+/// needs no buffer of its own for it (an idle connection kept one, 96 bytes, from its first
+/// hand-out on).
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    /// `None` only when nothing is in flight.
+    oldest: Option<Flight>,
+    /// Those after `oldest`.
+    rest: VecDeque<Flight>,
+}
+
+impl InFlight {
+    pub(crate) fn push_back(&mut self, flight: Flight) {
+        if self.oldest.is_none() {
+            self.oldest = Some(flight);
+        } else {
+            self.rest.push_back(flight);
+        }
+    }
+
+    pub(crate) fn front_mut(&mut self) -> Option<&mut Flight> {
+        self.oldest.as_mut()
+    }
+
+    pub(crate) fn pop_front(&mut self) -> Option<Flight> {
+        let oldest = self.oldest.take();
+        self.oldest = self.rest.pop_front();
+        oldest
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.oldest.is_none()
+    }
+
+    /// Slots allocated behind the oldest.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.rest.capacity()
+    }
+
+    /// Gives back the memory of the deque behind the oldest, once it is empty.
+    pub(crate) fn shrink(&mut self) {
+        if self.rest.is_empty() && self.rest.capacity() > 0 {
+            self.rest = VecDeque::new();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,5 +529,26 @@ mod tests {
         assert_eq!((flight.frames(), flight.bytes()), (2, 7));
         assert_eq!(flight.write_front(1), 3);
         assert_eq!((flight.frames(), flight.bytes()), (1, 4));
+    }
+
+    #[test]
+    fn in_flight_keeps_the_order_with_the_oldest_inline() {
+        let mut flights = InFlight::default();
+        assert!(flights.is_empty());
+        flights.push_back(Flight::One(1));
+        assert_eq!(flights.capacity(), 0, "one in flight needs no buffer");
+        for bytes in [2, 3] {
+            flights.push_back(Flight::One(bytes));
+        }
+        assert_eq!(flights.front_mut().map(|f| f.bytes()), Some(1));
+        flights.shrink();
+        assert!(flights.capacity() > 0, "kept while it holds flights");
+        let order: Vec<usize> = std::iter::from_fn(|| flights.pop_front())
+            .map(|f| f.bytes())
+            .collect();
+        assert_eq!(order, [1, 2, 3]);
+        assert!(flights.is_empty() && flights.front_mut().is_none());
+        flights.shrink();
+        assert_eq!(flights.capacity(), 0);
     }
 }

@@ -11,13 +11,9 @@ use serde_json::Value;
 use crate::frame::{CloseCode, Frame};
 use crate::ids::{AckId, ConnId};
 use crate::info::ConnectionInfo;
-use crate::outbound::{Block, Chunk, Flight, Run};
+use crate::outbound::{Block, Chunk, Flight, InFlight, Run};
 use crate::protocol::Protocol;
 use crate::timers::{ConnTimer, TimerKey, Timers};
-
-/// A drained queue keeps up to this many slots for steady traffic; a burst that grew it
-/// beyond gives the memory back, so an idle connection stays small.
-const KEEP_SLOTS: usize = 64;
 
 /// `Open → Closing → (removed)`.
 #[derive(Clone, Debug, PartialEq)]
@@ -106,7 +102,7 @@ pub(crate) struct Session {
     /// publications shared with the other members.
     queue: VecDeque<Chunk>,
     /// What was handed to the driver and not yet reported written, oldest first.
-    in_flight: VecDeque<Flight>,
+    in_flight: InFlight,
     pub state: State,
     /// Server→client ack requests and their deadlines, pings of [`Hub::ping`] included.
     ///
@@ -195,7 +191,7 @@ impl Session {
             queue: VecDeque::new(),
             queued_frames: 0,
             queued_bytes: 0,
-            in_flight: VecDeque::new(),
+            in_flight: InFlight::default(),
             in_flight_frames: 0,
             in_flight_bytes: 0,
             excused: None,
@@ -495,11 +491,15 @@ impl Session {
                 self.excused = None;
             }
         }
-        if self.queue_is_empty() && self.in_flight.is_empty() && self.queue.capacity() > KEEP_SLOTS
-        {
-            // A burst is over: give back its memory so an idle connection stays small.
-            self.queue = VecDeque::new();
-            self.in_flight = VecDeque::new();
+        if self.queue_is_empty() && self.in_flight.is_empty() {
+            // Drained: give back the queue's memory, so an idle connection keeps none. Room
+            // publications queue in `open` and a hand-out at a time is in flight inline, so
+            // a connection that keeps up allocates here only for single frames (replies,
+            // pings, sends to it alone), one buffer per frame.
+            if self.queue.capacity() > 0 {
+                self.queue = VecDeque::new();
+            }
+            self.in_flight.shrink();
         }
     }
 
@@ -683,7 +683,7 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_gives_its_memory_back_once_written() {
+    fn a_drained_queue_keeps_no_memory() {
         let mut s = session();
         for _ in 0..100 {
             assert_eq!(
@@ -694,21 +694,23 @@ mod tests {
         while s.take_next().is_some() {}
         s.written(99);
         assert!(
-            s.queue.capacity() >= 100,
+            s.queue.capacity() >= 100 && s.in_flight.capacity() > 0,
             "still one frame in flight: keep the buffers"
         );
         s.written(1);
         assert_eq!((s.queue.capacity(), s.in_flight.capacity()), (0, 0));
-        // A queue within KEEP_SLOTS keeps them: no allocation churn for steady traffic.
-        for _ in 0..KEEP_SLOTS {
+        // One frame at a time, as an idle connection's ping or a reply: nothing is kept
+        // once it is written, and one in flight needs no buffer.
+        for _ in 0..3 {
             assert_eq!(
                 s.offer(Frame::text("x"), bound(1000, 1000), Fill::Bound),
                 Offer::Queued
             );
+            assert!(s.take_next().is_some());
+            assert_eq!(s.in_flight.capacity(), 0);
+            s.written(1);
+            assert_eq!((s.queue.capacity(), s.in_flight.capacity()), (0, 0));
         }
-        while s.take_next().is_some() {}
-        s.written(KEEP_SLOTS);
-        assert_eq!(s.queue.capacity(), KEEP_SLOTS);
     }
 
     #[test]
