@@ -496,9 +496,7 @@ impl Session {
             // publications queue in `open` and a hand-out at a time is in flight inline, so
             // a connection that keeps up allocates here only for single frames (replies,
             // pings, sends to it alone), one buffer per frame.
-            if self.queue.capacity() > 0 {
-                self.queue = VecDeque::new();
-            }
+            self.queue = VecDeque::new();
             self.in_flight.shrink();
         }
     }
