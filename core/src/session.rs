@@ -496,7 +496,10 @@ impl Session {
             // publications queue in `open` and a hand-out at a time is in flight inline, so
             // a connection that keeps up allocates here only for single frames (replies,
             // pings, sends to it alone), one buffer per frame.
-            self.queue = VecDeque::new();
+            // (Checked first only to spare every write report a drop of an empty deque.)
+            if self.queue.capacity() > 0 {
+                self.queue = VecDeque::new();
+            }
             self.in_flight.shrink();
         }
     }
