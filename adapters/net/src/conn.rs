@@ -577,8 +577,8 @@ async fn write<R, S>(
         }
         if let Some((code, reason)) = close {
             let until = Instant::now() + deadlines.close_delay;
-            // Boxed, as the close of a stuck write: a path taken once, whose state would
-            // otherwise size every connection's task for its whole life.
+            // Boxed: a path taken once, whose state would otherwise size every
+            // connection's task for its whole life.
             Box::pin(send_close(rt, ws, code, reason, until)).await;
             return linger(until).await;
         }
@@ -619,9 +619,10 @@ where
     let progress = AtomicUsize::new(0);
     let progress = &progress;
     let mut writing = pin!(ws.write_burst(burst, progress));
+    /// How the race below ended: the write's own end, or the hub's close with the frames
+    /// handed out before it, which the stuck write then has the close delay to finish.
     enum Outcome {
-        Done(Result<Vec<Chunk>, tungstenite::Error>),
-        TimedOut,
+        Ended(Wrote),
         Closing(CloseCode, String, Vec<Chunk>),
     }
     // Stalled: a whole `write_timeout` in which the socket took not one frame.
@@ -632,7 +633,7 @@ where
                 .await;
             let now = progress.load(Ordering::Relaxed);
             if now == seen {
-                return Outcome::TimedOut;
+                return Outcome::Ended(Wrote::TimedOut);
             }
             seen = now;
         }
@@ -644,15 +645,14 @@ where
         let (code, reason, rest) = link.closing().await;
         Outcome::Closing(code, reason, rest)
     };
-    let outcome = or(
-        async { Outcome::Done((&mut writing).await) },
-        timeout.or(watch),
-    )
-    .await;
-    match outcome {
-        Outcome::Done(Ok(spare)) => Wrote::Done(spare),
-        Outcome::Done(Err(e)) => Wrote::Failed(e),
-        Outcome::TimedOut => Wrote::TimedOut,
+    let wrote = async {
+        Outcome::Ended(match (&mut writing).await {
+            Ok(spare) => Wrote::Done(spare),
+            Err(e) => Wrote::Failed(e),
+        })
+    };
+    match or(wrote, timeout.or(watch)).await {
+        Outcome::Ended(wrote) => wrote,
         Outcome::Closing(code, reason, rest) => {
             // The hub has already forgotten the connection. Give the stuck write the close
             // delay to finish, then the frames handed out after it and before the close
