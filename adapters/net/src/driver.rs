@@ -16,13 +16,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::pending;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
 use event_listener::EventListener;
 use futures_lite::future::or;
-use futures_lite::FutureExt;
+use futures_lite::{FutureExt, StreamExt};
 use tidings_core::{
     AckId, AckOutcome, Chunk, CloseCode, ClusterMessage, ConnId, ConnectionInfo, Delivery, Event,
     Hub, Input, Message, Output, Payload, Target,
@@ -604,7 +605,8 @@ pub(crate) async fn run<R: Runtime>(
     inbound: Receiver<Input>,
     control: Receiver<Control>,
 ) {
-    run_hub(rt, driver, inbound, &control).await;
+    let mut control = std::pin::pin!(control);
+    run_hub(rt, driver, inbound, control.as_mut()).await;
     refuse_commands(&control);
 }
 
@@ -616,12 +618,20 @@ fn refuse_commands(control: &Receiver<Control>) {
     while control.try_recv().is_ok() {}
 }
 
+/// The hub task's loop. It wakes many times per publish (for write reports above all), so
+/// what it waits with lives across wakes: the two channels are read as streams, which keep
+/// their listener, and the timer is made anew only when the hub's deadline moves. A timer
+/// made per wake cost tokio a write to its driver's eventfd each time (`reregister`), and
+/// with it a wake of the other worker: 240 syscalls and 50 context switches per paced
+/// publish to 1,000 (perf).
 async fn run_hub<R: Runtime>(
     rt: R,
     mut driver: Driver,
     inbound: Receiver<Input>,
-    control: &Receiver<Control>,
+    mut control: Pin<&mut Receiver<Control>>,
 ) {
+    // Pinned: a receiver read as a stream keeps its listener inside.
+    let mut inbound = std::pin::pin!(inbound);
     enum Wake {
         Control(Option<Control>),
         Conn(Option<Input>),
@@ -630,6 +640,8 @@ async fn run_hub<R: Runtime>(
     }
     // When the task last woke, to count its busy time once the wake's work is drained.
     let mut woke: Option<Instant> = None;
+    // The armed timer and its deadline.
+    let mut timer = None;
     loop {
         driver.drain(Instant::now());
         if let Some(woke) = woke.take() {
@@ -639,20 +651,23 @@ async fn run_hub<R: Runtime>(
             return;
         }
         let deadline = driver.hub.poll_timeout();
+        if timer.as_ref().map(|(at, _)| *at) != deadline {
+            timer = deadline.map(|at| (at, Box::pin(rt.sleep_until(at))));
+        }
         let router_full = driver.router_full();
         let gated = router_full.is_some();
         let wake = {
-            let control = async { Wake::Control(control.recv().await.ok()) };
-            let conn = async {
+            let from_control = async { Wake::Control(control.as_mut().next().await) };
+            let from_conn = async {
                 if gated {
                     pending().await
                 } else {
-                    Wake::Conn(inbound.recv().await.ok())
+                    Wake::Conn(inbound.as_mut().next().await)
                 }
             };
-            let timer = async {
-                match deadline {
-                    Some(at) => rt.sleep_until(at).await,
+            let fired = async {
+                match &mut timer {
+                    Some((_, sleep)) => sleep.as_mut().await,
                     None => pending().await,
                 }
                 Wake::Timer
@@ -664,7 +679,7 @@ async fn run_hub<R: Runtime>(
                 }
                 Wake::RouterRoom
             };
-            or(control, or(conn, timer.or(room))).await
+            or(from_control, or(from_conn, fired.or(room))).await
         };
         let now = Instant::now();
         woke = Some(now);
@@ -687,7 +702,11 @@ async fn run_hub<R: Runtime>(
                     driver.hub.handle(now, next);
                 }
             }
-            Wake::Timer => driver.hub.handle_timeout(now),
+            Wake::Timer => {
+                // Spent: the next deadline arms a new one.
+                timer = None;
+                driver.hub.handle_timeout(now);
+            }
             Wake::RouterRoom => {}
         }
     }
