@@ -20,6 +20,12 @@ pub enum Input {
     },
     /// The driver wrote `frames` of the frames it took from [`Output::Transmit`] for `conn`
     /// (in order). Frees their room in the connection's queue.
+    ///
+    /// A driver may hold reports back and sum them, so long as nothing waits on one: frames
+    /// past [`Config::write_window`](crate::Config::write_window) wait for room in it, and
+    /// while [`Hub::any_behind`](crate::Hub::any_behind) a paused client or a waiting
+    /// publish may. Reporting at least once per quarter of the window written, and every
+    /// report at once while a queue is behind, keeps everything moving.
     Written {
         /// The connection.
         conn: ConnId,

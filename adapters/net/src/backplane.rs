@@ -208,7 +208,10 @@ impl Link {
         let Some(control) = self.control.upgrade() else {
             return false;
         };
-        let sent = control.send(Control::Remote(message)).await.is_ok();
+        let sent = control
+            .send(Control::Remote(Box::new(message)))
+            .await
+            .is_ok();
         if sent {
             self.stats.received.fetch_add(1, Ordering::Relaxed);
         }

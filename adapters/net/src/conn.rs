@@ -27,6 +27,7 @@ use tungstenite::Message;
 
 use crate::driver::{Control, Opened};
 use crate::link::{Link, Taken};
+use crate::reports::Reports;
 use crate::Runtime;
 
 /// How a connection's socket is run.
@@ -80,11 +81,13 @@ impl Drop for TaskGuard {
 }
 
 /// A connection task's ends: its id, its link (what the hub hands its writer, and its
-/// reading gate), and the channels to the hub.
+/// reading gate), the channel for what it reads, and where its writer reports.
 pub(crate) struct ConnEnds {
     pub conn: ConnId,
     pub link: Arc<Link>,
     pub inbound: Sender<Input>,
+    pub reports: Arc<Reports>,
+    /// Not used, only held: the hub task runs while a connection or a handle holds one.
     pub control: Sender<Control>,
 }
 
@@ -94,6 +97,7 @@ impl ConnEnds {
             conn: opened.conn,
             link: opened.link,
             inbound,
+            reports: opened.reports,
             control,
         }
     }
@@ -291,6 +295,7 @@ where
         conn,
         link,
         inbound,
+        reports,
         control,
     } = ends;
     let deadlines = Deadlines {
@@ -298,8 +303,9 @@ where
         close_delay: options.close_delay,
     };
     async move {
-        // Dropped when the connection ends: its task count's guard, its address's claim.
-        let _held = held;
+        // Dropped when the connection ends: its task count's guard, its address's claim, its
+        // hold on the hub task.
+        let _held = (held, control);
         // Set when the reader has ended. Reader and writer are polled by one `or` in one
         // task, the reader first, so the writer sees the flag in the same poll that set it.
         let reader_ended = AtomicBool::new(false);
@@ -312,7 +318,7 @@ where
         let to_hub = ToHub {
             conn,
             inbound: &inbound,
-            control: &control,
+            reports: &reports,
         };
         let writer = write(&rt, &ws, &link, to_hub, deadlines, &reader_ended);
         or(reader, writer).await;
@@ -493,7 +499,7 @@ fn transport_error(conn: ConnId, error: String) -> Input {
 struct ToHub<'a> {
     conn: ConnId,
     inbound: &'a Sender<Input>,
-    control: &'a Sender<Control>,
+    reports: &'a Reports,
 }
 
 /// Writes what the hub hands out, in bursts with one flush, and reports each burst written.
@@ -511,8 +517,10 @@ async fn write<R, S>(
     let ToHub {
         conn,
         inbound,
-        control,
+        reports,
     } = to_hub;
+    // Frames written since this writer last woke the hub (see `reports.rs`).
+    let mut unannounced = 0;
     let linger = |until: Instant| async move {
         // The reader ends when the peer's close arrives (or the stream does).
         or(
@@ -544,9 +552,8 @@ async fn write<R, S>(
             // connection, waiting for its next hand-out, holds none of it.
             match Box::pin(write_burst_within(rt, ws, link, burst, deadlines)).await {
                 Wrote::Done(spare) => {
-                    // Unbounded: never full, so nothing to wait for. The emptied `Vec` goes
-                    // back with the report, for a later hand-out.
-                    let _ = control.try_send(Control::Written(conn, frames, spare));
+                    // The emptied `Vec` goes back with the report, for a later hand-out.
+                    reports.report(conn, frames, spare, &mut unannounced);
                 }
                 Wrote::Failed(e) => {
                     let _ = inbound.send(transport_error(conn, e.to_string())).await;

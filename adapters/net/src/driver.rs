@@ -2,9 +2,9 @@
 //! `select(connection input, application command, timer) → hub → drain outputs → rearm`.
 //!
 //! Connection tasks send the hub's [`Input`] for what they read over a bounded channel (a full
-//! channel stops their reading, so TCP pushes back on a flooding peer) and their write reports
-//! over an unbounded one (bounded in practice by the core's `write_window`). Each connection's
-//! [`Link`] carries the hub's hand-outs to its writer and its reading gate, which the hub's
+//! channel stops their reading, so TCP pushes back on a flooding peer), and leave their write
+//! reports in one shared list that the hub takes at each wake (`reports.rs`). Each
+//! connection's [`Link`] carries the hub's hand-outs to its writer and its reading gate, which the hub's
 //! [`Output::PauseReading`] closes until `ResumeReading`.
 //! Handles send commands as closures over the [`Driver`], so each handle method is a few
 //! lines and the hub has one owner. Application publishes that wait for room wait here, in
@@ -31,6 +31,7 @@ use tidings_core::{
 
 use crate::cluster::Stats;
 use crate::link::Link;
+use crate::reports::{List, Reports, SPARE_VECS};
 use crate::router::Routes;
 use crate::Runtime;
 
@@ -52,11 +53,10 @@ pub(crate) type Command = Box<dyn FnOnce(&mut Driver, Instant) + Send>;
 
 /// What must reach the hub even while it does not read connection input.
 pub(crate) enum Control {
-    /// A writer wrote this many frames; the emptied `Vec` they came in is for reuse.
-    Written(ConnId, usize, Vec<Chunk>),
     Command(Command),
-    /// A message another node published, from the backplane.
-    Remote(ClusterMessage),
+    /// A message another node published, from the backplane (boxed: the channel's every
+    /// slot is as large as its largest message).
+    Remote(Box<ClusterMessage>),
 }
 
 /// A message from a client that no router handler took; read it with
@@ -111,6 +111,7 @@ impl Drop for ConnSlot {
 pub(crate) struct Opened {
     pub conn: ConnId,
     pub link: Arc<Link>,
+    pub reports: Arc<Reports>,
 }
 
 /// Where the outcome of a publish that waits for room is sent.
@@ -155,6 +156,9 @@ pub(crate) struct Driver {
     cluster_listeners: Vec<Sender<crate::ClusterEvent>>,
     /// Set after shutdown: the hub task ends, and with it the router task.
     pub stopped: bool,
+    /// The writers' write reports, and what the last take of them brought.
+    reports: Arc<Reports>,
+    taken: List,
     /// Emptied hand-out `Vec`s the writers gave back: a hand-out takes one instead of
     /// allocating. Allocated here and freed by a writer on another thread, they were 2 %
     /// of the server's CPU in the open-loop fan-out (perf).
@@ -164,11 +168,9 @@ pub(crate) struct Driver {
     pub busy: std::time::Duration,
 }
 
-/// How many emptied hand-out `Vec`s the driver keeps at most.
-const SPARE_VECS: usize = 64;
-
 impl Driver {
     pub fn new(hub: Hub, inbox_limit: usize, router: Option<RouterLink>) -> Self {
+        let reports = Arc::new(Reports::new(hub.config().write_window));
         Driver {
             hub,
             slots: Vec::new(),
@@ -184,6 +186,8 @@ impl Driver {
             presence_out: None,
             cluster_listeners: Vec::new(),
             stopped: false,
+            reports,
+            taken: List::default(),
             spare: Vec::new(),
             busy: std::time::Duration::ZERO,
         }
@@ -261,7 +265,11 @@ impl Driver {
             link: link.clone(),
             span,
         });
-        Ok(Opened { conn, link })
+        Ok(Opened {
+            conn,
+            link,
+            reports: self.reports.clone(),
+        })
     }
 
     /// Publishes `message` to `target` once no recipient is behind, answering on `answer`.
@@ -374,20 +382,25 @@ impl Driver {
         rx
     }
 
+    /// Feeds the hub every write report made since the last call, and keeps the emptied
+    /// `Vec`s that came with them.
+    fn take_reports(&mut self, now: Instant) {
+        self.reports.take(&mut self.taken);
+        for &(conn, frames) in &self.taken.written {
+            self.hub.handle(now, Input::Written { conn, frames });
+        }
+        let room = SPARE_VECS.saturating_sub(self.spare.len());
+        let kept = self.taken.spare.len().min(room);
+        self.spare.extend(self.taken.spare.drain(..kept));
+        self.taken.spare.clear();
+    }
+
     fn handle_control(&mut self, now: Instant, control: Control) {
         match control {
-            Control::Written(conn, frames, spare) => {
-                // A burst holds at most `write_window` frames (what may be in flight), so
-                // the kept `Vec`s are bounded too.
-                if self.spare.len() < SPARE_VECS {
-                    self.spare.push(spare);
-                }
-                self.hub.handle(now, Input::Written { conn, frames });
-            }
             Control::Command(command) => command(self, now),
             Control::Remote(message) => {
                 // Refused only for a name this node's limits do not allow: nothing to answer.
-                let _ = self.hub.handle_remote(now, message);
+                let _ = self.hub.handle_remote(now, *message);
             }
         }
     }
@@ -618,9 +631,9 @@ fn refuse_commands(control: &Receiver<Control>) {
     while control.try_recv().is_ok() {}
 }
 
-/// The hub task's loop. It wakes many times per publish (for write reports above all), so
-/// what it waits with lives across wakes: the two channels are read as streams, which keep
-/// their listener, and the timer is made anew only when the hub's deadline moves. A timer
+/// The hub task's loop. It may wake several times per publish, so what it waits with lives
+/// across wakes: the two channels are read as streams, which keep their listener, and the
+/// timer is made anew only when the hub's deadline moves. A timer
 /// made per wake cost tokio a write to its driver's eventfd each time (`reregister`), and
 /// with it a wake of the other worker: 240 syscalls and 50 context switches per paced
 /// publish to 1,000 (perf).
@@ -635,6 +648,7 @@ async fn run_hub<R: Runtime>(
     enum Wake {
         Control(Option<Control>),
         Conn(Option<Input>),
+        Reports,
         Timer,
         RouterRoom,
     }
@@ -642,8 +656,16 @@ async fn run_hub<R: Runtime>(
     let mut woke: Option<Instant> = None;
     // The armed timer and its deadline.
     let mut timer = None;
+    let reports = driver.reports.clone();
     loop {
         driver.drain(Instant::now());
+        // While a queue is behind, every report must reach the hub at once. One made before
+        // the writer could see that is taken here.
+        while reports.want_at_once(driver.hub.any_behind()) {
+            let now = Instant::now();
+            driver.take_reports(now);
+            driver.drain(now);
+        }
         if let Some(woke) = woke.take() {
             driver.busy += woke.elapsed();
         }
@@ -665,6 +687,10 @@ async fn run_hub<R: Runtime>(
                     Wake::Conn(inbound.as_mut().next().await)
                 }
             };
+            let nudged = async {
+                std::future::poll_fn(|cx| reports.poll_nudged(cx)).await;
+                Wake::Reports
+            };
             let fired = async {
                 match &mut timer {
                     Some((_, sleep)) => sleep.as_mut().await,
@@ -679,10 +705,12 @@ async fn run_hub<R: Runtime>(
                 }
                 Wake::RouterRoom
             };
-            or(from_control, or(from_conn, fired.or(room))).await
+            or(from_control, or(from_conn, nudged.or(fired.or(room)))).await
         };
         let now = Instant::now();
         woke = Some(now);
+        // First what was written since the last wake, so the hub decides on today's queues.
+        driver.take_reports(now);
         match wake {
             Wake::Control(None) => return, // every handle and connection task is gone
             Wake::Control(Some(first)) => {
@@ -707,7 +735,7 @@ async fn run_hub<R: Runtime>(
                 timer = None;
                 driver.hub.handle_timeout(now);
             }
-            Wake::RouterRoom => {}
+            Wake::Reports | Wake::RouterRoom => {}
         }
     }
 }
@@ -726,13 +754,18 @@ mod tests {
         // Nothing to hand out: no `Vec` is kept that was never used.
         driver.route_outputs(now);
         assert!(driver.spare.is_empty());
-        // Writers give back more `Vec`s than the pool keeps.
+        // Writers give back more `Vec`s than the pool keeps, over two takes.
         let conn: ConnId = "0.0".parse().expect("id");
-        for _ in 0..SPARE_VECS + 10 {
-            let spare = Vec::with_capacity(8);
-            driver.handle_control(now, Control::Written(conn, 0, spare));
+        let mut unannounced = 0;
+        for _ in 0..2 {
+            for _ in 0..SPARE_VECS {
+                let spare = Vec::with_capacity(8);
+                driver.reports.report(conn, 0, spare, &mut unannounced);
+            }
+            driver.take_reports(now);
         }
         assert_eq!(driver.spare.len(), SPARE_VECS, "kept up to the bound");
+        assert!(driver.taken.spare.is_empty(), "the rest are freed");
         // A round with nothing to hand out takes one and puts it back.
         driver.route_outputs(now);
         assert_eq!(driver.spare.len(), SPARE_VECS);

@@ -42,6 +42,7 @@ mod link;
 mod logs;
 mod metrics;
 mod origin;
+mod reports;
 mod router;
 mod runtime;
 mod server;

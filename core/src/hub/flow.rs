@@ -47,6 +47,14 @@ impl Hub {
         }
     }
 
+    /// Whether some queue is behind. While one is, a write report may let a paused client
+    /// read again or a waiting publish through (see [`Hub::can_take`]), so a driver that
+    /// holds its reports back to sum them sends each at once (see
+    /// [`Input::Written`](crate::Input)).
+    pub fn any_behind(&self) -> bool {
+        !self.behind.is_empty()
+    }
+
     /// Whether a member of room `id` is behind (see the module's note on its cost).
     fn room_is_behind(&self, id: usize) -> bool {
         self.behind

@@ -261,11 +261,16 @@ fn a_client_publish_past_a_readers_bound_pauses_the_publisher_until_it_drains() 
         sim.send(sender, say);
     }
     assert!(sim.paused.is_empty(), "at the bound is not behind");
+    assert!(!sim.hub.any_behind());
     // What the driver had already read is taken, past the bound: nothing read is lost.
     for _ in 0..3 {
         sim.send(sender, say);
     }
     assert_eq!(sim.paused, [sender].into(), "the publisher is paused, once");
+    assert!(
+        sim.hub.any_behind(),
+        "a driver's write reports go at once now"
+    );
     assert_eq!(sim.hub.queue_depth(slow).map(|d| d.frames), Some(7));
     assert!(sim.hub.is_connected(slow), "the reader is not cut for it");
     assert_eq!(sim.hub.counters().reads_paused, 1);
@@ -305,6 +310,7 @@ fn a_client_publish_past_a_readers_bound_pauses_the_publisher_until_it_drains() 
         "drained to 2 of 4: the publisher reads again"
     );
     assert!(sim.hub.can_take(&Target::all()));
+    assert!(!sim.hub.any_behind());
     let events = sim.take_events();
     let published = events
         .iter()

@@ -151,11 +151,16 @@ pub async fn a_burst_is_pushed_back_to_its_publisher_and_only_the_stalled_reader
 
 /// `Handle::publish` waits while a recipient is over its bound, and completes once the
 /// reader catches up: nothing is lost and nobody is cut.
+///
+/// With no timer armed (no pings, a slow-consumer timeout of an hour), the waiting publish
+/// goes on only because the writer's reports reach the hub at once while the reader is
+/// behind, though each is far below a quarter of the write window.
 pub async fn an_application_publish_waits_for_room<R: Runtime>(rt: R) {
     const COUNT: usize = 64;
     let config = Config::default()
         .max_queue_frames(8)
-        .slow_consumer_timeout(Duration::from_secs(30));
+        .ping_period(None)
+        .slow_consumer_timeout(Duration::from_secs(3600));
     let server = start(Builder::new(rt.clone()).config(config)).await;
     let handle = server.handle();
     let mut reader = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
@@ -215,4 +220,25 @@ pub async fn an_application_publish_waits_for_room<R: Runtime>(rt: R) {
     };
     futures_lite::future::zip(publish, waits_then_reads).await;
     assert_eq!(done.load(Ordering::SeqCst), COUNT);
+}
+
+/// 400 publications handed to the hub at once, to a reader whose write window holds 16:
+/// the rest wait in the hub, and once the publishes are in, nothing wakes the hub but the
+/// writer's reports (no pings, no other traffic). They must come at least once per quarter
+/// window for the reader to get everything.
+pub async fn a_burst_past_the_write_window_goes_out_on_write_reports_alone<R: Runtime>(rt: R) {
+    const COUNT: usize = 400;
+    let config = Config::default().write_window(16).ping_period(None);
+    let server = start(Builder::new(rt.clone()).config(config)).await;
+    let handle = server.handle();
+    let mut reader = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+    raw_send(&mut reader, subscribe("feed")).await;
+    assert_eq!(raw_json(&rt, &mut reader).await["type"], "subscribed");
+    // Sent together: the hub takes them in one or two wakes.
+    let publishes =
+        (0..COUNT).map(|n| handle.to_room("feed", Message::json("item", json!({"n": n}))));
+    for delivery in futures_util::future::join_all(publishes).await {
+        assert_eq!(delivery.expect("publish").queued, 1);
+    }
+    read_items(&mut reader, COUNT).await;
 }
