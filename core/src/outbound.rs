@@ -46,16 +46,22 @@ impl Block {
         encode: impl Fn(&Frame, &mut Vec<u8>),
         out: &mut Vec<u8>,
     ) {
-        let range = usize::from(start)..usize::from(end);
-        for (slot, wire) in self.slots[range.clone()].iter().zip(&self.wire[range]) {
-            let Some(frame) = slot.get() else { continue };
-            let bytes = wire.get_or_init(|| {
-                let mut bytes = Vec::new();
-                encode(frame, &mut bytes);
-                Bytes::from(bytes)
-            });
-            out.extend_from_slice(bytes);
+        for at in start..end {
+            if let Some(bytes) = self.wire(at, &encode) {
+                out.extend_from_slice(bytes);
+            }
         }
+    }
+
+    /// The wire bytes of slot `at`'s frame, encoded with `encode` by the first to ask.
+    fn wire(&self, at: u16, encode: impl Fn(&Frame, &mut Vec<u8>)) -> Option<&Bytes> {
+        let at = usize::from(at);
+        let frame = self.slots.get(at)?.get()?;
+        Some(self.wire[at].get_or_init(|| {
+            let mut bytes = Vec::new();
+            encode(frame, &mut bytes);
+            Bytes::from(bytes)
+        }))
     }
 
     /// The frames in `start..end` (each was set before a run covering it was made).
@@ -238,6 +244,17 @@ impl Chunk {
             Repr::Run(Run {
                 block, start, end, ..
             }) => block.encode(*start, *end, encode, out),
+        }
+    }
+
+    /// The wire bytes of a chunk that is one publication of a room: encoded with `encode`
+    /// by the first of the room's writers to ask, then shared (a reference, no copy), so a
+    /// writer can hand them to its socket as they are. `None` for any other chunk: write
+    /// it with [`Chunk::encode`].
+    pub fn wire(&self, encode: impl Fn(&Frame, &mut Vec<u8>)) -> Option<Bytes> {
+        match &self.0 {
+            Repr::Run(run) if run.len() == 1 => run.block.wire(run.start, encode).cloned(),
+            _ => None,
         }
     }
 
@@ -505,6 +522,33 @@ mod tests {
         let mut fresh = Vec::new();
         Chunk::run(again, at, at + 1).encode(encode, &mut fresh);
         assert_eq!(fresh, b"<d>");
+    }
+
+    #[test]
+    fn one_publication_s_wire_bytes_are_shared_not_copied() {
+        let mut shelf = Shelf::default();
+        let (block, a) = shelf.put(Frame::text("a"));
+        let (_, b) = shelf.put(Frame::text("bb"));
+        let calls = std::cell::Cell::new(0);
+        let encode = |frame: &Frame, out: &mut Vec<u8>| {
+            calls.set(calls.get() + 1);
+            out.extend_from_slice(frame.as_text().unwrap_or_default().as_bytes());
+        };
+        let first = Chunk::run(Arc::clone(&block), b, b + 1).wire(encode);
+        let second = Chunk::run(Arc::clone(&block), b, b + 1).wire(encode);
+        assert_eq!(first.as_deref(), Some(&b"bb"[..]));
+        assert_eq!(calls.get(), 1, "encoded once");
+        let (first, second) = (first.unwrap_or_default(), second.unwrap_or_default());
+        assert_eq!(first.as_ptr(), second.as_ptr(), "the same bytes, shared");
+        // What `encode` copies for a longer run is the same.
+        let mut run = Vec::new();
+        Chunk::run(Arc::clone(&block), a, b + 1).encode(encode, &mut run);
+        assert_eq!(run, b"abb");
+        assert_eq!(calls.get(), 2, "only `a` was new");
+        assert!(Chunk::run(Arc::clone(&block), a, b + 1)
+            .wire(encode)
+            .is_none());
+        assert!(Chunk::from(Frame::text("c")).wire(encode).is_none());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Message;
 
 use crate::driver::{Control, Opened};
-use crate::link::{Link, Taken};
+use crate::link::{Burst, Link, Taken};
 use crate::reports::Reports;
 use crate::Runtime;
 
@@ -178,7 +178,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     /// would refuse.
     async fn write_burst(
         &self,
-        mut burst: Vec<Chunk>,
+        burst: Burst,
         written: &AtomicUsize,
     ) -> Result<Vec<Chunk>, tungstenite::Error> {
         poll_fn(|cx| {
@@ -190,25 +190,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
             Poll::Ready(Ok::<_, tungstenite::Error>(()))
         })
         .await?;
+        // One publication of a room (a paced fan-out's every burst): its shared wire bytes
+        // go to the socket as they are, with no buffer to fill.
+        if let Some(wire) = burst.only().and_then(|chunk| chunk.wire(encode)) {
+            self.write_all(&wire, written).await?;
+            return Ok(burst.into_spare());
+        }
         let mut out = Vec::new();
-        let mut chunks = burst.iter();
-        loop {
-            for chunk in chunks.by_ref() {
-                chunk.encode(encode, &mut out);
-                if out.len() >= WRITE_AT {
+        {
+            let mut chunks = burst.chunks();
+            loop {
+                for chunk in chunks.by_ref() {
+                    chunk.encode(encode, &mut out);
+                    if out.len() >= WRITE_AT {
+                        break;
+                    }
+                }
+                if out.is_empty() {
                     break;
                 }
+                self.write_all(&out, written).await?;
+                out.clear();
             }
-            if out.is_empty() {
-                break;
-            }
-            self.write_all(&out, written).await?;
-            out.clear();
         }
         // No flush after: the bytes went to the socket itself, past tungstenite's buffer,
         // and a TCP socket's flush does nothing.
-        burst.clear();
-        Ok(burst)
+        Ok(burst.into_spare())
     }
 
     /// Writes `bytes` (whole frames) to the socket. Until the last byte is taken, a write
@@ -556,17 +563,13 @@ async fn write<R, S>(
     };
     loop {
         // At most `write_window` frames are ever handed out, so a burst is bounded.
-        let Some(Taken {
-            frames: burst,
-            mut close,
-        }) = link.take().await
-        else {
+        let Some(Taken { burst, mut close }) = link.take().await else {
             // The hub forgot the connection (the peer closed, or the transport failed): let
             // the reader send the close echo, then drop the socket.
             return linger(Instant::now() + deadlines.close_delay).await;
         };
         if !burst.is_empty() {
-            let frames = burst.iter().map(Chunk::len).sum();
+            let frames = burst.chunks().map(Chunk::len).sum();
             // Boxed: a burst's state is most of what a writer ever holds, and an idle
             // connection, waiting for its next hand-out, holds none of it.
             match Box::pin(write_burst_within(rt, ws, link, burst, deadlines)).await {
@@ -634,7 +637,7 @@ async fn write_burst_within<R, S>(
     rt: &R,
     ws: &Shared<S>,
     link: &Link,
-    burst: Vec<Chunk>,
+    burst: Burst,
     deadlines: Deadlines,
 ) -> Wrote
 where
@@ -649,7 +652,7 @@ where
     /// handed out before it, which the stuck write then has the close delay to finish.
     enum Outcome {
         Ended(Wrote),
-        Closing(CloseCode, String, Vec<Chunk>),
+        Closing(CloseCode, String, Burst),
     }
     // Stalled: a whole `write_timeout` in which the socket took not one frame.
     let timeout = async {
@@ -853,7 +856,10 @@ mod tests {
         assert_eq!(shared.lock().ws.get_ref().output, [0x8A, 5, b'h']);
 
         shared.lock().ws.get_mut().room = usize::MAX;
-        let burst = vec![Chunk::from(Frame::Text("after".to_owned().into()))];
+        let mut burst = Burst::default();
+        burst.add(&mut vec![Chunk::from(Frame::Text(
+            "after".to_owned().into(),
+        ))]);
         let written = AtomicUsize::new(0);
         let wrote = futures_lite::future::block_on(shared.write_burst(burst, &written));
         assert!(wrote.is_ok());

@@ -3,7 +3,8 @@
 //!
 //! The hub appends each hand-out under a lock and wakes the writer; the writer takes all that
 //! waits in one go. A hand-out costs no allocation (a channel allocated a node per send,
-//! which the writer then freed on another thread), and an idle link is one small struct.
+//! which the writer then freed on another thread): a [`Burst`] keeps its first chunk inline,
+//! and most hand-outs are one chunk. An idle link is one small struct.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -24,10 +25,56 @@ pub(crate) struct Link {
     resumed: event_listener::Event,
 }
 
+/// Chunks handed to a writer, in order: the first inline, the rest in a `Vec`.
+#[derive(Default)]
+pub(crate) struct Burst {
+    first: Option<Chunk>,
+    rest: Vec<Chunk>,
+}
+
+impl Burst {
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+
+    /// Its chunks, in order.
+    pub fn chunks(&self) -> impl Iterator<Item = &Chunk> {
+        self.first.iter().chain(&self.rest)
+    }
+
+    /// Its chunk, if it has exactly one.
+    pub fn only(&self) -> Option<&Chunk> {
+        self.rest
+            .is_empty()
+            .then_some(self.first.as_ref())
+            .flatten()
+    }
+
+    /// Adds the chunks of `batch` after its own, leaving `batch` empty. A lone chunk goes
+    /// inline; several into an empty burst take `batch`'s `Vec` whole (swapped for the
+    /// burst's own empty one).
+    pub fn add(&mut self, batch: &mut Vec<Chunk>) {
+        if !self.is_empty() {
+            self.rest.append(batch);
+        } else if batch.len() == 1 {
+            self.first = batch.pop();
+        } else {
+            std::mem::swap(&mut self.rest, batch);
+        }
+    }
+
+    /// Empties it and gives back its `Vec`, for a later hand-out.
+    pub fn into_spare(self) -> Vec<Chunk> {
+        let mut rest = self.rest;
+        rest.clear();
+        rest
+    }
+}
+
 /// What the hub handed out and the writer has not taken yet.
 #[derive(Default)]
 struct Handed {
-    frames: Vec<Chunk>,
+    burst: Burst,
     /// The close, which follows every frame handed out before it.
     close: Option<(CloseCode, String)>,
     /// The hub forgot the connection: nothing more will come.
@@ -37,7 +84,7 @@ struct Handed {
 /// What the writer takes in one go: the frames handed out since it last took, and the close
 /// if the hub has sent it (to be written after them).
 pub(crate) struct Taken {
-    pub frames: Vec<Chunk>,
+    pub burst: Burst,
     pub close: Option<(CloseCode, String)>,
 }
 
@@ -47,20 +94,11 @@ impl Link {
         self.handed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Hands `frames` to the writer, after what it has not taken yet. Gives back an emptied
-    /// `Vec` for reuse when the frames were added to others.
-    pub fn hand_out(&self, mut frames: Vec<Chunk>) -> Option<Vec<Chunk>> {
-        let spare = {
-            let mut handed = self.handed();
-            if handed.frames.is_empty() {
-                std::mem::swap(&mut handed.frames, &mut frames);
-            } else {
-                handed.frames.append(&mut frames);
-            }
-            frames
-        };
+    /// Hands the chunks of `batch` to the writer, after what it has not taken yet, and
+    /// leaves `batch` empty (perhaps another `Vec`, see [`Burst::add`]).
+    pub fn hand_out(&self, batch: &mut Vec<Chunk>) {
+        self.handed().burst.add(batch);
         self.writer.wake();
-        (spare.capacity() > 0).then_some(spare)
     }
 
     /// Hands the writer the close, to write after the frames handed out before it.
@@ -86,9 +124,9 @@ impl Link {
         // Registered before the look, so a hand-out after the look wakes this writer.
         self.writer.register(cx.waker());
         let mut handed = self.handed();
-        if !handed.frames.is_empty() || handed.close.is_some() {
+        if !handed.burst.is_empty() || handed.close.is_some() {
             return Poll::Ready(Some(Taken {
-                frames: std::mem::take(&mut handed.frames),
+                burst: std::mem::take(&mut handed.burst),
                 close: handed.close.take(),
             }));
         }
@@ -100,13 +138,13 @@ impl Link {
 
     /// Completes once the hub has sent the close, with it and the frames handed out before
     /// it; never, if the hub hangs up without one.
-    pub async fn closing(&self) -> (CloseCode, String, Vec<Chunk>) {
+    pub async fn closing(&self) -> (CloseCode, String, Burst) {
         std::future::poll_fn(|cx| {
             self.writer.register(cx.waker());
             let mut handed = self.handed();
             match handed.close.take() {
                 Some((code, reason)) => {
-                    Poll::Ready((code, reason, std::mem::take(&mut handed.frames)))
+                    Poll::Ready((code, reason, std::mem::take(&mut handed.burst)))
                 }
                 None => Poll::Pending,
             }
@@ -159,6 +197,38 @@ mod tests {
             .collect()
     }
 
+    fn texts(burst: &Burst) -> Vec<String> {
+        burst
+            .chunks()
+            .flat_map(|chunk| chunk.clone())
+            .map(|frame| match frame {
+                tidings_core::Frame::Text(text) => String::from_utf8_lossy(text.as_bytes()).into(),
+                other => panic!("a text frame, not {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lone_chunk_goes_inline_and_several_bring_their_vec() {
+        let mut burst = Burst::default();
+        let mut batch = frames(1);
+        batch.reserve(8);
+        burst.add(&mut batch);
+        assert!(batch.is_empty() && batch.capacity() >= 8, "the Vec stays");
+        assert_eq!(burst.only().map(Chunk::len), Some(1));
+        assert_eq!(burst.into_spare().capacity(), 0, "no Vec was used");
+
+        let mut burst = Burst::default();
+        let mut batch = frames(2);
+        burst.add(&mut batch);
+        assert_eq!(batch.capacity(), 0, "the Vec went with its chunks");
+        assert!(burst.only().is_none());
+        let mut more = frames(1);
+        burst.add(&mut more);
+        assert_eq!(texts(&burst), ["0", "1", "0"]);
+        assert!(burst.into_spare().capacity() >= 2, "given back for reuse");
+    }
+
     #[test]
     fn the_writer_takes_all_that_was_handed_out_in_order_then_the_close_then_the_end() {
         let link = Link::default();
@@ -167,9 +237,14 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         assert!(link.poll_take(&mut cx).is_pending());
 
-        assert!(link.hand_out(frames(2)).is_none(), "the first Vec is kept");
-        let spare = link.hand_out(frames(3)).expect("added to the first");
-        assert!(spare.is_empty() && spare.capacity() >= 3);
+        link.hand_out(&mut frames(1));
+        link.hand_out(&mut frames(2));
+        let mut batch = frames(3);
+        link.hand_out(&mut batch);
+        assert!(
+            batch.is_empty() && batch.capacity() >= 3,
+            "added to the others"
+        );
         link.close(CloseCode(4100), "done".into());
         assert_eq!(
             wakes.0.load(Ordering::SeqCst),
@@ -181,16 +256,7 @@ mod tests {
             panic!("taken");
         };
         let close = taken.close;
-        let texts: Vec<String> = taken
-            .frames
-            .into_iter()
-            .flatten()
-            .map(|frame| match frame {
-                tidings_core::Frame::Text(text) => String::from_utf8_lossy(text.as_bytes()).into(),
-                other => panic!("a text frame, not {other:?}"),
-            })
-            .collect();
-        assert_eq!(texts, ["0", "1", "0", "1", "2"]);
+        assert_eq!(texts(&taken.burst), ["0", "0", "1", "0", "1", "2"]);
         assert_eq!(close, Some((CloseCode(4100), "done".to_owned())));
 
         assert!(link.poll_take(&mut cx).is_pending(), "nothing more yet");
@@ -201,17 +267,17 @@ mod tests {
     #[test]
     fn frames_left_when_the_hub_hangs_up_are_still_taken() {
         let link = Link::default();
-        link.hand_out(frames(1));
+        link.hand_out(&mut frames(1));
         link.hang_up();
         let taken = futures_lite::future::block_on(link.take()).expect("what is left");
-        assert_eq!(taken.frames.len(), 1);
+        assert_eq!(texts(&taken.burst), ["0"]);
         assert!(futures_lite::future::block_on(link.take()).is_none());
     }
 
     #[test]
     fn closing_waits_for_the_close_and_takes_the_frames_before_it() {
         let link = Link::default();
-        link.hand_out(frames(2));
+        link.hand_out(&mut frames(2));
         let waker = Waker::from(Arc::new(Count(0.into())));
         let mut cx = Context::from_waker(&waker);
         let mut closing = std::pin::pin!(link.closing());
@@ -228,7 +294,8 @@ mod tests {
         let Poll::Ready((code, _, rest)) = closing.as_mut().poll(&mut cx) else {
             panic!("the close");
         };
-        assert_eq!((code, rest.len()), (CloseCode::NORMAL, 2));
+        assert_eq!(code, CloseCode::NORMAL);
+        assert_eq!(texts(&rest), ["0", "1"]);
     }
 
     #[test]
