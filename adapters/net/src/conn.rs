@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use async_channel::Sender;
 use async_tungstenite::WebSocketStream;
-use futures_lite::future::or;
+use futures_lite::future::{or, poll_once};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt, Stream};
 use futures_util::Sink;
 use tidings_core::{Chunk, CloseCode, ConnId, Frame, Input, Text};
@@ -128,6 +128,45 @@ struct Socket<S> {
     mid_frame: Option<Option<Waker>>,
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
+    /// Writes `bytes` (whole frames) from `at` on, as far as the socket takes them now.
+    fn poll_write_from(
+        &mut self,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+        at: &mut usize,
+        written: &AtomicUsize,
+    ) -> Poll<Result<(), tungstenite::Error>> {
+        if self.peer_closed {
+            return Poll::Ready(Err(ProtocolError::SendAfterClosing.into()));
+        }
+        let socket = self.ws.get_mut();
+        while *at < bytes.len() {
+            match Pin::new(&mut *socket).poll_write(cx, &bytes[*at..]) {
+                Poll::Ready(Ok(0)) => {
+                    let zero = std::io::Error::from(std::io::ErrorKind::WriteZero);
+                    return Poll::Ready(Err(zero.into()));
+                }
+                Poll::Ready(Ok(n)) => {
+                    *at += n;
+                    written.fetch_add(1, Ordering::Relaxed);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => {
+                    if *at > 0 && self.mid_frame.is_none() {
+                        self.mid_frame = Some(None);
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        if let Some(Some(reader)) = self.mid_frame.take() {
+            reader.wake();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// Bytes of encoded frames gathered before one write to the socket.
 const WRITE_AT: usize = 64 * 1024;
 
@@ -179,6 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     async fn write_burst(
         &self,
         burst: Burst,
+        from: usize,
         written: &AtomicUsize,
     ) -> Result<Vec<Chunk>, tungstenite::Error> {
         poll_fn(|cx| {
@@ -191,9 +231,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         })
         .await?;
         // One publication of a room (a paced fan-out's every burst): its shared wire bytes
-        // go to the socket as they are, with no buffer to fill.
+        // go to the socket as they are, with no buffer to fill, from where
+        // `poll_write_now` stopped.
         if let Some(wire) = burst.only().and_then(|chunk| chunk.wire(encode)) {
-            self.write_all(&wire, written).await?;
+            self.write_all(wire.get(from..).unwrap_or_default(), written)
+                .await?;
             return Ok(burst.into_spare());
         }
         let mut out = Vec::new();
@@ -226,39 +268,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         written: &AtomicUsize,
     ) -> Result<(), tungstenite::Error> {
         let mut at = 0;
-        poll_fn(|cx| {
-            let mut stream = self.lock();
-            if stream.peer_closed {
-                return Poll::Ready(Err(ProtocolError::SendAfterClosing.into()));
-            }
-            let socket = stream.ws.get_mut();
-            while at < bytes.len() {
-                match Pin::new(&mut *socket).poll_write(cx, &bytes[at..]) {
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(std::io::Error::from(
-                            std::io::ErrorKind::WriteZero,
-                        )
-                        .into()))
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        at += n;
-                        written.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
-                    Poll::Pending => {
-                        if at > 0 && stream.mid_frame.is_none() {
-                            stream.mid_frame = Some(None);
-                        }
-                        return Poll::Pending;
-                    }
-                }
-            }
-            if let Some(Some(reader)) = stream.mid_frame.take() {
-                reader.wake();
-            }
-            Poll::Ready(Ok(()))
-        })
-        .await
+        poll_fn(|cx| self.lock().poll_write_from(cx, bytes, &mut at, written)).await
+    }
+
+    /// Writes one publication's `wire` bytes in this one poll if the socket takes them
+    /// all and tungstenite owes nothing; `at` says how far it got otherwise (`Pending`:
+    /// the rest is for [`Shared::write_burst`], from `at`).
+    fn poll_write_now(
+        &self,
+        cx: &mut Context<'_>,
+        wire: &[u8],
+        at: &mut usize,
+    ) -> Poll<Result<(), tungstenite::Error>> {
+        let mut stream = self.lock();
+        if stream.owes {
+            return Poll::Pending;
+        }
+        stream.poll_write_from(cx, wire, at, &AtomicUsize::new(0))
     }
 
     /// Writes one message and flushes.
@@ -570,9 +596,24 @@ async fn write<R, S>(
         };
         if !burst.is_empty() {
             let frames = burst.chunks().map(Chunk::len).sum();
-            // Boxed: a burst's state is most of what a writer ever holds, and an idle
-            // connection, waiting for its next hand-out, holds none of it.
-            match Box::pin(write_burst_within(rt, ws, link, burst, deadlines)).await {
+            // A burst that is one publication (a paced fan-out's every burst) most often
+            // goes out whole in its first poll, and so needs no timer, no watch for a close
+            // and no box; `from` says how far it got otherwise.
+            let mut from = 0;
+            let now = match burst.only().and_then(|chunk| chunk.wire(encode)) {
+                Some(wire) => {
+                    poll_once(poll_fn(|cx| ws.poll_write_now(cx, &wire, &mut from))).await
+                }
+                None => None,
+            };
+            let wrote = match now {
+                Some(Ok(())) => Wrote::Done(burst.into_spare()),
+                Some(Err(e)) => Wrote::Failed(e),
+                // Boxed: a burst's state is most of what a writer ever holds, and an idle
+                // connection, waiting for its next hand-out, holds none of it.
+                None => Box::pin(write_burst_within(rt, ws, link, burst, from, deadlines)).await,
+            };
+            match wrote {
                 Wrote::Done(spare) => {
                     // The emptied `Vec` goes back with the report, for a later hand-out.
                     reports.report(conn, frames, spare, &mut unannounced);
@@ -638,6 +679,7 @@ async fn write_burst_within<R, S>(
     ws: &Shared<S>,
     link: &Link,
     burst: Burst,
+    from: usize,
     deadlines: Deadlines,
 ) -> Wrote
 where
@@ -647,7 +689,7 @@ where
     // Frames the socket has taken so far: the write timeout counts from the last.
     let progress = AtomicUsize::new(0);
     let progress = &progress;
-    let mut writing = pin!(ws.write_burst(burst, progress));
+    let mut writing = pin!(ws.write_burst(burst, from, progress));
     /// How the race below ended: the write's own end, or the hub's close with the frames
     /// handed out before it, which the stuck write then has the close delay to finish.
     enum Outcome {
@@ -690,7 +732,8 @@ where
             let sleep = rt.sleep_until(Instant::now() + deadlines.close_delay);
             let flushed = async {
                 (&mut writing).await.is_ok()
-                    && (rest.is_empty() || ws.write_burst(rest, &AtomicUsize::new(0)).await.is_ok())
+                    && (rest.is_empty()
+                        || ws.write_burst(rest, 0, &AtomicUsize::new(0)).await.is_ok())
             };
             let flushed = or(flushed, async {
                 sleep.await;
@@ -861,7 +904,7 @@ mod tests {
             "after".to_owned().into(),
         ))]);
         let written = AtomicUsize::new(0);
-        let wrote = futures_lite::future::block_on(shared.write_burst(burst, &written));
+        let wrote = futures_lite::future::block_on(shared.write_burst(burst, 0, &written));
         assert!(wrote.is_ok());
         let mut expected = vec![0x8A, 5];
         expected.extend_from_slice(b"hello");
@@ -872,5 +915,64 @@ mod tests {
             expected,
             "the pong whole, then the burst's frame"
         );
+    }
+    #[test]
+    fn a_publication_the_socket_took_in_part_is_finished_from_where_it_stopped() {
+        // One publication of a room, as the hub hands it out.
+        let mut hub = tidings_core::Hub::new(tidings_core::Config::default()).expect("hub");
+        let now = Instant::now();
+        // Two members: a room's publication is shared by its members' queues.
+        let mut members = Vec::new();
+        for _ in 0..2 {
+            let conn = hub
+                .open(now, tidings_core::ConnectionInfo::new("/"))
+                .expect("open");
+            hub.join(conn, "room").expect("join");
+            members.push(conn);
+        }
+        let mut chunks = Vec::new();
+        while hub.poll_transmits(&mut chunks).is_some() || hub.poll_output().is_some() {}
+        let message = tidings_core::Message::text("said", "hello, room");
+        let delivery = hub
+            .publish(now, tidings_core::Target::room("/", "room"), message)
+            .expect("publish");
+        assert_eq!(delivery.queued, 2);
+        chunks.clear();
+        assert_eq!(hub.poll_transmits(&mut chunks), Some(members[0]));
+        let mut burst = Burst::default();
+        burst.add(&mut chunks);
+        let wire = burst
+            .only()
+            .and_then(|chunk| chunk.wire(encode))
+            .expect("one publication");
+
+        let pipe = Pipe {
+            input: Vec::new(),
+            read_at: 0,
+            output: Vec::new(),
+            room: 3,
+        };
+        let ws = futures_lite::future::block_on(WebSocketStream::from_raw_socket(
+            pipe,
+            tungstenite::protocol::Role::Server,
+            None,
+        ));
+        let shared = Shared::new(ws);
+        let waker = Waker::from(Arc::new(TaskWakes(AtomicUsize::new(0))));
+        let mut cx = Context::from_waker(&waker);
+        let mut from = 0;
+        assert!(shared
+            .poll_write_now(&mut cx, &wire, &mut from)
+            .is_pending());
+        assert_eq!(from, 3, "the socket took 3 bytes");
+        assert!(shared.lock().mid_frame.is_some(), "the reader waits");
+
+        shared.lock().ws.get_mut().room = usize::MAX;
+        let written = AtomicUsize::new(0);
+        let wrote = futures_lite::future::block_on(shared.write_burst(burst, from, &written));
+        assert!(wrote.is_ok());
+        let socket = shared.lock();
+        assert_eq!(socket.ws.get_ref().output, wire.to_vec(), "once, whole");
+        assert!(socket.mid_frame.is_none(), "the reader may go on");
     }
 }
