@@ -869,6 +869,19 @@ mod tests {
         }
     }
 
+    /// A server's stream over a [`Pipe`] that reads `input` and takes `room` bytes.
+    fn over_pipe(input: Vec<u8>, room: usize) -> Shared<Pipe> {
+        let pipe = Pipe {
+            input,
+            read_at: 0,
+            output: Vec::new(),
+            room,
+        };
+        Shared::new(futures_lite::future::block_on(
+            WebSocketStream::from_raw_socket(pipe, tungstenite::protocol::Role::Server, None),
+        ))
+    }
+
     #[test]
     fn a_pong_tungstenite_wrote_in_part_is_finished_before_a_burst() {
         // A client's masked ping "hello".
@@ -876,18 +889,7 @@ mod tests {
         let mut ping = vec![0x89, 0x80 | 5];
         ping.extend_from_slice(&mask);
         ping.extend(b"hello".iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
-        let pipe = Pipe {
-            input: ping,
-            read_at: 0,
-            output: Vec::new(),
-            room: 3,
-        };
-        let ws = futures_lite::future::block_on(WebSocketStream::from_raw_socket(
-            pipe,
-            tungstenite::protocol::Role::Server,
-            None,
-        ));
-        let shared = Shared::new(ws);
+        let shared = over_pipe(ping, 3);
         let waker = Waker::from(Arc::new(TaskWakes(AtomicUsize::new(0))));
         let mut cx = Context::from_waker(&waker);
         assert!(matches!(
@@ -946,18 +948,7 @@ mod tests {
             .and_then(|chunk| chunk.wire(encode))
             .expect("one publication");
 
-        let pipe = Pipe {
-            input: Vec::new(),
-            read_at: 0,
-            output: Vec::new(),
-            room: 3,
-        };
-        let ws = futures_lite::future::block_on(WebSocketStream::from_raw_socket(
-            pipe,
-            tungstenite::protocol::Role::Server,
-            None,
-        ));
-        let shared = Shared::new(ws);
+        let shared = over_pipe(Vec::new(), 3);
         let waker = Waker::from(Arc::new(TaskWakes(AtomicUsize::new(0))));
         let mut cx = Context::from_waker(&waker);
         let mut from = 0;
