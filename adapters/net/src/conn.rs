@@ -213,8 +213,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     /// time: a run a room's members share is encoded once for all of them (see
     /// [`Chunk::encode`]), and a burst costs a few large writes. tungstenite still writes
     /// what it owes itself (pongs, the close), flushed before the burst (if a ping or a
-    /// close was read since the last flush) so frames never interleave; once the peer's close was read, nothing more is written, as tungstenite
-    /// would refuse.
+    /// close was read since the last flush) so frames never interleave; once the peer's
+    /// close was read, nothing more is written, as tungstenite would refuse.
+    ///
+    /// `from` is how much of a one-publication burst [`Shared::poll_write_now`] wrote
+    /// already (0 for any other burst).
     async fn write_burst(
         &self,
         burst: Burst,
@@ -239,6 +242,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
             return Ok(burst.into_spare());
         }
         let mut out = Vec::new();
+        // In a block of its own: the iterator borrows `burst`, which `into_spare` takes.
         {
             let mut chunks = burst.chunks();
             loop {
@@ -600,13 +604,13 @@ async fn write<R, S>(
             // goes out whole in its first poll, and so needs no timer, no watch for a close
             // and no box; `from` says how far it got otherwise.
             let mut from = 0;
-            let now = match burst.only().and_then(|chunk| chunk.wire(encode)) {
+            let at_once = match burst.only().and_then(|chunk| chunk.wire(encode)) {
                 Some(wire) => {
                     poll_once(poll_fn(|cx| ws.poll_write_now(cx, &wire, &mut from))).await
                 }
                 None => None,
             };
-            let wrote = match now {
+            let wrote = match at_once {
                 Some(Ok(())) => Wrote::Done(burst.into_spare()),
                 Some(Err(e)) => Wrote::Failed(e),
                 // Boxed: a burst's state is most of what a writer ever holds, and an idle

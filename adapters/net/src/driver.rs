@@ -4,8 +4,8 @@
 //! Connection tasks send the hub's [`Input`] for what they read over a bounded channel (a full
 //! channel stops their reading, so TCP pushes back on a flooding peer), and leave their write
 //! reports in one shared list that the hub takes at each wake (`reports.rs`). Each
-//! connection's [`Link`] carries the hub's hand-outs to its writer and its reading gate, which the hub's
-//! [`Output::PauseReading`] closes until `ResumeReading`.
+//! connection's [`Link`] carries the hub's hand-outs to its writer and its reading gate,
+//! which the hub's [`Output::PauseReading`] closes until `ResumeReading`.
 //! Handles send commands as closures over the [`Driver`], so each handle method is a few
 //! lines and the hub has one owner. Application publishes that wait for room wait here, in
 //! one queue, until [`Hub::can_take`] says their recipients have it.
@@ -634,10 +634,9 @@ fn refuse_commands(control: &Receiver<Control>) {
 
 /// The hub task's loop. It may wake several times per publish, so what it waits with lives
 /// across wakes: the two channels are read as streams, which keep their listener, and the
-/// timer is made anew only when the hub's deadline moves. A timer
-/// made per wake cost tokio a write to its driver's eventfd each time (`reregister`), and
-/// with it a wake of the other worker: 240 syscalls and 50 context switches per paced
-/// publish to 1,000 (perf).
+/// timer is made anew only when the hub's deadline moves. A timer made per wake cost tokio a
+/// write to its driver's eventfd each time (`reregister`), and with it a wake of the other
+/// worker: 240 syscalls and 50 context switches per paced publish to 1,000 (perf).
 async fn run_hub<R: Runtime>(
     rt: R,
     mut driver: Driver,
