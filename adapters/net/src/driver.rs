@@ -659,12 +659,16 @@ async fn run_hub<R: Runtime>(
     let reports = driver.reports.clone();
     loop {
         driver.drain(Instant::now());
-        // While a queue is behind, every report must reach the hub at once. One made before
-        // the writer could see that is taken here.
-        while reports.want_at_once(driver.hub.any_behind()) {
+        // While a queue is behind, every report must reach the hub at once. Those made
+        // before their writer could see that are taken here, once: a writer that reports
+        // after the flag is set wakes the hub itself, so this does not loop (and starve the
+        // channels) while writers keep reporting. The flag is set again for what that
+        // drain changed.
+        if reports.want_at_once(driver.hub.any_behind()) {
             let now = Instant::now();
             driver.take_reports(now);
             driver.drain(now);
+            let _ = reports.want_at_once(driver.hub.any_behind());
         }
         if let Some(woke) = woke.take() {
             driver.busy += woke.elapsed();
