@@ -775,18 +775,9 @@ where
 #[cfg(test)]
 mod tests {
     use std::cell::{Cell, RefCell};
-    use std::task::{Wake, Waker};
+    use std::task::Waker;
 
     use super::*;
-
-    /// Counts the wakes of the task.
-    struct TaskWakes(AtomicUsize);
-
-    impl Wake for TaskWakes {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 
     #[test]
     fn a_woken_only_future_is_polled_first_and_then_only_after_its_own_wake() {
@@ -798,8 +789,7 @@ mod tests {
             Poll::<()>::Pending
         }));
         let mut future = WokenOnly::new(inner);
-        let task = Arc::new(TaskWakes(AtomicUsize::new(0)));
-        let task_waker = Waker::from(task.clone());
+        let (task, task_waker) = crate::CountedWakes::waker();
         let mut cx = Context::from_waker(&task_waker);
 
         assert!(Pin::new(&mut future).poll(&mut cx).is_pending());
@@ -815,7 +805,7 @@ mod tests {
             .take()
             .expect("the future kept its waker");
         own.wake_by_ref();
-        assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task was woken");
+        assert_eq!(task.count(), 1, "the task was woken");
         assert!(Pin::new(&mut future).poll(&mut cx).is_pending());
         assert_eq!(polls.get(), 2);
         assert!(Pin::new(&mut future).poll(&mut cx).is_pending());
@@ -894,7 +884,7 @@ mod tests {
         ping.extend_from_slice(&mask);
         ping.extend(b"hello".iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
         let shared = over_pipe(ping, 3);
-        let waker = Waker::from(Arc::new(TaskWakes(AtomicUsize::new(0))));
+        let (_, waker) = crate::CountedWakes::waker();
         let mut cx = Context::from_waker(&waker);
         assert!(matches!(
             shared.poll_next(&mut cx),
@@ -953,7 +943,7 @@ mod tests {
             .expect("one publication");
 
         let shared = over_pipe(Vec::new(), 3);
-        let waker = Waker::from(Arc::new(TaskWakes(AtomicUsize::new(0))));
+        let (_, waker) = crate::CountedWakes::waker();
         let mut cx = Context::from_waker(&waker);
         let mut from = 0;
         assert!(shared

@@ -49,6 +49,31 @@ mod server;
 pub mod tls;
 mod upgrade;
 
+/// A waker that counts its wakes, for the unit tests of who wakes a task, and when.
+#[cfg(test)]
+pub(crate) struct CountedWakes(std::sync::atomic::AtomicUsize);
+
+#[cfg(test)]
+impl CountedWakes {
+    /// A count at zero, and a waker that adds to it.
+    pub(crate) fn waker() -> (std::sync::Arc<Self>, std::task::Waker) {
+        let count = std::sync::Arc::new(CountedWakes(0.into()));
+        (count.clone(), count.into())
+    }
+
+    /// The wakes so far.
+    pub(crate) fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+impl std::task::Wake for CountedWakes {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 #[cfg(feature = "testkit")]
 #[doc(hidden)]
 pub mod testkit;

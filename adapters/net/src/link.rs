@@ -178,18 +178,8 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use std::future::Future;
-    use std::sync::Arc;
-    use std::task::{Wake, Waker};
 
     use super::*;
-
-    struct Count(std::sync::atomic::AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 
     fn frames(n: usize) -> Vec<Chunk> {
         (0..n)
@@ -232,8 +222,7 @@ mod tests {
     #[test]
     fn the_writer_takes_all_that_was_handed_out_in_order_then_the_close_then_the_end() {
         let link = Link::default();
-        let wakes = Arc::new(Count(0.into()));
-        let waker = Waker::from(wakes.clone());
+        let (wakes, waker) = crate::CountedWakes::waker();
         let mut cx = Context::from_waker(&waker);
         assert!(link.poll_take(&mut cx).is_pending());
 
@@ -246,11 +235,7 @@ mod tests {
             "added to the others"
         );
         link.close(CloseCode(4100), "done".into());
-        assert_eq!(
-            wakes.0.load(Ordering::SeqCst),
-            1,
-            "woken once: it takes all in one go"
-        );
+        assert_eq!(wakes.count(), 1, "woken once: it takes all in one go");
 
         let Poll::Ready(Some(taken)) = link.poll_take(&mut cx) else {
             panic!("taken");
@@ -278,7 +263,7 @@ mod tests {
     fn closing_waits_for_the_close_and_takes_the_frames_before_it() {
         let link = Link::default();
         link.hand_out(&mut frames(2));
-        let waker = Waker::from(Arc::new(Count(0.into())));
+        let (_, waker) = crate::CountedWakes::waker();
         let mut cx = Context::from_waker(&waker);
         let mut closing = std::pin::pin!(link.closing());
         assert!(
@@ -302,7 +287,7 @@ mod tests {
     fn a_hang_up_lets_a_paused_reader_go() {
         let link = Link::default();
         link.pause();
-        let waker = Waker::from(Arc::new(Count(0.into())));
+        let (_, waker) = crate::CountedWakes::waker();
         let mut cx = Context::from_waker(&waker);
         let mut opened = std::pin::pin!(link.opened());
         assert!(opened.as_mut().poll(&mut cx).is_pending());

@@ -125,19 +125,8 @@ impl Reports {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-    use std::sync::Arc;
-    use std::task::{Wake, Waker};
 
     use super::*;
-
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 
     fn conn(n: u32) -> ConnId {
         format!("{n}.0").parse().expect("id")
@@ -146,22 +135,17 @@ mod tests {
     #[test]
     fn a_writer_wakes_the_hub_each_quarter_window_and_every_report_is_taken_in_order() {
         let reports = Reports::new(16); // a nudge each 4 frames
-        let wakes = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(wakes.clone());
+        let (wakes, waker) = crate::CountedWakes::waker();
         let mut cx = Context::from_waker(&waker);
         assert!(reports.poll_nudged(&mut cx).is_pending());
         let mut unannounced = 0;
         for n in 0..3 {
             reports.report(conn(n), 1, Vec::new(), &mut unannounced);
         }
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "3 of 4: no wake");
+        assert_eq!(wakes.count(), 0, "3 of 4: no wake");
         assert_eq!(unannounced, 3);
         reports.report(conn(3), 1, Vec::with_capacity(2), &mut unannounced);
-        assert_eq!(
-            wakes.0.load(Ordering::SeqCst),
-            1,
-            "the fourth wakes the hub"
-        );
+        assert_eq!(wakes.count(), 1, "the fourth wakes the hub");
         assert_eq!(unannounced, 0);
         assert!(reports.poll_nudged(&mut cx).is_ready());
         assert!(reports.poll_nudged(&mut cx).is_pending(), "once per nudge");
@@ -180,24 +164,23 @@ mod tests {
     #[test]
     fn while_the_hub_wants_reports_at_once_each_one_wakes_it() {
         let reports = Reports::new(512);
-        let wakes = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(wakes.clone());
+        let (wakes, waker) = crate::CountedWakes::waker();
         let mut cx = Context::from_waker(&waker);
         assert!(reports.poll_nudged(&mut cx).is_pending());
         let mut unannounced = 0;
         reports.report(conn(1), 1, Vec::new(), &mut unannounced);
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        assert_eq!(wakes.count(), 0);
         // The report came before the flag: the hub learns it must take it itself.
         assert!(reports.want_at_once(true));
         let mut taken = List::default();
         reports.take(&mut taken);
         assert!(!reports.want_at_once(true), "nothing left to take");
         reports.report(conn(1), 1, Vec::new(), &mut unannounced);
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "at once");
+        assert_eq!(wakes.count(), 1, "at once");
         assert!(reports.poll_nudged(&mut cx).is_ready());
         assert!(!reports.want_at_once(false), "not wanted: nothing to say");
         reports.report(conn(1), 1, Vec::new(), &mut unannounced);
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "held back again");
+        assert_eq!(wakes.count(), 1, "held back again");
     }
 
     #[test]
