@@ -662,13 +662,12 @@ async fn run_hub<R: Runtime>(
         // While a queue is behind, every report must reach the hub at once. Those made
         // before their writer could see that are taken here, once: a writer that reports
         // after the flag is set wakes the hub itself, so this does not loop (and starve the
-        // channels) while writers keep reporting. The flag is set again for what that
-        // drain changed.
+        // channels) while writers keep reporting. If this drain left no queue behind, the
+        // flag costs a wake at most, after which it is decided again.
         if reports.want_at_once(driver.hub.any_behind()) {
             let now = Instant::now();
             driver.take_reports(now);
             driver.drain(now);
-            let _ = reports.want_at_once(driver.hub.any_behind());
         }
         if let Some(woke) = woke.take() {
             driver.busy += woke.elapsed();
