@@ -419,6 +419,16 @@ impl InFlight {
         self.oldest.is_none()
     }
 
+    /// Forgets everything in flight (all of it was written), keeping the deque's memory.
+    #[inline]
+    pub(crate) fn clear(&mut self) {
+        self.oldest = None;
+        // Usually empty: a connection that keeps up has one hand-out in flight at a time.
+        if !self.rest.is_empty() {
+            self.rest.clear();
+        }
+    }
+
     /// Slots allocated behind the oldest.
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
@@ -428,6 +438,7 @@ impl InFlight {
     /// Gives back the memory of the deque behind the oldest; call it once nothing is in
     /// flight. (The capacity check only spares the write-report path a drop of an empty
     /// deque: without it the outcome is the same.)
+    #[inline]
     pub(crate) fn shrink(&mut self) {
         debug_assert!(self.is_empty());
         if self.rest.capacity() > 0 {

@@ -337,6 +337,7 @@ impl Session {
     }
 
     /// Moves the open run to the end of `queue`: what comes next goes after it.
+    #[inline]
     fn close_run(&mut self) {
         if let Some(run) = self.open.take() {
             self.queue.push_back(Chunk::from(run));
@@ -446,6 +447,7 @@ impl Session {
         Some((chunk, bytes))
     }
 
+    #[inline]
     fn moved_in_flight(&mut self, frames: usize, bytes: usize, flight: Flight) {
         self.queued_frames -= frames;
         self.queued_bytes -= bytes;
@@ -465,7 +467,33 @@ impl Session {
     }
 
     /// The driver wrote `n` frames.
-    pub(crate) fn written(&mut self, mut n: usize) {
+    #[inline]
+    pub(crate) fn written(&mut self, n: usize) {
+        if n >= self.in_flight_frames && self.excused.is_none() {
+            // All that was handed out is written, the report of a connection that keeps
+            // up: nothing to count frame by frame.
+            self.in_flight.clear();
+            self.in_flight_frames = 0;
+            self.in_flight_bytes = 0;
+        } else {
+            self.written_in_part(n);
+        }
+        if self.queue_is_empty() && self.in_flight.is_empty() {
+            // Drained: give back the queue's memory, so an idle connection keeps none. Room
+            // publications queue in `open` and a hand-out at a time is in flight inline, so
+            // a connection that keeps up allocates here only for single frames (replies,
+            // pings, sends to it alone), one buffer per frame.
+            // (Checked first only to spare every write report a drop of an empty deque.)
+            if self.queue.capacity() > 0 {
+                self.queue = VecDeque::new();
+            }
+            self.in_flight.shrink();
+        }
+    }
+
+    /// [`Session::written`] when the report leaves frames in flight or frames are excused:
+    /// the oldest hand-outs are marked written one by one, with their bytes.
+    fn written_in_part(&mut self, mut n: usize) {
         let (mut frames_written, mut bytes_written) = (0, 0);
         while n > 0 {
             let Some(first) = self.in_flight.front_mut() else {
@@ -490,17 +518,6 @@ impl Session {
             if e.written(frames_written, bytes_written) {
                 self.excused = None;
             }
-        }
-        if self.queue_is_empty() && self.in_flight.is_empty() {
-            // Drained: give back the queue's memory, so an idle connection keeps none. Room
-            // publications queue in `open` and a hand-out at a time is in flight inline, so
-            // a connection that keeps up allocates here only for single frames (replies,
-            // pings, sends to it alone), one buffer per frame.
-            // (Checked first only to spare every write report a drop of an empty deque.)
-            if self.queue.capacity() > 0 {
-                self.queue = VecDeque::new();
-            }
-            self.in_flight.shrink();
         }
     }
 
