@@ -424,9 +424,9 @@ impl Session {
     }
 
     /// Hands the driver the next chunk of at most `max` frames (a run is split at `max`),
-    /// moving it in flight. Returns it with its bytes.
+    /// moving it in flight. Returns it with its frames and bytes.
     #[inline]
-    pub(crate) fn take_chunk(&mut self, max: usize) -> Option<(Chunk, usize)> {
+    pub(crate) fn take_chunk(&mut self, max: usize) -> Option<(Chunk, usize, usize)> {
         if max == 0 {
             return None;
         }
@@ -442,9 +442,11 @@ impl Session {
         if chunk.as_one().is_some_and(is_heartbeat) {
             self.ping_queued = false;
         }
-        let bytes = chunk.bytes();
-        self.moved_in_flight(chunk.len(), bytes, Flight::of(&chunk));
-        Some((chunk, bytes))
+        // Counted from what goes in flight: one look at the chunk's kind, not one per count.
+        let flight = Flight::of(&chunk);
+        let (frames, bytes) = (flight.frames(), flight.bytes());
+        self.moved_in_flight(frames, bytes, flight);
+        Some((chunk, frames, bytes))
     }
 
     #[inline]

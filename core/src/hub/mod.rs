@@ -301,10 +301,10 @@ impl Hub {
             s.ready = false;
             let (mut count, mut bytes) = (0, 0);
             while s.can_transmit(window) {
-                let Some((chunk, len)) = s.take_chunk(s.sendable(window)) else {
+                let Some((chunk, frames, len)) = s.take_chunk(s.sendable(window)) else {
                     break;
                 };
-                count += chunk.len();
+                count += frames;
                 bytes += len as u64;
                 chunks.push(chunk);
             }
