@@ -28,6 +28,7 @@ use tungstenite::Message;
 use crate::driver::{Control, Opened};
 use crate::link::{Burst, Link, Taken};
 use crate::reports::Reports;
+use crate::wakes::RELAYED;
 use crate::Runtime;
 
 /// How a connection's socket is run.
@@ -598,6 +599,8 @@ async fn write<R, S>(
             // the reader send the close echo, then drop the socket.
             return linger(Instant::now() + deadlines.close_delay).await;
         };
+        // Other writers of the same round of hand-outs go first (see `wakes.rs`).
+        reports.wakes.wake_some(RELAYED);
         if !burst.is_empty() {
             let frames = burst.chunks().map(Chunk::len).sum();
             // A burst that is one publication (a paced fan-out's every burst) most often

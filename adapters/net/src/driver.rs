@@ -5,7 +5,9 @@
 //! channel stops their reading, so TCP pushes back on a flooding peer), and leave their write
 //! reports in one shared list that the hub takes at each wake (`reports.rs`). Each
 //! connection's [`Link`] carries the hub's hand-outs to its writer and its reading gate,
-//! which the hub's [`Output::PauseReading`] closes until `ResumeReading`.
+//! which the hub's [`Output::PauseReading`] closes until `ResumeReading`. The writers of a
+//! round of hand-outs are woken through one shared list, by the hub and by each other
+//! (`wakes.rs`).
 //! Handles send commands as closures over the [`Driver`], so each handle method is a few
 //! lines and the hub has one owner. Application publishes that wait for room wait here, in
 //! one queue, until [`Hub::can_take`] says their recipients have it.
@@ -18,6 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::pending;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
@@ -78,6 +81,10 @@ pub struct Incoming {
 /// Events waiting for the router beyond this many stop the reading of connection input
 /// until the router catches up: a slow handler slows the peers, never grows memory.
 const ROUTER_BACKLOG: usize = 1024;
+
+/// Writers handed frames before the hub posts their wakers (`wakes.rs`) and starts them,
+/// rather than at the end of its round of hand-outs.
+const EARLY_WAKES: usize = 32;
 /// Cluster events a listener may have waiting.
 const CLUSTER_BACKLOG: usize = 4096;
 /// Inputs handled per wake-up before outputs are drained.
@@ -166,6 +173,9 @@ pub(crate) struct Driver {
     /// allocating. Allocated here and freed by a writer on another thread, they were 2 %
     /// of the server's CPU in the open-loop fan-out (perf).
     spare: Vec<Vec<Chunk>>,
+    /// The writers handed frames in the current round of outputs, woken at its end (see
+    /// `wakes.rs`).
+    to_wake: Vec<Waker>,
     /// Time the hub task has spent working (from a wake to the end of its drain), for the
     /// metrics: how close the one hub task is to saturation.
     pub busy: std::time::Duration,
@@ -193,6 +203,7 @@ impl Driver {
             taken: List::default(),
             batch: Vec::new(),
             spare: Vec::new(),
+            to_wake: Vec::new(),
             busy: std::time::Duration::ZERO,
         }
     }
@@ -421,6 +432,13 @@ impl Driver {
     /// Hands each connection's frames to its writer in one message (one channel send, one
     /// flush), and everything else where it goes, in the hub's order.
     fn route_outputs(&mut self, now: Instant) {
+        self.route_outputs_quietly(now);
+        self.reports.wakes.wake_all(&mut self.to_wake);
+    }
+
+    /// Routes every pending output, keeping the wakers of the writers it handed frames to
+    /// in `to_wake`.
+    fn route_outputs_quietly(&mut self, now: Instant) {
         loop {
             if self.batch.capacity() == 0 {
                 self.batch = self.spare.pop().unwrap_or_default();
@@ -485,7 +503,14 @@ impl Driver {
     fn hand_out(&mut self, conn: ConnId) {
         let slot = self.slots.get(conn.index()).and_then(Option::as_ref);
         match slot.filter(|s| s.conn == conn) {
-            Some(slot) => slot.link.hand_out(&mut self.batch),
+            Some(slot) => {
+                self.to_wake.extend(slot.link.hand_out(&mut self.batch));
+                if self.to_wake.len() == EARLY_WAKES {
+                    // The first writers start while the hub hands out to the others.
+                    self.reports.wakes.post(&mut self.to_wake);
+                    self.reports.wakes.wake_some(1);
+                }
+            }
             None => self.batch.clear(),
         }
     }

@@ -48,6 +48,7 @@ mod runtime;
 mod server;
 pub mod tls;
 mod upgrade;
+mod wakes;
 
 /// A waker that counts its wakes, for the unit tests of who wakes a task, and when.
 #[cfg(test)]

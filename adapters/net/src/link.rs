@@ -1,14 +1,15 @@
 //! One connection's link with the hub task, shared by the two: what the hub hands the
 //! connection's writer (frames, then perhaps a close) and the gate that stops its reader.
 //!
-//! The hub appends each hand-out under a lock and wakes the writer; the writer takes all that
-//! waits in one go. A hand-out costs no allocation (a channel allocated a node per send,
+//! The hub appends each hand-out under a lock and takes the writer's waker, which it wakes
+//! with the others of its round of hand-outs (`wakes.rs`); the writer takes all that waits
+//! in one go. A hand-out costs no allocation (a channel allocated a node per send,
 //! which the writer then freed on another thread): a [`Burst`] keeps its first chunk inline,
 //! and most hand-outs are one chunk. An idle link is one small struct.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use futures_util::task::AtomicWaker;
 use tidings_core::{Chunk, CloseCode};
@@ -95,10 +96,13 @@ impl Link {
     }
 
     /// Hands the chunks of `batch` to the writer, after what it has not taken yet, and
-    /// leaves `batch` empty (perhaps another `Vec`, see [`Burst::add`]).
-    pub fn hand_out(&self, batch: &mut Vec<Chunk>) {
+    /// leaves `batch` empty (perhaps another `Vec`, see [`Burst::add`]). Returns the writer's
+    /// waker, for the caller to wake once it has handed out to every connection it has
+    /// frames for (`None` if the writer is not waiting, or its waker was taken already).
+    #[must_use = "the writer sleeps until its waker is woken"]
+    pub fn hand_out(&self, batch: &mut Vec<Chunk>) -> Option<Waker> {
         self.handed().burst.add(batch);
-        self.writer.wake();
+        self.writer.take()
     }
 
     /// Hands the writer the close, to write after the frames handed out before it.
@@ -226,15 +230,20 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         assert!(link.poll_take(&mut cx).is_pending());
 
-        link.hand_out(&mut frames(1));
-        link.hand_out(&mut frames(2));
+        let waiting = link.hand_out(&mut frames(1));
+        assert!(
+            link.hand_out(&mut frames(2)).is_none(),
+            "the first hand-out took the waker"
+        );
         let mut batch = frames(3);
-        link.hand_out(&mut batch);
+        let _ = link.hand_out(&mut batch);
         assert!(
             batch.is_empty() && batch.capacity() >= 3,
             "added to the others"
         );
         link.close(CloseCode(4100), "done".into());
+        assert_eq!(wakes.count(), 0, "woken by whoever holds the waker");
+        waiting.expect("the waiting writer's waker").wake();
         assert_eq!(wakes.count(), 1, "woken once: it takes all in one go");
 
         let Poll::Ready(Some(taken)) = link.poll_take(&mut cx) else {
@@ -252,7 +261,10 @@ mod tests {
     #[test]
     fn frames_left_when_the_hub_hangs_up_are_still_taken() {
         let link = Link::default();
-        link.hand_out(&mut frames(1));
+        assert!(
+            link.hand_out(&mut frames(1)).is_none(),
+            "no writer waits yet"
+        );
         link.hang_up();
         let taken = futures_lite::future::block_on(link.take()).expect("what is left");
         assert_eq!(texts(&taken.burst), ["0"]);
@@ -262,7 +274,7 @@ mod tests {
     #[test]
     fn closing_waits_for_the_close_and_takes_the_frames_before_it() {
         let link = Link::default();
-        link.hand_out(&mut frames(2));
+        let _ = link.hand_out(&mut frames(2));
         let (_, waker) = crate::CountedWakes::waker();
         let mut cx = Context::from_waker(&waker);
         let mut closing = std::pin::pin!(link.closing());

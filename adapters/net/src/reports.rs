@@ -24,6 +24,8 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 use tidings_core::{Chunk, ConnId};
 
+use crate::wakes::Wakes;
+
 /// How many emptied hand-out `Vec`s wait for the hub at most: beyond it, a writer frees
 /// its own.
 pub(crate) const SPARE_VECS: usize = 64;
@@ -39,6 +41,9 @@ pub(crate) struct Reports {
     /// Frames a writer writes between two wakes of the hub at most: a quarter of the
     /// write window.
     nudge_at: usize,
+    /// The writers the hub's last hand-outs woke: shared by the same parties, so kept
+    /// here.
+    pub wakes: Wakes,
 }
 
 /// What waits for the hub.
@@ -61,6 +66,7 @@ impl Reports {
             nudged: AtomicBool::new(false),
             hub: AtomicWaker::new(),
             nudge_at: (write_window / 4).max(1),
+            wakes: Wakes::default(),
         }
     }
 
