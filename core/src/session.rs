@@ -659,6 +659,31 @@ mod tests {
     }
 
     #[test]
+    fn a_report_of_all_in_flight_forgets_every_hand_out() {
+        let mut s = session();
+        let b = bound(100, 1000);
+        for text in ["a", "bb", "ccc"] {
+            assert_eq!(s.offer(Frame::text(text), b, Fill::Bound), Offer::Queued);
+        }
+        // Two hand-outs in flight and one frame queued, then a report of both.
+        assert_eq!(s.take_next(), Some(Frame::text("a")));
+        assert_eq!(s.take_next(), Some(Frame::text("bb")));
+        s.written(2);
+        assert_eq!((s.depth_frames(), s.depth_bytes()), (1, 3));
+        // Three more in flight, reported one at a time: each counts its own bytes.
+        for text in ["dddd", "e"] {
+            assert_eq!(s.offer(Frame::text(text), b, Fill::Bound), Offer::Queued);
+        }
+        while s.take_next().is_some() {}
+        s.written(1);
+        assert_eq!((s.depth_frames(), s.depth_bytes()), (2, 5), "ccc written");
+        s.written(1);
+        assert_eq!((s.depth_frames(), s.depth_bytes()), (1, 1), "dddd written");
+        s.written(1);
+        assert_eq!((s.depth_frames(), s.depth_bytes()), (0, 0));
+    }
+
+    #[test]
     fn bounds_count_queued_and_in_flight_frames() {
         let mut s = session();
         assert_eq!(
