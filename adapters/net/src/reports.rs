@@ -41,8 +41,8 @@ pub(crate) struct Reports {
     /// Frames a writer writes between two wakes of the hub at most: a quarter of the
     /// write window.
     nudge_at: usize,
-    /// The writers the hub's last hand-outs woke: shared by the same parties, so kept
-    /// here.
+    /// The writers the hub has handed frames to and not yet woken (`wakes.rs`): shared by
+    /// the same parties, so kept here.
     pub wakes: Wakes,
 }
 
