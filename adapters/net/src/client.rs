@@ -315,7 +315,7 @@ impl<R: Runtime> ClientBuilder<R> {
         let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let tcp = self.rt.connect(&format!("{host}:{port}")).await?;
         let io: Stream = if secure {
-            crate::tls::connect_client(self.tls.clone(), &host, tcp).await?
+            crate::tls::connect_client(&self.tls, &host, tcp).await?
         } else {
             Box::new(tcp)
         };

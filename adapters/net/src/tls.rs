@@ -63,12 +63,12 @@ mod enabled {
 
     /// Wraps a client's TCP stream in TLS for `host`.
     pub(crate) async fn connect_client(
-        config: Option<Arc<ClientConfig>>,
+        config: &Option<Arc<ClientConfig>>,
         host: &str,
         tcp: impl Io,
     ) -> Result<Box<dyn Io>> {
         let config = match config {
-            Some(c) => c,
+            Some(c) => c.clone(),
             None => client_config(None)?,
         };
         let name = ServerName::try_from(host.to_owned()).map_err(invalid)?;
@@ -89,7 +89,7 @@ pub(crate) type ClientTls = Option<std::convert::Infallible>;
 /// Without the `tls` feature, `wss://` is an error that says how to get it.
 #[cfg(not(feature = "tls"))]
 pub(crate) async fn connect_client(
-    _: ClientTls,
+    _: &ClientTls,
     _host: &str,
     _tcp: impl Io,
 ) -> Result<Box<dyn Io>> {
