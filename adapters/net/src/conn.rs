@@ -237,7 +237,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         // One publication of a room (a paced fan-out's every burst): its shared wire bytes
         // go to the socket as they are, with no buffer to fill, from where
         // `poll_write_now` stopped.
-        if let Some(wire) = burst.only().and_then(|chunk| chunk.wire(encode)) {
+        if let Some(wire) = one_publication(&burst) {
             self.write_all(wire.get(from..).unwrap_or_default(), written)
                 .await?;
             return Ok(burst.into_spare());
@@ -311,6 +311,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         })
         .await
     }
+}
+
+/// The wire bytes of a burst that is one publication of a room (a paced fan-out's every
+/// burst), shared with the room's other writers; `None` for any other burst.
+fn one_publication(burst: &Burst) -> Option<bytes::Bytes> {
+    burst.only().and_then(|chunk| chunk.wire(encode))
 }
 
 /// Appends `frame` to `out` as it goes on the wire from a server: tungstenite's header for
@@ -607,7 +613,7 @@ async fn write<R, S>(
             // goes out whole in its first poll, and so needs no timer, no watch for a close
             // and no box; `from` says how far it got otherwise.
             let mut from = 0;
-            let at_once = match burst.only().and_then(|chunk| chunk.wire(encode)) {
+            let at_once = match one_publication(&burst) {
                 Some(wire) => {
                     poll_once(poll_fn(|cx| ws.poll_write_now(cx, &wire, &mut from))).await
                 }
@@ -940,10 +946,7 @@ mod tests {
         assert_eq!(hub.poll_transmits(&mut chunks), Some(members[0]));
         let mut burst = Burst::default();
         burst.add(&mut chunks);
-        let wire = burst
-            .only()
-            .and_then(|chunk| chunk.wire(encode))
-            .expect("one publication");
+        let wire = one_publication(&burst).expect("one publication");
 
         let shared = over_pipe(Vec::new(), 3);
         let (_, waker) = crate::CountedWakes::waker();
