@@ -16,8 +16,9 @@
 //!   until every client has its M missed publications, and the server's memory.
 
 use std::cell::{Cell, RefCell};
-use std::io;
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, Instant};
@@ -185,7 +186,14 @@ struct Tally {
     /// When the last delivery counted arrived, on `clock_ns`; 0 before the first.
     last_ns: Cell<u64>,
     latencies_ns: RefCell<Vec<u64>>,
+    /// Every delivery as (publish, subscriber, latency in ns), kept only when asked
+    /// (`--deliveries`): which publishes a tail comes from, and which readers.
+    deliveries: Option<RefCell<Vec<Delivery>>>,
 }
+
+/// One delivery, as `--deliveries` writes it: the publish's number (from 0), the
+/// subscriber's, and its latency in nanoseconds.
+type Delivery = (u32, u32, u64);
 
 /// What precedes the payload in an `event` envelope. Found with `memchr`'s vectorised
 /// search: `str::find` took 26 ns a frame to memmem's 5 (2026-12-03, 225-byte frames), a
@@ -197,7 +205,7 @@ static DATA: LazyLock<memmem::Finder<'static>> =
 impl Tally {
     /// Records one text frame, an `event` envelope or a bare payload; returns whether it was
     /// the warm-up.
-    fn record(&self, enveloped: bool, text: &str) -> bool {
+    fn record(&self, enveloped: bool, text: &str, subscriber: usize) -> bool {
         let payload = if enveloped {
             match DATA.find(text.as_bytes()) {
                 // The needle is ASCII: the byte after a match starts a character.
@@ -211,7 +219,7 @@ impl Tally {
             return true;
         }
         let mut parts = payload.splitn(3, ':');
-        let (Some(_seq), Some(sent)) = (parts.next(), parts.next()) else {
+        let (Some(seq), Some(sent)) = (parts.next(), parts.next()) else {
             return false;
         };
         let Ok(sent) = sent.parse::<u64>() else {
@@ -223,9 +231,14 @@ impl Tally {
         self.delivered.set(self.delivered.get() + 1);
         self.bytes.set(self.bytes.get() + text.len() as u64);
         self.last_ns.set(now);
-        self.latencies_ns
-            .borrow_mut()
-            .push(now.saturating_sub(sent));
+        let latency = now.saturating_sub(sent);
+        self.latencies_ns.borrow_mut().push(latency);
+        if let Some(deliveries) = &self.deliveries {
+            let seq = seq.parse().unwrap_or(u32::MAX);
+            deliveries
+                .borrow_mut()
+                .push((seq, subscriber as u32, latency));
+        }
         false
     }
 }
@@ -239,14 +252,31 @@ fn payload(seq: usize, size: usize) -> String {
     p
 }
 
-/// Runs the fan-out workload against `target`.
-pub fn fanout(target: &Target, w: Fanout) -> io::Result<FanoutResult> {
+/// Runs the fan-out workload against `target`; with `deliveries`, writes every delivery
+/// there, one `publish subscriber latency_ns` line each (see [`Delivery`]).
+pub fn fanout(target: &Target, w: Fanout, deliveries: Option<&Path>) -> io::Result<FanoutResult> {
     let ex = LocalExecutor::new();
-    smol::block_on(ex.run(fanout_on(&ex, target, w)))
+    let tally = Rc::new(Tally {
+        deliveries: deliveries.map(|_| RefCell::default()),
+        ..Tally::default()
+    });
+    let result = smol::block_on(ex.run(fanout_on(&ex, target, w, &tally)))?;
+    if let (Some(path), Some(kept)) = (deliveries, &tally.deliveries) {
+        let mut out = io::BufWriter::new(std::fs::File::create(path)?);
+        for (seq, subscriber, latency) in kept.take() {
+            writeln!(out, "{seq} {subscriber} {latency}")?;
+        }
+        out.flush()?;
+    }
+    Ok(result)
 }
 
-async fn fanout_on(ex: &LocalExecutor<'_>, target: &Target, w: Fanout) -> io::Result<FanoutResult> {
-    let tally = Rc::new(Tally::default());
+async fn fanout_on(
+    ex: &LocalExecutor<'_>,
+    target: &Target,
+    w: Fanout,
+    tally: &Rc<Tally>,
+) -> io::Result<FanoutResult> {
     // How deliveries look: the tidings envelope, or the bare payload.
     let enveloped = target.kind.is_tidings() || w.same_frames;
     let failed = open_clients(
@@ -254,10 +284,10 @@ async fn fanout_on(ex: &LocalExecutor<'_>, target: &Target, w: Fanout) -> io::Re
         target,
         w.subscribers,
         |_| CHANNEL.into(),
-        |_| {
+        |i| {
             let (tally, mut warmed) = (tally.clone(), false);
             move |text: &str| {
-                if tally.record(enveloped, text) && !warmed {
+                if tally.record(enveloped, text, i) && !warmed {
                     warmed = true;
                     tally.warmed.set(tally.warmed.get() + 1);
                 }
@@ -608,15 +638,30 @@ mod tests {
         let p = payload(7, 128);
         assert_eq!(p.len(), 128);
         let tally = Tally::default();
-        assert!(!tally.record(false, &p));
+        assert!(!tally.record(false, &p, 0));
         let framed = format!(r#"{{"type":"event","channel":"bench","data":"{p}"}}"#);
-        assert!(!tally.record(true, &framed));
+        assert!(!tally.record(true, &framed, 1));
         assert_eq!(tally.delivered.get(), 2);
         assert_eq!(tally.bytes.get(), (p.len() + framed.len()) as u64);
         assert_eq!(tally.latencies_ns.borrow().len(), 2);
-        assert!(tally.record(false, "w"), "the warm-up is told apart");
-        assert!(!tally.record(true, r#"{"type":"pong"}"#));
+        assert!(tally.record(false, "w", 0), "the warm-up is told apart");
+        assert!(!tally.record(true, r#"{"type":"pong"}"#, 0));
         assert_eq!(tally.delivered.get(), 2, "neither counts as a delivery");
+        assert!(tally.deliveries.is_none(), "kept only when asked");
+    }
+
+    #[test]
+    fn deliveries_asked_for_keep_publish_and_subscriber() {
+        let tally = Tally {
+            deliveries: Some(RefCell::default()),
+            ..Tally::default()
+        };
+        assert!(!tally.record(false, &payload(41, 64), 3));
+        assert!(!tally.record(false, &payload(42, 64), 9));
+        let kept = tally.deliveries.expect("asked").take();
+        let who: Vec<_> = kept.iter().map(|&(seq, sub, _)| (seq, sub)).collect();
+        assert_eq!(who, [(41, 3), (42, 9)]);
+        assert_eq!(kept[1].2, tally.latencies_ns.borrow()[1]);
     }
 
     #[test]

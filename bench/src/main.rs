@@ -3,6 +3,7 @@
 //! ```text
 //! tidings-bench fanout [--servers tokio,bare,smol,async-std,tidings-tokio] [--runs 5] [--subscribers 1000]
 //!                      [--messages 2000] [--size 128] [--window 0] [--rate 0] [--sources 8] [--same-frames]
+//!                      [--deliveries DIR]
 //! tidings-bench idle   [--servers tokio,bare,smol,async-std,tidings-tokio] [--runs 3] [--connections 10000]
 //!                      [--sources 16] [--settle 2] [--hold 10]
 //! tidings-bench recovery [--servers smol,async-std,tidings-tokio] [--runs 3] [--connections 10000]
@@ -22,6 +23,7 @@ mod server;
 mod stats;
 
 use std::io::{self, BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
@@ -52,6 +54,8 @@ struct Options {
     listen: String,
     /// A command the server runs under (a profiler), split on spaces.
     wrap: Vec<String>,
+    /// A directory where each fan-out run writes its deliveries (`<server>-<run>.txt`).
+    deliveries: Option<PathBuf>,
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -90,6 +94,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         kind: Kind::Smol,
         listen: "127.0.0.1:0".into(),
         wrap: Vec::new(),
+        deliveries: None,
     };
     if command == "recovery" {
         o.servers = vec![Kind::Smol, Kind::AsyncStd, Kind::TidingsTokio];
@@ -129,6 +134,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     .map(str::to_owned)
                     .collect()
             }
+            Long("deliveries") => o.deliveries = Some(parser.value()?.into()),
             Long("help") => {
                 println!("{}", include_str!("usage.txt"));
                 return Ok(());
@@ -276,7 +282,11 @@ fn fanout(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             let server = ServerProcess::start(kind, o)?;
             let before = server.usage()?;
             let redis_before = server.redis_cpu()?;
-            let result = load::fanout(&server.target, w)?;
+            let deliveries = o
+                .deliveries
+                .as_ref()
+                .map(|d| d.join(format!("{kind}-{run}.txt")));
+            let result = load::fanout(&server.target, w, deliveries.as_deref())?;
             let after = server.usage()?;
             let redis_after = server.redis_cpu()?;
             eprintln!(

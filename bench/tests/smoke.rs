@@ -75,6 +75,49 @@ fn fanout_delivers_everything_on_every_server_open_loop_windowed_and_with_the_sa
 }
 
 #[test]
+fn fanout_writes_every_delivery_where_asked() {
+    let dir = std::env::temp_dir().join(format!("tidings-bench-deliveries-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory for the deliveries");
+    let dir_arg = dir.to_str().expect("a UTF-8 temporary directory");
+    bench(&[
+        "fanout",
+        "--runs",
+        "1",
+        "--servers",
+        "tokio,smol",
+        "--subscribers",
+        "10",
+        "--messages",
+        "30",
+        "--deliveries",
+        dir_arg,
+    ]);
+    for server in ["tokio", "smol"] {
+        let text = std::fs::read_to_string(dir.join(format!("{server}-0.txt")))
+            .unwrap_or_else(|e| panic!("{server}'s deliveries: {e}"));
+        let mut seen = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            let cells: Vec<u64> = line
+                .split(' ')
+                .map(|c| c.parse().unwrap_or_else(|_| panic!("{server}: {line:?}")))
+                .collect();
+            assert_eq!(cells.len(), 3, "{server}: {line:?}");
+            assert!(cells[0] < 30 && cells[1] < 10, "{server}: {line:?}");
+            assert!(
+                seen.insert((cells[0], cells[1])),
+                "{server} twice: {line:?}"
+            );
+        }
+        assert_eq!(
+            seen.len(),
+            300,
+            "{server}: every publish to every subscriber, once"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn idle_opens_every_connection_from_several_addresses() {
     let out = bench(&[
         "idle",
