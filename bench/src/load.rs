@@ -33,7 +33,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Message;
 
 use crate::server::{Kind, CHANNEL};
-use crate::stats::quantile;
+use crate::stats::{per_publish, quantile, Delivery, PerPublish};
 
 type Ws = WebSocketStream<Async<TcpStream>>;
 
@@ -167,6 +167,8 @@ pub struct FanoutResult {
     pub generator_cpu_seconds: f64,
     /// Text bytes per delivery, as the generator received them (frame headers not counted).
     pub bytes_per_delivery: f64,
+    /// What the deliveries say publish by publish, when they were kept (`--deliveries`).
+    pub per_publish: Option<PerPublish>,
 }
 
 impl FanoutResult {
@@ -190,10 +192,6 @@ struct Tally {
     /// (`--deliveries`): which publishes a tail comes from, and which readers.
     deliveries: Option<RefCell<Vec<Delivery>>>,
 }
-
-/// One delivery, as `--deliveries` writes it: the publish's number (from 0), the
-/// subscriber's, and its latency in nanoseconds.
-type Delivery = (u32, u32, u64);
 
 /// What precedes the payload in an `event` envelope. Found with `memchr`'s vectorised
 /// search: `str::find` took 26 ns a frame to memmem's 5 (2026-12-03, 225-byte frames), a
@@ -260,10 +258,12 @@ pub fn fanout(target: &Target, w: Fanout, deliveries: Option<&Path>) -> io::Resu
         deliveries: deliveries.map(|_| RefCell::default()),
         ..Tally::default()
     });
-    let result = smol::block_on(ex.run(fanout_on(&ex, target, w, &tally)))?;
+    let mut result = smol::block_on(ex.run(fanout_on(&ex, target, w, &tally)))?;
     if let (Some(path), Some(kept)) = (deliveries, &tally.deliveries) {
+        let kept = kept.take();
+        result.per_publish = per_publish(&kept);
         let mut out = io::BufWriter::new(std::fs::File::create(path)?);
-        for (seq, subscriber, latency) in kept.take() {
+        for (seq, subscriber, latency) in kept {
             writeln!(out, "{seq} {subscriber} {latency}")?;
         }
         out.flush()?;
@@ -388,6 +388,7 @@ async fn fanout_on(
         p999_us: us(0.999),
         generator_cpu_seconds,
         bytes_per_delivery: tally.bytes.get() as f64 / tally.delivered.get().max(1) as f64,
+        per_publish: None,
     })
 }
 

@@ -32,7 +32,7 @@ use smol::Timer;
 use load::{Fanout, FanoutResult, Recovery, RecoveryResult, Target};
 use procfs::Usage;
 use server::Kind;
-use stats::Spread;
+use stats::{PerPublish, Spread};
 
 fn main() {
     if let Err(e) = run() {
@@ -335,6 +335,36 @@ fn fanout(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             println!(
                 "\n{kind}: of its server CPU, Redis's own: {} s",
                 Spread::of(&redis).show(2)
+            );
+        }
+    }
+    if runs
+        .iter()
+        .flatten()
+        .any(|r| r.result.per_publish.is_some())
+    {
+        println!(
+            "\nPublish by publish (from --deliveries; late: the first delivery after {} ms):\n",
+            stats::LATE_NS / 1_000_000
+        );
+        println!("| server | late publishes (%) | of the p99 tail, from late publishes (%) | p99 of the other publishes (µs) | first delivery of a publish, p50 (µs) | last delivery of a publish, p50 (µs) |");
+        println!("|---|---|---|---|---|---|");
+        for (kind, runs) in o.servers.iter().zip(&runs) {
+            let of = |f: fn(&PerPublish) -> f64| {
+                let v: Vec<f64> = runs
+                    .iter()
+                    .filter_map(|r| r.result.per_publish.as_ref())
+                    .map(f)
+                    .collect();
+                Spread::of(&v)
+            };
+            println!(
+                "| {kind} | {} | {} | {} | {} | {} |",
+                of(|p| p.late_pct).show(1),
+                of(|p| p.tail_from_late_pct).show(0),
+                of(|p| p.p99_on_time_us).show(0),
+                of(|p| p.first_p50_us).show(0),
+                of(|p| p.last_p50_us).show(0),
             );
         }
     }

@@ -79,7 +79,7 @@ fn fanout_writes_every_delivery_where_asked() {
     let dir = std::env::temp_dir().join(format!("tidings-bench-deliveries-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a directory for the deliveries");
     let dir_arg = dir.to_str().expect("a UTF-8 temporary directory");
-    bench(&[
+    let out = bench(&[
         "fanout",
         "--runs",
         "1",
@@ -112,6 +112,17 @@ fn fanout_writes_every_delivery_where_asked() {
             seen.len(),
             300,
             "{server}: every publish to every subscriber, once"
+        );
+    }
+    let table = out
+        .split("Publish by publish")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no publish-by-publish table:\n{out}"));
+    for server in ["tokio", "smol"] {
+        let late = row(table, server)[2];
+        assert!(
+            late.ends_with(')'),
+            "{server}'s late publishes: {late:?}\n{out}"
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
