@@ -82,8 +82,8 @@ pub struct Incoming {
 /// until the router catches up: a slow handler slows the peers, never grows memory.
 const ROUTER_BACKLOG: usize = 1024;
 
-/// Writers handed frames before the hub posts their wakers (`wakes.rs`) and starts them,
-/// rather than at the end of its round of hand-outs.
+/// Writers handed frames per group whose wakers the hub posts (`wakes.rs`) as it goes,
+/// waking the group's first, rather than all at the end of its round of hand-outs.
 const EARLY_WAKES: usize = 32;
 /// Cluster events a listener may have waiting.
 const CLUSTER_BACKLOG: usize = 4096;
@@ -506,7 +506,8 @@ impl Driver {
             Some(slot) => {
                 self.to_wake.extend(slot.link.hand_out(&mut self.batch));
                 if self.to_wake.len() == EARLY_WAKES {
-                    // The first writers start while the hub hands out to the others.
+                    // This group's writers start while the hub hands out to the others: its
+                    // first now, the rest as writers relay (`wakes.rs`).
                     self.reports.wakes.post(&mut self.to_wake);
                     self.reports.wakes.wake_some(1);
                 }

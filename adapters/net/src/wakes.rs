@@ -1,11 +1,11 @@
 //! The writers the hub task has handed frames to and not yet woken, shared by the hub task
 //! and the writers, so that the wakes spread over the threads that run writers.
 //!
-//! The hub posts its writers' wakers here as it hands out (a first few early, so that they
-//! start while it goes on), then wakes them in order until none is left. Each writer that
-//! takes a hand-out first takes the next [`RELAYED`] waiting and wakes them. No wake is lost
-//! or doubled: whoever takes a waker from the list wakes it at once, and the hub takes until
-//! the list is empty.
+//! The hub posts its writers' wakers here as it hands out, in groups (waking each group's
+//! first, so that they start while it goes on), then, at the end of its round, wakes those
+//! still waiting in order until none is left. Each writer that takes a hand-out first takes
+//! the next [`RELAYED`] waiting and wakes them. No wake is lost or doubled: whoever takes a
+//! waker from the list wakes it at once, and the hub takes until the list is empty.
 //!
 //! Woken by the hub alone, one after another, tokio's idle worker was unparked to run the
 //! one writer queued so far, and parked again: 25 to 127 times per paced publish to 1,000
