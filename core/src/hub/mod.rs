@@ -301,12 +301,11 @@ impl Hub {
             s.ready = false;
             let (mut count, mut bytes) = (0, 0);
             while s.can_transmit(window) {
-                let Some((chunk, frames, len)) = s.take_chunk(s.sendable(window)) else {
+                let Some((frames, len)) = s.take_chunk(s.sendable(window), chunks) else {
                     break;
                 };
                 count += frames;
                 bytes += len as u64;
-                chunks.push(chunk);
             }
             if count == 0 {
                 continue;
