@@ -315,8 +315,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
 
 /// The wire bytes of a burst that is one publication of a room (a paced fan-out's every
 /// burst), shared with the room's other writers; `None` for any other burst.
-fn one_publication(burst: &Burst) -> Option<bytes::Bytes> {
-    burst.only().and_then(|chunk| chunk.wire(encode))
+fn one_publication(burst: &Burst) -> Option<&[u8]> {
+    Some(burst.only()?.wire(encode)?)
 }
 
 /// Appends `frame` to `out` as it goes on the wire from a server: tungstenite's header for
@@ -614,9 +614,7 @@ async fn write<R, S>(
             // and no box; `from` says how far it got otherwise.
             let mut from = 0;
             let at_once = match one_publication(&burst) {
-                Some(wire) => {
-                    poll_once(poll_fn(|cx| ws.poll_write_now(cx, &wire, &mut from))).await
-                }
+                Some(wire) => poll_once(poll_fn(|cx| ws.poll_write_now(cx, wire, &mut from))).await,
                 None => None,
             };
             let wrote = match at_once {
@@ -946,7 +944,7 @@ mod tests {
         assert_eq!(hub.poll_transmits(&mut chunks), Some(members[0]));
         let mut burst = Burst::default();
         burst.add(&mut chunks);
-        let wire = one_publication(&burst).expect("one publication");
+        let wire = one_publication(&burst).expect("one publication").to_vec();
 
         let shared = over_pipe(Vec::new(), 3);
         let (_, waker) = crate::CountedWakes::waker();
