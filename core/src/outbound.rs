@@ -605,7 +605,13 @@ mod tests {
         );
         let mut flights = InFlight::default();
         assert_eq!(flights.push_chunk(&run), (2, 7));
+        let held = Arc::strong_count(&blocks[0].0);
         assert_eq!(flights.push_chunk(&front), (1, 1));
+        assert_eq!(
+            Arc::strong_count(&blocks[0].0),
+            held,
+            "one frame in flight is its bytes alone: it keeps no block from being written again"
+        );
         let flight = flights.front_mut().expect("in flight");
         assert_eq!((flight.frames(), flight.bytes()), (2, 7));
         assert_eq!(flight.write_front(1), 3);
