@@ -296,6 +296,31 @@ mod tests {
     }
 
     #[test]
+    fn a_hand_out_wakes_the_waker_of_the_writer_s_last_poll() {
+        let link = Link::default();
+        let (first, waker) = crate::CountedWakes::waker();
+        assert!(link
+            .poll_take(&mut Context::from_waker(&waker))
+            .is_pending());
+        // The same writer, polled again from another waker (a task moved, a `select!`).
+        let (last, waker) = crate::CountedWakes::waker();
+        assert!(link
+            .poll_take(&mut Context::from_waker(&waker))
+            .is_pending());
+        link.hand_out(&mut frames(1))
+            .expect("the writer waits")
+            .wake();
+        assert_eq!((first.count(), last.count()), (0, 1));
+        // A close wakes it too, when no hand-out took the waker first.
+        let _ = link.poll_take(&mut Context::from_waker(&waker));
+        assert!(link
+            .poll_take(&mut Context::from_waker(&waker))
+            .is_pending());
+        link.close(CloseCode::NORMAL, String::new());
+        assert_eq!(last.count(), 2);
+    }
+
+    #[test]
     fn frames_left_when_the_hub_hangs_up_are_still_taken() {
         let link = Link::default();
         assert!(
