@@ -11,20 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
+use futures_util::task::AtomicWaker;
 use tidings_core::{Chunk, CloseCode};
 
 /// A connection's link with the hub task (see the module docs).
-///
-/// Laid out for the hub's hand-out, which comes from another core than the writer's last
-/// look: the lock, the chunks and the writer's waker are its first 88 bytes, and a hand-out
-/// is one lock taken and given back. (With the waker in an `AtomicWaker` after the close, a
-/// hand-out took four atomic operations spread over the whole 152-byte link.) Aligning the
-/// link to a cache line as well did not show beyond the runs' spread, and cost 56 bytes a
-/// connection in its `Arc`.
 #[derive(Default)]
-#[repr(C)]
 pub(crate) struct Link {
     handed: Mutex<Handed>,
+    /// The writer, waiting for a hand-out or a close.
+    writer: AtomicWaker,
     /// Whether the hub reads the connection now: closed by `Output::PauseReading`, opened by
     /// `ResumeReading` (see the core's flow control).
     paused: AtomicBool,
@@ -77,16 +72,12 @@ impl Burst {
     }
 }
 
-/// What the hub handed out and the writer has not taken yet, and the writer's waker.
+/// What the hub handed out and the writer has not taken yet.
 #[derive(Default)]
-#[repr(C)]
 struct Handed {
     burst: Burst,
-    /// The writer, waiting for a hand-out or a close.
-    writer: Option<Waker>,
-    /// The close, which follows every frame handed out before it (boxed: it comes once, and
-    /// inline it would be 24 more bytes of every link).
-    close: Option<Box<(CloseCode, String)>>,
+    /// The close, which follows every frame handed out before it.
+    close: Option<(CloseCode, String)>,
     /// The hub forgot the connection: nothing more will come.
     hung_up: bool,
 }
@@ -110,34 +101,21 @@ impl Link {
     /// frames for (`None` if the writer is not waiting, or its waker was taken already).
     #[must_use = "the writer sleeps until its waker is woken"]
     pub fn hand_out(&self, batch: &mut Vec<Chunk>) -> Option<Waker> {
-        let mut handed = self.handed();
-        handed.burst.add(batch);
-        handed.writer.take()
+        self.handed().burst.add(batch);
+        self.writer.take()
     }
 
     /// Hands the writer the close, to write after the frames handed out before it.
     pub fn close(&self, code: CloseCode, reason: String) {
-        let writer = {
-            let mut handed = self.handed();
-            handed.close = Some(Box::new((code, reason)));
-            handed.writer.take()
-        };
-        if let Some(writer) = writer {
-            writer.wake();
-        }
+        self.handed().close = Some((code, reason));
+        self.writer.wake();
     }
 
     /// The hub forgot the connection: the writer takes what is left and then ends, and a
     /// paused reader is let go, to see the end too.
     pub fn hang_up(&self) {
-        let writer = {
-            let mut handed = self.handed();
-            handed.hung_up = true;
-            handed.writer.take()
-        };
-        if let Some(writer) = writer {
-            writer.wake();
-        }
+        self.handed().hung_up = true;
+        self.writer.wake();
         self.resume();
     }
 
@@ -147,13 +125,13 @@ impl Link {
     }
 
     fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<Taken>> {
+        // Registered before the look, so a hand-out after the look wakes this writer.
+        self.writer.register(cx.waker());
         let mut handed = self.handed();
-        // Registered under the lock of the look, so a hand-out after the look wakes it.
-        register(&mut handed.writer, cx);
         if !handed.burst.is_empty() || handed.close.is_some() {
             return Poll::Ready(Some(Taken {
                 burst: std::mem::take(&mut handed.burst),
-                close: handed.close.take().map(|close| *close),
+                close: handed.close.take(),
             }));
         }
         match handed.hung_up {
@@ -166,9 +144,9 @@ impl Link {
     /// it; never, if the hub hangs up without one.
     pub async fn closing(&self) -> (CloseCode, String, Burst) {
         std::future::poll_fn(|cx| {
+            self.writer.register(cx.waker());
             let mut handed = self.handed();
-            register(&mut handed.writer, cx);
-            match handed.close.take().map(|close| *close) {
+            match handed.close.take() {
                 Some((code, reason)) => {
                     Poll::Ready((code, reason, std::mem::take(&mut handed.burst)))
                 }
@@ -201,14 +179,6 @@ impl Link {
     }
 }
 
-/// Keeps the waker of the task polling with `cx` in `slot` (a clone only if it changed).
-fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    match slot {
-        Some(waker) if waker.will_wake(cx.waker()) => {}
-        _ => *slot = Some(cx.waker().clone()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::future::Future;
@@ -230,13 +200,6 @@ mod tests {
                 other => panic!("a text frame, not {other:?}"),
             })
             .collect()
-    }
-
-    #[test]
-    fn a_link_stays_small() {
-        // Every connection keeps one (with the close boxed and the waker under the lock,
-        // 120 bytes with today's std; 152 before).
-        assert!(std::mem::size_of::<Link>() <= 120);
     }
 
     #[test]
