@@ -44,11 +44,17 @@ pub fn per_publish(deliveries: &[Delivery]) -> Option<PerPublish> {
         let span = spans.entry(publish).or_insert((latency, latency));
         *span = (span.0.min(latency), span.1.max(latency));
     }
-    let late = |publish: u32| spans.get(&publish).is_some_and(|s| s.0 > LATE_NS);
+    let starts_late = |span: &(u64, u64)| span.0 > LATE_NS;
+    let late = |publish: u32| spans.get(&publish).is_some_and(starts_late);
     let mut all: Vec<u64> = deliveries.iter().map(|d| d.2).collect();
     all.sort_unstable();
     let p99 = quantile(&all, 0.99);
-    let tail: Vec<&Delivery> = deliveries.iter().filter(|d| d.2 >= p99).collect();
+    let (tail, tail_late) = deliveries
+        .iter()
+        .filter(|d| d.2 >= p99)
+        .fold((0, 0), |(all, late_ones), d| {
+            (all + 1, late_ones + usize::from(late(d.0)))
+        });
     let mut on_time: Vec<u64> = deliveries
         .iter()
         .filter(|d| !late(d.0))
@@ -62,10 +68,10 @@ pub fn per_publish(deliveries: &[Delivery]) -> Option<PerPublish> {
     let percent = |part: usize, whole: usize| 100.0 * part as f64 / whole.max(1) as f64;
     (!spans.is_empty()).then(|| PerPublish {
         late_pct: percent(
-            spans.values().filter(|s| s.0 > LATE_NS).count(),
+            spans.values().filter(|s| starts_late(s)).count(),
             spans.len(),
         ),
-        tail_from_late_pct: percent(tail.iter().filter(|d| late(d.0)).count(), tail.len()),
+        tail_from_late_pct: percent(tail_late, tail),
         p99_on_time_us: quantile(&on_time, 0.99) as f64 / 1000.0,
         first_p50_us: median(|s| s.0),
         last_p50_us: median(|s| s.1),
