@@ -119,9 +119,10 @@ struct Socket<S> {
     /// nothing more may be written.
     peer_closed: bool,
     /// A ping or a close was read, so tungstenite owes (or owed) a pong or the close's echo,
-    /// which it writes from within a read and may have written in part: the next burst
-    /// flushes it first. Only then: a flush through async-tungstenite registers two wakers,
-    /// 3 % of the server's CPU when paced (perf).
+    /// which it writes from within a read, may have written in part, or may still hold (a
+    /// read whose write would block keeps it for a later read, which may never come): the
+    /// next write that starts between frames flushes it first. Only then: a flush through
+    /// async-tungstenite registers two wakers, 3 % of the server's CPU when paced (perf).
     owes: bool,
     /// A burst's write stopped inside a frame (the socket took part of it). tungstenite
     /// writes the pongs it owes from within a read, so the reader waits (here) for the
@@ -130,7 +131,8 @@ struct Socket<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
-    /// Writes `bytes` (whole frames) from `at` on, as far as the socket takes them now.
+    /// Writes `bytes` (whole frames) from `at` on, as far as the socket takes them now;
+    /// before the first byte (`at` 0: between frames), what tungstenite owes.
     fn poll_write_from(
         &mut self,
         cx: &mut Context<'_>,
@@ -140,6 +142,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     ) -> Poll<Result<(), tungstenite::Error>> {
         if self.peer_closed {
             return Poll::Ready(Err(ProtocolError::SendAfterClosing.into()));
+        }
+        if *at == 0 && self.owes {
+            ready!(Pin::new(&mut self.ws).poll_flush(cx))?;
+            self.owes = false;
         }
         let socket = self.ws.get_mut();
         while *at < bytes.len() {
@@ -213,7 +219,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     /// socket in writes of about [`WRITE_AT`] bytes, not fed to tungstenite one message at a
     /// time: a run a room's members share is encoded once for all of them (see
     /// [`Chunk::encode`]), and a burst costs a few large writes. tungstenite still writes
-    /// what it owes itself (pongs, the close), flushed before the burst (if a ping or a
+    /// what it owes itself (pongs, the close), flushed between two frames (if a ping or a
     /// close was read since the last flush) so frames never interleave; once the peer's
     /// close was read, nothing more is written, as tungstenite would refuse.
     ///
@@ -225,21 +231,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         from: usize,
         written: &AtomicUsize,
     ) -> Result<Vec<Chunk>, tungstenite::Error> {
-        poll_fn(|cx| {
-            let mut stream = self.lock();
-            if stream.owes {
-                ready!(Pin::new(&mut stream.ws).poll_flush(cx))?;
-                stream.owes = false;
-            }
-            Poll::Ready(Ok::<_, tungstenite::Error>(()))
-        })
-        .await?;
         // One publication of a room (a paced fan-out's every burst): its shared wire bytes
         // go to the socket as they are, with no buffer to fill, from where
         // `poll_write_now` stopped.
         if let Some(wire) = one_publication(&burst) {
-            self.write_all(wire.get(from..).unwrap_or_default(), written)
-                .await?;
+            self.write_all(wire, from, written).await?;
             return Ok(burst.into_spare());
         }
         let mut out = Vec::new();
@@ -256,7 +252,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                 if out.is_empty() {
                     break;
                 }
-                self.write_all(&out, written).await?;
+                self.write_all(&out, 0, written).await?;
                 out.clear();
             }
         }
@@ -265,14 +261,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         Ok(burst.into_spare())
     }
 
-    /// Writes `bytes` (whole frames) to the socket. Until the last byte is taken, a write
-    /// that stopped inside them holds the reader back (see [`Socket::mid_frame`]).
+    /// Writes `bytes` (whole frames) to the socket, from `from` on (what an earlier write
+    /// took). Until the last byte is taken, a write that stopped inside them holds the
+    /// reader back (see [`Socket::mid_frame`]).
     async fn write_all(
         &self,
         bytes: &[u8],
+        from: usize,
         written: &AtomicUsize,
     ) -> Result<(), tungstenite::Error> {
-        let mut at = 0;
+        let mut at = from;
         poll_fn(|cx| self.lock().poll_write_from(cx, bytes, &mut at, written)).await
     }
 
@@ -883,14 +881,63 @@ mod tests {
         ))
     }
 
-    #[test]
-    fn a_pong_tungstenite_wrote_in_part_is_finished_before_a_burst() {
-        // A client's masked ping "hello".
+    /// A client's masked ping "hello".
+    fn client_ping() -> Vec<u8> {
         let mask = [1u8, 2, 3, 4];
         let mut ping = vec![0x89, 0x80 | 5];
         ping.extend_from_slice(&mask);
         ping.extend(b"hello".iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
-        let shared = over_pipe(ping, 3);
+        ping
+    }
+
+    /// The pong of [`client_ping`], then the text frame "after", as the server writes them.
+    fn pong_then_after() -> Vec<u8> {
+        let mut expected = vec![0x8A, 5];
+        expected.extend_from_slice(b"hello");
+        expected.extend_from_slice(&[0x81, 5]);
+        expected.extend_from_slice(b"after");
+        expected
+    }
+
+    /// A burst of the one text frame "after".
+    fn burst_after() -> Burst {
+        let mut burst = Burst::default();
+        burst.add(&mut vec![Chunk::from(Frame::Text(
+            "after".to_owned().into(),
+        ))]);
+        burst
+    }
+
+    #[test]
+    fn a_pong_owed_while_a_burst_waits_goes_out_before_the_burst() {
+        // The socket takes nothing: the burst waits before its first byte.
+        let shared = over_pipe(client_ping(), 0);
+        let (_, waker) = crate::CountedWakes::waker();
+        let mut cx = Context::from_waker(&waker);
+        let written = AtomicUsize::new(0);
+        let mut write = pin!(shared.write_burst(burst_after(), 0, &written));
+        assert!(write.as_mut().poll(&mut cx).is_pending());
+        assert!(shared.lock().mid_frame.is_none(), "between frames");
+        // Meanwhile the reader reads a ping; tungstenite cannot write its pong yet and
+        // keeps it, and no read may come again (the client waits for the pong).
+        assert!(matches!(
+            shared.poll_next(&mut cx),
+            Poll::Ready(Some(Ok(Message::Ping(_))))
+        ));
+        assert!(shared.poll_next(&mut cx).is_pending());
+
+        shared.lock().ws.get_mut().room = usize::MAX;
+        assert!(matches!(write.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+        assert_eq!(
+            shared.lock().ws.get_ref().output,
+            pong_then_after(),
+            "the pong, then the burst's frame"
+        );
+    }
+
+    #[test]
+    fn a_pong_tungstenite_wrote_in_part_is_finished_before_a_burst() {
+        let shared = over_pipe(client_ping(), 3);
         let (_, waker) = crate::CountedWakes::waker();
         let mut cx = Context::from_waker(&waker);
         assert!(matches!(
@@ -902,23 +949,16 @@ mod tests {
         assert_eq!(shared.lock().ws.get_ref().output, [0x8A, 5, b'h']);
 
         shared.lock().ws.get_mut().room = usize::MAX;
-        let mut burst = Burst::default();
-        burst.add(&mut vec![Chunk::from(Frame::Text(
-            "after".to_owned().into(),
-        ))]);
         let written = AtomicUsize::new(0);
-        let wrote = futures_lite::future::block_on(shared.write_burst(burst, 0, &written));
+        let wrote = futures_lite::future::block_on(shared.write_burst(burst_after(), 0, &written));
         assert!(wrote.is_ok());
-        let mut expected = vec![0x8A, 5];
-        expected.extend_from_slice(b"hello");
-        expected.extend_from_slice(&[0x81, 5]);
-        expected.extend_from_slice(b"after");
         assert_eq!(
             shared.lock().ws.get_ref().output,
-            expected,
+            pong_then_after(),
             "the pong whole, then the burst's frame"
         );
     }
+
     #[test]
     fn a_publication_the_socket_took_in_part_is_finished_from_where_it_stopped() {
         // One publication of a room, as the hub hands it out.
