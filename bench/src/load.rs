@@ -32,6 +32,7 @@ use socket2::{Domain, Socket, Type};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Message;
 
+use crate::procfs::TcpMemoryWatch;
 use crate::server::{Kind, CHANNEL};
 use crate::stats::{per_publish, quantile, Delivery, PerPublish};
 
@@ -167,6 +168,11 @@ pub struct FanoutResult {
     pub generator_cpu_seconds: f64,
     /// Text bytes per delivery, as the generator received them (frame headers not counted).
     pub bytes_per_delivery: f64,
+    /// The kernel's memory in TCP socket buffers at its peak from the first publish to the
+    /// last delivery, in KiB: bytes the server wrote and the generator had not read yet (both
+    /// ends are on this machine). The kernel touches it afresh for each run, which is what
+    /// most of a server's CPU in an open-loop burst goes to here (BENCHMARKS.md).
+    pub peak_tcp_memory_kib: u64,
     /// What the deliveries say publish by publish, when they were kept (`--deliveries`).
     pub per_publish: Option<PerPublish>,
 }
@@ -336,6 +342,7 @@ async fn fanout_on(
     }
 
     let generator_before = crate::procfs::usage(std::process::id())?.cpu_seconds;
+    let tcp_memory = TcpMemoryWatch::start();
     let start = Instant::now();
     let start_ns = clock_ns();
     let subscribers = w.subscribers as u64;
@@ -374,6 +381,7 @@ async fn fanout_on(
     }
     let generator_cpu_seconds =
         crate::procfs::usage(std::process::id())?.cpu_seconds - generator_before;
+    let peak_tcp_memory_kib = tcp_memory.stop();
     let _ = sender.close(None).await;
 
     let mut lat = tally.latencies_ns.take();
@@ -388,6 +396,7 @@ async fn fanout_on(
         p999_us: us(0.999),
         generator_cpu_seconds,
         bytes_per_delivery: tally.bytes.get() as f64 / tally.delivered.get().max(1) as f64,
+        peak_tcp_memory_kib,
         per_publish: None,
     })
 }

@@ -305,8 +305,8 @@ fn fanout(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             });
         }
     }
-    println!("| server | deliveries/s | time to last delivery (s) | p50 (µs) | p99 (µs) | p99.9 (µs) | received = expected | server CPU (s) | CPU per delivery (µs) | server peak RSS (MiB) | bytes per delivery | generator CPU (s) |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| server | deliveries/s | time to last delivery (s) | p50 (µs) | p99 (µs) | p99.9 (µs) | received = expected | server CPU (s) | CPU per delivery (µs) | server peak RSS (MiB) | bytes per delivery | generator CPU (s) | peak TCP memory (MiB) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (kind, runs) in o.servers.iter().zip(&runs) {
         let of =
             |f: &dyn Fn(&FanoutRun) -> f64| Spread::of(&runs.iter().map(f).collect::<Vec<_>>());
@@ -315,7 +315,7 @@ fn fanout(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             .filter(|r| r.result.received == r.result.expected)
             .count();
         println!(
-            "| {kind} | {} | {} | {} | {} | {} | {complete} of {} runs | {} | {} | {} | {} | {} |",
+            "| {kind} | {} | {} | {} | {} | {} | {complete} of {} runs | {} | {} | {} | {} | {} | {} |",
             of(&|r| r.result.rate()).show(0),
             of(&|r| r.result.elapsed.as_secs_f64()).show(3),
             of(&|r| r.result.p50_us).show(0),
@@ -327,6 +327,7 @@ fn fanout(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             of(&|r| r.peak_rss_kib as f64 / 1024.0).show(1),
             of(&|r| r.result.bytes_per_delivery).show(0),
             of(&|r| r.result.generator_cpu_seconds).show(2),
+            of(&|r| r.result.peak_tcp_memory_kib as f64 / 1024.0).show(0),
         );
     }
     for (kind, runs) in o.servers.iter().zip(&runs) {

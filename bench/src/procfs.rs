@@ -1,8 +1,20 @@
 //! What a process costs, read from `/proc/<pid>`: CPU seconds (user + system, all threads)
-//! and resident memory now and at its peak.
+//! and resident memory now and at its peak; and the kernel's memory in TCP socket buffers,
+//! from `/proc/net/sockstat`, watched for its peak.
 
 use std::fs;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// The size of the pages `/proc/net/sockstat` counts in: 4 KiB on the x86-64 machines this
+/// bench runs on.
+const PAGE_KIB: u64 = 4;
+
+/// How often [`TcpMemoryWatch`] reads the kernel's TCP memory.
+const WATCH_EVERY: Duration = Duration::from_millis(2);
 
 /// Linux reports CPU times in `/proc/<pid>/stat` in USER_HZ ticks, which the kernel fixes at
 /// 100 per second on every architecture it exports to user space.
@@ -50,6 +62,54 @@ fn status_kib(status: &str, key: &str) -> Option<u64> {
     line[key.len()..].split_whitespace().next()?.parse().ok()
 }
 
+/// The kernel's memory in TCP socket buffers now, in KiB: every socket of this network
+/// namespace, both ends of a loopback connection alike.
+pub fn tcp_memory_kib() -> io::Result<u64> {
+    let sockstat = fs::read_to_string("/proc/net/sockstat")?;
+    Ok(sockstat_tcp_pages(&sockstat).ok_or_else(|| bad("TCP mem in sockstat"))? * PAGE_KIB)
+}
+
+/// The `mem` field (pages) of the `TCP:` line of `/proc/net/sockstat`.
+fn sockstat_tcp_pages(sockstat: &str) -> Option<u64> {
+    let line = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut fields = line.split_whitespace();
+    fields.find(|&f| f == "mem")?;
+    fields.next()?.parse().ok()
+}
+
+/// The peak of [`tcp_memory_kib`] while it runs, read every [`WATCH_EVERY`] on a thread of
+/// its own (off the load generator's one thread). Where both ends of every connection are on
+/// this machine, it is the bytes a run has in flight, written by the server and not yet read
+/// by the generator.
+pub struct TcpMemoryWatch {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<u64>,
+}
+
+impl TcpMemoryWatch {
+    /// Starts watching.
+    pub fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut peak = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                peak = peak.max(tcp_memory_kib().unwrap_or(0));
+                thread::sleep(WATCH_EVERY);
+            }
+            peak
+        });
+        TcpMemoryWatch { stop, thread }
+    }
+
+    /// Stops watching; returns the peak seen, in KiB (0 if `/proc/net/sockstat` could not be
+    /// read).
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,6 +126,51 @@ mod tests {
         assert_eq!(status_kib(status, "VmRSS:"), Some(8000));
         assert_eq!(status_kib(status, "VmHWM:"), Some(9000));
         assert_eq!(status_kib(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn reads_tcp_memory_from_sockstat() {
+        let sockstat =
+            "sockets: used 9\nTCP: inuse 1 orphan 0 tw 0 alloc 1 mem 65\nUDP: inuse 0 mem 7\n";
+        assert_eq!(sockstat_tcp_pages(sockstat), Some(65));
+        assert_eq!(sockstat_tcp_pages("UDP: inuse 0 mem 7\n"), None);
+        assert_eq!(sockstat_tcp_pages("TCP: inuse 1 mem\n"), None);
+    }
+
+    #[test]
+    fn watches_the_peak_of_tcp_memory() {
+        use std::io::Write;
+        let watch = TcpMemoryWatch::start();
+        // Loopback connections holding 8 MiB that nobody reads: the kernel counts it, give or
+        // take what each CPU keeps in reserve (`net.core.mem_pcpu_rsv`, 1 MiB by default).
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let chunk = vec![0u8; 64 * 1024];
+        let (mut sent, mut held) = (0, Vec::new());
+        for _ in 0..8 {
+            let mut writer = std::net::TcpStream::connect(addr).expect("connect");
+            let (reader, _) = listener.accept().expect("accept");
+            writer.set_nonblocking(true).expect("nonblocking");
+            let mut this = 0;
+            while this < 1024 * 1024 {
+                match writer.write(&chunk) {
+                    Ok(n) => this += n,
+                    Err(_) => break, // its buffers are full
+                }
+            }
+            sent += this;
+            held.push((writer, reader));
+        }
+        assert!(
+            sent >= 4 * 1024 * 1024,
+            "the sockets took only {sent} bytes"
+        );
+        thread::sleep(WATCH_EVERY * 10);
+        let peak = watch.stop();
+        assert!(
+            peak >= sent as u64 / 1024 / 2,
+            "{sent} bytes unread, peak seen {peak} KiB"
+        );
     }
 
     #[test]
