@@ -51,6 +51,10 @@ impl Runtime for AsyncStd {
         listener.local_addr()
     }
 
+    fn set_send_buffer(&self, stream: &Self::TcpStream, bytes: usize) -> io::Result<()> {
+        socket2::SockRef::from(stream).set_send_buffer_size(bytes)
+    }
+
     async fn connect(&self, addr: &str) -> io::Result<Self::TcpStream> {
         let stream = async_std::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;

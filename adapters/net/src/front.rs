@@ -25,6 +25,8 @@ pub(crate) struct Front<R: Runtime> {
     pub metrics: Option<String>,
     pub per_address: usize,
     pub pending_handshakes: usize,
+    /// The kernel's send buffer of each accepted connection, if the server sets it.
+    pub send_buffer: Option<usize>,
     #[cfg(feature = "tls")]
     pub tls: Option<futures_rustls::TlsAcceptor>,
 }

@@ -55,6 +55,12 @@ pub(crate) async fn accept_loop<R: Runtime>(
                     drop(tcp); // over the limit: the cheapest answer is none
                     continue;
                 }
+                if let Some(bytes) = shared.front.send_buffer {
+                    // Not fatal: the connection works with the kernel's own buffer.
+                    if let Err(e) = rt.set_send_buffer(&tcp, bytes) {
+                        tracing::debug!(%remote, error = %e, "could not set the send buffer");
+                    }
+                }
                 spawn_serve(&rt, Pending(shared.clone()), tcp, remote);
             }
             // Out of file descriptors or a connection reset before accept: keep serving.

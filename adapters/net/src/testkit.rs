@@ -108,6 +108,7 @@ macro_rules! loopback_suite {
             a_burst_is_pushed_back_to_its_publisher_and_only_the_stalled_reader_is_cut,
             an_application_publish_waits_for_room,
             a_burst_past_the_write_window_goes_out_on_write_reports_alone,
+            a_stalled_reader_s_backlog_waits_in_the_hub_not_in_its_socket,
         );
         $crate::loopback_suite!(@in recovery $runtime, $block_on;
             a_reconnecting_client_gets_what_it_missed_once_in_order,

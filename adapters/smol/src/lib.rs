@@ -105,6 +105,10 @@ impl Runtime for Smol {
         listener.local_addr()
     }
 
+    fn set_send_buffer(&self, stream: &Self::TcpStream, bytes: usize) -> io::Result<()> {
+        socket2::SockRef::from(stream).set_send_buffer_size(bytes)
+    }
+
     async fn connect(&self, addr: &str) -> io::Result<Self::TcpStream> {
         let stream = smol::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;

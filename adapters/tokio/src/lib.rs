@@ -102,6 +102,10 @@ impl Runtime for Tokio {
         listener.local_addr()
     }
 
+    fn set_send_buffer(&self, stream: &Self::TcpStream, bytes: usize) -> io::Result<()> {
+        socket2::SockRef::from(stream.get_ref()).set_send_buffer_size(bytes)
+    }
+
     async fn connect(&self, addr: &str) -> io::Result<Self::TcpStream> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;

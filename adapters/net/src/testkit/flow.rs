@@ -242,3 +242,56 @@ pub async fn a_burst_past_the_write_window_goes_out_on_write_reports_alone<R: Ru
     }
     read_items(&mut reader, COUNT).await;
 }
+
+/// The hub's queue depth of the one connection of `handle`'s server, once it stops moving
+/// (two samples 100 ms apart alike).
+async fn settled_depth<R: Runtime>(rt: &R, handle: &crate::Handle<R>) -> usize {
+    let mut last = usize::MAX;
+    loop {
+        sleep(rt, Duration::from_millis(100)).await;
+        let depths = handle.queue_depths().await.expect("depths");
+        let now = depths.iter().sum();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// A reader that stops reading: with the default send buffer, a burst to it waits in the
+/// hub's queue (counted against its bounds, its payloads shared with the room) rather than
+/// in its socket; with the kernel's autotuning, the socket takes the whole MiB at once.
+pub async fn a_stalled_reader_s_backlog_waits_in_the_hub_not_in_its_socket<R: Runtime>(rt: R) {
+    const COUNT: usize = 1024; // of 1 KiB: 1 MiB
+    let pad = "z".repeat(1000);
+    let mut depths = Vec::new();
+    for send_buffer in [
+        Builder::<R>::new(rt.clone()),
+        Builder::new(rt.clone()).send_buffer(None),
+    ] {
+        let config = Config::default().ping_period(None);
+        let server = start(send_buffer.config(config)).await;
+        let handle = server.handle();
+        let mut reader = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
+        raw_send(&mut reader, subscribe("feed")).await;
+        assert_eq!(raw_json(&rt, &mut reader).await["type"], "subscribed");
+        for n in 0..COUNT {
+            let message = Message::json("item", json!({"n": n, "pad": pad}));
+            let delivery = handle.to_room("feed", message).await.expect("publish");
+            assert_eq!(delivery.queued, 1);
+        }
+        depths.push(settled_depth(&rt, &handle).await);
+        assert_eq!(handle.count().await.expect("count"), 1, "nobody was cut");
+        // The reader still gets everything, in order, once it reads.
+        read_items(&mut reader, COUNT).await;
+    }
+    let (bounded, autotuned) = (depths[0], depths[1]);
+    assert!(
+        bounded >= COUNT / 2,
+        "most of the burst waits in the hub: {bounded} of {COUNT} frames"
+    );
+    assert!(
+        autotuned < bounded / 2,
+        "the kernel's autotuning takes far more: {autotuned} frames left in the hub"
+    );
+}
