@@ -27,11 +27,13 @@ use crate::upgrade::{ws_config, Upgrader};
 use crate::{Error, Handle, OriginPolicy, Router, Runtime};
 
 /// [`Builder::send_buffer`]'s default: a burst waits in the hub's shared queues rather than
-/// in every member's socket. With it, the open-loop burst of BENCHMARKS.md peaked at
-/// 185-211 MiB of kernel socket memory against 294-385 MiB with the kernel's autotuning,
-/// and delivered 0.86-0.88× the tokio relay's rate against 0.79-0.84× ("Socket memory in a
-/// burst").
-const DEFAULT_SEND_BUFFER: usize = 32 * 1024;
+/// in every member's socket. In the open-loop burst of BENCHMARKS.md ("Socket memory in a
+/// burst"), the kernel's socket memory peaked at 245-257 MiB with it against 296-387 MiB
+/// with the kernel's autotuning, and the burst went at 0.78-0.83× the tokio relay's rate
+/// against 0.64-0.73×. Half of it held 179-189 MiB at about the same rate, for more of the
+/// server's CPU per delivery (1.15-1.41× the relay's against 1.00-1.32×), more writer
+/// buffers in memory, and half the throughput per connection.
+const DEFAULT_SEND_BUFFER: usize = 64 * 1024;
 
 /// Configures and starts a tidings hub, with or without its own server.
 pub struct Builder<R: Runtime> {
@@ -111,14 +113,14 @@ impl<R: Runtime> Builder<R> {
     /// The kernel's send buffer (`SO_SNDBUF`) of each connection the server accepts, in
     /// bytes as the kernel is asked (Linux doubles it for its own bookkeeping), or `None` to
     /// leave it to the kernel's autotuning (up to `net.ipv4.tcp_wmem`'s largest, 4 MiB by
-    /// default). Default 32 KiB (64 KiB on Linux).
+    /// default). Default 64 KiB (128 KiB on Linux).
     ///
     /// A burst then waits in the hub's queues, where a room's publications are shared and
     /// counted against the queue bounds, rather than as each member's own copy in the
     /// kernel: 1,000 members behind a 2,000-message burst could otherwise hold up to 4 MiB
     /// each there, and a stalled reader would fill its 4 MiB before its queue grew at all.
     /// The cost: a connection carries at most about its send buffer per round trip
-    /// (64 KiB at 100 ms is 640 KiB/s). Raise it, or pass `None`, for large payloads to
+    /// (128 KiB at 100 ms is 1.28 MB/s). Raise it, or pass `None`, for large payloads to
     /// distant clients. It applies to the connections this server accepts, not to those an
     /// [`Upgrader`](crate::Upgrader) takes from another server.
     #[must_use]
