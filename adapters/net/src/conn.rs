@@ -178,7 +178,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
 /// full socket holds what it gathered, so with the small send buffers of
 /// [`crate::Builder::send_buffer`] a burst to 1,000 members held a writer's buffer each:
 /// with 32 KiB send buffers, the server's peak RSS in the open-loop burst was 74-98 MiB at
-/// 64 KiB, 44-47 MiB at 16 KiB and 32-37 MiB at 8 KiB, whose smaller writes cost more CPU
+/// 64 KiB, 44-47 MiB at 16 KiB and 33-37 MiB at 8 KiB, whose smaller writes cost more CPU
 /// per delivery (BENCHMARKS.md, "Socket memory in a burst").
 const WRITE_AT: usize = 16 * 1024;
 
