@@ -140,12 +140,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         at: &mut usize,
         written: &AtomicUsize,
     ) -> Poll<Result<(), tungstenite::Error>> {
-        if self.peer_closed {
-            return Poll::Ready(Err(ProtocolError::SendAfterClosing.into()));
-        }
+        // What tungstenite owes goes out even after the peer's close: its echo is one.
         if *at == 0 && self.owes {
             ready!(Pin::new(&mut self.ws).poll_flush(cx))?;
             self.owes = false;
+        }
+        if self.peer_closed {
+            return Poll::Ready(Err(ProtocolError::SendAfterClosing.into()));
         }
         let socket = self.ws.get_mut();
         while *at < bytes.len() {
@@ -937,6 +938,33 @@ mod tests {
             shared.lock().ws.get_ref().output,
             pong_then_after(),
             "the pong, then the burst's frame"
+        );
+    }
+
+    #[test]
+    fn the_echo_of_a_peer_s_close_goes_out_though_the_burst_after_it_may_not() {
+        // A client's masked close frame, code 1000 and no reason.
+        let mask = [1u8, 2, 3, 4];
+        let mut close = vec![0x88, 0x80 | 2];
+        close.extend_from_slice(&mask);
+        close.extend([0x03u8, 0xE8].iter().zip(mask.iter()).map(|(b, m)| b ^ m));
+        // The socket takes nothing yet: tungstenite cannot write the echo from the read.
+        let shared = over_pipe(close, 0);
+        let (_, waker) = crate::CountedWakes::waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(
+            shared.poll_next(&mut cx),
+            Poll::Ready(Some(Ok(Message::Close(_))))
+        ));
+
+        shared.lock().ws.get_mut().room = usize::MAX;
+        let written = AtomicUsize::new(0);
+        let wrote = futures_lite::future::block_on(shared.write_burst(burst_after(), 0, &written));
+        assert!(wrote.is_err(), "nothing may follow the peer's close");
+        assert_eq!(
+            shared.lock().ws.get_ref().output,
+            [0x88, 2, 0x03, 0xE8],
+            "the echo went out, and only the echo"
         );
     }
 
