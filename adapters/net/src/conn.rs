@@ -280,20 +280,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         poll_fn(|cx| self.lock().poll_write_from(cx, bytes, &mut at, written)).await
     }
 
-    /// Writes one publication's `wire` bytes in this one poll if the socket takes them
-    /// all and tungstenite owes nothing; `at` says how far it got otherwise (`Pending`:
-    /// the rest is for [`Shared::write_burst`], from `at`).
+    /// Writes one publication's `wire` bytes (after what tungstenite owes) in this one poll
+    /// if the socket takes them all; `at` says how far it got otherwise (`Pending`: the
+    /// rest is for [`Shared::write_burst`], from `at`).
     fn poll_write_now(
         &self,
         cx: &mut Context<'_>,
         wire: &[u8],
         at: &mut usize,
     ) -> Poll<Result<(), tungstenite::Error>> {
-        let mut stream = self.lock();
-        if stream.owes {
-            return Poll::Pending;
-        }
-        stream.poll_write_from(cx, wire, at, &AtomicUsize::new(0))
+        self.lock()
+            .poll_write_from(cx, wire, at, &AtomicUsize::new(0))
     }
 
     /// Writes one message and flushes.
@@ -887,13 +884,19 @@ mod tests {
         ))
     }
 
+    /// A client's masked control frame of `opcode` with a payload under 126 bytes.
+    fn client_control(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1u8, 2, 3, 4];
+        let length = u8::try_from(payload.len()).expect("a short payload");
+        let mut frame = vec![0x80 | opcode, 0x80 | length];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        frame
+    }
+
     /// A client's masked ping "hello".
     fn client_ping() -> Vec<u8> {
-        let mask = [1u8, 2, 3, 4];
-        let mut ping = vec![0x89, 0x80 | 5];
-        ping.extend_from_slice(&mask);
-        ping.extend(b"hello".iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
-        ping
+        client_control(0x9, b"hello")
     }
 
     /// The pong of [`client_ping`], then the text frame "after", as the server writes them.
@@ -943,13 +946,9 @@ mod tests {
 
     #[test]
     fn the_echo_of_a_peer_s_close_goes_out_though_the_burst_after_it_may_not() {
-        // A client's masked close frame, code 1000 and no reason.
-        let mask = [1u8, 2, 3, 4];
-        let mut close = vec![0x88, 0x80 | 2];
-        close.extend_from_slice(&mask);
-        close.extend([0x03u8, 0xE8].iter().zip(mask.iter()).map(|(b, m)| b ^ m));
-        // The socket takes nothing yet: tungstenite cannot write the echo from the read.
-        let shared = over_pipe(close, 0);
+        // A client's close frame, code 1000 and no reason. The socket takes nothing yet:
+        // tungstenite cannot write the echo from the read.
+        let shared = over_pipe(client_control(0x8, &[0x03, 0xE8]), 0);
         let (_, waker) = crate::CountedWakes::waker();
         let mut cx = Context::from_waker(&waker);
         assert!(matches!(
