@@ -15,18 +15,35 @@ use crate::outbound::{Block, Chunk, Flight, InFlight, Run};
 use crate::protocol::Protocol;
 use crate::timers::{ConnTimer, TimerKey, Timers};
 
-/// `Open → Closing → (removed)`.
+/// `Open → Closing → (removed)`. One word (the closing details are boxed, as a session
+/// closes once), so that it sits in the cache line every fan-out reads anyway.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum State {
     Open,
-    /// No new frames are accepted. With `flush`, queued frames still go out and the close
-    /// follows the last of them (or the close timer); without, the transport is gone and the
-    /// close timer only delays freeing the state.
-    Closing {
-        code: CloseCode,
-        reason: String,
-        flush: bool,
-    },
+    /// No new frames are accepted.
+    Closing(Box<Closing>),
+}
+
+/// How a closing session closes.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Closing {
+    pub code: CloseCode,
+    pub reason: String,
+    /// Queued frames still go out and the close follows the last of them (or the close
+    /// timer); without, the transport is gone and the close timer only delays freeing the
+    /// state.
+    pub flush: bool,
+}
+
+impl State {
+    /// `Closing` with `code`, `reason` and `flush`.
+    pub(crate) fn closing(code: CloseCode, reason: String, flush: bool) -> Self {
+        State::Closing(Box::new(Closing {
+            code,
+            reason,
+            flush,
+        }))
+    }
 }
 
 /// A queue's bound, from `Config::max_queue_frames` and `Config::max_queue_bytes`.
@@ -83,8 +100,8 @@ pub(crate) struct Session {
     pub protocol: Protocol,
     /// Past the bound and not yet drained to half of it (the hub's `behind` set holds it).
     pub behind: bool,
-    /// Its reading is paused until the room it published to has no member behind.
-    pub paused: bool,
+    /// Read by every offer and hand-out: in the first line, not the third.
+    pub state: State,
     /// The run of room publications a publish to the same room extends, queued after
     /// `queue`: kept here, in the lines a fan-out touches anyway, rather than at the end of
     /// `queue`, whose tail is a cache miss per recipient (perf: half of the offer's time).
@@ -103,7 +120,6 @@ pub(crate) struct Session {
     queue: VecDeque<Chunk>,
     /// What was handed to the driver and not yet reported written, oldest first.
     in_flight: InFlight,
-    pub state: State,
     /// Server→client ack requests and their deadlines, pings of [`Hub::ping`] included.
     ///
     /// [`Hub::ping`]: crate::Hub::ping
@@ -111,6 +127,8 @@ pub(crate) struct Session {
     /// Those of `acks_out` that are pings, with when each was asked.
     pub pings: BTreeMap<AckId, Instant>,
     // Warm: inbound frames and timers.
+    /// Its reading is paused until the room it published to has no member behind.
+    pub paused: bool,
     pub last_seen: Instant,
     /// Inbound frames in the current rate window, and when it began.
     pub rate_count: u32,
@@ -386,9 +404,9 @@ impl Session {
     /// Whether queued frames still go out (open, or closing with flush).
     #[inline]
     fn flushing(&self) -> bool {
-        match self.state {
+        match &self.state {
             State::Open => true,
-            State::Closing { flush, .. } => flush,
+            State::Closing(closing) => closing.flush,
         }
     }
 
@@ -537,11 +555,11 @@ impl Session {
     /// of which has a deadline).
     pub(crate) fn flushed_close(&self) -> Option<(CloseCode, String)> {
         match &self.state {
-            State::Closing {
-                code,
-                reason,
-                flush: true,
-            } if self.queue_is_empty() && self.acks_in.is_empty() => Some((*code, reason.clone())),
+            State::Closing(closing)
+                if closing.flush && self.queue_is_empty() && self.acks_in.is_empty() =>
+            {
+                Some((closing.code, closing.reason.clone()))
+            }
             _ => None,
         }
     }
@@ -788,11 +806,7 @@ mod tests {
             Offer::Queued
         );
         assert!(s.can_transmit(1));
-        s.state = State::Closing {
-            code: CloseCode::NORMAL,
-            reason: String::new(),
-            flush: false,
-        };
+        s.state = State::closing(CloseCode::NORMAL, String::new(), false);
         assert!(!s.can_transmit(1));
         assert_eq!(
             s.offer(Frame::text("b"), bound(10, 10), Fill::Bound),

@@ -211,11 +211,7 @@ impl Hub {
             return;
         }
         let reason = close_reason(reason);
-        s.state = State::Closing {
-            code,
-            reason: reason.clone(),
-            flush: true,
-        };
+        s.state = State::closing(code, reason.clone(), true);
         s.set_timer(&mut self.timers, conn, ConnTimer::Ping, None);
         s.set_timer(&mut self.timers, conn, ConnTimer::Silence, None);
         s.set_timer(&mut self.timers, conn, ConnTimer::Close, Some(now + grace));
@@ -231,11 +227,7 @@ impl Hub {
 
     fn on_transport_error_state(s: &mut Session, error: &str) {
         s.clear_queue();
-        s.state = State::Closing {
-            code: CloseCode::ABNORMAL,
-            reason: close_reason(error.to_owned()),
-            flush: false,
-        };
+        s.state = State::closing(CloseCode::ABNORMAL, close_reason(error.to_owned()), false);
     }
 
     pub(super) fn on_transport_error(&mut self, now: Instant, conn: ConnId, error: String) {
@@ -243,7 +235,7 @@ impl Hub {
         let Some(s) = session_in(&mut self.sessions, conn) else {
             return;
         };
-        if matches!(s.state, State::Closing { flush: false, .. }) {
+        if matches!(&s.state, State::Closing(c) if !c.flush) {
             return; // already failed
         }
         Self::on_transport_error_state(s, &error);

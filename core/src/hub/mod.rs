@@ -426,22 +426,14 @@ impl Hub {
                 self.begin_close(now, conn, CloseCode::AUTH_TIMEOUT, reason);
             }
             ConnTimer::Close => match s.state.clone() {
-                State::Closing {
-                    code,
-                    reason,
-                    flush: true,
-                } => {
-                    self.finalize(conn, code, reason, Initiator::Server, true);
+                State::Closing(closing) if closing.flush => {
+                    self.finalize(conn, closing.code, closing.reason, Initiator::Server, true);
                 }
-                State::Closing {
-                    reason,
-                    flush: false,
-                    ..
-                } => {
+                State::Closing(closing) => {
                     self.finalize(
                         conn,
                         CloseCode::ABNORMAL,
-                        reason,
+                        closing.reason,
                         Initiator::Transport,
                         true,
                     );
