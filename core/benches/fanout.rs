@@ -1,6 +1,7 @@
 //! Fan-out cost per recipient: one 128-byte JSON frame published to a room of N members, every
 //! output drained and reported written, as tidings-net does (a connection's frames at a time). Criterion's throughput is in
-//! recipients, so time per element is the cost per recipient. Target: ≤ 50 ns.
+//! recipients, so time per element is the cost per recipient. Target: ≤ 25 ns at 10,000
+//! members (issue 12), compared across hours by alternate runs with an older build.
 //!
 //! `cargo bench -p tidings-core --bench fanout`
 
