@@ -18,6 +18,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use tidings_net::reexports::socket2::SockRef;
+
 /// The async-std runtime: its tasks, timers and sockets.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AsyncStd;
@@ -51,8 +53,8 @@ impl Runtime for AsyncStd {
         listener.local_addr()
     }
 
-    fn set_send_buffer(&self, stream: &Self::TcpStream, bytes: usize) -> io::Result<()> {
-        socket2::SockRef::from(stream).set_send_buffer_size(bytes)
+    fn socket<'a>(&self, stream: &'a Self::TcpStream) -> SockRef<'a> {
+        SockRef::from(stream)
     }
 
     async fn connect(&self, addr: &str) -> io::Result<Self::TcpStream> {

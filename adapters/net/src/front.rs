@@ -1,13 +1,17 @@
 //! The built-in server's front, shared by its accept loop, its HTTP serving and its
 //! upgrades (and by an `Upgrader` on another server's route): the settings an upgrade is
 //! checked against, the count of connections still in their HTTP phase, and each remote
-//! address's share of the per-address cap.
+//! address's share of the per-address cap, and the kernel options of each socket it
+//! accepts.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use socket2::SockRef;
 
 use crate::hooks::{ConnectHook, HttpHandler};
 use crate::{Handle, OriginPolicy, Runtime};
@@ -25,8 +29,8 @@ pub(crate) struct Front<R: Runtime> {
     pub metrics: Option<String>,
     pub per_address: usize,
     pub pending_handshakes: usize,
-    /// The kernel's send buffer of each accepted connection, if the server sets it.
-    pub send_buffer: Option<usize>,
+    /// The kernel options of each accepted connection.
+    pub socket: SocketOptions,
     #[cfg(feature = "tls")]
     pub tls: Option<futures_rustls::TlsAcceptor>,
 }
@@ -74,5 +78,71 @@ impl<R: Runtime> Drop for AddressClaim<R> {
                 counts.remove(&self.1);
             }
         }
+    }
+}
+
+/// What the server asks of the kernel for each socket it accepts (`Builder::send_buffer`,
+/// `Builder::unsent_limit`); `None` leaves an option at the kernel's default.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SocketOptions {
+    /// `SO_SNDBUF`, in bytes as asked (Linux doubles it).
+    pub send_buffer: Option<usize>,
+    /// `TCP_NOTSENT_LOWAT`, in bytes (Linux and Android; elsewhere not set).
+    pub unsent_limit: Option<usize>,
+}
+
+impl SocketOptions {
+    /// Sets the options on `socket`; the first that fails is the error, and the options
+    /// before it stay set.
+    pub fn apply(&self, socket: &SockRef<'_>) -> io::Result<()> {
+        if let Some(bytes) = self.send_buffer {
+            socket.set_send_buffer_size(bytes)?;
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Some(bytes) = self.unsent_limit {
+            // The kernel takes an int: a limit past its largest is as good as none.
+            socket.set_tcp_notsent_lowat(bytes.min(i32::MAX as usize) as u32)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        (server, client)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_options_asked_for_are_set_and_the_others_left_alone() {
+        let (server, _client) = socket_pair();
+        let socket = SockRef::from(&server);
+        let (kernel_buffer, kernel_unsent) = (
+            socket.send_buffer_size().expect("get"),
+            socket.tcp_notsent_lowat().expect("get"),
+        );
+        let none = SocketOptions {
+            send_buffer: None,
+            unsent_limit: None,
+        };
+        none.apply(&socket).expect("apply");
+        assert_eq!(socket.send_buffer_size().expect("get"), kernel_buffer);
+        assert_eq!(socket.tcp_notsent_lowat().expect("get"), kernel_unsent);
+
+        let both = SocketOptions {
+            send_buffer: Some(64 * 1024),
+            unsent_limit: Some(16 * 1024),
+        };
+        both.apply(&socket).expect("apply");
+        // Linux doubles the send buffer for its bookkeeping.
+        assert_eq!(socket.send_buffer_size().expect("get"), 2 * 64 * 1024);
+        assert_eq!(socket.tcp_notsent_lowat().expect("get"), 16 * 1024);
     }
 }

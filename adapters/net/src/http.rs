@@ -55,11 +55,9 @@ pub(crate) async fn accept_loop<R: Runtime>(
                     drop(tcp); // over the limit: the cheapest answer is none
                     continue;
                 }
-                if let Some(bytes) = shared.front.send_buffer {
-                    // Not fatal: the connection works with the kernel's own buffer.
-                    if let Err(e) = rt.set_send_buffer(&tcp, bytes) {
-                        tracing::debug!(%remote, error = %e, "could not set the send buffer");
-                    }
+                // Not fatal: the connection works with the kernel's own settings.
+                if let Err(e) = shared.front.socket.apply(&rt.socket(&tcp)) {
+                    tracing::debug!(%remote, error = %e, "could not set the socket's options");
                 }
                 spawn_serve(&rt, Pending(shared.clone()), tcp, remote);
             }

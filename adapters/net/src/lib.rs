@@ -158,6 +158,7 @@ pub mod reexports {
     pub use http;
     pub use http_body_util;
     pub use hyper;
+    pub use socket2;
     pub use tidings_core;
     pub use tungstenite;
 }

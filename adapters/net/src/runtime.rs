@@ -47,10 +47,10 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// The address `listener` is bound to.
     fn local_addr(&self, listener: &Self::TcpListener) -> io::Result<SocketAddr>;
 
-    /// Sets the kernel's send buffer of `stream` (`SO_SNDBUF`) to `bytes`, as the kernel
-    /// takes it (Linux doubles it for its own bookkeeping). `socket2::SockRef` does it for
-    /// any socket type that lends its descriptor.
-    fn set_send_buffer(&self, stream: &Self::TcpStream, bytes: usize) -> io::Result<()>;
+    /// `stream`'s socket, for the options the server sets on the connections it accepts
+    /// (`Builder::send_buffer`, `Builder::unsent_limit`): `SockRef::from` borrows the
+    /// descriptor of any stream type that lends it.
+    fn socket<'a>(&self, stream: &'a Self::TcpStream) -> socket2::SockRef<'a>;
 
     /// Connects to `addr` (`"host:port"`).
     fn connect(&self, addr: &str) -> impl Future<Output = io::Result<Self::TcpStream>> + Send;

@@ -17,7 +17,7 @@ use tungstenite::protocol::WebSocketConfig;
 use crate::backplane::{Backplane, Link, FETCHES, OUTGOING_LIMIT};
 use crate::conn::{ConnOptions, TaskCount};
 use crate::driver::{self, Driver, RouterLink};
-use crate::front::{Front, Shared};
+use crate::front::{Front, Shared, SocketOptions};
 use crate::handle::Inner;
 use crate::hooks::{
     Accept, ConnectHook, ConnectRequest, HttpHandler, HttpResponse, Refusal, SUBPROTOCOL_V1,
@@ -34,6 +34,13 @@ use crate::{Error, Handle, OriginPolicy, Router, Runtime};
 /// server's CPU per delivery (1.15-1.41× the relay's against 1.00-1.32×), more writer
 /// buffers in memory, and half the throughput per connection.
 const DEFAULT_SEND_BUFFER: usize = 64 * 1024;
+
+/// [`Builder::unsent_limit`]'s default: one of the writer's 16 KiB writes. In the open-loop
+/// burst of BENCHMARKS.md ("Unsent bytes in the kernel"), six sets in alternation with the
+/// build without it went at 0.78-0.97× the tokio relay's rate (medians of sets) against
+/// 0.73-0.86×, with 1.04-1.46× its server CPU per delivery against 0.88-1.31×; a 4 KiB
+/// limit went at 0.77-0.88×.
+const DEFAULT_UNSENT_LIMIT: usize = 16 * 1024;
 
 /// Configures and starts a tidings hub, with or without its own server.
 pub struct Builder<R: Runtime> {
@@ -55,6 +62,7 @@ pub struct Builder<R: Runtime> {
     per_address: usize,
     pending_handshakes: usize,
     send_buffer: Option<usize>,
+    unsent_limit: Option<usize>,
     #[cfg(feature = "tls")]
     tls: Option<futures_rustls::TlsAcceptor>,
 }
@@ -88,6 +96,7 @@ impl<R: Runtime> Builder<R> {
             per_address: 1000,
             pending_handshakes: 1024,
             send_buffer: Some(DEFAULT_SEND_BUFFER),
+            unsent_limit: Some(DEFAULT_UNSENT_LIMIT),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -126,6 +135,26 @@ impl<R: Runtime> Builder<R> {
     #[must_use]
     pub fn send_buffer(mut self, bytes: Option<usize>) -> Self {
         self.send_buffer = bytes;
+        self
+    }
+
+    /// How many bytes a connection's socket holds that the kernel has not yet sent
+    /// (`TCP_NOTSENT_LOWAT`, Linux and Android; not set elsewhere), or `None` for no limit
+    /// but the send buffer. Default 16 KiB.
+    ///
+    /// A client whose window is full (it reads slower than the server writes) then leaves
+    /// what it has not taken in the hub's queue, not in its socket: a write takes no more
+    /// once this much is unsent, and the writer is woken again when less than half of it
+    /// is left (Linux's `tcp_poll`). Bytes already sent
+    /// and not yet acknowledged do not count, so unlike a smaller send buffer this does not
+    /// slow a connection to a distant client. In an open-loop burst on one machine it
+    /// also moves the work of sending from the reader's side to the server's: with a full
+    /// send queue, the reader's acknowledgement sends the server's queued bytes in the
+    /// reader's own system call. It applies to the connections this server accepts, not to
+    /// those an [`Upgrader`](crate::Upgrader) takes from another server.
+    #[must_use]
+    pub fn unsent_limit(mut self, bytes: Option<usize>) -> Self {
+        self.unsent_limit = bytes;
         self
     }
 
@@ -394,7 +423,10 @@ impl<R: Runtime> Builder<R> {
             metrics: self.metrics,
             per_address: self.per_address,
             pending_handshakes: self.pending_handshakes,
-            send_buffer: self.send_buffer,
+            socket: SocketOptions {
+                send_buffer: self.send_buffer,
+                unsent_limit: self.unsent_limit,
+            },
             #[cfg(feature = "tls")]
             tls: self.tls,
         };

@@ -27,6 +27,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use tidings_net::reexports::socket2::SockRef;
+
 /// The smol runtime: tasks on an executor with a thread per core (see [`threads`]),
 /// async-io timers and sockets.
 #[derive(Clone, Copy, Debug, Default)]
@@ -105,8 +107,8 @@ impl Runtime for Smol {
         listener.local_addr()
     }
 
-    fn set_send_buffer(&self, stream: &Self::TcpStream, bytes: usize) -> io::Result<()> {
-        socket2::SockRef::from(stream).set_send_buffer_size(bytes)
+    fn socket<'a>(&self, stream: &'a Self::TcpStream) -> SockRef<'a> {
+        SockRef::from(stream)
     }
 
     async fn connect(&self, addr: &str) -> io::Result<Self::TcpStream> {

@@ -61,6 +61,7 @@ use std::time::Instant;
 
 use hyper_util::rt::TokioIo;
 use tidings_net::reexports::http::Request;
+use tidings_net::reexports::socket2::SockRef;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 /// The tokio runtime: tasks spawned on the runtime the call is made in (`tokio::spawn`),
@@ -102,8 +103,8 @@ impl Runtime for Tokio {
         listener.local_addr()
     }
 
-    fn set_send_buffer(&self, stream: &Self::TcpStream, bytes: usize) -> io::Result<()> {
-        socket2::SockRef::from(stream.get_ref()).set_send_buffer_size(bytes)
+    fn socket<'a>(&self, stream: &'a Self::TcpStream) -> SockRef<'a> {
+        SockRef::from(stream.get_ref())
     }
 
     async fn connect(&self, addr: &str) -> io::Result<Self::TcpStream> {

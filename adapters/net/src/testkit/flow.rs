@@ -258,19 +258,23 @@ async fn settled_depth<R: Runtime>(rt: &R, handle: &crate::Handle<R>) -> usize {
     }
 }
 
-/// A reader that stops reading: with the default send buffer, a burst to it waits in the
-/// hub's queue (counted against its bounds, its payloads shared with the room) rather than
-/// in its socket; with the kernel's autotuning, the socket takes the whole MiB at once.
+/// A reader that stops reading: with the default send buffer and unsent limit, and with the
+/// unsent limit alone, a burst to it waits in the hub's queue (counted against its bounds,
+/// its payloads shared with the room) rather than in its socket; with neither (the kernel's
+/// autotuning), the socket takes the whole MiB at once.
 pub async fn a_stalled_reader_s_backlog_waits_in_the_hub_not_in_its_socket<R: Runtime>(rt: R) {
     const COUNT: usize = 1024; // of 1 KiB: 1 MiB
     let pad = "z".repeat(1000);
     let mut depths = Vec::new();
-    for send_buffer in [
+    for builder in [
         Builder::<R>::new(rt.clone()),
         Builder::new(rt.clone()).send_buffer(None),
+        Builder::new(rt.clone())
+            .send_buffer(None)
+            .unsent_limit(None),
     ] {
         let config = Config::default().ping_period(None);
-        let server = start(send_buffer.config(config)).await;
+        let server = start(builder.config(config)).await;
         let handle = server.handle();
         let mut reader = raw(&rt, &server.ws_url("/ws"), &[]).await.expect("connect");
         raw_send(&mut reader, subscribe("feed")).await;
@@ -285,10 +289,14 @@ pub async fn a_stalled_reader_s_backlog_waits_in_the_hub_not_in_its_socket<R: Ru
         // The reader still gets everything, in order, once it reads.
         read_items(&mut reader, COUNT).await;
     }
-    let (bounded, autotuned) = (depths[0], depths[1]);
+    let (bounded, unsent_limited, autotuned) = (depths[0], depths[1], depths[2]);
     assert!(
         bounded >= COUNT / 2,
         "most of the burst waits in the hub: {bounded} of {COUNT} frames"
+    );
+    assert!(
+        unsent_limited >= COUNT / 2,
+        "with the unsent limit alone, most of the burst waits in the hub: {unsent_limited} of {COUNT} frames"
     );
     assert!(
         autotuned < bounded / 2,
