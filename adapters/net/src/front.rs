@@ -1,8 +1,8 @@
 //! The built-in server's front, shared by its accept loop, its HTTP serving and its
 //! upgrades (and by an `Upgrader` on another server's route): the settings an upgrade is
-//! checked against, the count of connections still in their HTTP phase, and each remote
-//! address's share of the per-address cap, and the kernel options of each socket it
-//! accepts.
+//! checked against, the count of connections still in their HTTP phase, each remote
+//! address's share of the per-address cap, and the kernel options of each socket the
+//! server accepts.
 
 use std::collections::HashMap;
 use std::io;
@@ -107,7 +107,7 @@ impl SocketOptions {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};
@@ -119,7 +119,6 @@ mod tests {
         (server, client)
     }
 
-    #[cfg(target_os = "linux")]
     #[test]
     fn the_options_asked_for_are_set_and_the_others_left_alone() {
         let (server, _client) = socket_pair();

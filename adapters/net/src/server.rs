@@ -145,13 +145,13 @@ impl<R: Runtime> Builder<R> {
     /// A client whose window is full (it reads slower than the server writes) then leaves
     /// what it has not taken in the hub's queue, not in its socket: a write takes no more
     /// once this much is unsent, and the writer is woken again when less than half of it
-    /// is left (Linux's `tcp_poll`). Bytes already sent
-    /// and not yet acknowledged do not count, so unlike a smaller send buffer this does not
-    /// slow a connection to a distant client. In an open-loop burst on one machine it
-    /// also moves the work of sending from the reader's side to the server's: with a full
-    /// send queue, the reader's acknowledgement sends the server's queued bytes in the
-    /// reader's own system call. It applies to the connections this server accepts, not to
-    /// those an [`Upgrader`](crate::Upgrader) takes from another server.
+    /// is left (Linux's `tcp_poll`). Bytes already sent and not yet acknowledged do not
+    /// count, so unlike a smaller send buffer this does not slow a connection to a distant
+    /// client. In an open-loop burst on one machine it also moves the work of sending from
+    /// the reader's side to the server's: with a full send queue, the reader's
+    /// acknowledgement sends the server's queued bytes in the reader's own system call. It
+    /// applies to the connections this server accepts, not to those an
+    /// [`Upgrader`](crate::Upgrader) takes from another server.
     #[must_use]
     pub fn unsent_limit(mut self, bytes: Option<usize>) -> Self {
         self.unsent_limit = bytes;
