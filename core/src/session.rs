@@ -90,9 +90,10 @@ pub(crate) enum Offer {
 ///
 /// The hot fields fill exactly the first two cache lines (see [`HOT_BYTES`]), and rustc
 /// keeps the slab's occupancy tag in `in_flight`'s discriminant (byte 88), so an offer, a
-/// hand-out and a write report each touch those two lines of a member and no third. With the queue and the in-flight tail
-/// as four-word deques they took three, and at 10,000 members the hot part of the room no
-/// longer fit in a core's L2 (1 MiB here): two lines made `fanout/10000` 0.88x as long.
+/// hand-out and a write report each touch those two lines of a member and no third. With
+/// the queue and the in-flight tail as four-word deques they took three, and at 10,000
+/// members the hot part of the room no longer fit in a core's L2 (1 MiB here): two lines
+/// made `fanout/10000` 0.88x as long.
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub(crate) struct Session {

@@ -69,8 +69,9 @@ pub struct Builder<R: Runtime> {
 
 impl<R: Runtime> Builder<R> {
     /// A builder with the defaults: the hub's [`Config::default`], WebSocket at `/ws`,
-    /// same-origin policy, subprotocols `tidings.v1` and `tidings.raw` offered, a 10 s write timeout and
-    /// handshake timeout, a 1 s close delay, 1 KiB read buffers.
+    /// same-origin policy, subprotocols `tidings.v1` and `tidings.raw` offered, a 10 s write
+    /// timeout and handshake timeout, a 1 s close delay, 1 KiB read buffers, and accepted
+    /// sockets with a 64 KiB send buffer and a 16 KiB unsent limit.
     pub fn new(rt: R) -> Self {
         let config = Config::default();
         Builder {
